@@ -1,0 +1,258 @@
+//! The interactive CLI: a peer's stdin and stdout. On a terminal it uses rustyline, and incoming messages are
+//! printed through its external printer so they never garble the line being typed; on a pipe it is plain line in,
+//! line out, so scripts can drive it. Message lines are exactly CONTRACT.md's; everything else starts with `* `.
+
+pub mod command;
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::peer::Node;
+use crate::peer::events::Event;
+use crate::proto::{ChannelName, Destination};
+use command::{Command, HELP, parse};
+
+/// Messages typed but not yet handed to the courier, before the prompt waits.
+const SEND_QUEUE: usize = 256;
+/// How long `/quit` waits for messages already typed to go out.
+const QUIT_DRAIN: Duration = Duration::from_secs(10);
+
+/// Where the CLI's lines go.
+#[derive(Clone)]
+struct Out(Arc<Mutex<Option<Box<dyn rustyline::ExternalPrinter + Send>>>>);
+
+impl Out {
+    fn line(&self, s: impl Into<String>) {
+        let s = s.into();
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(p) => {
+                let _ = p.print(format!("{s}\n"));
+            }
+            None => println!("{s}"),
+        }
+    }
+    fn status(&self, s: impl AsRef<str>) {
+        self.line(format!("* {}", s.as_ref()))
+    }
+}
+
+/// One typed line, and (on a terminal) the signal that lets the editor prompt again once the line is handled.
+struct Typed {
+    line: String,
+    next: Option<oneshot::Sender<()>>,
+}
+
+/// Runs the CLI for `node` until `/quit`, end of input or a termination signal, then deregisters the node.
+pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result<()> {
+    let prompt = Arc::new(Mutex::new(prompt_for(&current)));
+    let (typed_tx, mut typed) = mpsc::channel::<Typed>(16);
+    let out = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        start_editor(typed_tx, prompt.clone())?
+    } else {
+        start_pipe_reader(typed_tx);
+        Out(Arc::new(Mutex::new(None)))
+    };
+    let (send_tx, send_rx) = mpsc::channel::<(Destination, String)>(SEND_QUEUE);
+    let sender = tokio::spawn(send_in_order(node.clone(), send_rx, out.clone()));
+    let mut events = node.subscribe();
+    let me = node.name().clone();
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+
+    loop {
+        tokio::select! {
+            t = typed.recv() => {
+                let Some(Typed { line, next }) = t else { break };
+                let keep_going = match parse(&line) {
+                    Ok(cmd) => handle(&node, cmd, &mut current, &send_tx, &out).await,
+                    Err(e) => { out.status(e.to_string()); true }
+                };
+                *prompt.lock().unwrap_or_else(|p| p.into_inner()) = prompt_for(&current);
+                if !keep_going { break }
+                if let Some(next) = next { let _ = next.send(()); }
+            }
+            ev = events.recv() => match ev {
+                Ok(Event::Message { message, own: false }) => out.line(message.cli_line(&me)),
+                Ok(Event::Notice { text }) => out.status(text),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => out.status(format!("{n} events were not shown (too many at once); /history has them")),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    drop(send_tx);
+    if tokio::time::timeout(QUIT_DRAIN, sender).await.is_err() {
+        out.status("some messages were still being sent when you quit");
+    }
+    node.shutdown().await;
+    out.status("bye");
+    Ok(())
+}
+
+fn prompt_for(current: &Option<ChannelName>) -> String {
+    match current {
+        Some(c) => format!("#{c}> "),
+        None => "> ".to_string(),
+    }
+}
+
+/// Sends typed messages one after another, so they leave in the order they were typed, and reports failures.
+async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>, out: Out) {
+    while let Some((dest, text)) = rx.recv().await {
+        match node.send(dest.clone(), text).await {
+            Ok(report) => {
+                for f in &report.failed {
+                    out.status(format!("not delivered to {}: {}", f.peer, f.error));
+                }
+                if report.delivered.is_empty() && report.failed.is_empty() {
+                    out.status(format!(
+                        "nobody else is in {} yet; the message is in your history",
+                        dest.label()
+                    ));
+                }
+            }
+            Err(e) => out.status(format!("not sent to {}: {e}", dest.label())),
+        }
+    }
+}
+
+/// Carries out one command; false means quit.
+async fn handle(
+    node: &Node,
+    cmd: Command,
+    current: &mut Option<ChannelName>,
+    send: &mpsc::Sender<(Destination, String)>,
+    out: &Out,
+) -> bool {
+    match cmd {
+        Command::Nothing => {}
+        Command::Quit => return false,
+        Command::Help => HELP.iter().for_each(|l| out.status(l)),
+        Command::Join(c) => match node.join(&c).await {
+            Ok(n) => {
+                out.status(format!(
+                    "joined #{c} ({n} online); you are now talking in #{c}"
+                ));
+                *current = Some(c);
+            }
+            Err(e) => out.status(format!("cannot join #{c}: {e}")),
+        },
+        Command::Say(text) => match current {
+            Some(c) => {
+                let _ = send.send((Destination::Channel(c.clone()), text)).await;
+            }
+            None => out.status(
+                "no current channel: type #name to join one, or @peer text for a direct message",
+            ),
+        },
+        Command::Direct(peer, text) => {
+            let _ = send.send((Destination::Direct(peer), text)).await;
+        }
+        Command::Leave(c) => match node.leave(&c).await {
+            Ok(()) => {
+                if current.as_ref() == Some(&c) {
+                    *current = node.joined().into_iter().next();
+                }
+                let now = current
+                    .as_ref()
+                    .map(|c| format!("; you are now talking in #{c}"))
+                    .unwrap_or_default();
+                out.status(format!("left #{c}{now}"));
+            }
+            Err(e) => out.status(format!("cannot leave #{c}: {e}")),
+        },
+        Command::Peers(channel) => match node.peers(channel.as_ref()).await {
+            Ok(peers) => {
+                let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+                let scope = channel
+                    .map(|c| format!("in #{c}"))
+                    .unwrap_or_else(|| "online".into());
+                out.status(format!("{scope} ({}): {}", names.len(), names.join(", ")));
+            }
+            Err(e) => out.status(format!("cannot list peers: {e}")),
+        },
+        Command::Channels => match node.channels().await {
+            Ok(list) if list.is_empty() => out.status("no channels yet; type #name to create one"),
+            Ok(list) => {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|c| format!("#{} ({})", c.name, c.members))
+                    .collect();
+                out.status(format!("channels: {}", items.join(", ")));
+            }
+            Err(e) => out.status(format!("cannot list channels: {e}")),
+        },
+        Command::History(conv, n) => {
+            let Some(conv) = conv.or_else(|| current.clone().map(Destination::Channel)) else {
+                out.status("no current channel: write /history #channel or /history @peer");
+                return true;
+            };
+            let messages = node.history(&conv, n);
+            if messages.is_empty() {
+                out.status(format!("no messages in {} yet", conv.label()));
+            }
+            for m in messages {
+                out.status(format!("{} {}", clock(m.ts), m.cli_line(node.name())));
+            }
+        }
+    }
+    true
+}
+
+/// `HH:MM:SS` (UTC) of a Unix-ms timestamp.
+fn clock(ts_ms: u64) -> String {
+    let s = ts_ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+/// Reads lines from a pipe.
+fn start_pipe_reader(tx: mpsc::Sender<Typed>) {
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(Typed { line, next: None }).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Runs rustyline on its own thread. It prompts again only once the previous line is handled, so a `/quit` never
+/// leaves the terminal in raw mode and a `#join` shows in the next prompt.
+fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::Result<Out> {
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let printer = editor.create_external_printer()?;
+    std::thread::Builder::new()
+        .name("readline".into())
+        .spawn(move || {
+            loop {
+                let p = prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match editor.readline(&p) {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        let (next, handled) = oneshot::channel();
+                        if tx
+                            .blocking_send(Typed {
+                                line,
+                                next: Some(next),
+                            })
+                            .is_err()
+                            || handled.blocking_recv().is_err()
+                        {
+                            break;
+                        }
+                    }
+                    // Ctrl-C and Ctrl-D both quit, like /quit.
+                    Err(_) => break,
+                }
+            }
+        })?;
+    Ok(Out(Arc::new(Mutex::new(Some(Box::new(printer))))))
+}

@@ -1,0 +1,13 @@
+//! HTTP plumbing shared by the tracker and the peer: one error type that renders the documented JSON body, JSON
+//! and query extractors whose rejections use that same body, and a server loop with the limits every node needs
+//! (connection cap, header and request timeouts, body limit, graceful shutdown).
+//!
+//! Both roles serve through [`serve`], so a limit fixed here is fixed for every endpoint of the system.
+
+mod error;
+mod extract;
+mod server;
+
+pub use error::{ApiError, fallback_not_found, method_not_allowed};
+pub use extract::{ApiJson, ApiQuery};
+pub use server::{Bound, ServerLimits, bind_with_fallback, serve};

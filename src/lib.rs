@@ -1,0 +1,36 @@
+//! hchat: a hybrid peer-to-peer chat. A central tracker knows who is online, where, and in which channels; the
+//! peers carry every message straight to each other.
+//!
+//! # Layout
+//! - [`proto`]: wire types only (validated names, the message envelope, tracker requests and answers, limits).
+//! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
+//! - [`tracker`]: the registry (pure state: leases, channels), its store, its routes and the running handle.
+//! - [`peer`]: a user's node: tracker client, delivery to other peers, inbox checks, history, events hub, routes.
+//! - [`cli`]: the interactive front end on stdin/stdout.
+//! - [`demo`]: a tracker and three peers in one process.
+
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod peer;
+pub mod proto;
+pub mod tracker;
+
+/// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,190 @@
+//! The peer's client of the tracker API: one kept-alive HTTP client, typed requests and answers, and errors that
+//! tell "the tracker is down" apart from "the tracker said no".
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::proto::*;
+
+/// What went wrong talking to the tracker.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TrackerError {
+    #[error("the tracker at {0} cannot be reached: {1}")]
+    Unreachable(String, String),
+    #[error("the tracker refused: {message} ({code})")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("the tracker sent an answer this peer does not understand: {0}")]
+    BadAnswer(String),
+}
+
+impl TrackerError {
+    /// True when the tracker answered 404 `unknown_peer`: it has forgotten us (restart or expiry).
+    pub fn forgot_us(&self) -> bool {
+        matches!(self, TrackerError::Refused { code, .. } if code == "unknown_peer")
+    }
+}
+
+/// A client of one tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl TrackerClient {
+    pub fn new(tracker: std::net::SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self {
+            base: format!("http://{tracker}"),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, TrackerError> {
+        let resp =
+            resp.map_err(|e| TrackerError::Unreachable(self.base.clone(), root_cause(&e)))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| TrackerError::Unreachable(self.base.clone(), root_cause(&e)))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| TrackerError::BadAnswer(e.to_string()));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(TrackerError::Refused {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            }),
+            Err(_) => Err(TrackerError::BadAnswer(format!("status {status}"))),
+        }
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, TrackerError> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await;
+        self.answer(r).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await;
+        self.answer(r).await
+    }
+
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, TrackerError> {
+        self.post("/submit-info", req).await
+    }
+
+    pub async fn unregister(&self, name: &PeerName) -> Result<serde_json::Value, TrackerError> {
+        self.post("/unregister", &PeerRequest { name: name.clone() })
+            .await
+    }
+
+    pub async fn join(
+        &self,
+        name: &PeerName,
+        channel: &ChannelName,
+    ) -> Result<MembershipResponse, TrackerError> {
+        self.post(
+            "/add-list",
+            &MembershipRequest {
+                name: name.clone(),
+                channel: channel.clone(),
+            },
+        )
+        .await
+    }
+
+    pub async fn leave(
+        &self,
+        name: &PeerName,
+        channel: &ChannelName,
+    ) -> Result<MembershipResponse, TrackerError> {
+        self.post(
+            "/leave",
+            &MembershipRequest {
+                name: name.clone(),
+                channel: channel.clone(),
+            },
+        )
+        .await
+    }
+
+    pub async fn fan_out(
+        &self,
+        name: &PeerName,
+        channel: &ChannelName,
+    ) -> Result<Vec<PeerInfo>, TrackerError> {
+        let list: PeerList = self
+            .post(
+                "/broadcast-peer",
+                &MembershipRequest {
+                    name: name.clone(),
+                    channel: channel.clone(),
+                },
+            )
+            .await?;
+        Ok(list.peers)
+    }
+
+    pub async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
+        let found: PeerFound = self
+            .post("/connect-peer", &PeerRequest { name: name.clone() })
+            .await?;
+        Ok(found.peer)
+    }
+
+    pub async fn members(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, TrackerError> {
+        let list: ChannelPeers = self.get(&format!("/get-list?channel={channel}")).await?;
+        Ok(list.peers)
+    }
+
+    pub async fn online(&self) -> Result<Vec<PeerInfo>, TrackerError> {
+        let list: PeerList = self.get("/peers").await?;
+        Ok(list.peers)
+    }
+
+    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, TrackerError> {
+        let list: ChannelList = self.get("/channels").await?;
+        Ok(list.channels)
+    }
+}
+
+/// The innermost cause of a client error ("connection refused"), which is what a user can act on.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
