@@ -444,11 +444,28 @@ impl Node {
                 }
             }
         }
-        if let (Destination::Direct(peer), Some(f)) = (&dest, report.failed.first()) {
-            return Err(NodeError::NotDelivered {
-                peer: peer.clone(),
-                error: f.error.clone(),
-            });
+        if let (Destination::Direct(peer), Some(failed)) = (&dest, report.failed.pop()) {
+            // The cached address may be stale: ask the tracker again. A peer that restarted elsewhere gets the
+            // message there; one that is gone is reported as offline rather than as a network error.
+            let fresh = self.locate(peer).await?;
+            if fresh.addr() == recipients[0].addr() {
+                return Err(NodeError::NotDelivered {
+                    peer: peer.clone(),
+                    error: failed.error,
+                });
+            }
+            self.inner
+                .courier
+                .deliver(peer, fresh.addr(), msg)
+                .await
+                .map_err(|e| {
+                    lock(&self.inner.known).remove(peer);
+                    NodeError::NotDelivered {
+                        peer: peer.clone(),
+                        error: e.to_string(),
+                    }
+                })?;
+            report.delivered.push(peer.clone());
         }
         Ok(report)
     }

@@ -19,7 +19,10 @@ pub fn hchat() -> Command {
 pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -47,7 +50,7 @@ impl Lines {
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.0 .0.lock().unwrap().clone()
+        self.0.0.lock().unwrap().clone()
     }
 
     /// Waits for a line matching `pred` and returns it.
@@ -60,7 +63,11 @@ impl Lines {
                 return l.clone();
             }
             let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out after {deadline:?} waiting for {what}; lines so far:\n{}", lines.join("\n"));
+            assert!(
+                !left.is_zero(),
+                "timed out after {deadline:?} waiting for {what}; lines so far:\n{}",
+                lines.join("\n")
+            );
             lines = cv.wait_timeout(lines, left).unwrap().0;
         }
     }
@@ -71,7 +78,7 @@ impl Lines {
     }
 
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.0 .0.lock().unwrap().iter().filter(|l| pred(l)).count()
+        self.0.0.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
 }
 
@@ -87,27 +94,52 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("the hchat binary starts");
-        let out = Lines::collect(child.stdout.take().unwrap(), Box::leak(format!("{name}:out").into_boxed_str()));
-        let err = Lines::collect(child.stderr.take().unwrap(), Box::leak(format!("{name}:err").into_boxed_str()));
+        let out = Lines::collect(
+            child.stdout.take().unwrap(),
+            Box::leak(format!("{name}:out").into_boxed_str()),
+        );
+        let err = Lines::collect(
+            child.stderr.take().unwrap(),
+            Box::leak(format!("{name}:err").into_boxed_str()),
+        );
         let stdin = child.stdin.take();
-        let line = out.wait_for(&format!("{name} to print where it listens"), SOON, |l| l.contains("listening on "));
-        let addr = line.rsplit("listening on ").next().unwrap().trim().parse().expect("an IP:PORT after 'listening on'");
-        Proc { name: name.to_string(), child, stdin, out, err, addr }
+        let line = out.wait_for(&format!("{name} to print where it listens"), SOON, |l| {
+            l.contains("listening on ")
+        });
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .expect("an IP:PORT after 'listening on'");
+        Proc {
+            name: name.to_string(),
+            child,
+            stdin,
+            out,
+            err,
+            addr,
+        }
     }
 
     /// `hchat tracker --port 0` with extra arguments.
     pub fn tracker(extra: &[&str]) -> Proc {
         let mut cmd = hchat();
-        cmd.args(["tracker", "--ip", "127.0.0.1", "--port", "0"]).args(extra);
+        cmd.args(["tracker", "--ip", "127.0.0.1", "--port", "0"])
+            .args(extra);
         Proc::spawn("tracker", cmd)
     }
 
     /// `hchat tracker` on a given port (to restart one where peers expect it).
     pub fn tracker_on(port: u16, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
-        cmd.args(["tracker", "--ip", "127.0.0.1", "--port", &port.to_string()]).args(extra);
+        cmd.args(["tracker", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra);
         Proc::spawn("tracker", cmd)
     }
 
@@ -115,7 +147,12 @@ impl Proc {
     pub fn peer(name: &str, tracker: SocketAddr, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
         cmd.args(["peer", "--name", name, "--ip", "127.0.0.1", "--port", "0"])
-            .args(["--tracker-ip", &tracker.ip().to_string(), "--tracker-port", &tracker.port().to_string()])
+            .args([
+                "--tracker-ip",
+                &tracker.ip().to_string(),
+                "--tracker-port",
+                &tracker.port().to_string(),
+            ])
             .args(extra);
         Proc::spawn(name, cmd)
     }
@@ -149,7 +186,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < end, "{} did not exit within {deadline:?}", self.name);
+            assert!(
+                Instant::now() < end,
+                "{} did not exit within {deadline:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -168,7 +209,11 @@ impl Drop for Proc {
 
 /// A blocking HTTP client for the tests.
 pub fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 /// GETs a JSON answer, asserting its status.
@@ -180,10 +225,16 @@ pub fn get_json(url: &str, status: u16) -> serde_json::Value {
 
 /// POSTs a raw body and returns status and JSON answer.
 pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, serde_json::Value) {
-    let r = http().post(url).header("content-type", "application/json").body(body).send().unwrap();
+    let r = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
     let status = r.status().as_u16();
     let text = r.text().unwrap();
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {url}: answer is not JSON: {text:?}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("POST {url}: answer is not JSON: {text:?}"));
     (status, json)
 }
 
@@ -194,8 +245,12 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value
 
 /// The names in a `{"peers":[{"name"..}]}` answer, sorted.
 pub fn names(v: &serde_json::Value) -> Vec<String> {
-    let mut n: Vec<String> =
-        v["peers"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+    let mut n: Vec<String> = v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
     n.sort();
     n
 }
