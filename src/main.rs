@@ -73,8 +73,46 @@ struct PeerArgs {
     token: Option<String>,
 }
 
+/// Parses the command line. A usage mistake is one line on stderr saying what is wrong and where help is, and
+/// exit code 2, as CONTRACT.md fixes (clap's own report spans several lines).
+fn parse_args() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            let role = std::env::args()
+                .nth(1)
+                .filter(|a| ["tracker", "peer", "demo"].contains(&a.as_str()));
+            let help = role
+                .map(|r| format!("hchat {r} --help"))
+                .unwrap_or_else(|| "hchat --help".into());
+            eprintln!("hchat: {what} (see '{help}')");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let default_level = match cli.role {
         Role::Tracker(_) => "info",
         _ => "warn",

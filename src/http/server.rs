@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -137,25 +138,53 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(remote));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let wait = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            let Some(stream) = screen(stream, wait).await else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(remote));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::trace!(%remote, "connection ended: {e}");
             }
-            drop(permit);
         });
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::debug!("drain timeout; cutting open connections"),
+    }
+}
+
+/// Looks at the first byte of a new connection. Bytes that cannot begin an HTTP request (a method is upper-case
+/// letters; HTTP/2 starts with `PRI`) are answered with the same JSON 400 as every other refusal, since the HTTP
+/// layer would send a bare 400 with no body. `None` means the connection was answered or gave up.
+async fn screen(stream: TcpStream, wait: Duration) -> Option<TcpStream> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => Some(stream),
+        Ok(Ok(1)) => {
+            let body = r#"{"error":{"code":"not_http","message":"this port speaks HTTP/1.1 (see docs/PROTOCOL.md)"}}"#;
+            let reply = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut stream = stream;
+            let _ = tokio::time::timeout(wait, stream.write_all(reply.as_bytes())).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+        _ => None,
     }
 }
 

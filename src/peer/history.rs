@@ -35,10 +35,10 @@ impl History {
             return false;
         }
         self.seen_order.push_back(msg.id);
-        if self.seen_order.len() > SEEN_IDS {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.seen_order.len() > SEEN_IDS
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         let conv = self
             .conversations

@@ -355,10 +355,10 @@ impl Node {
 
     /// Where a peer is: from the recent cache, else from the tracker.
     async fn locate(&self, peer: &PeerName) -> Result<PeerInfo, NodeError> {
-        if let Some((info, at)) = lock(&self.inner.known).get(peer) {
-            if at.elapsed() < KNOWN_PEER_FRESH {
-                return Ok(info.clone());
-            }
+        if let Some((info, at)) = lock(&self.inner.known).get(peer)
+            && at.elapsed() < KNOWN_PEER_FRESH
+        {
+            return Ok(info.clone());
         }
         let t = &self.inner.tracker;
         match self.tracked(|| t.lookup(peer)).await {

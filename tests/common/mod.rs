@@ -72,6 +72,23 @@ impl Lines {
         }
     }
 
+    /// Like [`Lines::wait_for`], but `None` instead of a panic at the deadline.
+    pub fn find_within(&self, deadline: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let end = Instant::now() + deadline;
+        let (m, cv) = &*self.0;
+        let mut lines = m.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            lines = cv.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     /// Waits for a line equal to `line`.
     pub fn wait_line(&self, line: &str) -> String {
         self.wait_for(&format!("the line {line:?}"), SOON, |l| l == line)
@@ -107,9 +124,25 @@ impl Proc {
             Box::leak(format!("{name}:err").into_boxed_str()),
         );
         let stdin = child.stdin.take();
-        let line = out.wait_for(&format!("{name} to print where it listens"), SOON, |l| {
-            l.contains("listening on ")
-        });
+        let end = Instant::now() + SOON;
+        let line = loop {
+            if let Some(l) =
+                out.find_within(Duration::from_millis(50), |l| l.contains("listening on "))
+            {
+                break l;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the reader threads take the last lines
+                panic!(
+                    "{name} exited ({status}) before listening; stderr:\n{}",
+                    err.all().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "{name} did not print where it listens within {SOON:?}"
+            );
+        };
         let addr = line
             .rsplit("listening on ")
             .next()
@@ -130,8 +163,10 @@ impl Proc {
     /// `hchat tracker --port 0` with extra arguments.
     pub fn tracker(extra: &[&str]) -> Proc {
         let mut cmd = hchat();
-        cmd.args(["tracker", "--ip", "127.0.0.1", "--port", "0"])
-            .args(extra);
+        cmd.args(["tracker", "--port", "0"]).args(extra);
+        if !extra.contains(&"--ip") {
+            cmd.args(["--ip", "127.0.0.1"]);
+        }
         Proc::spawn("tracker", cmd)
     }
 
@@ -146,7 +181,7 @@ impl Proc {
     /// `hchat peer --name NAME --port 0` registered with `tracker`, with extra arguments.
     pub fn peer(name: &str, tracker: SocketAddr, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
-        cmd.args(["peer", "--name", name, "--ip", "127.0.0.1", "--port", "0"])
+        cmd.args(["peer", "--name", name, "--port", "0"])
             .args([
                 "--tracker-ip",
                 &tracker.ip().to_string(),
@@ -154,6 +189,9 @@ impl Proc {
                 &tracker.port().to_string(),
             ])
             .args(extra);
+        if !extra.contains(&"--ip") {
+            cmd.args(["--ip", "127.0.0.1"]);
+        }
         Proc::spawn(name, cmd)
     }
 
@@ -253,4 +291,19 @@ pub fn names(v: &serde_json::Value) -> Vec<String> {
         .collect();
     n.sort();
     n
+}
+
+/// GETs a JSON answer whatever its status; `None` if nothing answered.
+pub fn try_get_json(url: &str) -> Option<(u16, serde_json::Value)> {
+    let r = http().get(url).send().ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().ok()?))
+}
+
+/// The live members of a channel as a tracker lists them (empty while the channel is unknown).
+pub fn members(tracker: &Proc, channel: &str) -> Vec<String> {
+    match try_get_json(&tracker.url(&format!("/get-list?channel={channel}"))) {
+        Some((200, v)) => names(&v),
+        _ => Vec::new(),
+    }
 }

@@ -1,0 +1,404 @@
+//! Bad input on every endpoint, tracker and peer: malformed JSON, wrong shapes, missing and mistyped fields,
+//! invalid names, IPs and ports, unknown peers and channels, oversize bodies, garbage on the socket. Each gets a
+//! 4xx with a JSON error body; nothing of it reaches a chat window; the node serves on.
+
+mod common;
+use std::io::{Read, Write};
+
+use common::*;
+use serde_json::json;
+
+/// Asserts a refusal: the status, and a JSON error body with the code and a message.
+fn refused(
+    what: &str,
+    (status, body): (u16, serde_json::Value),
+    want_status: u16,
+    want_code: &str,
+) {
+    assert_eq!(status, want_status, "{what}: {body}");
+    assert_eq!(body["error"]["code"], want_code, "{what}: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}
+
+/// The malformed bodies every JSON endpoint must refuse, with the status and code each gets.
+fn malformed() -> Vec<(&'static str, String, u16, &'static str)> {
+    vec![
+        ("truncated JSON", r#"{"name":"#.into(), 400, "bad_json"),
+        ("not JSON at all", "hello there".into(), 400, "bad_json"),
+        ("an empty body", String::new(), 400, "bad_json"),
+        ("an array", "[1,2,3]".into(), 422, "invalid_field"),
+        ("a string", r#""alice""#.into(), 422, "invalid_field"),
+        ("an empty object", "{}".into(), 422, "invalid_field"),
+        (
+            "numbers where text belongs",
+            r#"{"name":5,"channel":5,"to":5,"ip":"127.0.0.1","port":1,"text":5}"#.into(),
+            422,
+            "invalid_field",
+        ),
+        (
+            "a body over 64 KiB",
+            format!(r#"{{"name":"{}"}}"#, "a".repeat(70_000)),
+            413,
+            "body_too_large",
+        ),
+    ]
+}
+
+/// Sends raw bytes and returns what came back.
+fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn garbage_is_refused_and_the_node_serves_on(node: &Proc) {
+    let answer = raw(node.addr, b"\x00\xff\x13garbage\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(answer.contains(r#""code":"not_http""#), "{answer:?}");
+    let answer = raw(node.addr, b"GET / HTTP/9.9 nonsense\r\n\x01\x02\r\n\r\n");
+    assert!(
+        answer.starts_with("HTTP/1.1 4"),
+        "a request line that is not HTTP/1.x: {answer:?}"
+    );
+    assert_eq!(
+        get_json(&node.url("/health"), 200)["ok"],
+        true,
+        "{} still serves",
+        node.name
+    );
+}
+
+#[test]
+fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
+    let tracker = Proc::tracker(&[]);
+    let t = |p: &str| tracker.url(p);
+    for path in [
+        "/submit-info",
+        "/unregister",
+        "/add-list",
+        "/leave",
+        "/broadcast-peer",
+        "/connect-peer",
+    ] {
+        for (what, body, status, code) in malformed() {
+            refused(
+                &format!("POST {path} with {what}"),
+                post_raw(&t(path), body),
+                status,
+                code,
+            );
+        }
+    }
+
+    // Fields with the right type but a value that is not allowed.
+    let reg = |name: &str, ip: &str, port: serde_json::Value| json!({"name": name, "ip": ip, "port": port});
+    for (what, body) in [
+        (
+            "a name with a space",
+            reg("al ice", "127.0.0.1", json!(8000)),
+        ),
+        (
+            "a name too long",
+            reg(&"a".repeat(33), "127.0.0.1", json!(8000)),
+        ),
+        (
+            "an IP that is not one",
+            reg("alice", "999.1.1.1", json!(8000)),
+        ),
+        (
+            "an IP that is a name",
+            reg("alice", "localhost", json!(8000)),
+        ),
+        ("the unspecified IP", reg("alice", "0.0.0.0", json!(8000))),
+        ("port 0", reg("alice", "127.0.0.1", json!(0))),
+        ("port 70000", reg("alice", "127.0.0.1", json!(70000))),
+        ("a negative port", reg("alice", "127.0.0.1", json!(-1))),
+        ("a port as text", reg("alice", "127.0.0.1", json!("8000"))),
+    ] {
+        refused(
+            &format!("register with {what}"),
+            post_json(&t("/submit-info"), &body),
+            422,
+            "invalid_field",
+        );
+    }
+    refused(
+        "a bad channel name",
+        post_json(
+            &t("/add-list"),
+            &json!({"name": "a", "channel": "no spaces"}),
+        ),
+        422,
+        "invalid_field",
+    );
+
+    // Unknown names.
+    let ghost = json!({"name": "ghost", "channel": "general"});
+    refused(
+        "join as an unknown peer",
+        post_json(&t("/add-list"), &ghost),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "leave as an unknown peer",
+        post_json(&t("/leave"), &ghost),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "fan out as an unknown peer",
+        post_json(&t("/broadcast-peer"), &ghost),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "look up an unknown peer",
+        post_json(&t("/connect-peer"), &json!({"name": "ghost"})),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "unregister an unknown peer",
+        post_json(&t("/unregister"), &json!({"name": "ghost"})),
+        404,
+        "unknown_peer",
+    );
+    let get = |p: &str| try_get_json(&t(p)).unwrap();
+    refused(
+        "list an unknown channel",
+        get("/get-list?channel=nowhere"),
+        404,
+        "unknown_channel",
+    );
+    refused("list without a channel", get("/get-list"), 400, "bad_query");
+    refused(
+        "list a bad channel name",
+        get("/get-list?channel=a%20b"),
+        400,
+        "bad_query",
+    );
+    refused("an unknown path", get("/nope"), 404, "no_such_endpoint");
+    refused(
+        "the wrong method",
+        get("/submit-info"),
+        405,
+        "method_not_allowed",
+    );
+
+    // A real peer, then requests it is not allowed to make.
+    let (s, _) = post_json(&t("/submit-info"), &reg("alice", "127.0.0.1", json!(8000)));
+    assert_eq!(s, 200);
+    refused(
+        "take a live name from another address",
+        post_json(&t("/submit-info"), &reg("alice", "127.0.0.1", json!(8001))),
+        409,
+        "name_taken",
+    );
+    refused(
+        "fan out to an unknown channel",
+        post_json(
+            &t("/broadcast-peer"),
+            &json!({"name": "alice", "channel": "x"}),
+        ),
+        404,
+        "unknown_channel",
+    );
+    post_json(&t("/submit-info"), &reg("bob", "127.0.0.1", json!(8002)));
+    post_json(&t("/add-list"), &json!({"name": "bob", "channel": "x"}));
+    refused(
+        "fan out to a channel one is not in",
+        post_json(
+            &t("/broadcast-peer"),
+            &json!({"name": "alice", "channel": "x"}),
+        ),
+        403,
+        "not_member",
+    );
+    refused(
+        "leave a channel one is not in",
+        post_json(&t("/leave"), &json!({"name": "alice", "channel": "x"})),
+        403,
+        "not_member",
+    );
+
+    garbage_is_refused_and_the_node_serves_on(&tracker);
+    // Nothing of it corrupted the state: exactly the two real peers, bob alone in #x.
+    assert_eq!(names(&get_json(&t("/peers"), 200)), ["alice", "bob"]);
+    assert_eq!(names(&get_json(&t("/get-list?channel=x"), 200)), ["bob"]);
+    assert_eq!(
+        get_json(&t("/channels"), 200)["channels"],
+        json!([{"name": "x", "members": 1}])
+    );
+}
+
+#[test]
+fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
+    let tracker = Proc::tracker(&[]);
+    let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+    for p in [&bob, &alice] {
+        p.out.wait_for("the peer to join", SOON, |l| {
+            l.starts_with("* joined #general")
+        });
+    }
+    let receive = bob.url("/p2p/receive");
+    for (what, body, status, code) in malformed() {
+        refused(
+            &format!("receive {what}"),
+            post_raw(&receive, body),
+            status,
+            code,
+        );
+    }
+    let msg = |from: &str, dest: serde_json::Value, text: &str| {
+        let mut m = json!({"id": uuid_v7(), "from": from, "text": text, "ts": 1});
+        m.as_object_mut()
+            .unwrap()
+            .extend(dest.as_object().unwrap().clone());
+        m
+    };
+    let general = json!({"channel": "general"});
+    for (what, body, status, code) in [
+        (
+            "no destination",
+            json!({"id": uuid_v7(), "from": "alice", "text": "x", "ts": 1}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "an id that is not a UUID",
+            json!({"id": "42", "from": "alice", "channel": "general", "text": "x", "ts": 1}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "a negative timestamp",
+            json!({"id": uuid_v7(), "from": "alice", "channel": "general", "text": "x", "ts": -1}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "empty text",
+            msg("alice", general.clone(), " "),
+            422,
+            "invalid_field",
+        ),
+        (
+            "a channel bob is not in",
+            msg("alice", json!({"channel": "secret"}), "x"),
+            403,
+            "not_joined",
+        ),
+        (
+            "a DM for someone else",
+            msg("alice", json!({"to": "carol"}), "x"),
+            404,
+            "wrong_recipient",
+        ),
+        (
+            "a sender the tracker does not know",
+            msg("mallory", general.clone(), "x"),
+            403,
+            "unknown_sender",
+        ),
+        (
+            "bob's own name as sender",
+            msg("bob", general.clone(), "x"),
+            403,
+            "unknown_sender",
+        ),
+    ] {
+        refused(
+            &format!("receive {what}"),
+            post_json(&receive, &body),
+            status,
+            code,
+        );
+    }
+    let text_too_long = msg("alice", general.clone(), &"x".repeat(17 * 1024));
+    refused(
+        "receive a text over 16 KiB",
+        post_json(&receive, &text_too_long),
+        422,
+        "invalid_field",
+    );
+
+    // The local API refuses bad input the same way.
+    for path in ["/send-peer", "/api/send", "/api/join", "/api/leave"] {
+        for (what, body, status, code) in malformed() {
+            refused(
+                &format!("POST {path} with {what}"),
+                post_raw(&bob.url(path), body),
+                status,
+                code,
+            );
+        }
+    }
+    refused(
+        "send to a channel bob is not in",
+        post_json(
+            &bob.url("/send-peer"),
+            &json!({"channel": "secret", "text": "x"}),
+        ),
+        403,
+        "not_joined",
+    );
+    refused(
+        "send to a peer who is not online",
+        post_json(&bob.url("/send-peer"), &json!({"to": "ghost", "text": "x"})),
+        404,
+        "peer_offline",
+    );
+    refused(
+        "send to oneself",
+        post_json(&bob.url("/send-peer"), &json!({"to": "bob", "text": "x"})),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "history of a bad name",
+        try_get_json(&bob.url("/api/history?with=%40a%20b")).unwrap(),
+        400,
+        "bad_query",
+    );
+    garbage_is_refused_and_the_node_serves_on(&bob);
+
+    // A good message still goes through, once, even when it arrives twice.
+    let good = msg("alice", general, "the only line");
+    assert_eq!(
+        post_json(&receive, &good),
+        (200, json!({"ok": true, "duplicate": false}))
+    );
+    assert_eq!(
+        post_json(&receive, &good),
+        (200, json!({"ok": true, "duplicate": true}))
+    );
+    bob.out.wait_line("[#general] alice: the only line");
+    bob.type_line("/quit");
+    bob.wait_exit(SOON);
+    let shown: Vec<String> = bob
+        .out
+        .all()
+        .into_iter()
+        .filter(|l| l.starts_with('['))
+        .collect();
+    assert_eq!(
+        shown,
+        ["[#general] alice: the only line"],
+        "nothing else reached bob's chat window"
+    );
+}
+
+fn uuid_v7() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
