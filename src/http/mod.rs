@@ -11,3 +11,7 @@ mod server;
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
 pub use extract::{ApiJson, ApiQuery};
 pub use server::{Bound, ServerLimits, bind_with_fallback, serve};
+
+/// How long our HTTP clients keep an idle pooled connection: shorter than the servers' header timeout (10 s),
+/// which also closes idle keep-alive connections, so a client never reuses one the server is closing.
+pub const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(8);

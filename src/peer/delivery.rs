@@ -56,7 +56,7 @@ impl Courier {
             .timeout(ATTEMPT_TIMEOUT)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(4)
-            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_idle_timeout(crate::http::CLIENT_IDLE)
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");

@@ -43,7 +43,7 @@ impl TrackerClient {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_idle_timeout(crate::http::CLIENT_IDLE)
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
