@@ -94,6 +94,16 @@ impl Lines {
         self.wait_for(&format!("the line {line:?}"), SOON, |l| l == line)
     }
 
+    /// Waits up to `deadline` for more than `seen` lines; returns how many there are.
+    pub fn wait_more(&self, seen: usize, deadline: Duration) -> usize {
+        let (m, cv) = &*self.0;
+        let lines = m.lock().unwrap();
+        let (lines, _) = cv
+            .wait_timeout_while(lines, deadline, |l| l.len() <= seen)
+            .unwrap();
+        lines.len()
+    }
+
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.0.0.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
@@ -305,5 +315,104 @@ pub fn members(tracker: &Proc, channel: &str) -> Vec<String> {
     match try_get_json(&tracker.url(&format!("/get-list?channel={channel}"))) {
         Some((200, v)) => names(&v),
         _ => Vec::new(),
+    }
+}
+
+/// The web chat's address with the token, as a peer prints it at start (`* web chat: http://…/chat?token=…`).
+pub fn chat_url(peer: &Proc) -> String {
+    peer.out
+        .wait_for("the web chat's address", SOON, |l| {
+            l.starts_with("* web chat: ")
+        })
+        .trim_start_matches("* web chat: ")
+        .to_string()
+}
+
+/// What a browser test needs, or why it cannot run: Node.js, `npm ci` in tests/browser, Debian's chromium.
+/// `Ok(None)` when the user asked to skip browser tests (`HCHAT_SKIP_BROWSER=1`, refused under `CI=true`).
+pub fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let skip = std::env::var("HCHAT_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    if skip && !ci {
+        eprintln!("SKIPPED: browser test (HCHAT_SKIP_BROWSER=1)");
+        return Ok(None);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("the browser test needs Node.js: apt-get install nodejs npm (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it".into());
+    }
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        return Err(format!(
+            "the browser test needs playwright-core: run `npm ci` in {} (or .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it",
+            dir.display()
+        ));
+    }
+    let chromium = std::env::var("HCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Err(format!(
+            "the browser test needs Debian's chromium at {chromium}: apt-get install chromium (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it"
+        ));
+    }
+    Ok(Some(dir))
+}
+
+/// A helper program (a browser script) driven over its stdin/stdout, killed when dropped.
+pub struct Driver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub out: Lines,
+    pub err: Lines,
+}
+
+impl Driver {
+    pub fn spawn(name: &str, mut cmd: Command) -> Driver {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        let out = Lines::collect(
+            child.stdout.take().unwrap(),
+            Box::leak(format!("{name}:out").into_boxed_str()),
+        );
+        let err = Lines::collect(
+            child.stderr.take().unwrap(),
+            Box::leak(format!("{name}:err").into_boxed_str()),
+        );
+        let stdin = child.stdin.take();
+        Driver {
+            child,
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    /// Sends a line to the program.
+    pub fn answer(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("the program reads its stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Everything it printed, for a failure message.
+    pub fn transcript(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.all().join("\n"),
+            self.err.all().join("\n")
+        )
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
