@@ -88,12 +88,20 @@
       if (status !== undefined || own) { Object.assign(known, { ts: msg.ts, status: status ?? known.status }); renderMessage(c, known); }
       return false;
     }
-    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: status ?? "sent", error: null, dest: msg };
+    const m = entry(msg, own, status ?? "sent");
+    keep(c, m);
+    if (c.key === state.current) appendMessage(c, m);
+    return true;
+  }
+
+  function entry(msg, own, status) {
+    return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null, dest: msg };
+  }
+
+  function keep(c, m) {
     c.messages.push(m);
     c.ids.set(m.id, m);
     if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(c.messages.shift().id);
-    if (c.key === state.current) appendMessage(c, m);
-    return true;
   }
 
   function sortedKeys(kind) {
@@ -226,19 +234,13 @@
       const live = c.messages.filter((m) => !h.messages.some((x) => x.id === m.id));
       c.messages = [];
       c.ids = new Map();
-      for (const msg of h.messages) addQuiet(c, msg, msg.from === state.me);
-      for (const m of live) { c.messages.push(m); c.ids.set(m.id, m); }
+      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, "sent"));
+      for (const m of live) keep(c, m);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
       notice("Could not load the history of " + c.key + ": " + e.message);
     }
-  }
-
-  function addQuiet(c, msg, own) {
-    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: "sent", error: null, dest: msg };
-    c.messages.push(m);
-    c.ids.set(m.id, m);
   }
 
   // ---- members and presence ----
@@ -357,8 +359,10 @@
     autosize();
     const msg = { id: uuid7(), from: state.me, text, ts: Date.now(),
                   ...(c.kind === "channel" ? { channel: c.name } : { to: c.name }) };
-    addMessage(c, msg, true, "pending");
-    send(c, c.ids.get(msg.id));
+    const m = entry(msg, true, "pending");
+    keep(c, m);
+    send(c, m); // the request leaves before the page spends time drawing
+    if (c.key === state.current) appendMessage(c, m);
   }
 
   function autosize() {
