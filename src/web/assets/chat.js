@@ -449,8 +449,9 @@
       setConn("down", "reconnecting\u2026");
       if (!state.streamHeld) state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
       state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
-      // A stream refused at once (403) shows nothing: ask the API why.
-      if (!state.loaded) api("GET", "/api/me").catch(() => {});
+      // A refused stream (403: a wrong token, or a node restarted with a new one) says nothing: ask the API,
+      // whose refusal shows what to do.
+      api("GET", "/api/me").catch(() => {});
     };
   }
 
