@@ -382,6 +382,17 @@ fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
         members["members"],
         json!([{"name": "alice", "online": true}, {"name": "bob", "online": false}])
     );
+    // A member that leaves the channel (and stays online) is no longer listed at all.
+    let carol = Proc::peer("carol", tracker.addr, &["--join", "general"]);
+    by_header.wait_for(r#"{"name":"carol","online":true}"#);
+    let before_leave = by_header.events.all().len();
+    let (status, _) = post_json(&carol.url("/api/leave"), &json!({"channel": "general"}));
+    assert_eq!(status, 200);
+    wait_until("a presence event without carol", SOON, || {
+        by_header.events.all()[before_leave..]
+            .iter()
+            .any(|l| l.contains(r#""type":"presence""#) && !l.contains("carol"))
+    });
     drop((by_header, by_query));
 
     // Numbers from another start of the node: resync, then follow from now.
