@@ -329,6 +329,7 @@
         m.status = "sent";
         m.error = null;
         renderMessage(c, m);
+        if (!report.delivered.length) notice("Nobody else is in " + c.key + " yet; the message is in your history.");
         if (lastFailed && lastFailed.m === m) hideSendError();
       }
     } catch (e) {
