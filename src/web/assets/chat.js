@@ -95,7 +95,7 @@
   }
 
   function entry(msg, own, status) {
-    return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null, dest: msg };
+    return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null };
   }
 
   function keep(c, m) {
@@ -109,6 +109,10 @@
   }
 
   function renderConvs() {
+    // Redrawn on every message: keep the keyboard focus where it was.
+    const focused = document.activeElement;
+    const refocus = focused && focused.closest?.(".convs") && focused.closest("li")?.dataset.key;
+    const refocusClass = refocus && focused.className;
     for (const [kind, list] of [["channel", $("channels")], ["direct", $("directs")]]) {
       list.replaceChildren(...sortedKeys(kind).map((key) => {
         const c = state.convs.get(key);
@@ -143,6 +147,9 @@
         }
         return li;
       }));
+    }
+    if (refocus) {
+      document.querySelector(`.convs li[data-key="${CSS.escape(refocus)}"] .${CSS.escape(refocusClass)}`)?.focus();
     }
     const unread = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
     document.title = (unread ? "(" + unread + ") " : "") + "hchat" + (state.me ? " \u2014 " + state.me : "");
