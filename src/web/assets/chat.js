@@ -277,6 +277,7 @@
       const seen = [...state.members.values()].flatMap((m) => m.list).find((m) => m.name === c.name);
       list = [{ name: state.me, online: true }, { name: c.name, online: seen ? seen.online : null }];
     }
+    const focusedMember = document.activeElement?.closest?.("#members li")?.dataset.name;
     $("members-heading").textContent = c && c.kind === "channel"
       ? "Members (" + list.filter((m) => m.online).length + " online)" : "Members";
     ul.replaceChildren(...list.map((m) => {
@@ -307,6 +308,7 @@
       li.append(b);
       return li;
     }));
+    if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
   }
 
   // ---- sending ----
