@@ -6,6 +6,7 @@
 //! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
 //! - [`tracker`]: the registry (pure state: leases, channels), its store, its routes and the running handle.
 //! - [`peer`]: a user's node: tracker client, delivery to other peers, inbox checks, history, events hub, routes.
+//! - [`storage`]: SQLite plumbing both roles share: data dirs, crash-safe settings, migrations, the store thread.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
 
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod http;
 pub mod peer;
 pub mod proto;
+pub mod storage;
 pub mod tracker;
 
 /// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).

@@ -36,7 +36,18 @@ impl Node {
             ));
         }
         self.vouch_for(&msg).await?;
-        let new = lock(&self.inner.history).append(&msg);
+        let new = self
+            .inner
+            .store
+            .save_received(vec![msg.clone()])
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_failed",
+                    e.to_string(),
+                )
+            })?[0];
         if new {
             tracing::debug!(peer = %self.name(), id = %msg.id, from = %msg.from, "message received");
             self.inner.events.publish(Event::Message {

@@ -7,9 +7,9 @@
 
 pub mod delivery;
 pub mod events;
-pub mod history;
 mod inbox;
 pub mod routes;
+pub mod store;
 pub mod tracker_client;
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{ServerLimits, bind_with_fallback, serve};
 use crate::proto::*;
+use crate::storage::{DbError, DbThread, Storage};
 use delivery::{Courier, DeliveryError};
 use events::{Event, Events};
-use history::History;
+use store::PeerStore;
 use tracker_client::{TrackerClient, TrackerError};
 
 /// How to run a peer.
@@ -41,6 +42,8 @@ pub struct PeerConfig {
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
     pub limits: ServerLimits,
+    /// Where history, outbox and joined channels are kept.
+    pub storage: Storage,
 }
 
 /// Why a node operation failed; each says what the user can do about it.
@@ -64,6 +67,8 @@ pub enum NodeError {
     PeerOffline { peer: PeerName },
     #[error("not delivered to {peer}: {error}")]
     NotDelivered { peer: PeerName, error: String },
+    #[error("cannot keep this node's data: {0}")]
+    Store(#[from] DbError),
 }
 
 /// A positive answer about a peer is trusted this long before the tracker is asked again.
@@ -92,7 +97,8 @@ struct Inner {
     tracker: TrackerClient,
     courier: Courier,
     events: Events,
-    history: Mutex<History>,
+    store: PeerStore,
+    _store_thread: DbThread,
     joined: Mutex<BTreeSet<ChannelName>>,
     /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
     /// a while when the tracker is down.
@@ -121,6 +127,10 @@ impl Node {
         if advertised_ip.is_unspecified() {
             return Err(NodeError::NoAdvertiseAddress(advertised_ip));
         }
+        // The store first: a data dir held by another process fails the start before anything is announced.
+        let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
+        let joined: BTreeSet<ChannelName> =
+            store.joined().await?.into_iter().map(|(c, _)| c).collect();
         let asked = SocketAddr::new(config.ip, config.port);
         let bound = bind_with_fallback(config.ip, config.port)
             .await
@@ -138,8 +148,9 @@ impl Node {
             tracker: TrackerClient::new(config.tracker),
             courier: Courier::new(shutdown.child_token()),
             events: Events::default(),
-            history: Mutex::new(History::new(config.name.clone())),
-            joined: Mutex::default(),
+            store,
+            _store_thread: store_thread,
+            joined: Mutex::new(joined),
             known: Mutex::default(),
             last_fan_out: Mutex::default(),
             lease_ttl: Mutex::new(Duration::from_secs(30)),
@@ -297,6 +308,10 @@ impl Node {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
         let answer = self.tracked(|| t.join(me, channel)).await?;
+        self.inner
+            .store
+            .set_joined(channel, Some(MessageId::now_v7()))
+            .await?;
         let new = lock(&self.inner.joined).insert(channel.clone());
         if new {
             self.inner.events.publish(Event::Joined {
@@ -319,6 +334,7 @@ impl Node {
             Err(TrackerError::Refused { code, .. }) if code == "not_member" => {}
             Err(e) => return Err(e.into()),
         }
+        self.inner.store.set_joined(channel, None).await?;
         lock(&self.inner.joined).remove(channel);
         lock(&self.inner.last_fan_out).remove(channel);
         self.inner.events.publish(Event::Left {
@@ -342,7 +358,22 @@ impl Node {
 
     /// The last `n` messages of a conversation, oldest first.
     pub fn history(&self, conversation: &Destination, n: usize) -> Vec<ChatMessage> {
-        lock(&self.inner.history).recent(conversation, n)
+        self.inner
+            .store
+            .recent(conversation, n)
+            .unwrap_or_else(|e| {
+                tracing::error!(peer = %self.name(), "cannot read the history: {e}");
+                Vec::new()
+            })
+    }
+
+    /// [`Node::history`] for async callers: the read runs on the store's thread without blocking this one.
+    pub async fn history_async(
+        &self,
+        conversation: &Destination,
+        n: usize,
+    ) -> Result<Vec<ChatMessage>, NodeError> {
+        Ok(self.inner.store.recent_async(conversation, n).await?)
     }
 
     fn remember(&self, peers: &[PeerInfo]) {
@@ -414,7 +445,7 @@ impl Node {
             Destination::Direct(p) => vec![self.locate(p).await?],
         };
         let msg = Arc::new(ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?);
-        lock(&self.inner.history).append(&msg);
+        self.inner.store.save_sent((*msg).clone(), vec![]).await?;
         self.inner.events.publish(Event::Message {
             message: (*msg).clone(),
             own: true,

@@ -44,7 +44,7 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
             }
-            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) => {
+            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Store(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }
@@ -204,6 +204,9 @@ async fn me_show(State(node): State<Node>) -> Json<Me> {
     })
 }
 
+/// Most messages one `GET /api/history` returns.
+pub const HISTORY_PAGE_MAX: usize = 5000;
+
 #[derive(Deserialize)]
 struct HistoryQuery {
     /// `#channel` or `@peer` (or a bare channel name).
@@ -225,7 +228,9 @@ async fn history_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let conv = parse_conversation(&q.with)
         .map_err(|e| ApiError::bad_request("bad_query", format!("with: {e}")))?;
-    let messages = node.history(&conv, q.limit.unwrap_or(50).min(1000));
+    let messages = node
+        .history_async(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
+        .await?;
     Ok(Json(
         serde_json::json!({ "with": conv.label(), "messages": messages }),
     ))
