@@ -354,10 +354,10 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         "not_joined",
     );
     refused(
-        "send to a peer who is not online",
+        "send to a peer the tracker has never seen",
         post_json(&bob.url("/send-peer"), &json!({"to": "ghost", "text": "x"})),
         404,
-        "peer_offline",
+        "unknown_recipient",
     );
     refused(
         "send to oneself",

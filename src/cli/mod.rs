@@ -109,7 +109,22 @@ async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>
                 for f in &report.failed {
                     out.status(format!("not delivered to {}: {}", f.peer, f.error));
                 }
-                if report.delivered.is_empty() && report.failed.is_empty() {
+                for p in &report.held {
+                    out.status(format!(
+                        "{p} is offline; the tracker holds the message until {p} is back"
+                    ));
+                }
+                for q in &report.queued {
+                    out.status(format!(
+                        "{} cannot be reached now ({}); the message waits in your outbox and is retried",
+                        q.peer, q.error
+                    ));
+                }
+                if report.delivered.is_empty()
+                    && report.failed.is_empty()
+                    && report.held.is_empty()
+                    && report.queued.is_empty()
+                {
                     out.status(format!(
                         "nobody else is in {} yet; the message is in your history",
                         dest.label()

@@ -7,7 +7,9 @@
 
 pub mod delivery;
 pub mod events;
-mod inbox;
+pub mod inbox;
+mod outbox;
+pub mod recovery;
 pub mod routes;
 pub mod store;
 pub mod tracker_client;
@@ -15,6 +17,7 @@ pub mod tracker_client;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{ServerLimits, bind_with_fallback, serve};
 use crate::proto::*;
 use crate::storage::{DbError, DbThread, Storage};
-use delivery::{Courier, DeliveryError};
+use delivery::Courier;
 use events::{Event, Events};
+use outbox::Outboxes;
+pub use outbox::{OUTBOX_LIMIT, Outcome};
+use recovery::Recovery;
 use store::PeerStore;
 use tracker_client::{TrackerClient, TrackerError};
 
@@ -69,17 +75,33 @@ pub enum NodeError {
     NotDelivered { peer: PeerName, error: String },
     #[error("cannot keep this node's data: {0}")]
     Store(#[from] DbError),
+    #[error("{peer} refused it: {message}")]
+    Refused {
+        peer: PeerName,
+        code: String,
+        message: String,
+    },
+    #[error("{0} messages already wait in the outbox; try again once some are delivered")]
+    OutboxFull(usize),
 }
 
 /// A positive answer about a peer is trusted this long before the tracker is asked again.
 const KNOWN_PEER_FRESH: Duration = Duration::from_secs(10);
+/// How long `send` waits to tell who got a message before reporting it as queued (it is delivered later).
+pub const SEND_REPORT_WAIT: Duration = Duration::from_secs(3);
 
-/// What became of a sent message.
+/// What became of a sent message. Every recipient is in exactly one list.
 #[derive(Debug, Clone, Serialize)]
 pub struct SendReport {
     pub id: MessageId,
     pub ts: u64,
+    /// Stored by the recipient.
     pub delivered: Vec<PeerName>,
+    /// Offline: the tracker holds it in their mailbox until they are back.
+    pub held: Vec<PeerName>,
+    /// Not reached yet: it waits in the outbox and is retried.
+    pub queued: Vec<FailedDelivery>,
+    /// Refused for good.
     pub failed: Vec<FailedDelivery>,
 }
 
@@ -96,6 +118,9 @@ struct Inner {
     token: String,
     tracker: TrackerClient,
     courier: Courier,
+    outboxes: Outboxes,
+    recovery: Recovery,
+    catch_up_http: reqwest::Client,
     events: Events,
     store: PeerStore,
     _store_thread: DbThread,
@@ -129,8 +154,8 @@ impl Node {
         }
         // The store first: a data dir held by another process fails the start before anything is announced.
         let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
-        let joined: BTreeSet<ChannelName> =
-            store.joined().await?.into_iter().map(|(c, _)| c).collect();
+        let joined_since = store.joined().await?;
+        let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
         let asked = SocketAddr::new(config.ip, config.port);
         let bound = bind_with_fallback(config.ip, config.port)
             .await
@@ -146,7 +171,15 @@ impl Node {
             local_addr: bound.local_addr,
             token,
             tracker: TrackerClient::new(config.tracker),
-            courier: Courier::new(shutdown.child_token()),
+            courier: Courier::default(),
+            outboxes: Outboxes::default(),
+            recovery: Recovery::default(),
+            catch_up_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client always builds"),
             events: Events::default(),
             store,
             _store_thread: store_thread,
@@ -158,6 +191,13 @@ impl Node {
             tasks: Mutex::default(),
         });
         let node = Node { inner };
+        // Where catch-up starts, fixed before anything can arrive and move the newest message held.
+        let mut marks = Vec::new();
+        for (channel, since) in joined_since {
+            if let Some(mark) = node.catch_up_mark(&channel, Some(since)).await? {
+                marks.push((channel, mark));
+            }
+        }
         let server = tokio::spawn(serve(
             bound.listener,
             routes::app(node.clone()),
@@ -171,6 +211,10 @@ impl Node {
         }
         let heartbeat = tokio::spawn(node.clone().keep_lease());
         lock(&node.inner.tasks).push(heartbeat);
+        let recovery = tokio::spawn(node.clone().recover());
+        lock(&node.inner.tasks).push(recovery);
+        node.want_recovery(true, marks);
+        node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
         Ok(node)
     }
@@ -237,6 +281,9 @@ impl Node {
             .register(&self.register_request())
             .await?;
         *lock(&self.inner.lease_ttl) = Duration::from_secs(answer.ttl_secs.max(1));
+        if answer.mailbox > 0 {
+            self.want_recovery(true, vec![]);
+        }
         let known: BTreeSet<ChannelName> = answer.channels.into_iter().collect();
         let missing: Vec<ChannelName> = self
             .joined()
@@ -246,8 +293,18 @@ impl Node {
         if answer.created && !missing.is_empty() {
             tracing::info!(peer = %self.name(), "the tracker had forgotten this peer; registered and re-joining {} channel(s)", missing.len());
         }
-        for channel in missing {
-            self.inner.tracker.join(&self.inner.me, &channel).await?;
+        for channel in &missing {
+            self.inner.tracker.join(&self.inner.me, channel).await?;
+        }
+        if answer.created {
+            // The tracker had forgotten us (we were away): channel messages sent meanwhile did not list us.
+            let mut marks = Vec::new();
+            for c in self.joined() {
+                if let Ok(Some(mark)) = self.catch_up_mark(&c, None).await {
+                    marks.push((c, mark));
+                }
+            }
+            self.want_recovery(false, marks);
         }
         Ok(())
     }
@@ -314,6 +371,10 @@ impl Node {
             .await?;
         let new = lock(&self.inner.joined).insert(channel.clone());
         if new {
+            // Back in a channel we were in before: fetch what was said meanwhile.
+            if let Some(mark) = self.catch_up_mark(channel, None).await? {
+                self.want_recovery(false, vec![(channel.clone(), mark)]);
+            }
             self.inner.events.publish(Event::Joined {
                 channel: channel.clone(),
             });
@@ -434,69 +495,113 @@ impl Node {
         }
     }
 
-    /// Sends the user's `text` to a channel or a peer, straight to the recipients, and reports who got it.
+    /// Forgets where a peer was (its address failed).
+    fn forget_address(&self, peer: &PeerName) {
+        lock(&self.inner.known).remove(peer);
+    }
+
+    /// Sends the user's `text` to a channel or a peer. The message and one outbox entry per recipient are
+    /// committed first; then each recipient's worker carries it (directly, or through the tracker's mailbox) and
+    /// the report says, for each recipient, what became of it within [`SEND_REPORT_WAIT`].
     pub async fn send(&self, dest: Destination, text: String) -> Result<SendReport, NodeError> {
-        let recipients = match &dest {
+        let recipients: Vec<PeerName> = match &dest {
             Destination::Channel(c) if !self.is_joined(c) => {
                 return Err(NodeError::NotJoined(c.clone()));
             }
-            Destination::Channel(c) => self.recipients(c).await?,
+            Destination::Channel(c) => self
+                .recipients(c)
+                .await?
+                .into_iter()
+                .map(|p| p.name)
+                .collect(),
             Destination::Direct(p) if p == self.name() => return Err(NodeError::SelfMessage),
-            Destination::Direct(p) => vec![self.locate(p).await?],
+            Destination::Direct(p) => vec![p.clone()],
         };
-        let msg = Arc::new(ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?);
-        self.inner.store.save_sent((*msg).clone(), vec![]).await?;
+        let waiting = self.inner.outboxes.len.load(Ordering::Relaxed);
+        if waiting + recipients.len() > OUTBOX_LIMIT {
+            return Err(NodeError::OutboxFull(waiting));
+        }
+        let msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
+        let watches: Vec<_> = recipients
+            .iter()
+            .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))
+            .collect();
+        if let Err(e) = self
+            .inner
+            .store
+            .save_sent(msg.clone(), recipients.clone())
+            .await
+        {
+            for r in &recipients {
+                self.inner.outboxes.unwatch(r, msg.id);
+            }
+            return Err(e.into());
+        }
+        self.inner
+            .outboxes
+            .len
+            .fetch_add(recipients.len(), Ordering::Relaxed);
+        tracing::debug!(peer = %self.name(), id = %msg.id, to = %dest.label(), "message sent");
         self.inner.events.publish(Event::Message {
-            message: (*msg).clone(),
+            message: msg.clone(),
             own: true,
-        });
-
-        let deliveries = recipients.iter().map(|p| {
-            let msg = msg.clone();
-            async move { (p, self.inner.courier.deliver(&p.name, p.addr(), msg).await) }
         });
         let mut report = SendReport {
             id: msg.id,
             ts: msg.ts,
             delivered: vec![],
+            held: vec![],
+            queued: vec![],
             failed: vec![],
         };
-        for (peer, result) in futures_util::future::join_all(deliveries).await {
-            match result {
-                Ok(()) => report.delivered.push(peer.name.clone()),
-                Err(e) => {
-                    if matches!(e, DeliveryError::Unreachable(_)) {
-                        lock(&self.inner.known).remove(&peer.name);
+        let mut pending = Vec::new();
+        for (r, rx) in watches {
+            match self.kick(&r) {
+                // Its worker is backing off: the message waits its turn.
+                Some(why) => {
+                    self.inner.outboxes.unwatch(&r, msg.id);
+                    report.queued.push(FailedDelivery {
+                        peer: r,
+                        error: why,
+                    });
+                }
+                None => pending.push((r, rx)),
+            }
+        }
+        let outcomes =
+            futures_util::future::join_all(pending.into_iter().map(|(r, rx)| async move {
+                (r, tokio::time::timeout(SEND_REPORT_WAIT, rx).await)
+            }))
+            .await;
+        for (peer, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(Outcome::Delivered)) => report.delivered.push(peer),
+                Ok(Ok(Outcome::Held)) => report.held.push(peer),
+                Ok(Ok(Outcome::Queued(error))) => {
+                    report.queued.push(FailedDelivery { peer, error })
+                }
+                Ok(Ok(Outcome::Refused { code, message })) => {
+                    // A direct message its only recipient refused is an error for the sender, as it always was.
+                    if matches!(dest, Destination::Direct(_)) {
+                        return Err(NodeError::Refused {
+                            peer,
+                            code,
+                            message,
+                        });
                     }
                     report.failed.push(FailedDelivery {
-                        peer: peer.name.clone(),
-                        error: e.to_string(),
+                        peer,
+                        error: message,
+                    })
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.inner.outboxes.unwatch(&peer, msg.id);
+                    report.queued.push(FailedDelivery {
+                        peer,
+                        error: "still trying".into(),
                     });
                 }
             }
-        }
-        if let (Destination::Direct(peer), Some(failed)) = (&dest, report.failed.pop()) {
-            // The cached address may be stale: ask the tracker again. A peer that restarted elsewhere gets the
-            // message there; one that is gone is reported as offline rather than as a network error.
-            let fresh = self.locate(peer).await?;
-            if fresh.addr() == recipients[0].addr() {
-                return Err(NodeError::NotDelivered {
-                    peer: peer.clone(),
-                    error: failed.error,
-                });
-            }
-            self.inner
-                .courier
-                .deliver(peer, fresh.addr(), msg)
-                .await
-                .map_err(|e| {
-                    lock(&self.inner.known).remove(peer);
-                    NodeError::NotDelivered {
-                        peer: peer.clone(),
-                        error: e.to_string(),
-                    }
-                })?;
-            report.delivered.push(peer.clone());
         }
         Ok(report)
     }
@@ -519,7 +624,8 @@ impl Node {
             tracing::warn!(peer = %self.name(), "could not deregister: {e}");
         }
         self.inner.shutdown.cancel();
-        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        let mut tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        tasks.extend(self.inner.outboxes.tasks());
         for t in tasks {
             let _ = t.await;
         }

@@ -12,6 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::delivery::{BatchRequest, BatchResponse, BatchResult, MAX_PUSH_BATCH};
+use super::inbox::Via;
+use super::recovery::{HistoryPage, HistoryRequest};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, SendReport};
 use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
@@ -26,6 +29,17 @@ impl From<NodeError> for ApiError {
                 ApiError::unprocessable("invalid_field", msg)
             }
             NodeError::PeerOffline { .. } => ApiError::not_found("peer_offline", msg),
+            NodeError::Refused { code, message, .. } => {
+                let status = match code.as_str() {
+                    "unknown_recipient" | "wrong_recipient" => StatusCode::NOT_FOUND,
+                    "invalid_field" => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, code, message)
+            }
+            NodeError::OutboxFull(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "outbox_full", msg)
+            }
             NodeError::NotDelivered { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "not_delivered", msg)
             }
@@ -68,6 +82,8 @@ pub fn app(node: Node) -> Router {
         ));
     Router::new()
         .route("/p2p/receive", post(message_receive))
+        .route("/p2p/receive-batch", post(message_receive_batch))
+        .route("/p2p/history", get(channel_history_serve))
         .route("/health", get(health))
         .merge(local)
         .fallback(fallback_not_found)
@@ -127,6 +143,52 @@ async fn message_receive(
         ok: true,
         duplicate,
     }))
+}
+
+async fn message_receive_batch(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if req.messages.is_empty() || req.messages.len() > MAX_PUSH_BATCH {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("messages: from 1 to {MAX_PUSH_BATCH} at a time"),
+        ));
+    }
+    let ids: Vec<MessageId> = req.messages.iter().map(|m| m.id).collect();
+    let verdicts = node
+        .receive_many(req.messages.into_iter().map(|m| (m, Via::Direct)).collect())
+        .await?;
+    let results = ids
+        .into_iter()
+        .zip(verdicts)
+        .map(|(id, v)| match v {
+            Ok(duplicate) => BatchResult {
+                id,
+                ok: true,
+                duplicate,
+                error: None,
+            },
+            Err(e) => BatchResult {
+                id,
+                ok: false,
+                duplicate: false,
+                error: Some(ErrorDetail {
+                    code: e.code.to_string(),
+                    message: e.message,
+                }),
+            },
+        })
+        .collect();
+    Ok(Json(BatchResponse { ok: true, results }))
+}
+
+async fn channel_history_serve(
+    State(node): State<Node>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ApiQuery(req): ApiQuery<HistoryRequest>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    Ok(Json(node.history_for_member(req, remote).await?))
 }
 
 #[derive(Serialize)]
