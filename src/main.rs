@@ -237,5 +237,16 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             Err(e) => println!("* cannot join #{c}: {e}"),
         }
     }
+    let rejoined = node.joined();
+    if current.is_none()
+        && let Some(first) = rejoined.first()
+    {
+        let list: Vec<String> = rejoined.iter().map(|c| format!("#{c}")).collect();
+        println!(
+            "* back in {} from last time; you are talking in #{first}",
+            list.join(", ")
+        );
+        current = Some(first.clone());
+    }
     hchat::cli::run(node, current).await
 }
