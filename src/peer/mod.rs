@@ -428,6 +428,14 @@ impl Node {
             })
     }
 
+    /// The peers this node has a direct conversation with (messages in its history), by name.
+    pub fn direct_conversations(&self) -> Vec<PeerName> {
+        self.inner.store.direct_conversations().unwrap_or_else(|e| {
+            tracing::error!(peer = %self.name(), "cannot read the history: {e}");
+            Vec::new()
+        })
+    }
+
     /// [`Node::history`] for async callers: the read runs on the store's thread without blocking this one.
     pub async fn history_async(
         &self,
@@ -504,6 +512,17 @@ impl Node {
     /// committed first; then each recipient's worker carries it (directly, or through the tracker's mailbox) and
     /// the report says, for each recipient, what became of it within [`SEND_REPORT_WAIT`].
     pub async fn send(&self, dest: Destination, text: String) -> Result<SendReport, NodeError> {
+        self.send_with_id(dest, text, None).await
+    }
+
+    /// [`Node::send`] with the message id chosen by the caller (a UUIDv7, so history keeps its order): sending
+    /// again with the same id (a retry) is carried again and stored and shown once, here and by every recipient.
+    pub async fn send_with_id(
+        &self,
+        dest: Destination,
+        text: String,
+        id: Option<MessageId>,
+    ) -> Result<SendReport, NodeError> {
         let recipients: Vec<PeerName> = match &dest {
             Destination::Channel(c) if !self.is_joined(c) => {
                 return Err(NodeError::NotJoined(c.clone()));
@@ -521,31 +540,39 @@ impl Node {
         if waiting + recipients.len() > OUTBOX_LIMIT {
             return Err(NodeError::OutboxFull(waiting));
         }
-        let msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
+        let mut msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
+        if let Some(id) = id {
+            msg.id = id;
+        }
         let watches: Vec<_> = recipients
             .iter()
             .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))
             .collect();
-        if let Err(e) = self
+        let new = match self
             .inner
             .store
             .save_sent(msg.clone(), recipients.clone())
             .await
         {
-            for r in &recipients {
-                self.inner.outboxes.unwatch(r, msg.id);
+            Ok(new) => new,
+            Err(e) => {
+                for r in &recipients {
+                    self.inner.outboxes.unwatch(r, msg.id);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         self.inner
             .outboxes
             .len
             .fetch_add(recipients.len(), Ordering::Relaxed);
         tracing::debug!(peer = %self.name(), id = %msg.id, to = %dest.label(), "message sent");
-        self.inner.events.publish(Event::Message {
-            message: msg.clone(),
-            own: true,
-        });
+        if new {
+            self.inner.events.publish(Event::Message {
+                message: msg.clone(),
+                own: true,
+            });
+        }
         let mut report = SendReport {
             id: msg.id,
             ts: msg.ts,

@@ -82,25 +82,43 @@ impl PeerStore {
         Ok((PeerStore { db, me }, thread))
     }
 
-    /// Stores a message this node's user sent, and queues it for each recipient, in one transaction.
+    /// Stores a message this node's user sent, and queues it for each recipient, in one transaction. Returns
+    /// whether the id was new (a retry with the same id is queued again, and stored once by everyone).
     pub async fn save_sent(
         &self,
         msg: ChatMessage,
         recipients: Vec<PeerName>,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         let me = self.me.clone();
         self.db
             .call(move |c| {
-                insert(c, &me, &msg)?;
+                let new = insert(c, &me, &msg)?;
                 let mut q = c.prepare_cached(
                     "INSERT OR IGNORE INTO outbox (recipient, id) VALUES (?1, ?2)",
                 )?;
                 for r in &recipients {
                     q.execute(params![r.as_str(), id_text(&msg.id)])?;
                 }
-                Ok(())
+                Ok(new)
             })
             .await
+    }
+
+    /// The peers this node has a direct conversation with, by name.
+    pub fn direct_conversations(&self) -> Result<Vec<PeerName>, DbError> {
+        self.db.call_blocking(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT DISTINCT conversation FROM messages WHERE conversation LIKE '@%' ORDER BY conversation",
+            )?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(p) = PeerName::new(&row?[1..]) {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Stores received messages; for each, whether it was new (a duplicate id is stored once).
