@@ -58,6 +58,8 @@ pub enum DbError {
     InUse(PathBuf),
     #[error("{0} was written by a newer hchat (schema {1}, this one knows {2}); upgrade hchat")]
     TooNew(PathBuf, usize, usize),
+    #[error("{dir} holds {owner}'s data; give each name its own --data-dir")]
+    Owner { dir: String, owner: String },
     #[error("database error: {0}")]
     Sql(String),
     #[error("the store has stopped")]

@@ -30,6 +30,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE joined (
         channel TEXT PRIMARY KEY,
         since TEXT NOT NULL
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     )",
 ];
 
@@ -78,6 +82,21 @@ impl PeerStore {
     /// Opens the store and starts its thread.
     pub fn open(storage: &Storage, me: PeerName) -> Result<(PeerStore, DbThread), DbError> {
         let conn = open(storage, DB_FILE, MIGRATIONS)?;
+        // Conversations are stored from the owner's point of view: one data dir, one name.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('owner', ?1)",
+            [me.as_str()],
+        )?;
+        let owner: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'owner'", [], |r| {
+                r.get(0)
+            })?;
+        if owner != me.as_str() {
+            return Err(DbError::Owner {
+                dir: storage.describe(),
+                owner,
+            });
+        }
         let (db, thread) = Db::start(conn, me.as_str())?;
         Ok((PeerStore { db, me }, thread))
     }
@@ -301,6 +320,18 @@ mod tests {
 
     fn n(s: &str) -> PeerName {
         PeerName::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_data_dir_belongs_to_one_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let (store, thread) = PeerStore::open(&storage, n("alice")).unwrap();
+        drop(store);
+        thread.join();
+        let err = PeerStore::open(&storage, n("bob")).err().unwrap();
+        assert!(err.to_string().contains("holds alice's data"), "{err}");
+        assert!(PeerStore::open(&storage, n("alice")).is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
