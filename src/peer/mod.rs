@@ -73,7 +73,7 @@ pub enum NodeError {
     PeerOffline { peer: PeerName },
     #[error("not delivered to {peer}: {error}")]
     NotDelivered { peer: PeerName, error: String },
-    #[error("cannot keep this node's data: {0}")]
+    #[error(transparent)]
     Store(#[from] DbError),
     #[error("{peer} refused it: {message}")]
     Refused {

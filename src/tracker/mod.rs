@@ -55,7 +55,7 @@ impl Default for TrackerConfig {
 /// Why a tracker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen: {0}")]
+    #[error(transparent)]
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
