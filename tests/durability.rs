@@ -335,3 +335,26 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
     );
     assert_eq!(held, ids, "held oldest first");
 }
+
+#[test]
+fn a_peer_killed_and_started_again_at_once_gets_its_name_and_address_back() {
+    let tracker = Proc::tracker(&[]);
+    let dir = data_dir();
+    let args = [
+        "--join",
+        "general",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let mut bob = Proc::peer("bob", tracker.addr, &args);
+    joined(&bob, "general");
+    let addr = bob.addr;
+    bob.kill();
+    // Well within the 30 s lease the tracker still holds for the dead bob.
+    let bob = Proc::peer("bob", tracker.addr, &args);
+    joined(&bob, "general");
+    assert_eq!(
+        bob.addr, addr,
+        "the port of the last run, so the lease is bob's own"
+    );
+}

@@ -157,9 +157,28 @@ impl Node {
         let joined_since = store.joined().await?;
         let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
         let asked = SocketAddr::new(config.ip, config.port);
-        let bound = bind_with_fallback(config.ip, config.port)
-            .await
-            .map_err(|e| NodeError::Bind(asked, e.to_string()))?;
+        // With --port 0, the port of the last run if it is free: a peer that crashed and restarts at once renews
+        // its own lease (same address) instead of finding its name held, and others' cached address still works.
+        let last_port = match config.port {
+            0 => store
+                .meta("port")
+                .await?
+                .and_then(|p| p.parse::<u16>().ok()),
+            _ => None,
+        };
+        let reused = match last_port {
+            Some(p) => bind_with_fallback(config.ip, p).await.ok(),
+            None => None,
+        };
+        let bound = match reused {
+            Some(b) => b,
+            None => bind_with_fallback(config.ip, config.port)
+                .await
+                .map_err(|e| NodeError::Bind(asked, e.to_string()))?,
+        };
+        store
+            .set_meta("port", bound.local_addr.port().to_string())
+            .await?;
         let shutdown = CancellationToken::new();
         let token = config
             .token

@@ -282,6 +282,31 @@ impl PeerStore {
             .await
     }
 
+    /// A value this node keeps about itself (`meta` table).
+    pub async fn meta(&self, key: &'static str) -> Result<Option<String>, DbError> {
+        self.db
+            .call(move |c| {
+                Ok(
+                    c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await
+    }
+
+    pub async fn set_meta(&self, key: &'static str, value: String) -> Result<(), DbError> {
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    [key, value.as_str()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Records that the user joined (`since`: from when on they are a member) or left a channel.
     pub async fn set_joined(
         &self,
