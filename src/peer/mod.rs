@@ -1,6 +1,7 @@
 //! A peer node: one user's end of the chat. It registers with the tracker and keeps its lease alive, receives
-//! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients, and
-//! serves the local API that its front ends (CLI, web page) act through.
+//! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients
+//! (through a durable outbox, with the tracker's mailbox as the fallback), keeps its history on disk, catches up
+//! on what it missed, and serves the local API that its front ends (CLI, web page) act through.
 //!
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.

@@ -1,5 +1,9 @@
 //! The tracker: the centre of the hybrid design. It knows who is online and where (leases renewed by
-//! heartbeats), which channels exist and who is in them; it never sees a chat message.
+//! heartbeats), which channels exist and who is in them, and holds mail for peers that are away. It never reads a
+//! chat message: mail is kept as the opaque envelope the sender deposited.
+//!
+//! Every change is recorded by a store thread (SQLite under `--data-dir`, or nothing) before it is answered, so a
+//! restarted tracker comes back with what it had said.
 //!
 //! [`Tracker::start`] binds, serves and sweeps expired leases until [`Tracker::shutdown`]; tests start one on
 //! port 0 and read [`Tracker::local_addr`].
