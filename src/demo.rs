@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::http::ServerLimits;
 use crate::peer::{Node, PeerConfig};
 use crate::proto::{ChannelName, PeerName};
+use crate::storage::Storage;
 use crate::tracker::{Tracker, TrackerConfig};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -29,6 +30,8 @@ pub async fn run() -> anyhow::Result<()> {
             tracker: tracker.local_addr(),
             token: None,
             limits: ServerLimits::default(),
+            // The demo leaves nothing behind, so a second run starts as fresh as the first.
+            storage: Storage::Memory,
         })
         .await
         .with_context(|| format!("starting {name}"))?;

@@ -1,11 +1,15 @@
 //! hchat: a hybrid peer-to-peer chat. A central tracker knows who is online, where, and in which channels; the
-//! peers carry every message straight to each other.
+//! peers carry every message straight to each other, and the tracker holds what could not be carried (an opaque
+//! envelope in the recipient's mailbox) until the recipient is back. Both keep their state in SQLite.
 //!
 //! # Layout
 //! - [`proto`]: wire types only (validated names, the message envelope, tracker requests and answers, limits).
 //! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
-//! - [`tracker`]: the registry (pure state: leases, channels), its store, its routes and the running handle.
-//! - [`peer`]: a user's node: tracker client, delivery to other peers, inbox checks, history, events hub, routes.
+//! - [`tracker`]: the registry (pure state: leases, channels), the mailboxes, their stores (memory, SQLite), its
+//!   routes and the running handle.
+//! - [`peer`]: a user's node: tracker client, durable store, outbox and delivery, inbox checks, recovery (mailbox,
+//!   catch-up), events hub, routes.
+//! - [`storage`]: SQLite plumbing both roles share: data dirs, crash-safe settings, migrations, the store thread.
 //! - [`web`]: the local API the page and scripts act through, its event stream, and the web chat page.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
@@ -15,6 +19,7 @@ pub mod demo;
 pub mod http;
 pub mod peer;
 pub mod proto;
+pub mod storage;
 pub mod tracker;
 pub mod web;
 

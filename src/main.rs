@@ -1,6 +1,7 @@
 //! The `hchat` binary: parses the command line, sets up logging, and hands over to the library.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{ChannelName, PeerName};
+use hchat::storage::Storage;
 use hchat::tracker::{Tracker, TrackerConfig};
 
 /// A hybrid peer-to-peer chat: a tracker knows who is online; peers carry every message straight to each other.
@@ -42,6 +44,33 @@ struct TrackerArgs {
     /// Seconds after its last heartbeat that a peer disappears from every list.
     #[arg(long, env = "HCHAT_PEER_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     peer_ttl: u64,
+    /// Messages the tracker holds for one offline peer; a sender is refused with 507 when it is full.
+    #[arg(long, env = "HCHAT_MAILBOX_LIMIT", default_value_t = hchat::tracker::mailbox::DEFAULT_MAILBOX_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    mailbox_limit: u64,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// Where a node keeps its state.
+#[derive(Args)]
+struct DataArgs {
+    /// Folder for this node's database [default: $XDG_DATA_HOME/hchat/<name> or ~/.local/share/hchat/<name>;
+    /// the tracker's is .../hchat/tracker].
+    #[arg(long, env = "HCHAT_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: all state is gone when the process ends.
+    #[arg(long, env = "HCHAT_IN_MEMORY", conflicts_with = "data_dir")]
+    in_memory: bool,
+}
+
+impl DataArgs {
+    fn storage(self, leaf: &str) -> Storage {
+        if self.in_memory {
+            Storage::Memory
+        } else {
+            Storage::dir_or_default(self.data_dir, leaf)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -71,6 +100,8 @@ struct PeerArgs {
     /// Secret that lets callers on other hosts act as you through the local API; random if not given.
     #[arg(long, env = "HCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 /// Parses the command line. A usage mistake is one line on stderr saying what is wrong and where help is, and
@@ -156,11 +187,13 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         ip: a.ip,
         port: a.port,
         peer_ttl: Duration::from_secs(a.peer_ttl),
+        mailbox_limit: a.mailbox_limit as usize,
+        storage: a.data.storage("tracker"),
         ..TrackerConfig::default()
     };
     let tracker = Tracker::start(config)
         .await
-        .with_context(|| format!("cannot listen on {}:{}", a.ip, a.port))?;
+        .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
     println!("listening on {}", tracker.local_addr());
     let token = tracker.shutdown_token();
     tokio::select! {
@@ -181,6 +214,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         tracker,
         token: a.token,
         limits: Default::default(),
+        storage: a.data.storage(a.name.as_str()),
     })
     .await
     .with_context(|| format!("{} could not start", a.name))?;
@@ -203,6 +237,17 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             }
             Err(e) => println!("* cannot join #{c}: {e}"),
         }
+    }
+    let rejoined = node.joined();
+    if current.is_none()
+        && let Some(first) = rejoined.first()
+    {
+        let list: Vec<String> = rejoined.iter().map(|c| format!("#{c}")).collect();
+        println!(
+            "* back in {} from last time; you are talking in #{first}",
+            list.join(", ")
+        );
+        current = Some(first.clone());
     }
     hchat::cli::run(node, current).await
 }

@@ -88,6 +88,9 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
         "/leave",
         "/broadcast-peer",
         "/connect-peer",
+        "/mailbox/deposit",
+        "/mailbox/fetch",
+        "/mailbox/ack",
     ] {
         for (what, body, status, code) in malformed() {
             refused(
@@ -354,10 +357,10 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         "not_joined",
     );
     refused(
-        "send to a peer who is not online",
+        "send to a peer the tracker has never seen",
         post_json(&bob.url("/send-peer"), &json!({"to": "ghost", "text": "x"})),
         404,
-        "peer_offline",
+        "unknown_recipient",
     );
     refused(
         "send to oneself",
@@ -401,4 +404,129 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
 
 fn uuid_v7() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+#[test]
+fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
+    let tracker = Proc::tracker(&[]);
+    let t = |p: &str| tracker.url(p);
+    let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    bob.out
+        .wait_for("bob to join", SOON, |l| l.starts_with("* joined #general"));
+    let letter = |to: &str| {
+        let id = uuid_v7();
+        json!({"from": "bob", "to": to, "entries": [{"id": id, "envelope": {"id": id, "text": "x"}}]})
+    };
+    refused(
+        "deposit from a peer that is not online",
+        post_json(
+            &t("/mailbox/deposit"),
+            &json!({"from": "ghost", "to": "bob", "entries": letter("x")["entries"]}),
+        ),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "deposit for a name never seen",
+        post_json(&t("/mailbox/deposit"), &letter("nobody")),
+        404,
+        "unknown_recipient",
+    );
+    refused(
+        "deposit for oneself",
+        post_json(&t("/mailbox/deposit"), &letter("bob")),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "deposit with no entries",
+        post_json(
+            &t("/mailbox/deposit"),
+            &json!({"from": "bob", "to": "alice", "entries": []}),
+        ),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "an envelope id that is not a UUID",
+        post_json(
+            &t("/mailbox/deposit"),
+            &json!({"from": "bob", "to": "alice", "entries": [{"id": "7", "envelope": {}}]}),
+        ),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "fetch for a peer that is not online",
+        post_json(&t("/mailbox/fetch"), &json!({"name": "ghost"})),
+        404,
+        "unknown_peer",
+    );
+    refused(
+        "fetch zero entries",
+        post_json(&t("/mailbox/fetch"), &json!({"name": "bob", "limit": 0})),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "ack nothing",
+        post_json(&t("/mailbox/ack"), &json!({"name": "bob", "ids": []})),
+        422,
+        "invalid_field",
+    );
+    let (status, answer) = post_json(&t("/mailbox/fetch"), &json!({"name": "bob"}));
+    assert_eq!(
+        (status, answer["entries"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{answer}"
+    );
+
+    for (what, body, status, code) in malformed() {
+        refused(
+            &format!("receive-batch {what}"),
+            post_raw(&bob.url("/p2p/receive-batch"), body),
+            status,
+            code,
+        );
+    }
+    refused(
+        "an empty batch",
+        post_json(&bob.url("/p2p/receive-batch"), &json!({"messages": []})),
+        422,
+        "invalid_field",
+    );
+    let h = |q: &str| try_get_json(&bob.url(&format!("/p2p/history{q}"))).unwrap();
+    refused("history with no query", h(""), 400, "bad_query");
+    refused(
+        "history of a bad channel",
+        h("?channel=a%20b&name=x"),
+        400,
+        "bad_query",
+    );
+    refused(
+        "history with a bad id",
+        h("?channel=general&name=x&after=7"),
+        400,
+        "bad_query",
+    );
+    refused(
+        "history of a channel bob is not in",
+        h("?channel=secret&name=bob"),
+        403,
+        "not_joined",
+    );
+    refused(
+        "history for a non-member",
+        h("?channel=general&name=ghost"),
+        403,
+        "not_member",
+    );
+    refused(
+        "history pages over 500",
+        h("?channel=general&name=bob&limit=501"),
+        400,
+        "bad_query",
+    );
+    garbage_is_refused_and_the_node_serves_on(&tracker);
+    garbage_is_refused_and_the_node_serves_on(&bob);
 }

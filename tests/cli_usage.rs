@@ -114,3 +114,38 @@ fn an_ip_not_on_this_host_binds_every_interface_and_is_still_advertised() {
     let t2 = Proc::tracker(&["--ip", "192.0.2.1"]);
     assert_eq!(t2.addr.ip().to_string(), "0.0.0.0");
 }
+
+#[test]
+fn a_data_dir_in_use_or_owned_by_another_name_is_one_line_and_exit_1() {
+    let tracker = Proc::tracker(&[]);
+    let dir = data_dir();
+    let d = dir.path().to_str().unwrap();
+    let mut alice = Proc::peer("alice", tracker.addr, &["--data-dir", d]);
+    let port = tracker.addr.port().to_string();
+    for (name, says) in [
+        ("alice", "in use by another hchat process"),
+        ("alice2", "holds alice's data"),
+    ] {
+        if name == "alice2" {
+            alice.kill();
+        }
+        let out = hchat()
+            .args([
+                "peer",
+                "--name",
+                name,
+                "--port",
+                "0",
+                "--tracker-port",
+                &port,
+            ])
+            .args(["--data-dir", d])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+}

@@ -58,8 +58,18 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
     };
     let (send_tx, send_rx) = mpsc::channel::<(Destination, String)>(SEND_QUEUE);
     let sender = tokio::spawn(send_in_order(node.clone(), send_rx, out.clone()));
-    let mut events = node.subscribe();
+    // From the node's first event: what arrived while it started (its mailbox, catch-up) is shown too.
+    let resumed = node.resume_events(0);
     let me = node.name().clone();
+    if resumed.gap {
+        out.status(
+            "more messages arrived while starting than can be shown here; /history has them all",
+        );
+    }
+    for stamped in &resumed.missed {
+        show(&stamped.event, &me, &out);
+    }
+    let mut events = resumed.live;
     let stop = crate::shutdown_signal();
     tokio::pin!(stop);
 
@@ -76,9 +86,7 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
                 if let Some(next) = next { let _ = next.send(()); }
             }
             ev = events.recv() => match ev.as_deref().map(|s| &s.event) {
-                Ok(Event::Message { message, own: false }) => out.line(message.cli_line(&me)),
-                Ok(Event::Notice { text }) => out.status(text.as_str()),
-                Ok(_) => {}
+                Ok(event) => show(event, &me, &out),
                 Err(broadcast::error::RecvError::Lagged(n)) => out.status(format!("{n} events were not shown (too many at once); /history has them")),
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -92,6 +100,18 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
     node.shutdown().await;
     out.status("bye");
     Ok(())
+}
+
+/// Prints what the CLI shows of an event: others' messages, and notices.
+fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
+    match event {
+        Event::Message {
+            message,
+            own: false,
+        } => out.line(message.cli_line(me)),
+        Event::Notice { text } => out.status(text.as_str()),
+        _ => {}
+    }
 }
 
 fn prompt_for(current: &Option<ChannelName>) -> String {
@@ -109,7 +129,22 @@ async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>
                 for f in &report.failed {
                     out.status(format!("not delivered to {}: {}", f.peer, f.error));
                 }
-                if report.delivered.is_empty() && report.failed.is_empty() {
+                for p in &report.held {
+                    out.status(format!(
+                        "{p} is offline; the tracker holds the message until {p} is back"
+                    ));
+                }
+                for q in &report.queued {
+                    out.status(format!(
+                        "{} cannot be reached now ({}); the message waits in your outbox and is retried",
+                        q.peer, q.error
+                    ));
+                }
+                if report.delivered.is_empty()
+                    && report.failed.is_empty()
+                    && report.held.is_empty()
+                    && report.queued.is_empty()
+                {
                     out.status(format!(
                         "nobody else is in {} yet; the message is in your history",
                         dest.label()

@@ -1,56 +1,85 @@
-//! Carrying messages to other peers: one ordered queue and one worker per recipient, all sharing a kept-alive
-//! HTTP client. A channel message is a concurrent fan-out (each recipient's worker sends at once), while each
-//! recipient still receives this node's messages in the order they were sent.
+//! Pushing messages to another peer over one kept-alive HTTP client: one message as `POST /p2p/receive`, several
+//! (an outbox draining after an outage) as one `POST /p2p/receive-batch`, so a backlog costs one request and one
+//! commit on the receiver per batch rather than per message. What to push, and what to do when it fails, is the
+//! outbox's business ([`super::outbox`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use serde::{Deserialize, Serialize};
 
 use super::tracker_client::root_cause;
-use crate::proto::{ChatMessage, ErrorBody, PeerName};
+use crate::proto::{ChatMessage, ErrorBody, ErrorDetail, MAX_BODY_BYTES, MessageId};
 
-/// Messages that may wait for one recipient before senders are held back.
-pub const PER_RECIPIENT_QUEUE: usize = 1024;
-/// A recipient's worker stops after this long with nothing to send.
-const WORKER_IDLE: Duration = Duration::from_secs(60);
-/// How long one delivery attempt may take.
+/// How long one push may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most messages in one `POST /p2p/receive-batch`.
+pub const MAX_PUSH_BATCH: usize = 500;
 
-/// Why a delivery failed.
+/// Why a push did not get an answer about each message: worth retrying later.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
     #[error("unreachable ({0})")]
     Unreachable(String),
-    #[error("refused: {message} ({code})")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("this node is stopping")]
-    Stopping,
+    #[error("not accepted now: {message} ({code})")]
+    Unavailable { code: String, message: String },
 }
 
-struct Job {
-    msg: Arc<ChatMessage>,
-    addr: SocketAddr,
-    done: oneshot::Sender<Result<(), DeliveryError>>,
+/// The receiver's verdict on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Stored durably (or held already): delivered.
+    Stored,
+    /// Refused for good (not for this peer, not in the channel, ...): retrying will not help.
+    Refused { code: String, message: String },
 }
 
-/// Delivers messages to peers.
+/// `POST /p2p/receive-batch` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub messages: Vec<ChatMessage>,
+}
+
+/// One message's result in a batch answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub id: MessageId,
+    pub ok: bool,
+    #[serde(default)]
+    pub duplicate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// `POST /p2p/receive-batch` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub ok: bool,
+    pub results: Vec<BatchResult>,
+}
+
+/// The longest prefix of `msgs` that fits one request body (at least one message).
+pub fn fitting(msgs: &[ChatMessage], max: usize) -> usize {
+    let budget = MAX_BODY_BYTES - 1024;
+    let mut used = 0;
+    for (i, m) in msgs.iter().enumerate().take(max) {
+        // The envelope, plus what wraps it in a deposit (its id, quotes, commas).
+        used += serde_json::to_string(m).map_or(budget, |s| s.len() + 64);
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    msgs.len().min(max)
+}
+
+/// Pushes messages to peers.
 #[derive(Clone)]
 pub struct Courier {
     http: reqwest::Client,
-    queues: Arc<Mutex<HashMap<PeerName, mpsc::Sender<Job>>>>,
-    shutdown: CancellationToken,
 }
 
-impl Courier {
-    pub fn new(shutdown: CancellationToken) -> Self {
+impl Default for Courier {
+    fn default() -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(ATTEMPT_TIMEOUT)
@@ -60,105 +89,88 @@ impl Courier {
             .no_proxy()
             .build()
             .expect("a plain HTTP client always builds");
-        Self {
-            http,
-            queues: Arc::default(),
-            shutdown,
-        }
+        Self { http }
     }
+}
 
-    /// Queues `msg` for `to` at `addr` and waits until it is delivered or has failed.
-    pub async fn deliver(
+impl Courier {
+    /// Pushes `msgs` (in order) to the peer at `addr` and returns its verdict on each.
+    pub async fn push(
         &self,
-        to: &PeerName,
         addr: SocketAddr,
-        msg: Arc<ChatMessage>,
-    ) -> Result<(), DeliveryError> {
-        let (done, result) = oneshot::channel();
-        let mut job = Job { msg, addr, done };
-        // A worker that went idle between taking its sender and sending is replaced once.
-        for _ in 0..2 {
-            let tx = self.queue_for(to);
-            match tx.send(job).await {
-                Ok(()) => return result.await.unwrap_or(Err(DeliveryError::Stopping)),
-                Err(mpsc::error::SendError(j)) => {
-                    job = j;
-                    self.queues
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(to);
-                }
-            }
-        }
-        Err(DeliveryError::Stopping)
-    }
-
-    fn queue_for(&self, to: &PeerName) -> mpsc::Sender<Job> {
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = queues.get(to).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
-        }
-        let (tx, rx) = mpsc::channel(PER_RECIPIENT_QUEUE);
-        queues.insert(to.clone(), tx.clone());
-        tokio::spawn(self.clone().work(to.clone(), rx));
-        tx
-    }
-
-    async fn work(self, to: PeerName, mut rx: mpsc::Receiver<Job>) {
-        loop {
-            let job = tokio::select! {
-                j = tokio::time::timeout(WORKER_IDLE, rx.recv()) => j,
-                _ = self.shutdown.cancelled() => break,
+        msgs: &[ChatMessage],
+    ) -> Result<Vec<Pushed>, DeliveryError> {
+        if let [one] = msgs {
+            let url = format!("http://{addr}/p2p/receive");
+            return match self.post(&url, one).await? {
+                Ok(_) => Ok(vec![Pushed::Stored]),
+                Err(e) => Ok(vec![e]),
             };
-            match job {
-                Ok(Some(job)) => {
-                    let result = tokio::select! {
-                        r = self.send(job.addr, &job.msg) => r,
-                        _ = self.shutdown.cancelled() => Err(DeliveryError::Stopping),
-                    };
-                    if let Err(e) = &result {
-                        tracing::debug!(peer = %to, id = %job.msg.id, "delivery failed: {e}");
-                    }
-                    let _ = job.done.send(result);
-                }
-                Ok(None) => break,
-                Err(_idle) => {
-                    let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-                    if rx.is_empty() {
-                        queues.remove(&to);
-                        break;
-                    }
-                }
-            }
         }
-        rx.close();
-        while let Ok(job) = rx.try_recv() {
-            let _ = job.done.send(Err(DeliveryError::Stopping));
+        let url = format!("http://{addr}/p2p/receive-batch");
+        let body = BatchRequest {
+            messages: msgs.to_vec(),
+        };
+        match self.post(&url, &body).await? {
+            Ok(bytes) => {
+                let answer: BatchResponse =
+                    serde_json::from_slice(&bytes).map_err(|e| DeliveryError::Unavailable {
+                        code: "bad_answer".into(),
+                        message: e.to_string(),
+                    })?;
+                Ok(msgs
+                    .iter()
+                    .map(|m| match answer.results.iter().find(|r| r.id == m.id) {
+                        Some(r) if r.ok => Pushed::Stored,
+                        Some(r) => {
+                            let e = r.error.clone().unwrap_or(ErrorDetail {
+                                code: "refused".into(),
+                                message: "refused".into(),
+                            });
+                            Pushed::Refused {
+                                code: e.code,
+                                message: e.message,
+                            }
+                        }
+                        None => Pushed::Refused {
+                            code: "no_answer".into(),
+                            message: "the receiver said nothing about this message".into(),
+                        },
+                    })
+                    .collect())
+            }
+            // A refusal of the whole batch is a refusal of each message in it.
+            Err(e) => Ok(vec![e; msgs.len()]),
         }
     }
 
-    /// One delivery, retried once at once when a kept-alive connection turned out to be closed.
-    async fn send(&self, addr: SocketAddr, msg: &ChatMessage) -> Result<(), DeliveryError> {
-        let url = format!("http://{addr}/p2p/receive");
+    /// One request, retried once at once when a kept-alive connection turned out to be closed. `Ok(Ok(body))` on
+    /// 2xx, `Ok(Err(refusal))` on a 4xx, `Err` when worth retrying later (no answer, 5xx, 503).
+    async fn post<B: Serialize>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<Result<bytes::Bytes, Pushed>, DeliveryError> {
         let mut last = String::new();
         for _ in 0..2 {
-            match self.http.post(&url).json(msg).send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
+            match self.http.post(url).json(body).send().await {
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let body = resp.bytes().await.unwrap_or_default();
-                    return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                        Ok(b) => DeliveryError::Refused {
-                            status,
-                            code: b.error.code,
-                            message: b.error.message,
-                        },
-                        Err(_) => DeliveryError::Refused {
-                            status,
-                            code: "unknown".into(),
-                            message: format!("status {status}"),
-                        },
-                    });
+                    let status = resp.status();
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| DeliveryError::Unreachable(root_cause(&e)))?;
+                    if status.is_success() {
+                        return Ok(Ok(bytes));
+                    }
+                    let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                        Ok(b) => (b.error.code, b.error.message),
+                        Err(_) => ("unknown".into(), format!("status {status}")),
+                    };
+                    if status.is_server_error() || status.as_u16() == 429 {
+                        return Err(DeliveryError::Unavailable { code, message });
+                    }
+                    return Ok(Err(Pushed::Refused { code, message }));
                 }
                 Err(e) if e.is_timeout() => {
                     return Err(DeliveryError::Unreachable("timed out".into()));

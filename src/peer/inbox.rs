@@ -1,17 +1,112 @@
-//! Receiving: the checks a message passes before it is stored and shown. It must be for this node (its own name,
-//! or a channel it has joined), from a peer the tracker knows, and new (a duplicate id is accepted, not shown).
+//! Receiving: the checks a message passes before it is stored and shown, whichever way it came. It must be for
+//! this node (its own name, or a channel it has joined), not claim to be from this node, and have a valid text.
+//! Then, by the way it came:
+//! - pushed by its sender: the tracker must know the sender (cached 10 s);
+//! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender (the tracker
+//!   vouched for the depositor when it took the deposit);
+//! - by catch-up: it must belong to the channel asked about.
+//!
+//! Accepted messages are committed in one transaction, and only then answered and shown; a duplicate id is
+//! accepted and not shown again.
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use axum::http::StatusCode;
 
 use super::tracker_client::TrackerError;
 use super::{KNOWN_PEER_FRESH, Node, lock};
 use crate::http::ApiError;
 use crate::peer::events::Event;
-use crate::proto::{ChatMessage, Destination};
+use crate::proto::{ChannelName, ChatMessage, Destination, PeerName};
+
+/// How a message reached this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Pushed by its sender (`POST /p2p/receive`, `/p2p/receive-batch`).
+    Direct,
+    /// Held by the tracker; deposited by this peer.
+    Mailbox { depositor: PeerName },
+    /// Fetched from a member of this channel.
+    CatchUp { channel: ChannelName },
+}
+
+/// Each message's verdict: `Ok(true)` stored before (duplicate), `Ok(false)` new, `Err` refused.
+pub type Verdicts = Vec<Result<bool, ApiError>>;
 
 impl Node {
     /// Accepts a message from another peer. `Ok(true)` means it was a duplicate.
     pub async fn receive(&self, msg: ChatMessage) -> Result<bool, ApiError> {
+        self.receive_many(vec![(msg, Via::Direct)])
+            .await?
+            .pop()
+            .expect("one verdict per message")
+    }
+
+    /// Checks, stores (one transaction) and shows messages; a verdict per message, in order. `Err` only when
+    /// nothing could be stored.
+    pub async fn receive_many(&self, msgs: Vec<(ChatMessage, Via)>) -> Result<Verdicts, ApiError> {
+        let mut vouched: HashMap<PeerName, Result<(), ApiError>> = HashMap::new();
+        let mut verdicts: Vec<Option<Result<bool, ApiError>>> = Vec::with_capacity(msgs.len());
+        let mut accepted = Vec::new();
+        for (msg, via) in &msgs {
+            let mut check = self.check(msg, via);
+            if check.is_ok() && *via == Via::Direct {
+                if !vouched.contains_key(&msg.from) {
+                    let v = self.vouch_for(msg).await;
+                    vouched.insert(msg.from.clone(), v);
+                }
+                check = vouched[&msg.from].clone();
+            }
+            match check {
+                Ok(()) => {
+                    verdicts.push(None);
+                    accepted.push(msg.clone());
+                }
+                Err(e) => verdicts.push(Some(Err(e))),
+            }
+        }
+        let new = if accepted.is_empty() {
+            Vec::new()
+        } else {
+            self.inner
+                .store
+                .save_received(accepted)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "store_failed",
+                        e.to_string(),
+                    )
+                })?
+        };
+        let mut new = new.into_iter();
+        let mut out = Vec::with_capacity(msgs.len());
+        for ((msg, via), verdict) in msgs.into_iter().zip(verdicts) {
+            match verdict {
+                Some(refused) => out.push(refused),
+                None => {
+                    let is_new = new.next().unwrap_or(false);
+                    if is_new {
+                        tracing::debug!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "message stored");
+                        // Catch-up can bring hundreds at once: its caller sums them up in one notice instead.
+                        if !matches!(via, Via::CatchUp { .. }) {
+                            self.inner.events.publish(Event::Message {
+                                message: msg,
+                                own: false,
+                            });
+                        }
+                    }
+                    out.push(Ok(!is_new));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules every incoming message meets, whichever way it came.
+    fn check(&self, msg: &ChatMessage, via: &Via) -> Result<(), ApiError> {
         msg.check()
             .map_err(|e| ApiError::unprocessable("invalid_field", format!("text: {e}")))?;
         match &msg.dest {
@@ -35,16 +130,25 @@ impl Node {
                 "a message cannot come from this node's own name",
             ));
         }
-        self.vouch_for(&msg).await?;
-        let new = lock(&self.inner.history).append(&msg);
-        if new {
-            tracing::debug!(peer = %self.name(), id = %msg.id, from = %msg.from, "message received");
-            self.inner.events.publish(Event::Message {
-                message: msg,
-                own: false,
-            });
+        match via {
+            Via::Mailbox { depositor } if depositor != &msg.from => Err(ApiError::forbidden(
+                "forged_sender",
+                format!(
+                    "{depositor} left a message claiming to be from {}",
+                    msg.from
+                ),
+            )),
+            Via::CatchUp { channel } if msg.dest != Destination::Channel(channel.clone()) => {
+                Err(ApiError::forbidden(
+                    "wrong_channel",
+                    format!(
+                        "catch-up for #{channel} brought a message for {}",
+                        msg.dest.label()
+                    ),
+                ))
+            }
+            _ => Ok(()),
         }
-        Ok(!new)
     }
 
     /// Checks that the tracker knows the sender (from a recent answer, or by asking). While the tracker is down, a
@@ -67,7 +171,7 @@ impl Node {
             }
             Err(_) if cached.is_some() => Ok(()),
             Err(e) => Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "cannot_verify_sender",
                 format!("the sender cannot be checked now: {e}"),
             )),

@@ -1,21 +1,25 @@
 //! A peer node: one user's end of the chat. It registers with the tracker and keeps its lease alive, receives
-//! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients, and
-//! serves the local API that its front ends (CLI, web page) act through.
+//! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients
+//! (through a durable outbox, with the tracker's mailbox as the fallback), keeps its history on disk, catches up
+//! on what it missed, and serves the local API that its front ends (CLI, web page) act through.
 //!
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
 
 pub mod delivery;
 pub mod events;
-pub mod history;
-mod inbox;
+pub mod inbox;
+mod outbox;
 pub mod presence;
+pub mod recovery;
 pub mod routes;
+pub mod store;
 pub mod tracker_client;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,9 +29,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{ServerLimits, bind_with_fallback, serve};
 use crate::proto::*;
-use delivery::{Courier, DeliveryError};
+use crate::storage::{DbError, DbThread, Storage};
+use delivery::Courier;
 use events::{Event, Events, Stamped};
-use history::History;
+use outbox::Outboxes;
+pub use outbox::{OUTBOX_LIMIT, Outcome};
+use recovery::Recovery;
+use store::PeerStore;
 use tracker_client::{TrackerClient, TrackerError};
 
 /// How to run a peer.
@@ -42,6 +50,8 @@ pub struct PeerConfig {
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
     pub limits: ServerLimits,
+    /// Where history, outbox and joined channels are kept.
+    pub storage: Storage,
 }
 
 /// Why a node operation failed; each says what the user can do about it.
@@ -65,17 +75,35 @@ pub enum NodeError {
     PeerOffline { peer: PeerName },
     #[error("not delivered to {peer}: {error}")]
     NotDelivered { peer: PeerName, error: String },
+    #[error(transparent)]
+    Store(#[from] DbError),
+    #[error("{peer} refused it: {message}")]
+    Refused {
+        peer: PeerName,
+        code: String,
+        message: String,
+    },
+    #[error("{0} messages already wait in the outbox; try again once some are delivered")]
+    OutboxFull(usize),
 }
 
 /// A positive answer about a peer is trusted this long before the tracker is asked again.
 const KNOWN_PEER_FRESH: Duration = Duration::from_secs(10);
+/// How long `send` waits to tell who got a message before reporting it as queued (it is delivered later).
+pub const SEND_REPORT_WAIT: Duration = Duration::from_secs(3);
 
-/// What became of a sent message.
+/// What became of a sent message. Every recipient is in exactly one list.
 #[derive(Debug, Clone, Serialize)]
 pub struct SendReport {
     pub id: MessageId,
     pub ts: u64,
+    /// Stored by the recipient.
     pub delivered: Vec<PeerName>,
+    /// Offline: the tracker holds it in their mailbox until they are back.
+    pub held: Vec<PeerName>,
+    /// Not reached yet: it waits in the outbox and is retried.
+    pub queued: Vec<FailedDelivery>,
+    /// Refused for good.
     pub failed: Vec<FailedDelivery>,
 }
 
@@ -92,9 +120,13 @@ struct Inner {
     token: String,
     tracker: TrackerClient,
     courier: Courier,
+    outboxes: Outboxes,
+    recovery: Recovery,
+    catch_up_http: reqwest::Client,
     events: Events,
     presence: Arc<presence::Presence>,
-    history: Mutex<History>,
+    store: PeerStore,
+    _store_thread: DbThread,
     joined: Mutex<BTreeSet<ChannelName>>,
     /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
     /// a while when the tracker is down.
@@ -123,10 +155,33 @@ impl Node {
         if advertised_ip.is_unspecified() {
             return Err(NodeError::NoAdvertiseAddress(advertised_ip));
         }
+        // The store first: a data dir held by another process fails the start before anything is announced.
+        let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
+        let joined_since = store.joined().await?;
+        let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
         let asked = SocketAddr::new(config.ip, config.port);
-        let bound = bind_with_fallback(config.ip, config.port)
-            .await
-            .map_err(|e| NodeError::Bind(asked, e.to_string()))?;
+        // With --port 0, the port of the last run if it is free: a peer that crashed and restarts at once renews
+        // its own lease (same address) instead of finding its name held, and others' cached address still works.
+        let last_port = match config.port {
+            0 => store
+                .meta("port")
+                .await?
+                .and_then(|p| p.parse::<u16>().ok()),
+            _ => None,
+        };
+        let reused = match last_port {
+            Some(p) => bind_with_fallback(config.ip, p).await.ok(),
+            None => None,
+        };
+        let bound = match reused {
+            Some(b) => b,
+            None => bind_with_fallback(config.ip, config.port)
+                .await
+                .map_err(|e| NodeError::Bind(asked, e.to_string()))?,
+        };
+        store
+            .set_meta("port", bound.local_addr.port().to_string())
+            .await?;
         let shutdown = CancellationToken::new();
         let token = config
             .token
@@ -138,11 +193,20 @@ impl Node {
             local_addr: bound.local_addr,
             token,
             tracker: TrackerClient::new(config.tracker),
-            courier: Courier::new(shutdown.child_token()),
+            courier: Courier::default(),
+            outboxes: Outboxes::default(),
+            recovery: Recovery::default(),
+            catch_up_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client always builds"),
             events: Events::default(),
             presence: Arc::default(),
-            history: Mutex::new(History::new(config.name.clone())),
-            joined: Mutex::default(),
+            store,
+            _store_thread: store_thread,
+            joined: Mutex::new(joined),
             known: Mutex::default(),
             last_fan_out: Mutex::default(),
             lease_ttl: Mutex::new(Duration::from_secs(30)),
@@ -150,6 +214,13 @@ impl Node {
             tasks: Mutex::default(),
         });
         let node = Node { inner };
+        // Where catch-up starts, fixed before anything can arrive and move the newest message held.
+        let mut marks = Vec::new();
+        for (channel, since) in joined_since {
+            if let Some(mark) = node.catch_up_mark(&channel, Some(since)).await? {
+                marks.push((channel, mark));
+            }
+        }
         let server = tokio::spawn(serve(
             bound.listener,
             routes::app(node.clone()),
@@ -165,6 +236,10 @@ impl Node {
         lock(&node.inner.tasks).push(heartbeat);
         let presence = tokio::spawn(node.clone().keep_presence());
         lock(&node.inner.tasks).push(presence);
+        let recovery = tokio::spawn(node.clone().recover());
+        lock(&node.inner.tasks).push(recovery);
+        node.want_recovery(true, marks);
+        node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
         Ok(node)
     }
@@ -236,6 +311,9 @@ impl Node {
             .register(&self.register_request())
             .await?;
         *lock(&self.inner.lease_ttl) = Duration::from_secs(answer.ttl_secs.max(1));
+        if answer.mailbox > 0 {
+            self.want_recovery(true, vec![]);
+        }
         let known: BTreeSet<ChannelName> = answer.channels.into_iter().collect();
         let missing: Vec<ChannelName> = self
             .joined()
@@ -245,8 +323,18 @@ impl Node {
         if answer.created && !missing.is_empty() {
             tracing::info!(peer = %self.name(), "the tracker had forgotten this peer; registered and re-joining {} channel(s)", missing.len());
         }
-        for channel in missing {
-            self.inner.tracker.join(&self.inner.me, &channel).await?;
+        for channel in &missing {
+            self.inner.tracker.join(&self.inner.me, channel).await?;
+        }
+        if answer.created {
+            // The tracker had forgotten us (we were away): channel messages sent meanwhile did not list us.
+            let mut marks = Vec::new();
+            for c in self.joined() {
+                if let Ok(Some(mark)) = self.catch_up_mark(&c, None).await {
+                    marks.push((c, mark));
+                }
+            }
+            self.want_recovery(false, marks);
         }
         Ok(())
     }
@@ -307,8 +395,16 @@ impl Node {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
         let answer = self.tracked(|| t.join(me, channel)).await?;
+        self.inner
+            .store
+            .set_joined(channel, Some(MessageId::now_v7()))
+            .await?;
         let new = lock(&self.inner.joined).insert(channel.clone());
         if new {
+            // Back in a channel we were in before: fetch what was said meanwhile.
+            if let Some(mark) = self.catch_up_mark(channel, None).await? {
+                self.want_recovery(false, vec![(channel.clone(), mark)]);
+            }
             self.inner.events.publish(Event::Joined {
                 channel: channel.clone(),
             });
@@ -329,6 +425,7 @@ impl Node {
             Err(TrackerError::Refused { code, .. }) if code == "not_member" => {}
             Err(e) => return Err(e.into()),
         }
+        self.inner.store.set_joined(channel, None).await?;
         lock(&self.inner.joined).remove(channel);
         lock(&self.inner.last_fan_out).remove(channel);
         self.forget_members(channel);
@@ -353,21 +450,30 @@ impl Node {
 
     /// The last `n` messages of a conversation, oldest first.
     pub fn history(&self, conversation: &Destination, n: usize) -> Vec<ChatMessage> {
-        lock(&self.inner.history).recent(conversation, n)
+        self.inner
+            .store
+            .recent(conversation, n)
+            .unwrap_or_else(|e| {
+                tracing::error!(peer = %self.name(), "cannot read the history: {e}");
+                Vec::new()
+            })
     }
 
     /// The peers this node has a direct conversation with (messages in its history), by name.
     pub fn direct_conversations(&self) -> Vec<PeerName> {
-        let mut peers: Vec<PeerName> = lock(&self.inner.history)
-            .conversations()
-            .into_iter()
-            .filter_map(|c| match c {
-                Destination::Direct(p) => Some(p),
-                Destination::Channel(_) => None,
-            })
-            .collect();
-        peers.sort();
-        peers
+        self.inner.store.direct_conversations().unwrap_or_else(|e| {
+            tracing::error!(peer = %self.name(), "cannot read the history: {e}");
+            Vec::new()
+        })
+    }
+
+    /// [`Node::history`] for async callers: the read runs on the store's thread without blocking this one.
+    pub async fn history_async(
+        &self,
+        conversation: &Destination,
+        n: usize,
+    ) -> Result<Vec<ChatMessage>, NodeError> {
+        Ok(self.inner.store.recent_async(conversation, n).await?)
     }
 
     fn remember(&self, peers: &[PeerInfo]) {
@@ -428,85 +534,132 @@ impl Node {
         }
     }
 
-    /// Sends the user's `text` to a channel or a peer, straight to the recipients, and reports who got it.
+    /// Forgets where a peer was (its address failed).
+    fn forget_address(&self, peer: &PeerName) {
+        lock(&self.inner.known).remove(peer);
+    }
+
+    /// Sends the user's `text` to a channel or a peer. The message and one outbox entry per recipient are
+    /// committed first; then each recipient's worker carries it (directly, or through the tracker's mailbox) and
+    /// the report says, for each recipient, what became of it within [`SEND_REPORT_WAIT`].
     pub async fn send(&self, dest: Destination, text: String) -> Result<SendReport, NodeError> {
         self.send_with_id(dest, text, None).await
     }
 
-    /// [`Node::send`] with the message id chosen by the caller: sending again with the same id (a retry) is
-    /// stored and shown once, by this node and by every recipient.
+    /// [`Node::send`] with the message id chosen by the caller (a UUIDv7, so history keeps its order): sending
+    /// again with the same id (a retry) is carried again and stored and shown once, here and by every recipient.
     pub async fn send_with_id(
         &self,
         dest: Destination,
         text: String,
         id: Option<MessageId>,
     ) -> Result<SendReport, NodeError> {
-        let recipients = match &dest {
+        let recipients: Vec<PeerName> = match &dest {
             Destination::Channel(c) if !self.is_joined(c) => {
                 return Err(NodeError::NotJoined(c.clone()));
             }
-            Destination::Channel(c) => self.recipients(c).await?,
+            Destination::Channel(c) => self
+                .recipients(c)
+                .await?
+                .into_iter()
+                .map(|p| p.name)
+                .collect(),
             Destination::Direct(p) if p == self.name() => return Err(NodeError::SelfMessage),
-            Destination::Direct(p) => vec![self.locate(p).await?],
+            Destination::Direct(p) => vec![p.clone()],
         };
+        let waiting = self.inner.outboxes.len.load(Ordering::Relaxed);
+        if waiting + recipients.len() > OUTBOX_LIMIT {
+            return Err(NodeError::OutboxFull(waiting));
+        }
         let mut msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
         if let Some(id) = id {
             msg.id = id;
         }
-        let msg = Arc::new(msg);
-        if lock(&self.inner.history).append(&msg) {
+        let watches: Vec<_> = recipients
+            .iter()
+            .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))
+            .collect();
+        let new = match self
+            .inner
+            .store
+            .save_sent(msg.clone(), recipients.clone())
+            .await
+        {
+            Ok(new) => new,
+            Err(e) => {
+                for r in &recipients {
+                    self.inner.outboxes.unwatch(r, msg.id);
+                }
+                return Err(e.into());
+            }
+        };
+        self.inner
+            .outboxes
+            .len
+            .fetch_add(recipients.len(), Ordering::Relaxed);
+        tracing::debug!(peer = %self.name(), id = %msg.id, to = %dest.label(), "message sent");
+        if new {
             self.inner.events.publish(Event::Message {
-                message: (*msg).clone(),
+                message: msg.clone(),
                 own: true,
             });
         }
-
-        let deliveries = recipients.iter().map(|p| {
-            let msg = msg.clone();
-            async move { (p, self.inner.courier.deliver(&p.name, p.addr(), msg).await) }
-        });
         let mut report = SendReport {
             id: msg.id,
             ts: msg.ts,
             delivered: vec![],
+            held: vec![],
+            queued: vec![],
             failed: vec![],
         };
-        for (peer, result) in futures_util::future::join_all(deliveries).await {
-            match result {
-                Ok(()) => report.delivered.push(peer.name.clone()),
-                Err(e) => {
-                    if matches!(e, DeliveryError::Unreachable(_)) {
-                        lock(&self.inner.known).remove(&peer.name);
+        let mut pending = Vec::new();
+        for (r, rx) in watches {
+            match self.kick(&r) {
+                // Its worker is backing off: the message waits its turn.
+                Some(why) => {
+                    self.inner.outboxes.unwatch(&r, msg.id);
+                    report.queued.push(FailedDelivery {
+                        peer: r,
+                        error: why,
+                    });
+                }
+                None => pending.push((r, rx)),
+            }
+        }
+        let outcomes =
+            futures_util::future::join_all(pending.into_iter().map(|(r, rx)| async move {
+                (r, tokio::time::timeout(SEND_REPORT_WAIT, rx).await)
+            }))
+            .await;
+        for (peer, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(Outcome::Delivered)) => report.delivered.push(peer),
+                Ok(Ok(Outcome::Held)) => report.held.push(peer),
+                Ok(Ok(Outcome::Queued(error))) => {
+                    report.queued.push(FailedDelivery { peer, error })
+                }
+                Ok(Ok(Outcome::Refused { code, message })) => {
+                    // A direct message its only recipient refused is an error for the sender, as it always was.
+                    if matches!(dest, Destination::Direct(_)) {
+                        return Err(NodeError::Refused {
+                            peer,
+                            code,
+                            message,
+                        });
                     }
                     report.failed.push(FailedDelivery {
-                        peer: peer.name.clone(),
-                        error: e.to_string(),
+                        peer,
+                        error: message,
+                    })
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.inner.outboxes.unwatch(&peer, msg.id);
+                    report.queued.push(FailedDelivery {
+                        peer,
+                        error: "still trying".into(),
                     });
                 }
             }
-        }
-        if let (Destination::Direct(peer), Some(failed)) = (&dest, report.failed.pop()) {
-            // The cached address may be stale: ask the tracker again. A peer that restarted elsewhere gets the
-            // message there; one that is gone is reported as offline rather than as a network error.
-            let fresh = self.locate(peer).await?;
-            if fresh.addr() == recipients[0].addr() {
-                return Err(NodeError::NotDelivered {
-                    peer: peer.clone(),
-                    error: failed.error,
-                });
-            }
-            self.inner
-                .courier
-                .deliver(peer, fresh.addr(), msg)
-                .await
-                .map_err(|e| {
-                    lock(&self.inner.known).remove(peer);
-                    NodeError::NotDelivered {
-                        peer: peer.clone(),
-                        error: e.to_string(),
-                    }
-                })?;
-            report.delivered.push(peer.clone());
         }
         Ok(report)
     }
@@ -529,7 +682,8 @@ impl Node {
             tracing::warn!(peer = %self.name(), "could not deregister: {e}");
         }
         self.inner.shutdown.cancel();
-        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        let mut tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        tasks.extend(self.inner.outboxes.tasks());
         for t in tasks {
             let _ = t.await;
         }

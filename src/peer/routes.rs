@@ -1,15 +1,20 @@
 //! The peer's HTTP surface: `POST /p2p/receive` for other peers and `GET /health`, merged with the local API its
 //! user acts through (the web page, scripts via `POST /send-peer`), which lives in [`crate::web`].
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use super::delivery::{BatchRequest, BatchResponse, BatchResult, MAX_PUSH_BATCH};
+use super::inbox::Via;
+use super::recovery::{HistoryPage, HistoryRequest};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError};
-use crate::http::{ApiError, ApiJson, fallback_not_found, method_not_allowed};
+use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
 use crate::proto::*;
 
 impl From<NodeError> for ApiError {
@@ -21,6 +26,17 @@ impl From<NodeError> for ApiError {
                 ApiError::unprocessable("invalid_field", msg)
             }
             NodeError::PeerOffline { .. } => ApiError::not_found("peer_offline", msg),
+            NodeError::Refused { code, message, .. } => {
+                let status = match code.as_str() {
+                    "unknown_recipient" | "wrong_recipient" => StatusCode::NOT_FOUND,
+                    "invalid_field" => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, code, message)
+            }
+            NodeError::OutboxFull(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "outbox_full", msg)
+            }
             NodeError::NotDelivered { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "not_delivered", msg)
             }
@@ -39,7 +55,7 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
             }
-            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) => {
+            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Store(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }
@@ -50,6 +66,8 @@ impl From<NodeError> for ApiError {
 pub fn app(node: Node) -> Router {
     Router::new()
         .route("/p2p/receive", post(message_receive))
+        .route("/p2p/receive-batch", post(message_receive_batch))
+        .route("/p2p/history", get(channel_history_serve))
         .route("/health", get(health))
         .merge(crate::web::routes(node.clone()))
         .fallback(fallback_not_found)
@@ -66,6 +84,52 @@ async fn message_receive(
         ok: true,
         duplicate,
     }))
+}
+
+async fn message_receive_batch(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if req.messages.is_empty() || req.messages.len() > MAX_PUSH_BATCH {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("messages: from 1 to {MAX_PUSH_BATCH} at a time"),
+        ));
+    }
+    let ids: Vec<MessageId> = req.messages.iter().map(|m| m.id).collect();
+    let verdicts = node
+        .receive_many(req.messages.into_iter().map(|m| (m, Via::Direct)).collect())
+        .await?;
+    let results = ids
+        .into_iter()
+        .zip(verdicts)
+        .map(|(id, v)| match v {
+            Ok(duplicate) => BatchResult {
+                id,
+                ok: true,
+                duplicate,
+                error: None,
+            },
+            Err(e) => BatchResult {
+                id,
+                ok: false,
+                duplicate: false,
+                error: Some(ErrorDetail {
+                    code: e.code.to_string(),
+                    message: e.message,
+                }),
+            },
+        })
+        .collect();
+    Ok(Json(BatchResponse { ok: true, results }))
+}
+
+async fn channel_history_serve(
+    State(node): State<Node>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ApiQuery(req): ApiQuery<HistoryRequest>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    Ok(Json(node.history_for_member(req, remote).await?))
 }
 
 #[derive(Serialize)]

@@ -164,6 +164,68 @@ impl TrackerClient {
         Ok(found.peer)
     }
 
+    /// Leaves messages in `to`'s mailbox; the envelopes go as they are, for the recipient to check.
+    pub async fn deposit(
+        &self,
+        from: &PeerName,
+        to: &PeerName,
+        msgs: &[ChatMessage],
+    ) -> Result<DepositResponse, TrackerError> {
+        let entries = msgs
+            .iter()
+            .map(|m| {
+                let text = serde_json::to_string(m).expect("a message always serializes");
+                MailItem {
+                    id: m.id,
+                    envelope: serde_json::value::RawValue::from_string(text)
+                        .expect("serde_json writes valid JSON"),
+                    from: None,
+                }
+            })
+            .collect();
+        self.post(
+            "/mailbox/deposit",
+            &DepositRequest {
+                from: from.clone(),
+                to: to.clone(),
+                entries,
+            },
+        )
+        .await
+    }
+
+    /// What the tracker holds for this peer, oldest first.
+    pub async fn fetch_mail(
+        &self,
+        name: &PeerName,
+        limit: usize,
+    ) -> Result<FetchResponse, TrackerError> {
+        self.post(
+            "/mailbox/fetch",
+            &FetchRequest {
+                name: name.clone(),
+                limit: Some(limit),
+            },
+        )
+        .await
+    }
+
+    /// Tells the tracker these are stored here; it deletes them.
+    pub async fn ack_mail(
+        &self,
+        name: &PeerName,
+        ids: Vec<MessageId>,
+    ) -> Result<AckResponse, TrackerError> {
+        self.post(
+            "/mailbox/ack",
+            &AckRequest {
+                name: name.clone(),
+                ids,
+            },
+        )
+        .await
+    }
+
     pub async fn members(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, TrackerError> {
         let list: ChannelPeers = self.get(&format!("/get-list?channel={channel}")).await?;
         Ok(list.peers)

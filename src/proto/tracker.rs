@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChannelName, PeerName};
+use serde_json::value::RawValue;
+
+use super::{ChannelName, MessageId, PeerName};
 
 /// Where a peer can be reached, as the tracker answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,9 @@ pub struct RegisterResponse {
     pub created: bool,
     /// The channels the tracker has this peer in, so a peer can tell what a restarted tracker forgot.
     pub channels: Vec<ChannelName>,
+    /// Messages waiting in this peer's mailbox at the tracker (fetch them with `POST /mailbox/fetch`).
+    #[serde(default)]
+    pub mailbox: usize,
 }
 
 /// `POST /add-list`, `POST /leave` and `POST /broadcast-peer`: a peer and a channel.
@@ -118,4 +123,66 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people.
     pub message: String,
+}
+
+/// Most entries one `POST /mailbox/deposit` or `POST /mailbox/fetch` carries.
+pub const MAX_MAIL_BATCH: usize = 500;
+
+/// `POST /mailbox/deposit`: a live peer leaves messages for another peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepositRequest {
+    pub from: PeerName,
+    pub to: PeerName,
+    pub entries: Vec<MailItem>,
+}
+
+/// One held message: its id, and the envelope exactly as the sender sent it (the tracker never reads it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailItem {
+    pub id: MessageId,
+    pub envelope: Box<RawValue>,
+    /// Who deposited it (set by the tracker in `POST /mailbox/fetch` answers; ignored in deposits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PeerName>,
+}
+
+/// Answer to `POST /mailbox/deposit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepositResponse {
+    pub ok: bool,
+    /// Entries that were new (a retried deposit stores an id once).
+    pub stored: usize,
+    /// Entries now held for the recipient.
+    pub held: usize,
+}
+
+/// `POST /mailbox/fetch`: a peer asks for what is held for it, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub name: PeerName,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Answer to `POST /mailbox/fetch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub entries: Vec<MailItem>,
+    /// More are held than were returned.
+    pub more: bool,
+}
+
+/// `POST /mailbox/ack`: the peer has stored these; the tracker deletes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckRequest {
+    pub name: PeerName,
+    pub ids: Vec<MessageId>,
+}
+
+/// Answer to `POST /mailbox/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckResponse {
+    pub ok: bool,
+    pub deleted: usize,
+    pub held: usize,
 }

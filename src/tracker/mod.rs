@@ -1,23 +1,33 @@
 //! The tracker: the centre of the hybrid design. It knows who is online and where (leases renewed by
-//! heartbeats), which channels exist and who is in them; it never sees a chat message.
+//! heartbeats), which channels exist and who is in them, and holds mail for peers that are away. It never reads a
+//! chat message: mail is kept as the opaque envelope the sender deposited.
+//!
+//! Every change is recorded by a store thread (SQLite under `--data-dir`, or nothing) before it is answered, so a
+//! restarted tracker comes back with what it had said.
 //!
 //! [`Tracker::start`] binds, serves and sweeps expired leases until [`Tracker::shutdown`]; tests start one on
 //! port 0 and read [`Tracker::local_addr`].
 
+pub mod mailbox;
 pub mod registry;
 pub mod routes;
+pub mod sqlite_store;
 pub mod store;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ServerLimits, bind_with_fallback, serve};
+use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
+use crate::storage::{GROUP_COMMIT_MAX, STORE_QUEUE, Storage};
+use mailbox::Mailboxes;
 use registry::Registry;
-use store::{Change, MemoryStore, Store};
+use store::{Change, MemoryStore, Store, StoreError};
 
 /// How to run a tracker.
 #[derive(Debug, Clone)]
@@ -27,6 +37,10 @@ pub struct TrackerConfig {
     /// A peer that has not renewed its lease for this long disappears from every answer.
     pub peer_ttl: Duration,
     pub limits: ServerLimits,
+    /// Messages held for one peer at most.
+    pub mailbox_limit: usize,
+    /// Where leases, channels and mailboxes are kept ([`Storage::Memory`]: nowhere).
+    pub storage: Storage,
 }
 
 impl Default for TrackerConfig {
@@ -36,30 +50,106 @@ impl Default for TrackerConfig {
             port: 0,
             peer_ttl: Duration::from_secs(30),
             limits: ServerLimits::default(),
+            mailbox_limit: mailbox::DEFAULT_MAILBOX_LIMIT as usize,
+            storage: Storage::Memory,
         }
     }
 }
 
-/// The state the handlers share: the registry and where its changes are recorded.
+/// Why a tracker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The tracker's state: who is online and where, channels, mailboxes.
+pub struct State {
+    pub registry: Registry,
+    pub mailboxes: Mailboxes,
+}
+
+type Record = (Vec<Change>, oneshot::Sender<Result<(), String>>);
+
+/// The state the handlers share, and the queue to the thread that records its changes.
 pub struct Shared {
-    registry: Mutex<Registry>,
-    store: Mutex<Box<dyn Store>>,
+    state: Mutex<State>,
+    log: mpsc::Sender<Record>,
 }
 
 impl Shared {
-    /// Runs `f` on the registry. The lock is never held across an await.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, change: Change) {
-        if let Err(e) = self
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(&change)
-        {
+    /// Reads (or, for what is never saved, changes) the registry. The lock is never held across an await.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.lock().registry)
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Makes a change and answers once it is durable. `f` decides under the lock and returns what to record; the
+    /// record is queued before the lock is let go, so the store sees changes in the order they were made.
+    pub async fn change<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<(R, Vec<Change>), ApiError>,
+    ) -> Result<R, ApiError> {
+        let (result, saved) = {
+            let permit = self.log.try_reserve().map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "tracker_busy",
+                    "the tracker is saving too much at once; try again in a moment",
+                )
+            })?;
+            let mut state = self.lock();
+            let (result, changes) = f(&mut state)?;
+            if changes.is_empty() {
+                return Ok(result);
+            }
+            let (done, saved) = oneshot::channel();
+            permit.send((changes, done));
+            (result, saved)
+        };
+        match saved.await {
+            Ok(Ok(())) => Ok(result),
+            Ok(Err(e)) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                format!("the change could not be saved: {e}"),
+            )),
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "the tracker is stopping",
+            )),
+        }
+    }
+}
+
+/// The store thread: records queued changes, everything queued at once in one transaction (group commit).
+fn record_changes(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Record>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+        let result = store.record(&changes).map_err(|e| {
             tracing::error!("{e}");
+            e.to_string()
+        });
+        for (_, done) in batch {
+            let _ = done.send(result.clone());
         }
     }
 }
@@ -73,13 +163,36 @@ pub struct Tracker {
 
 impl Tracker {
     /// Binds (falling back to the wildcard address if `ip` is not on this host) and starts serving.
-    pub async fn start(config: TrackerConfig) -> std::io::Result<Tracker> {
+    pub async fn start(config: TrackerConfig) -> Result<Tracker, StartError> {
+        let (ttl, limit, storage) = (
+            config.peer_ttl,
+            config.mailbox_limit,
+            config.storage.clone(),
+        );
+        let (store, state) = tokio::task::spawn_blocking(move || {
+            let mut store: Box<dyn Store> = match &storage {
+                Storage::Memory => Box::new(MemoryStore),
+                Storage::Dir(_) => Box::new(sqlite_store::SqliteStore::open(&storage)?),
+            };
+            let (registry, mailboxes) = store.load(ttl, limit)?;
+            Ok::<_, StoreError>((
+                store,
+                State {
+                    registry,
+                    mailboxes,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| StoreError(e.to_string()))??;
         let bound = bind_with_fallback(config.ip, config.port).await?;
-        let mut store: Box<dyn Store> = Box::new(MemoryStore);
-        let registry = store.load(config.peer_ttl).map_err(std::io::Error::other)?;
+        let (log, records) = mpsc::channel(STORE_QUEUE);
+        std::thread::Builder::new()
+            .name("tracker-store".into())
+            .spawn(move || record_changes(store, records))?;
         let shared = std::sync::Arc::new(Shared {
-            registry: Mutex::new(registry),
-            store: Mutex::new(store),
+            state: Mutex::new(state),
+            log,
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(
@@ -129,8 +242,22 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let names = shared.with(|r| r.expire(crate::proto::now_ms()));
-        if !names.is_empty() {
+        let swept = shared
+            .change(|s| {
+                let names = s.registry.expire(crate::proto::now_ms());
+                let changes = if names.is_empty() {
+                    vec![]
+                } else {
+                    vec![Change::Expired {
+                        names: names.clone(),
+                    }]
+                };
+                Ok((names, changes))
+            })
+            .await;
+        if let Ok(names) = swept
+            && !names.is_empty()
+        {
             tracing::info!(
                 count = names.len(),
                 "expired peers: {}",
@@ -140,7 +267,6 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            shared.record(Change::Expired { names });
         }
     }
 }

@@ -142,6 +142,43 @@ impl Registry {
         })
     }
 
+    /// Puts back a lease as a store saved it (at start-up); it expires as usual from `last_seen_ms`.
+    pub fn restore_lease(&mut self, name: PeerName, ip: IpAddr, port: u16, last_seen_ms: u64) {
+        self.peers.insert(
+            name,
+            Lease {
+                ip,
+                port,
+                last_seen_ms,
+                channels: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Puts back a channel, and optionally one member whose lease was restored, as a store saved them.
+    pub fn restore_channel(&mut self, channel: ChannelName, member: Option<PeerName>) {
+        let ch = self.channels.entry(channel.clone()).or_default();
+        if let Some(m) = member
+            && let Some(lease) = self.peers.get_mut(&m)
+        {
+            lease.channels.insert(channel);
+            ch.members.insert(m);
+        }
+    }
+
+    /// The channels a peer is in (live or not), as saved.
+    pub fn channels_of(&self, name: &PeerName) -> Vec<ChannelName> {
+        self.peers
+            .get(name)
+            .map(|l| l.channels.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The address a live peer registered, if it is live.
+    pub fn live_addr(&self, name: &PeerName, now: u64) -> Option<IpAddr> {
+        self.live(name, now).map(|l| l.ip)
+    }
+
     /// Makes a live peer a member of `channel`, creating the channel if new. Returns the live member count.
     pub fn join(
         &mut self,

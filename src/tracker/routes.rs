@@ -1,18 +1,39 @@
 //! The tracker's HTTP API: thin handlers that parse, call the [`Registry`](super::registry::Registry), record the
 //! change and answer. Every endpoint and error is listed in `docs/PROTOCOL.md`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::Shared;
+use super::mailbox::{MailEntry, MailboxError};
 use super::registry::RegistryError;
 use super::store::Change;
 use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
 use crate::proto::*;
+
+impl From<MailboxError> for ApiError {
+    fn from(e: MailboxError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MailboxError::UnknownRecipient(_) => ApiError::not_found("unknown_recipient", msg),
+            MailboxError::Full { .. } => ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                "mailbox_full",
+                msg,
+            ),
+            MailboxError::TrackerFull => ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                "tracker_full",
+                msg,
+            ),
+        }
+    }
+}
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
@@ -44,6 +65,9 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/peers", get(peers_online))
         .route("/channels", get(channels_list))
         .route("/health", get(health))
+        .route("/mailbox/deposit", post(mail_deposit))
+        .route("/mailbox/fetch", post(mail_fetch))
+        .route("/mailbox/ack", post(mail_ack))
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -66,25 +90,31 @@ async fn peer_register(
         ));
     }
     let now = now_ms();
-    let (reg, ttl) = s.with(|r| {
-        let ttl = r.ttl().as_secs().max(1);
-        r.register(&req.name, req.ip, req.port, now)
-            .map(|reg| (reg, ttl))
-    })?;
+    let (reg, ttl, mailbox) = s
+        .change(|st| {
+            let ttl = st.registry.ttl().as_secs().max(1);
+            let reg = st.registry.register(&req.name, req.ip, req.port, now)?;
+            st.mailboxes.open(&req.name);
+            let change = Change::Registered {
+                name: req.name.clone(),
+                ip: req.ip,
+                port: req.port,
+                at_ms: now,
+                created: reg.created,
+            };
+            let mailbox = st.mailboxes.pending(&req.name);
+            Ok(((reg, ttl, mailbox), vec![change]))
+        })
+        .await?;
     if reg.created {
         tracing::info!(peer = %req.name, addr = %std::net::SocketAddr::from((req.ip, req.port)), "peer registered");
     }
-    s.record(Change::Registered {
-        name: req.name,
-        ip: req.ip,
-        port: req.port,
-        at_ms: now,
-    });
     Ok(Json(RegisterResponse {
         ok: true,
         ttl_secs: ttl,
         created: reg.created,
         channels: reg.channels,
+        mailbox,
     }))
 }
 
@@ -92,9 +122,17 @@ async fn peer_unregister(
     State(s): State<Arc<Shared>>,
     ApiJson(req): ApiJson<PeerRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.with(|r| r.unregister(&req.name, now_ms()))?;
+    s.change(|st| {
+        st.registry.unregister(&req.name, now_ms())?;
+        Ok((
+            (),
+            vec![Change::Unregistered {
+                name: req.name.clone(),
+            }],
+        ))
+    })
+    .await?;
     tracing::info!(peer = %req.name, "peer unregistered");
-    s.record(Change::Unregistered { name: req.name });
     Ok(Json(serde_json::json!({ "ok": true })))
 }
 
@@ -103,12 +141,17 @@ async fn channel_join(
     ApiJson(req): ApiJson<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let now = now_ms();
-    let members = s.with(|r| r.join(&req.name, &req.channel, now))?;
-    s.record(Change::Joined {
-        name: req.name,
-        channel: req.channel.clone(),
-        at_ms: now,
-    });
+    let members = s
+        .change(|st| {
+            let members = st.registry.join(&req.name, &req.channel, now)?;
+            let change = Change::Joined {
+                name: req.name.clone(),
+                channel: req.channel.clone(),
+                at_ms: now,
+            };
+            Ok((members, vec![change]))
+        })
+        .await?;
     Ok(Json(MembershipResponse {
         ok: true,
         channel: req.channel,
@@ -120,11 +163,16 @@ async fn channel_leave(
     State(s): State<Arc<Shared>>,
     ApiJson(req): ApiJson<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
-    let members = s.with(|r| r.leave(&req.name, &req.channel, now_ms()))?;
-    s.record(Change::Left {
-        name: req.name,
-        channel: req.channel.clone(),
-    });
+    let members = s
+        .change(|st| {
+            let members = st.registry.leave(&req.name, &req.channel, now_ms())?;
+            let change = Change::Left {
+                name: req.name.clone(),
+                channel: req.channel.clone(),
+            };
+            Ok((members, vec![change]))
+        })
+        .await?;
     Ok(Json(MembershipResponse {
         ok: true,
         channel: req.channel,
@@ -183,4 +231,140 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
         peers,
         channels,
     })
+}
+
+/// Only a live peer acts on a mailbox, and only from the address it registered (until identities sign requests).
+fn check_caller(
+    s: &super::State,
+    name: &PeerName,
+    remote: SocketAddr,
+    now: u64,
+) -> Result<(), ApiError> {
+    match s.registry.live_addr(name, now) {
+        None => Err(RegistryError::UnknownPeer(name.clone()).into()),
+        Some(ip) if ip != remote.ip() && !(ip.is_loopback() && remote.ip().is_loopback()) => {
+            Err(ApiError::forbidden(
+                "wrong_address",
+                format!("{name} is registered at {ip}, not at {}", remote.ip()),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn batch_size(n: usize) -> Result<(), ApiError> {
+    if n == 0 || n > MAX_MAIL_BATCH {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("entries: from 1 to {MAX_MAIL_BATCH} at a time"),
+        ));
+    }
+    Ok(())
+}
+
+async fn mail_deposit(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<DepositRequest>,
+) -> Result<Json<DepositResponse>, ApiError> {
+    batch_size(req.entries.len())?;
+    if req.from == req.to {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "to: a peer does not leave mail for itself",
+        ));
+    }
+    let now = now_ms();
+    let entries: Vec<MailEntry> = req
+        .entries
+        .into_iter()
+        .map(|e| MailEntry {
+            id: e.id,
+            from: req.from.clone(),
+            envelope: e.envelope.get().to_string(),
+            deposited_ms: now,
+        })
+        .collect();
+    let (stored, held) = s
+        .change(|st| {
+            check_caller(st, &req.from, remote, now)?;
+            let stored = st.mailboxes.deposit(&req.to, entries.clone())?;
+            let held = st.mailboxes.pending(&req.to);
+            let changes = if stored == 0 {
+                vec![]
+            } else {
+                vec![Change::Deposited {
+                    to: req.to.clone(),
+                    entries,
+                }]
+            };
+            Ok(((stored, held), changes))
+        })
+        .await?;
+    tracing::debug!(from = %req.from, to = %req.to, stored, held, "mail deposited");
+    Ok(Json(DepositResponse {
+        ok: true,
+        stored,
+        held,
+    }))
+}
+
+async fn mail_fetch(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<FetchRequest>,
+) -> Result<Json<FetchResponse>, ApiError> {
+    let limit = req.limit.unwrap_or(MAX_MAIL_BATCH);
+    batch_size(limit).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_field",
+            format!("limit: from 1 to {MAX_MAIL_BATCH}"),
+        )
+    })?;
+    let (held, more) = s.read(|st| {
+        check_caller(st, &req.name, remote, now_ms())?;
+        Ok::<_, ApiError>(st.mailboxes.fetch(&req.name, limit))
+    })?;
+    let entries = held
+        .into_iter()
+        .filter_map(|e| {
+            Some(MailItem {
+                id: e.id,
+                envelope: serde_json::value::RawValue::from_string(e.envelope).ok()?,
+                from: Some(e.from),
+            })
+        })
+        .collect();
+    Ok(Json(FetchResponse { entries, more }))
+}
+
+async fn mail_ack(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    batch_size(req.ids.len()).map_err(|_| {
+        ApiError::unprocessable("invalid_field", format!("ids: from 1 to {MAX_MAIL_BATCH}"))
+    })?;
+    let (deleted, held) = s
+        .change(|st| {
+            check_caller(st, &req.name, remote, now_ms())?;
+            let deleted = st.mailboxes.ack(&req.name, &req.ids);
+            let held = st.mailboxes.pending(&req.name);
+            let changes = if deleted == 0 {
+                vec![]
+            } else {
+                vec![Change::Acked {
+                    name: req.name.clone(),
+                    ids: req.ids.clone(),
+                }]
+            };
+            Ok(((deleted, held), changes))
+        })
+        .await?;
+    Ok(Json(AckResponse {
+        ok: true,
+        deleted,
+        held,
+    }))
 }

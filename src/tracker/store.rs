@@ -1,15 +1,19 @@
-//! Where the tracker keeps its registry between restarts.
+//! Where the tracker keeps its state between restarts.
 //!
-//! The registry is the truth while the tracker runs; a [`Store`] is told every change the registry accepts and
-//! hands the saved state back at start-up. [`MemoryStore`] keeps nothing (a restarted tracker starts empty and
-//! peers re-register on their own); a persistent store plugs in behind the same trait.
+//! The [`Registry`] and the [`Mailboxes`] are the truth while the tracker runs; a [`Store`] is told every change
+//! they accept, in the order they accepted them, and hands the saved state back at start-up. A request is answered
+//! only after its change is recorded, so what a peer was told survives a crash of the tracker.
+//! [`MemoryStore`] keeps nothing (a restarted tracker starts empty and peers re-register on their own);
+//! [`SqliteStore`](super::sqlite_store::SqliteStore) keeps everything in `<data-dir>/tracker.sqlite3`.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
+use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::Registry;
-use crate::proto::{ChannelName, PeerName};
+use crate::proto::{ChannelName, MessageId, PeerName};
 
-/// A change the registry has accepted, in the order it was accepted.
+/// A change the registry or the mailboxes have accepted, in the order it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Registered {
@@ -17,6 +21,8 @@ pub enum Change {
         ip: IpAddr,
         port: u16,
         at_ms: u64,
+        /// A new lease (not a renewal): the name starts with no channels.
+        created: bool,
     },
     Joined {
         name: PeerName,
@@ -33,18 +39,42 @@ pub enum Change {
     Expired {
         names: Vec<PeerName>,
     },
+    Deposited {
+        to: PeerName,
+        entries: Vec<MailEntry>,
+    },
+    Acked {
+        name: PeerName,
+        ids: Vec<MessageId>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("tracker store: {0}")]
 pub struct StoreError(pub String);
 
-/// Keeps the tracker's state across restarts.
+impl From<crate::storage::DbError> for StoreError {
+    fn from(e: crate::storage::DbError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Keeps the tracker's state across restarts. Runs on the tracker's store thread, never on an async one.
 pub trait Store: Send + 'static {
-    /// The registry as it was last saved (empty on first start).
-    fn load(&mut self, ttl: std::time::Duration) -> Result<Registry, StoreError>;
-    /// Records a change the registry has just accepted.
-    fn record(&mut self, change: &Change) -> Result<(), StoreError>;
+    /// The state as it was last saved (empty on first start).
+    fn load(
+        &mut self,
+        ttl: Duration,
+        mailbox_limit: usize,
+    ) -> Result<(Registry, Mailboxes), StoreError>;
+    /// Records changes just accepted, all or none, durably before it returns.
+    fn record(&mut self, changes: &[Change]) -> Result<(), StoreError>;
 }
 
 /// Keeps nothing: a restarted tracker starts empty.
@@ -52,10 +82,14 @@ pub trait Store: Send + 'static {
 pub struct MemoryStore;
 
 impl Store for MemoryStore {
-    fn load(&mut self, ttl: std::time::Duration) -> Result<Registry, StoreError> {
-        Ok(Registry::new(ttl))
+    fn load(
+        &mut self,
+        ttl: Duration,
+        mailbox_limit: usize,
+    ) -> Result<(Registry, Mailboxes), StoreError> {
+        Ok((Registry::new(ttl), Mailboxes::new(mailbox_limit)))
     }
-    fn record(&mut self, _change: &Change) -> Result<(), StoreError> {
+    fn record(&mut self, _changes: &[Change]) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -76,6 +76,9 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
     })
 }
 
+/// Most messages one `GET /api/history` returns.
+pub const HISTORY_PAGE_MAX: usize = 5000;
+
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {
     /// `#channel` or `@peer` (or a bare channel name).
@@ -89,7 +92,9 @@ pub(super) async fn history_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let conv = parse_conversation(&q.with)
         .map_err(|e| ApiError::bad_request("bad_query", format!("with: {e}")))?;
-    let messages = node.history(&conv, q.limit.unwrap_or(50).min(1000));
+    let messages = node
+        .history_async(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
+        .await?;
     Ok(Json(
         serde_json::json!({ "with": conv.label(), "messages": messages }),
     ))

@@ -123,21 +123,34 @@ try {
   check(stats.duplicateEvents === 0 && stats.gaps === 0 && stats.resyncs === 0 && stats.connects === 2,
     "the stream replayed exactly the missed events: " + JSON.stringify(stats));
 
-  step("a DM to carol while she is offline fails with a clear error; Retry sends it once she is back");
+  step("a DM to carol while she is offline is held by the tracker; she gets it, once, when she is back");
   await alice.locator('#members li[data-name="carol"] button').click();
   await alice.locator("#conv-title", { hasText: "Direct messages with carol" }).waitFor({ timeout: SOON });
   await say(alice, "are you there, carol?");
+  const held = alice.locator('#messages li.own[data-state="held"]', { hasText: "are you there" });
+  await held.waitFor({ timeout: SOON });
+  const heldSays = await held.locator(".state").textContent();
+  check(/held for carol/.test(heldSays), "the message says it is held for carol: " + heldSays);
+  check(await alice.locator("#send-error").isHidden(), "a held message is not an error");
+  await ask("start carol");
+  await ask("carol got one DM");
+
+  step("with the tracker down, a message nobody can be found for fails clearly; Retry sends it once it is back");
+  await alice.getByLabel("Join a channel").fill("side");
+  await alice.getByLabel("Join a channel").press("Enter");
+  await alice.locator("#conv-title", { hasText: "#side" }).waitFor({ timeout: SOON });
+  await ask("kill tracker");
+  await say(alice, "anyone on side?");
   await alice.locator("#send-error").waitFor({ state: "visible", timeout: SOON });
   const err = await alice.locator("#send-error-text").textContent();
-  check(/carol is not online/.test(err), "the error says carol is not online: " + err);
+  check(/tracker/.test(err), "the error says the tracker cannot be reached: " + err);
   await alice.locator('#messages li.own[data-state="failed"]').waitFor({ timeout: SOON });
-  await ask("start carol");
+  await ask("start tracker");
   await alice.getByRole("button", { name: "Retry" }).click();
-  await alice.locator('#messages li.own[data-state="sent"]', { hasText: "are you there" }).waitFor({ timeout: SOON });
-  check(await alice.locator("#send-error").isHidden(), "the error goes away once the retry is delivered");
-  check((await texts(alice)).filter((t) => t === "are you there, carol?").length === 1,
+  await alice.locator('#messages li.own[data-state="sent"]', { hasText: "anyone on side?" }).waitFor({ timeout: SOON });
+  check(await alice.locator("#send-error").isHidden(), "the error goes away once the retry went out");
+  check((await texts(alice)).filter((t) => t === "anyone on side?").length === 1,
     "the retried message is shown once");
-  await ask("carol got one DM");
 
   await alice.screenshot({ path: `${shots}/alice-retried.png` });
   await alice.locator('#channels li[data-key="#general"] button.open-conv').click();

@@ -11,8 +11,35 @@ use std::time::{Duration, Instant};
 /// The default deadline for something that should happen "at once".
 pub const SOON: Duration = Duration::from_secs(10);
 
+/// The `hchat` binary. A process started without `--data-dir` keeps its state in a fresh folder under the build's
+/// scratch space, never in the user's home.
 pub fn hchat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hchat"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hchat"));
+    let home = tempfile::Builder::new()
+        .prefix("hchat-data-home")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("a scratch folder")
+        .keep();
+    cmd.env("XDG_DATA_HOME", home);
+    cmd
+}
+
+/// A folder for a node's data, deleted when dropped.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hchat-test")
+        .tempdir()
+        .expect("a temp dir")
+}
+
+/// Adds `--data-dir` with a fresh temp folder unless `extra` names one; the folder lives as long as the process.
+fn with_data_dir(cmd: &mut Command, extra: &[&str]) -> Option<tempfile::TempDir> {
+    if extra.contains(&"--data-dir") || extra.contains(&"--in-memory") {
+        return None;
+    }
+    let dir = data_dir();
+    cmd.arg("--data-dir").arg(dir.path());
+    Some(dir)
 }
 
 /// Waits until `cond` holds, checking every 20 ms, or panics after `deadline` saying what was awaited.
@@ -124,10 +151,11 @@ pub struct Proc {
     pub out: Lines,
     pub err: Lines,
     pub addr: SocketAddr,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
+    fn spawn(name: &str, mut cmd: Command, data: Option<tempfile::TempDir>) -> Proc {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -174,6 +202,7 @@ impl Proc {
             out,
             err,
             addr,
+            _data: data,
         }
     }
 
@@ -184,7 +213,8 @@ impl Proc {
         if !extra.contains(&"--ip") {
             cmd.args(["--ip", "127.0.0.1"]);
         }
-        Proc::spawn("tracker", cmd)
+        let data = with_data_dir(&mut cmd, extra);
+        Proc::spawn("tracker", cmd, data)
     }
 
     /// `hchat tracker` on a given port (to restart one where peers expect it).
@@ -192,7 +222,8 @@ impl Proc {
         let mut cmd = hchat();
         cmd.args(["tracker", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args(extra);
-        Proc::spawn("tracker", cmd)
+        let data = with_data_dir(&mut cmd, extra);
+        Proc::spawn("tracker", cmd, data)
     }
 
     /// `hchat peer --name NAME --port 0` registered with `tracker`, with extra arguments.
@@ -209,7 +240,8 @@ impl Proc {
         if !extra.contains(&"--ip") {
             cmd.args(["--ip", "127.0.0.1"]);
         }
-        Proc::spawn(name, cmd)
+        let data = with_data_dir(&mut cmd, extra);
+        Proc::spawn(name, cmd, data)
     }
 
     /// Types a line into the process's stdin.

@@ -183,10 +183,17 @@
   function fillState(li, m) {
     li.dataset.state = m.status;
     li.querySelector(".state")?.remove();
-    if (m.status === "failed" || m.status === "pending") {
+    const says = {
+      pending: () => "sending\u2026",
+      failed: () => "not delivered: " + m.error,
+      // Not errors: the message is safe and on its way; the user only needs to know it is not there yet.
+      held: () => "held for " + m.later + " by the tracker until they are back online",
+      queued: () => "not reached yet (" + m.later + "); retrying on its own",
+    }[m.status];
+    if (says) {
       const s = document.createElement("div");
       s.className = "state";
-      s.textContent = m.status === "pending" ? "sending\u2026" : "not delivered: " + m.error;
+      s.textContent = says();
       li.append(s);
     }
   }
@@ -332,13 +339,25 @@
     const body = c.kind === "channel" ? { channel: c.name, text: m.text, id: m.id } : { to: c.name, text: m.text, id: m.id };
     try {
       const report = await api("POST", "/api/send", body);
+      const held = report.held || [];
+      const queued = report.queued || [];
       if (report.failed.length) {
         fail(c, m, report.failed.map((f) => f.peer + " (" + f.error + ")").join(", "));
       } else {
-        m.status = "sent";
         m.error = null;
+        if (held.length) {
+          m.status = "held";
+          m.later = held.join(", ");
+        } else if (queued.length) {
+          m.status = "queued";
+          m.later = queued.map((f) => f.peer + ": " + f.error).join(", ");
+        } else {
+          m.status = "sent";
+        }
         renderMessage(c, m);
-        if (!report.delivered.length) notice("Nobody else is in " + c.key + " yet; the message is in your history.");
+        if (!report.delivered.length && !held.length && !queued.length) {
+          notice("Nobody else is in " + c.key + " yet; the message is in your history.");
+        }
         if (lastFailed && lastFailed.m === m) hideSendError();
       }
     } catch (e) {

@@ -1,0 +1,307 @@
+//! The outbox: store-and-forward delivery of this node's messages. A sent message is committed to the store with
+//! one outbox row per recipient *before* anything goes out; one worker per recipient then drains that recipient's
+//! rows in order, and a row is deleted only when the recipient answered that it stored the message, when the
+//! tracker holds it in the recipient's mailbox, or when it was refused for good. A crash at any point leaves the
+//! row, and the worker started at the next start-up sends it again (a duplicate id is stored once).
+//!
+//! Per recipient: push directly; while the push fails, retry with a doubling backoff; when the recipient stays
+//! unreachable for [`GIVE_UP_DIRECT`] (or the tracker says it is offline), deposit into the tracker's mailbox for
+//! it, and keep doing so for [`DIRECT_RETRY_AFTER`] before trying directly again. When neither works (tracker down,
+//! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use super::delivery::{MAX_PUSH_BATCH, Pushed, fitting};
+use super::tracker_client::TrackerError;
+use super::{Node, NodeError, lock};
+use crate::proto::{ChatMessage, MAX_MAIL_BATCH, MessageId, PeerName};
+
+/// Most messages waiting in the outbox, all recipients together; a send beyond it is refused.
+pub const OUTBOX_LIMIT: usize = 100_000;
+/// First retry delay after a failed attempt.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// A recipient unreachable this long gets its messages through the tracker's mailbox instead.
+pub const GIVE_UP_DIRECT: Duration = Duration::from_secs(2);
+/// After falling back to the mailbox, how long before a direct push is tried again.
+pub const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// A worker with nothing to send stops after this long.
+const WORKER_IDLE: Duration = Duration::from_secs(60);
+
+/// What became of a message for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The recipient stored it.
+    Delivered,
+    /// The tracker holds it in the recipient's mailbox.
+    Held,
+    /// Not yet: it waits in the outbox and is retried (the reason the last attempt failed).
+    Queued(String),
+    /// Refused for good (a stable `code` and a sentence); it is no longer retried.
+    Refused { code: String, message: String },
+}
+
+/// One recipient's worker, as the node sees it.
+pub(super) struct Worker {
+    wake: Notify,
+    /// Why the last attempt failed, while the worker is backing off.
+    stuck: Mutex<Option<String>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Every recipient's worker, and the senders waiting to hear what became of their message.
+#[derive(Default)]
+pub(super) struct Outboxes {
+    workers: Mutex<HashMap<PeerName, Arc<Worker>>>,
+    waiting: Mutex<HashMap<(PeerName, MessageId), oneshot::Sender<Outcome>>>,
+    /// Messages waiting, all recipients together (kept in step with the store).
+    pub(super) len: std::sync::atomic::AtomicUsize,
+}
+
+impl Outboxes {
+    /// Waits for `id`'s outcome at `to`.
+    pub(super) fn watch(&self, to: &PeerName, id: MessageId) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert((to.clone(), id), tx);
+        rx
+    }
+
+    fn tell(&self, to: &PeerName, id: MessageId, outcome: Outcome) {
+        if let Some(tx) = lock(&self.waiting).remove(&(to.clone(), id)) {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Stops watching (the sender gave up waiting).
+    pub(super) fn unwatch(&self, to: &PeerName, id: MessageId) {
+        lock(&self.waiting).remove(&(to.clone(), id));
+    }
+
+    /// Every worker's task, for shutdown.
+    pub(super) fn tasks(&self) -> Vec<JoinHandle<()>> {
+        lock(&self.workers)
+            .values()
+            .filter_map(|w| lock(&w.task).take())
+            .collect()
+    }
+}
+
+/// What one attempt achieved.
+enum Attempt {
+    /// A verdict on each message of the batch.
+    Done(Vec<Outcome>),
+    /// No verdict; retry later.
+    Stuck(String),
+}
+
+/// A worker's memory of the direct path.
+#[derive(Default)]
+struct Path {
+    /// When direct pushes started failing.
+    failing_since: Option<Instant>,
+    /// When we last fell back to the mailbox.
+    mailbox_since: Option<Instant>,
+}
+
+impl Node {
+    /// Makes sure `to` has a running worker and wakes it; returns why it is stuck, if it is.
+    pub(super) fn kick(&self, to: &PeerName) -> Option<String> {
+        let mut workers = lock(&self.inner.outboxes.workers);
+        if let Some(w) = workers.get(to)
+            && lock(&w.task).as_ref().is_some_and(|t| !t.is_finished())
+        {
+            w.wake.notify_one();
+            return lock(&w.stuck).clone();
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Some("this node is stopping".into());
+        }
+        let worker = Arc::new(Worker {
+            wake: Notify::new(),
+            stuck: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(self.clone().deliver_to(to.clone(), worker.clone()));
+        *lock(&worker.task) = Some(task);
+        workers.insert(to.clone(), worker);
+        None
+    }
+
+    /// The worker for one recipient: drains its outbox rows in order until none are left for a while.
+    async fn deliver_to(self, to: PeerName, worker: Arc<Worker>) {
+        let stop = self.inner.shutdown.clone();
+        let mut backoff = BACKOFF_MIN;
+        let mut path = Path::default();
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let pending = match self.inner.store.outbox_for(&to, MAX_PUSH_BATCH).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(peer = %self.name(), "cannot read the outbox: {e}");
+                    Vec::new()
+                }
+            };
+            if pending.is_empty() {
+                tokio::select! {
+                    _ = worker.wake.notified() => continue,
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(WORKER_IDLE) => {}
+                }
+                // Retire, then look once more: a row queued meanwhile would have found no worker and started one,
+                // or is seen here.
+                {
+                    let mut workers = lock(&self.inner.outboxes.workers);
+                    if workers.get(&to).is_some_and(|w| Arc::ptr_eq(w, &worker)) {
+                        workers.remove(&to);
+                    }
+                }
+                if matches!(self.inner.store.outbox_for(&to, 1).await, Ok(p) if !p.is_empty()) {
+                    self.kick(&to);
+                }
+                return;
+            }
+            let batch = &pending[..fitting(&pending, MAX_PUSH_BATCH)];
+            match self.attempt(&to, batch, &mut path).await {
+                Attempt::Done(outcomes) => {
+                    backoff = BACKOFF_MIN;
+                    *lock(&worker.stuck) = None;
+                    // The recipient (or the tracker) has it durably: the sender may hear so before the outbox row
+                    // goes. A crash in between sends it again, and a duplicate id is stored once.
+                    for (m, o) in batch.iter().zip(outcomes) {
+                        if let Outcome::Refused { message, .. } = &o {
+                            tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");
+                        }
+                        self.inner.outboxes.tell(&to, m.id, o);
+                    }
+                    let ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
+                    if let Err(e) = self.inner.store.outbox_done(&to, ids).await {
+                        tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
+                        continue;
+                    }
+                    self.inner
+                        .outboxes
+                        .len
+                        .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                Attempt::Stuck(why) => {
+                    tracing::debug!(peer = %self.name(), to = %to, "delivery stuck: {why}");
+                    *lock(&worker.stuck) = Some(why.clone());
+                    for m in batch {
+                        self.inner
+                            .outboxes
+                            .tell(&to, m.id, Outcome::Queued(why.clone()));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One attempt at a batch: directly if the direct path is worth trying, else (or when it has failed long
+    /// enough) through the tracker's mailbox.
+    async fn attempt(&self, to: &PeerName, batch: &[ChatMessage], path: &mut Path) -> Attempt {
+        let try_direct = path
+            .mailbox_since
+            .is_none_or(|t| t.elapsed() >= DIRECT_RETRY_AFTER);
+        if try_direct {
+            // A failed push forgets the cached address and asks the tracker again: a peer that moved is reached at
+            // its new address, and one the tracker knows to be gone goes to the mailbox at once.
+            let mut failed: Option<(std::net::SocketAddr, String)> = None;
+            for _ in 0..2 {
+                let info = match self.locate(to).await {
+                    Ok(info) => info,
+                    Err(NodeError::PeerOffline { .. }) => {
+                        failed = None;
+                        break;
+                    }
+                    Err(e) => return Attempt::Stuck(e.to_string()),
+                };
+                if failed.as_ref().is_some_and(|(a, _)| *a == info.addr()) {
+                    break;
+                }
+                match self.inner.courier.push(info.addr(), batch).await {
+                    Ok(verdicts) => {
+                        *path = Path::default();
+                        return Attempt::Done(
+                            verdicts
+                                .into_iter()
+                                .map(|v| match v {
+                                    Pushed::Stored => Outcome::Delivered,
+                                    Pushed::Refused { code, message } => {
+                                        Outcome::Refused { code, message }
+                                    }
+                                })
+                                .collect(),
+                        );
+                    }
+                    Err(e) => {
+                        self.forget_address(to);
+                        failed = Some((info.addr(), e.to_string()));
+                    }
+                }
+            }
+            if let Some((_, why)) = failed {
+                let since = *path.failing_since.get_or_insert_with(Instant::now);
+                if path.mailbox_since.is_none() && since.elapsed() < GIVE_UP_DIRECT {
+                    return Attempt::Stuck(why);
+                }
+            }
+        }
+        path.mailbox_since = Some(Instant::now());
+        self.deposit(to, batch).await
+    }
+
+    /// Leaves a batch in the tracker's mailbox for `to`.
+    async fn deposit(&self, to: &PeerName, batch: &[ChatMessage]) -> Attempt {
+        const _: () = assert!(
+            MAX_MAIL_BATCH >= MAX_PUSH_BATCH,
+            "a pushed batch fits one deposit"
+        );
+        let t = &self.inner.tracker;
+        let me = self.name();
+        match self.tracked(|| t.deposit(me, to, batch)).await {
+            Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),
+            Err(TrackerError::Refused { code, message, .. })
+                if code == "unknown_recipient" || code == "invalid_field" =>
+            {
+                Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()])
+            }
+            Err(TrackerError::Refused { code, message, .. }) if code == "mailbox_full" => {
+                self.notice(format!(
+                    "{message}; {} message(s) wait in your outbox and are retried",
+                    batch.len()
+                ));
+                Attempt::Stuck(message)
+            }
+            Err(e) => Attempt::Stuck(e.to_string()),
+        }
+    }
+
+    /// Starts a worker for every recipient with messages left in the outbox (at start-up).
+    pub(super) async fn resume_outbox(&self) -> Result<(), NodeError> {
+        let (recipients, total) = self.inner.store.outbox_summary().await?;
+        self.inner
+            .outboxes
+            .len
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+        if total > 0 {
+            tracing::info!(peer = %self.name(), "{total} message(s) left in the outbox; sending them");
+        }
+        for r in recipients {
+            self.kick(&r);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! Getting back what was sent while this node was away, by the two ways the hybrid design offers:
+//! - the **mailbox**: what senders could not push is held by the tracker; the node fetches it, stores it, and only
+//!   then acknowledges it, so the tracker deletes nothing that is not durable here;
+//! - **catch-up**: channel messages nobody queued for us (our lease had expired, so senders did not list us) are
+//!   fetched from online members of the channel (`GET /p2p/history`), a bounded window per channel.
+//!
+//! One task does both, woken at start-up, when the tracker reports mail waiting, when it had forgotten us, and
+//! when the user re-joins a channel.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::inbox::Via;
+use super::{Node, NodeError, lock};
+use crate::http::ApiError;
+use crate::proto::{ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MessageId, PeerName};
+
+/// Messages one `GET /p2p/history` answer carries at most.
+pub const CATCH_UP_PAGE: usize = 500;
+/// Messages fetched per channel and member in one catch-up at most.
+pub const CATCH_UP_WINDOW: usize = 5_000;
+/// Members asked per channel.
+pub const CATCH_UP_SOURCES: usize = 3;
+/// Catch-up starts this long before the newest message held, for senders whose clocks run behind.
+pub const CATCH_UP_SKEW: Duration = Duration::from_secs(60);
+/// Mailbox pages fetched in one drain at most (more are fetched at the next wake-up).
+const DRAIN_PAGES: usize = 200;
+
+/// What the recovery task has been asked to do.
+#[derive(Default)]
+pub(super) struct Wanted {
+    pub(super) mailbox: bool,
+    /// Channels to catch up on, each from the id after which messages are wanted.
+    pub(super) channels: BTreeMap<ChannelName, MessageId>,
+}
+
+/// The recovery task's inbox.
+#[derive(Default)]
+pub(super) struct Recovery {
+    pub(super) wanted: std::sync::Mutex<Wanted>,
+    pub(super) wake: Notify,
+}
+
+/// `GET /p2p/history` query.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct HistoryRequest {
+    pub channel: String,
+    /// Who asks: a live member of the channel, calling from the address it registered.
+    pub name: String,
+    /// Messages with an id above this one (default: from the start).
+    pub after: Option<MessageId>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /p2p/history` answer.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct HistoryPage {
+    pub channel: ChannelName,
+    pub messages: Vec<ChatMessage>,
+    /// More messages follow the last one.
+    pub more: bool,
+}
+
+/// The smallest UUIDv7 of a millisecond: every message id made at or after `ms` sorts at or above it.
+pub fn first_id_at(ms: u64) -> MessageId {
+    MessageId::from_u128(((ms as u128) << 80) | (0x7u128 << 76) | (0b10u128 << 62))
+}
+
+/// Milliseconds since the epoch at which a UUIDv7 was made.
+pub fn id_ms(id: &MessageId) -> u64 {
+    (id.as_u128() >> 80) as u64
+}
+
+/// Where catch-up starts for a conversation whose newest held message (or membership start) is `mark`.
+pub fn catch_up_from(mark: MessageId) -> MessageId {
+    first_id_at(id_ms(&mark).saturating_sub(CATCH_UP_SKEW.as_millis() as u64))
+}
+
+impl Node {
+    /// Asks the recovery task to drain the mailbox and/or catch up on channels.
+    pub(super) fn want_recovery(&self, mailbox: bool, channels: Vec<(ChannelName, MessageId)>) {
+        {
+            let mut w = lock(&self.inner.recovery.wanted);
+            w.mailbox |= mailbox;
+            for (c, after) in channels {
+                let e = w.channels.entry(c).or_insert(after);
+                *e = (*e).min(after);
+            }
+        }
+        self.inner.recovery.wake.notify_one();
+    }
+
+    /// Where catch-up on `channel` should start: just before the newest message held, else before joining.
+    pub(super) async fn catch_up_mark(
+        &self,
+        channel: &ChannelName,
+        since: Option<MessageId>,
+    ) -> Result<Option<MessageId>, NodeError> {
+        let newest = self
+            .inner
+            .store
+            .newest(&Destination::Channel(channel.clone()))
+            .await?;
+        Ok(newest.into_iter().chain(since).max().map(catch_up_from))
+    }
+
+    /// The recovery task.
+    pub(super) async fn recover(self) {
+        let stop = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = self.inner.recovery.wake.notified() => {}
+                _ = stop.cancelled() => return,
+            }
+            let wanted = std::mem::take(&mut *lock(&self.inner.recovery.wanted));
+            if wanted.mailbox
+                && let Err(e) = self.drain_mailbox().await
+            {
+                tracing::warn!(peer = %self.name(), "cannot fetch the mailbox now: {e}");
+                // Asked again at the next renewal that reports mail waiting.
+            }
+            for (channel, after) in wanted.channels {
+                if !self.is_joined(&channel) {
+                    continue;
+                }
+                match self.catch_up(&channel, after).await {
+                    Ok(0) => {}
+                    Ok(n) => self.notice(format!(
+                        "caught up on #{channel}: {n} message(s) you missed (/history #{channel} shows them)"
+                    )),
+                    Err(e) => tracing::warn!(peer = %self.name(), %channel, "catch-up failed: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Fetches, stores and acknowledges everything the tracker holds for this node.
+    async fn drain_mailbox(&self) -> Result<usize, NodeError> {
+        let t = &self.inner.tracker;
+        let me = self.name();
+        let mut total = 0;
+        for _ in 0..DRAIN_PAGES {
+            let page = self.tracked(|| t.fetch_mail(me, MAX_MAIL_BATCH)).await?;
+            if page.entries.is_empty() {
+                break;
+            }
+            let mut msgs = Vec::new();
+            let mut ids = Vec::new();
+            for e in &page.entries {
+                ids.push(e.id);
+                let Some(depositor) = e.from.clone() else {
+                    continue;
+                };
+                match serde_json::from_str::<ChatMessage>(e.envelope.get()) {
+                    Ok(m) if m.id == e.id => msgs.push((m, Via::Mailbox { depositor })),
+                    _ => {
+                        tracing::warn!(peer = %me, id = %e.id, "dropping held mail that is not a valid message")
+                    }
+                }
+            }
+            let verdicts = self
+                .receive_many(msgs)
+                .await
+                .map_err(|e| NodeError::NotDelivered {
+                    peer: me.clone(),
+                    error: e.message,
+                })?;
+            total += verdicts.iter().filter(|v| matches!(v, Ok(false))).count();
+            for v in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+                tracing::info!(peer = %me, "dropping held mail: {}", v.message);
+            }
+            // Stored (or refused for good): the tracker may forget them now.
+            self.tracked(|| t.ack_mail(me, ids.clone())).await?;
+            if !page.more {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(peer = %me, "{total} message(s) from the mailbox");
+        }
+        Ok(total)
+    }
+
+    /// Fetches `channel`'s messages after `after` from up to [`CATCH_UP_SOURCES`] online members; returns how many
+    /// were new here.
+    async fn catch_up(&self, channel: &ChannelName, after: MessageId) -> Result<usize, NodeError> {
+        let members = self.peers(Some(channel)).await?;
+        let mut new = 0;
+        for m in members
+            .iter()
+            .filter(|m| &m.name != self.name())
+            .take(CATCH_UP_SOURCES)
+        {
+            match self.catch_up_from_member(channel, after, m.addr()).await {
+                Ok(n) => new += n,
+                Err(e) => tracing::debug!(peer = %self.name(), from = %m.name, "catch-up: {e}"),
+            }
+        }
+        Ok(new)
+    }
+
+    async fn catch_up_from_member(
+        &self,
+        channel: &ChannelName,
+        mut after: MessageId,
+        addr: SocketAddr,
+    ) -> Result<usize, String> {
+        let url = format!("http://{addr}/p2p/history");
+        let mut fetched = 0;
+        let mut new = 0;
+        while fetched < CATCH_UP_WINDOW {
+            let query = HistoryRequest {
+                channel: channel.to_string(),
+                name: self.name().to_string(),
+                after: Some(after),
+                limit: Some(CATCH_UP_PAGE),
+            };
+            let query = serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?;
+            let resp = self
+                .inner
+                .catch_up_http
+                .get(format!("{url}?{query}"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{} answered {}", addr, resp.status()));
+            }
+            let page: HistoryPage = resp.json().await.map_err(|e| e.to_string())?;
+            let Some(last) = page.messages.last().map(|m| m.id) else {
+                break;
+            };
+            fetched += page.messages.len();
+            let batch = page
+                .messages
+                .into_iter()
+                .map(|m| {
+                    (
+                        m,
+                        Via::CatchUp {
+                            channel: channel.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let verdicts = self.receive_many(batch).await.map_err(|e| e.message)?;
+            new += verdicts.iter().filter(|v| matches!(v, Ok(false))).count();
+            if !page.more {
+                break;
+            }
+            after = last;
+        }
+        Ok(new)
+    }
+
+    /// Serves `GET /p2p/history`: a channel's messages to a live member of it, asking from its registered address.
+    pub async fn history_for_member(
+        &self,
+        req: HistoryRequest,
+        remote: SocketAddr,
+    ) -> Result<HistoryPage, ApiError> {
+        let channel = ChannelName::parse_user(&req.channel)
+            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+        let asker = PeerName::new(req.name.as_str())
+            .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?;
+        let limit = req.limit.unwrap_or(CATCH_UP_PAGE);
+        if limit == 0 || limit > CATCH_UP_PAGE {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("limit: from 1 to {CATCH_UP_PAGE}"),
+            ));
+        }
+        if !self.is_joined(&channel) {
+            return Err(ApiError::forbidden(
+                "not_joined",
+                format!("{} is not in #{channel}", self.name()),
+            ));
+        }
+        let members = self.peers(Some(&channel)).await.map_err(ApiError::from)?;
+        let member = members.iter().find(|m| m.name == asker).ok_or_else(|| {
+            ApiError::forbidden(
+                "not_member",
+                format!("the tracker does not list {asker} in #{channel}"),
+            )
+        })?;
+        let same_host =
+            member.ip == remote.ip() || (member.ip.is_loopback() && remote.ip().is_loopback());
+        if !same_host {
+            return Err(ApiError::forbidden(
+                "wrong_address",
+                format!(
+                    "{asker} is registered at {}, not at {}",
+                    member.ip,
+                    remote.ip()
+                ),
+            ));
+        }
+        let mut messages = self
+            .inner
+            .store
+            .channel_after(&channel, req.after.unwrap_or(MessageId::nil()), limit + 1)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_failed",
+                    e.to_string(),
+                )
+            })?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(HistoryPage {
+            channel,
+            messages,
+            more,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_id_of_a_millisecond_sorts_below_every_id_made_then() {
+        let id = MessageId::now_v7();
+        let ms = id_ms(&id);
+        assert!(first_id_at(ms) <= id);
+        assert!(first_id_at(ms + 1) > id);
+        assert_eq!(first_id_at(ms).get_version_num(), 7);
+        assert!(first_id_at(ms).hyphenated().to_string() <= id.hyphenated().to_string());
+    }
+}

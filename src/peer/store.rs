@@ -1,0 +1,415 @@
+//! The peer's durable state in SQLite (`<data-dir>/peer.sqlite3`): every message sent and received (the history,
+//! which is also the duplicate filter: a message id is stored once), the outbox (which recipient still has to get
+//! which of our messages), and the channels the user has joined.
+//!
+//! History is ordered by message id within a conversation. Ids are UUIDv7, ordered by creation time within each
+//! sender's process, so every sender's messages read in the order they were sent, however they arrived (directly,
+//! from the tracker's mailbox, or by catch-up).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::proto::{ChannelName, ChatMessage, Destination, MessageId, PeerName};
+use crate::storage::{Db, DbError, DbThread, Storage, open};
+
+/// The schema, one step per version (`PRAGMA user_version`). Never edit a step; append one.
+const MIGRATIONS: &[&str] = &[
+    // 1: history, outbox, joined channels.
+    "CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        conversation TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        envelope TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation, id);
+    CREATE TABLE outbox (
+        recipient TEXT NOT NULL,
+        id TEXT NOT NULL REFERENCES messages (id),
+        PRIMARY KEY (recipient, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE joined (
+        channel TEXT PRIMARY KEY,
+        since TEXT NOT NULL
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )",
+];
+
+/// The database file inside a peer's data dir.
+pub const DB_FILE: &str = "peer.sqlite3";
+
+/// A message waiting in the outbox for one recipient.
+pub type Pending = ChatMessage;
+
+/// The peer's store: a handle to the thread that owns the database.
+#[derive(Clone)]
+pub struct PeerStore {
+    db: Db,
+    me: PeerName,
+}
+
+fn id_text(id: &MessageId) -> String {
+    id.hyphenated().to_string()
+}
+
+fn envelope(msg: &ChatMessage) -> String {
+    serde_json::to_string(msg).expect("a message always serializes")
+}
+
+fn parse(env: String) -> Result<ChatMessage, DbError> {
+    serde_json::from_str(&env)
+        .map_err(|e| DbError::Sql(format!("a stored message is corrupt: {e}")))
+}
+
+fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage) -> Result<bool, DbError> {
+    let n = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO messages (id, conversation, sender, ts, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            id_text(&msg.id),
+            msg.conversation(me).label(),
+            msg.from.as_str(),
+            msg.ts as i64,
+            envelope(msg)
+        ])?;
+    Ok(n == 1)
+}
+
+impl PeerStore {
+    /// Opens the store and starts its thread.
+    pub fn open(storage: &Storage, me: PeerName) -> Result<(PeerStore, DbThread), DbError> {
+        let conn = open(storage, DB_FILE, MIGRATIONS)?;
+        // Conversations are stored from the owner's point of view: one data dir, one name.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('owner', ?1)",
+            [me.as_str()],
+        )?;
+        let owner: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'owner'", [], |r| {
+                r.get(0)
+            })?;
+        if owner != me.as_str() {
+            return Err(DbError::Owner {
+                dir: storage.describe(),
+                owner,
+            });
+        }
+        let (db, thread) = Db::start(conn, me.as_str())?;
+        Ok((PeerStore { db, me }, thread))
+    }
+
+    /// Stores a message this node's user sent, and queues it for each recipient, in one transaction. Returns
+    /// whether the id was new (a retry with the same id is queued again, and stored once by everyone).
+    pub async fn save_sent(
+        &self,
+        msg: ChatMessage,
+        recipients: Vec<PeerName>,
+    ) -> Result<bool, DbError> {
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let new = insert(c, &me, &msg)?;
+                let mut q = c.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (recipient, id) VALUES (?1, ?2)",
+                )?;
+                for r in &recipients {
+                    q.execute(params![r.as_str(), id_text(&msg.id)])?;
+                }
+                Ok(new)
+            })
+            .await
+    }
+
+    /// The peers this node has a direct conversation with, by name.
+    pub fn direct_conversations(&self) -> Result<Vec<PeerName>, DbError> {
+        self.db.call_blocking(|c| {
+            let mut q = c.prepare_cached(
+                "SELECT DISTINCT conversation FROM messages WHERE conversation LIKE '@%' ORDER BY conversation",
+            )?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(p) = PeerName::new(&row?[1..]) {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Stores received messages; for each, whether it was new (a duplicate id is stored once).
+    pub async fn save_received(&self, msgs: Vec<ChatMessage>) -> Result<Vec<bool>, DbError> {
+        let me = self.me.clone();
+        self.db
+            .call(move |c| msgs.iter().map(|m| insert(c, &me, m)).collect())
+            .await
+    }
+
+    /// The last `n` messages of a conversation, oldest first.
+    pub fn recent(&self, conv: &Destination, n: usize) -> Result<Vec<ChatMessage>, DbError> {
+        let label = conv.label();
+        self.db.call_blocking(move |c| recent(c, &label, n))
+    }
+
+    /// [`PeerStore::recent`] for async callers.
+    pub async fn recent_async(
+        &self,
+        conv: &Destination,
+        n: usize,
+    ) -> Result<Vec<ChatMessage>, DbError> {
+        let label = conv.label();
+        self.db.call(move |c| recent(c, &label, n)).await
+    }
+
+    /// A channel's messages with an id above `after`, oldest first, at most `limit` (what catch-up serves).
+    pub async fn channel_after(
+        &self,
+        channel: &ChannelName,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, DbError> {
+        let label = Destination::Channel(channel.clone()).label();
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT envelope FROM messages WHERE conversation = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )?;
+                let rows = q.query_map(params![label, id_text(&after), limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })?;
+                rows.map(|r| parse(r?)).collect()
+            })
+            .await
+    }
+
+    /// The newest message id in a conversation.
+    pub async fn newest(&self, conv: &Destination) -> Result<Option<MessageId>, DbError> {
+        let label = conv.label();
+        self.db
+            .call(move |c| {
+                let id: Option<String> = c
+                    .query_row(
+                        "SELECT max(id) FROM messages WHERE conversation = ?1",
+                        [label],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                Ok(id.and_then(|s| s.parse().ok()))
+            })
+            .await
+    }
+
+    /// Up to `limit` messages waiting for `recipient`, oldest first.
+    pub async fn outbox_for(
+        &self,
+        recipient: &PeerName,
+        limit: usize,
+    ) -> Result<Vec<Pending>, DbError> {
+        let r = recipient.to_string();
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT m.envelope FROM outbox o JOIN messages m ON m.id = o.id
+                     WHERE o.recipient = ?1 ORDER BY o.id LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![r, limit as i64], |r| r.get::<_, String>(0))?;
+                rows.map(|r| parse(r?)).collect()
+            })
+            .await
+    }
+
+    /// Takes messages off `recipient`'s outbox (delivered, held by the tracker, or refused for good).
+    pub async fn outbox_done(
+        &self,
+        recipient: &PeerName,
+        ids: Vec<MessageId>,
+    ) -> Result<(), DbError> {
+        let r = recipient.to_string();
+        self.db
+            .call(move |c| {
+                let mut q =
+                    c.prepare_cached("DELETE FROM outbox WHERE recipient = ?1 AND id = ?2")?;
+                for id in &ids {
+                    q.execute(params![r, id_text(id)])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every recipient with messages waiting, and how many messages wait in all.
+    pub async fn outbox_summary(&self) -> Result<(Vec<PeerName>, usize), DbError> {
+        self.db
+            .call(|c| {
+                let mut q =
+                    c.prepare("SELECT recipient, count(*) FROM outbox GROUP BY recipient")?;
+                let rows =
+                    q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let mut names = Vec::new();
+                let mut total = 0;
+                for row in rows {
+                    let (name, n) = row?;
+                    total += n as usize;
+                    if let Ok(name) = PeerName::new(name) {
+                        names.push(name);
+                    }
+                }
+                Ok((names, total))
+            })
+            .await
+    }
+
+    /// The channels the user is in, with the id from which catch-up starts when nothing newer is held.
+    pub async fn joined(&self) -> Result<Vec<(ChannelName, MessageId)>, DbError> {
+        self.db
+            .call(|c| {
+                let mut q = c.prepare("SELECT channel, since FROM joined ORDER BY channel")?;
+                let rows =
+                    q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (ch, since) = row?;
+                    if let (Ok(ch), Ok(since)) = (ChannelName::new(ch), since.parse()) {
+                        out.push((ch, since));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// A value this node keeps about itself (`meta` table).
+    pub async fn meta(&self, key: &'static str) -> Result<Option<String>, DbError> {
+        self.db
+            .call(move |c| {
+                Ok(
+                    c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await
+    }
+
+    pub async fn set_meta(&self, key: &'static str, value: String) -> Result<(), DbError> {
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    [key, value.as_str()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records that the user joined (`since`: from when on they are a member) or left a channel.
+    pub async fn set_joined(
+        &self,
+        channel: &ChannelName,
+        since: Option<MessageId>,
+    ) -> Result<(), DbError> {
+        let ch = channel.to_string();
+        self.db
+            .call(move |c| {
+                match since {
+                    Some(id) => c.execute(
+                        "INSERT OR IGNORE INTO joined (channel, since) VALUES (?1, ?2)",
+                        params![ch, id_text(&id)],
+                    )?,
+                    None => c.execute("DELETE FROM joined WHERE channel = ?1", [ch])?,
+                };
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn recent(c: &Connection, label: &str, n: usize) -> Result<Vec<ChatMessage>, DbError> {
+    let mut q = c.prepare_cached(
+        "SELECT envelope FROM messages WHERE conversation = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = q.query_map(params![label, n as i64], |r| r.get::<_, String>(0))?;
+    let mut msgs = rows.map(|r| parse(r?)).collect::<Result<Vec<_>, _>>()?;
+    msgs.reverse();
+    Ok(msgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> PeerName {
+        PeerName::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_data_dir_belongs_to_one_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let (store, thread) = PeerStore::open(&storage, n("alice")).unwrap();
+        drop(store);
+        thread.join();
+        let err = PeerStore::open(&storage, n("bob")).err().unwrap();
+        assert!(err.to_string().contains("holds alice's data"), "{err}");
+        assert!(PeerStore::open(&storage, n("alice")).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_survives_a_reopen_once_per_id_in_sender_order_and_the_outbox_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let msgs: Vec<ChatMessage> = (0..5)
+            .map(|i| ChatMessage::new(n("alice"), ch.clone(), format!("m{i}")).unwrap())
+            .collect();
+        let dm = ChatMessage::new(n("bob"), Destination::Direct(n("carol")), "hi".into()).unwrap();
+        {
+            let (store, thread) = PeerStore::open(&storage, n("bob")).unwrap();
+            // Arrival out of order, and twice.
+            let mut shuffled = msgs.clone();
+            shuffled.reverse();
+            assert_eq!(store.save_received(shuffled).await.unwrap(), [true; 5]);
+            assert_eq!(
+                store.save_received(vec![msgs[2].clone()]).await.unwrap(),
+                [false]
+            );
+            store.save_sent(dm.clone(), vec![n("carol")]).await.unwrap();
+            drop(store);
+            thread.join();
+        }
+        let (store, _thread) = PeerStore::open(&storage, n("bob")).unwrap();
+        let texts: Vec<_> = store
+            .recent(&ch, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+        assert_eq!(store.recent(&ch, 2).unwrap()[0].text, "m3");
+        let waiting = store.outbox_for(&n("carol"), 10).await.unwrap();
+        assert_eq!(waiting, vec![dm.clone()]);
+        assert_eq!(
+            store.recent(&Destination::Direct(n("carol")), 5).unwrap(),
+            vec![dm.clone()]
+        );
+        store.outbox_done(&n("carol"), vec![dm.id]).await.unwrap();
+        assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
+        let after = store
+            .channel_after(ch_name(&ch), msgs[2].id, 10)
+            .await
+            .unwrap();
+        assert_eq!(after, msgs[3..].to_vec());
+    }
+
+    fn ch_name(d: &Destination) -> &ChannelName {
+        match d {
+            Destination::Channel(c) => c,
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! SQLite plumbing shared by the peer's and the tracker's stores: where a node keeps its data, opening a database
+//! with the crash-safety settings every store relies on, versioned schema migrations, and [`Db`]: one connection
+//! owned by a dedicated thread behind a bounded queue, committing whatever is queued together (group commit).
+//!
+//! Settings, on every database: WAL journal (readers never block the writer; a crash leaves either the old or the
+//! new transaction, never half of one), `synchronous=FULL` (each commit is fsynced before it is reported, so what
+//! we acknowledge survives a power cut, not only a crash of the process; group commit pays for it), and exclusive
+//! locking (a second process on the same data dir is refused instead of interleaving writes).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+/// Jobs that may wait for the store thread before callers are held back.
+pub const STORE_QUEUE: usize = 1024;
+/// Most jobs committed in one transaction.
+pub const GROUP_COMMIT_MAX: usize = 512;
+
+/// Where a node keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Nothing on disk: everything is gone when the process ends (the demo, the benchmark's baseline).
+    Memory,
+    /// A folder holding the node's database.
+    Dir(PathBuf),
+}
+
+impl Storage {
+    /// `explicit` if given, else `<user data dir>/hchat/<leaf>` (`$XDG_DATA_HOME`, else `~/.local/share`).
+    pub fn dir_or_default(explicit: Option<PathBuf>, leaf: &str) -> Storage {
+        Storage::Dir(explicit.unwrap_or_else(|| default_root().join(leaf)))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Memory => "memory (nothing kept)".into(),
+            Storage::Dir(d) => d.display().to_string(),
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("hchat")
+}
+
+/// Why a database could not be opened or used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open {0}: {1}")]
+    Open(PathBuf, String),
+    #[error("{0} is in use by another hchat process; give this one its own --data-dir")]
+    InUse(PathBuf),
+    #[error("{0} was written by a newer hchat (schema {1}, this one knows {2}); upgrade hchat")]
+    TooNew(PathBuf, usize, usize),
+    #[error("{dir} holds {owner}'s data; give each name its own --data-dir")]
+    Owner { dir: String, owner: String },
+    #[error("database error: {0}")]
+    Sql(String),
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e.to_string())
+    }
+}
+
+/// Opens (creating if needed) `file` in `storage`, applies the settings above and brings the schema up to date:
+/// `migrations[i]` takes a database from version `i` to `i + 1` (`PRAGMA user_version`), each in one transaction.
+pub fn open(storage: &Storage, file: &str, migrations: &[&str]) -> Result<Connection, DbError> {
+    let (conn, path) = match storage {
+        Storage::Memory => (Connection::open_in_memory()?, PathBuf::from(":memory:")),
+        Storage::Dir(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Open(dir.clone(), e.to_string()))?;
+            let path = dir.join(file);
+            let conn =
+                Connection::open(&path).map_err(|e| DbError::Open(path.clone(), e.to_string()))?;
+            (conn, path)
+        }
+    };
+    if matches!(storage, Storage::Dir(_)) {
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| busy_or(&path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::Open(path, format!("journal mode {mode}, not WAL")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // Take the exclusive lock now, so a second process fails at start rather than at its first write.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(|e| busy_or(&path, e))?;
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&conn, &path, migrations)?;
+    Ok(conn)
+}
+
+fn busy_or(path: &Path, e: rusqlite::Error) -> DbError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            DbError::InUse(path.to_path_buf())
+        }
+        _ => DbError::Open(path.to_path_buf(), e.to_string()),
+    }
+}
+
+fn migrate(conn: &Connection, path: &Path, migrations: &[&str]) -> Result<(), DbError> {
+    let at: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if at > migrations.len() {
+        return Err(DbError::TooNew(path.to_path_buf(), at, migrations.len()));
+    }
+    for (i, step) in migrations.iter().enumerate().skip(at) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {step}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            DbError::Sql(format!("migration to schema {}: {e}", i + 1))
+        })?;
+        tracing::debug!(db = %path.display(), version = i + 1, "schema migrated");
+    }
+    Ok(())
+}
+
+/// A job for the store thread: it runs inside the open transaction and returns what to do once the transaction
+/// has committed (or failed).
+type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+
+/// One connection owned by a dedicated thread. Callers queue closures; the thread runs everything queued in one
+/// transaction and answers each caller only after the commit, so an answer means "durable".
+#[derive(Clone)]
+pub struct Db {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The store thread; joining it waits until every queued job has been committed.
+pub struct DbThread(Option<std::thread::JoinHandle<()>>);
+
+impl DbThread {
+    /// Waits for the thread to finish (after every [`Db`] handle is dropped).
+    pub fn join(mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Db {
+    /// Starts the thread that owns `conn`.
+    pub fn start(conn: Connection, name: &str) -> Result<(Db, DbThread), DbError> {
+        let (tx, rx) = mpsc::channel(STORE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-store"))
+            .spawn(move || run(conn, rx))
+            .map_err(|e| DbError::Sql(format!("cannot start the store thread: {e}")))?;
+        Ok((Db { tx }, DbThread(Some(thread))))
+    }
+
+    fn job<R: Send + 'static>(
+        f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    ) -> (Job, oneshot::Receiver<Result<R, DbError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            Box::new(move |committed| {
+                let _ = reply.send(committed.and(result));
+            })
+        });
+        (job, answer)
+    }
+
+    /// Runs `f` on the store thread and returns its result once committed.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
+        let (job, answer) = Self::job(f);
+        self.tx.send(job).await.map_err(|_| DbError::Stopped)?;
+        answer.await.unwrap_or(Err(DbError::Stopped))
+    }
+
+    /// [`Db::call`] for synchronous callers. Inside a multi-threaded runtime the worker thread is handed over to
+    /// blocking first; elsewhere a scoped thread waits, so no async thread is ever parked on the store.
+    pub fn call_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
+        let (job, answer) = Self::job(f);
+        let wait = move || -> Result<R, DbError> {
+            self.tx.blocking_send(job).map_err(|_| DbError::Stopped)?;
+            answer.blocking_recv().unwrap_or(Err(DbError::Stopped))
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => std::thread::scope(|s| {
+                s.spawn(wait)
+                    .join()
+                    .unwrap_or_else(|_| Err(DbError::Stopped))
+            }),
+            Err(_) => wait(),
+        }
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from);
+        if let Err(e) = began {
+            // Run nothing outside a transaction: dropping the jobs answers every caller with an error.
+            tracing::error!("store: {e}");
+            drop(jobs);
+            continue;
+        }
+        let done: Vec<_> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
+        if let Err(e) = &committed {
+            tracing::error!("store: commit failed: {e}");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for d in done {
+            d(committed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &[&str] = &[
+        "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        "ALTER TABLE t ADD COLUMN w TEXT",
+    ];
+
+    #[test]
+    fn migrations_run_once_in_order_and_a_second_process_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let conn = open(&storage, "x.sqlite3", &SCHEMA[..1]).unwrap();
+        conn.execute("INSERT INTO t (k, v) VALUES (1, 'a')", [])
+            .unwrap();
+        assert!(matches!(
+            open(&storage, "x.sqlite3", SCHEMA),
+            Err(DbError::InUse(_))
+        ));
+        drop(conn);
+        let conn = open(&storage, "x.sqlite3", SCHEMA).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        conn.execute("UPDATE t SET w = 'b' WHERE k = 1", [])
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            open(&storage, "x.sqlite3", &SCHEMA[..1]),
+            Err(DbError::TooNew(_, 2, 1))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_answers_after_commit_and_sees_earlier_calls() {
+        let conn = open(&Storage::Memory, "x", SCHEMA).unwrap();
+        let (db, thread) = Db::start(conn, "test").unwrap();
+        let writes = (0..50).map(|i| {
+            let db = db.clone();
+            async move {
+                db.call(move |c| {
+                    c.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [i])?;
+                    Ok(())
+                })
+                .await
+            }
+        });
+        for r in futures_util::future::join_all(writes).await {
+            r.unwrap();
+        }
+        let n: i64 = db
+            .call_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(n, 50);
+        drop(db);
+        thread.join();
+    }
+}
