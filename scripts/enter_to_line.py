@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Measures what a CLI user sees: from alice pressing Enter (a line written to her `hchat peer` stdin) to bob's
 stdout showing `[#general] alice: ...`. Real processes, real pipes, loopback. Usage:
-    scripts/enter_to_line.py [path/to/hchat] [count]
-Prints p50/p90/p99/max in milliseconds. Messages are sent one at a time (each waits for the previous to show)."""
-import re, subprocess, sys, time
+    scripts/enter_to_line.py [path/to/hchat] [count] [--in-memory]
+Prints p50/p90/p99/max in milliseconds. Messages are sent one at a time (each waits for the previous to show).
+The nodes keep their data in a temporary folder (durable, as by default), or nowhere with --in-memory."""
+import os, re, subprocess, sys, tempfile, time
 
-hchat = sys.argv[1] if len(sys.argv) > 1 else "target/release/hchat"
-count = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+args = [a for a in sys.argv[1:] if a != "--in-memory"]
+memory = ["--in-memory"] if "--in-memory" in sys.argv else []
+hchat = args[0] if len(args) > 0 else "target/release/hchat"
+count = int(args[1]) if len(args) > 1 else 200
+data = tempfile.TemporaryDirectory(prefix="hchat-latency")
+os.environ["XDG_DATA_HOME"] = data.name
 
 def start(args):
-    p = subprocess.Popen([hchat, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    p = subprocess.Popen([hchat, *args, *memory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          text=True, bufsize=1)
     deadline = time.time() + 10
     while time.time() < deadline:

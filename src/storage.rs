@@ -133,7 +133,13 @@ fn migrate(conn: &Connection, path: &Path, migrations: &[&str]) -> Result<(), Db
 
 /// A job for the store thread: it runs inside the open transaction and returns what to do once the transaction
 /// has committed (or failed).
-type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), DbError>) + Send> + Send>;
+
+struct Job {
+    run: Run,
+    /// The caller needs the commit fsynced before it hears back (see [`Db::call_relaxed`]).
+    durable: bool,
+}
 
 /// One connection owned by a dedicated thread. Callers queue closures; the thread runs everything queued in one
 /// transaction and answers each caller only after the commit, so an answer means "durable".
@@ -166,16 +172,17 @@ impl Db {
     }
 
     fn job<R: Send + 'static>(
+        durable: bool,
         f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     ) -> (Job, oneshot::Receiver<Result<R, DbError>>) {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let run: Run = Box::new(move |conn| {
             let result = f(conn);
             Box::new(move |committed| {
                 let _ = reply.send(committed.and(result));
             })
         });
-        (job, answer)
+        (Job { run, durable }, answer)
     }
 
     /// Runs `f` on the store thread and returns its result once committed.
@@ -183,7 +190,20 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     ) -> Result<R, DbError> {
-        let (job, answer) = Self::job(f);
+        let (job, answer) = Self::job(true, f);
+        self.tx.send(job).await.map_err(|_| DbError::Stopped)?;
+        answer.await.unwrap_or(Err(DbError::Stopped))
+    }
+
+    /// [`Db::call`] for changes whose loss in a power cut is harmless (a delivered message's outbox row: were it
+    /// to come back, the message is sent again and stored once). If nothing else in its group needs it, the
+    /// commit is not fsynced at once (`synchronous=NORMAL`: the next fsynced commit or checkpoint carries it), so
+    /// it does not hold up the next message. A crash of the process loses nothing either way.
+    pub async fn call_relaxed<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
+        let (job, answer) = Self::job(false, f);
         self.tx.send(job).await.map_err(|_| DbError::Stopped)?;
         answer.await.unwrap_or(Err(DbError::Stopped))
     }
@@ -194,7 +214,7 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
     ) -> Result<R, DbError> {
-        let (job, answer) = Self::job(f);
+        let (job, answer) = Self::job(true, f);
         let wait = move || -> Result<R, DbError> {
             self.tx.blocking_send(job).map_err(|_| DbError::Stopped)?;
             answer.blocking_recv().unwrap_or(Err(DbError::Stopped))
@@ -212,12 +232,22 @@ impl Db {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut synced = true;
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_MAX {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
+            }
+        }
+        // FULL unless every job in the group is relaxed (on an in-memory database the setting does nothing).
+        let durable = jobs.iter().any(|j| j.durable);
+        if durable != synced {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", level) {
+                Ok(()) => synced = durable,
+                Err(e) => tracing::error!("store: cannot set synchronous={level}: {e}"),
             }
         }
         let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from);
@@ -227,7 +257,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             drop(jobs);
             continue;
         }
-        let done: Vec<_> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let done: Vec<_> = jobs.into_iter().map(|job| (job.run)(&conn)).collect();
         let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
         if let Err(e) = &committed {
             tracing::error!("store: commit failed: {e}");

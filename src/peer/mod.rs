@@ -133,6 +133,10 @@ struct Inner {
     known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
     last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
     lease_ttl: Mutex<Duration>,
+    /// Held while registering; a stopping node sets `leaving` and takes it, so no registration can land after its
+    /// goodbye (a background task renewing at that moment would otherwise bring the dead node back).
+    renewing: tokio::sync::Mutex<()>,
+    leaving: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -210,6 +214,8 @@ impl Node {
             known: Mutex::default(),
             last_fan_out: Mutex::default(),
             lease_ttl: Mutex::new(Duration::from_secs(30)),
+            renewing: tokio::sync::Mutex::new(()),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             shutdown: shutdown.clone(),
             tasks: Mutex::default(),
         });
@@ -305,6 +311,13 @@ impl Node {
 
     /// Registers (or renews), and joins again any channel the tracker has forgotten.
     async fn renew(&self) -> Result<(), TrackerError> {
+        let _registering = self.inner.renewing.lock().await;
+        if self.inner.leaving.load(Ordering::SeqCst) {
+            return Err(TrackerError::Unreachable(
+                self.inner.tracker.base().into(),
+                "this node is stopping".into(),
+            ));
+        }
         let answer = self
             .inner
             .tracker
@@ -669,6 +682,8 @@ impl Node {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
+        self.inner.leaving.store(true, Ordering::SeqCst);
+        drop(self.inner.renewing.lock().await);
         let bye = self.inner.tracker.unregister(&self.inner.me);
         if let Err(e) = tokio::time::timeout(Duration::from_secs(2), bye)
             .await

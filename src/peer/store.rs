@@ -230,7 +230,7 @@ impl PeerStore {
     ) -> Result<(), DbError> {
         let r = recipient.to_string();
         self.db
-            .call(move |c| {
+            .call_relaxed(move |c| {
                 let mut q =
                     c.prepare_cached("DELETE FROM outbox WHERE recipient = ?1 AND id = ?2")?;
                 for id in &ids {
