@@ -1,6 +1,7 @@
 //! The web chat in headless Chromium (Debian's `chromium`, driven by `playwright-core` from tests/browser/):
 //! a real tracker and real peers; the script in tests/browser/chat.mjs acts as alice and bob in their pages and
-//! asks this test to start and kill carol. Screenshots land in target/browser-shots/.
+//! asks this test to start and kill carol, kill and start the tracker, and restart bob on his data dir.
+//! Screenshots land in target/browser-shots/.
 //!
 //! Needs Node.js, `npm ci` in tests/browser and /usr/bin/chromium (.ci/run installs all three). Without them it
 //! fails saying how to install them; `HCHAT_SKIP_BROWSER=1` skips it instead (never under `CI=true`).
@@ -23,7 +24,15 @@ fn two_pages_chat_live_and_follow_who_is_online() {
     };
     let mut tracker = Proc::tracker(&["--peer-ttl", "2"]);
     let alice = Proc::peer("alice", tracker.addr, &[]);
-    let bob = Proc::peer("bob", tracker.addr, &[]);
+    // bob keeps his state in a folder of the test's, so he can be killed and started again on it.
+    let bob_dir = tempfile::tempdir().unwrap();
+    let bob_args = [
+        "--data-dir",
+        bob_dir.path().to_str().unwrap(),
+        "--token",
+        "bobs-token-for-the-browser-test",
+    ];
+    let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir)
@@ -49,6 +58,16 @@ fn two_pages_chat_live_and_follow_who_is_online() {
                 }
                 "kill carol" => carol.as_mut().expect("carol runs").kill(),
                 "kill tracker" => tracker.kill(),
+                "restart bob" => {
+                    let port = bob.addr.port();
+                    bob.kill();
+                    bob = Proc::peer("bob", tracker.addr, &bob_args);
+                    assert_eq!(
+                        bob.addr.port(),
+                        port,
+                        "bob takes his port back, so his page finds him"
+                    );
+                }
                 // A fresh tracker on the same port: the peers register and re-join on their own.
                 "start tracker" => {
                     tracker = Proc::tracker_on(tracker.addr.port(), &["--peer-ttl", "2"])

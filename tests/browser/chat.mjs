@@ -168,6 +168,22 @@ try {
   check((await texts(bob)).length === 1, "the direct conversation's history holds its one message");
   await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
 
+  step("bob's node is killed and starts again on its data dir: his open page comes back with the same history");
+  const resyncsBefore = await bob.evaluate(() => window.hchat.stats.resyncs);
+  await ask("restart bob");
+  // The page notices the new start of the node (another boot id), says resync, and reloads what it shows.
+  await bob.waitForFunction((n) => window.hchat.stats.resyncs > n, resyncsBefore, { timeout: SOON });
+  await bob.locator('#conn[data-state="live"]').waitFor({ timeout: SOON });
+  await seeMessage(bob, burst[burst.length - 1]);
+  const restarted = await texts(bob);
+  check(restarted.includes("Hello from alice") && restarted.filter((t) => t.startsWith("while you were away")).length === burst.length,
+    "#general's history survived the restart, each message once: " + JSON.stringify(restarted));
+  await bob.locator('#directs li[data-key="@alice"] button.open-conv').click();
+  await seeMessage(bob, "psst, alice");
+  await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
+  await say(alice, "welcome back, bob");
+  await seeMessage(bob, "welcome back, bob");
+
   step("keyboard: focus stays on a conversation while messages arrive, Enter opens it");
   await alice.locator('#directs li[data-key="@bob"] button.open-conv').focus();
   await say(bob, "the list redraws now");
