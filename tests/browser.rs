@@ -87,7 +87,8 @@ fn two_pages_chat_live_and_follow_who_is_online() {
         }
         handled = asks.len();
         if let Some(status) = script.exited() {
-            std::thread::sleep(Duration::from_millis(50)); // let the reader threads take the last lines
+            script.out.wait_ended(SOON);
+            script.err.wait_ended(SOON);
             assert!(
                 status.success() && script.out.count(|l| l == "PASS") == 1,
                 "the browser scenario failed ({status}):\n{}",

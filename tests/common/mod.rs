@@ -54,9 +54,13 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
     }
 }
 
-/// The lines a child process printed on one stream, collected by a reader thread.
+/// The lines a child process printed on one stream, collected by a reader thread; and whether the stream has
+/// ended (the reader has taken every line there was).
 #[derive(Clone, Default)]
-pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Lines(
+    Arc<(Mutex<Vec<String>>, Condvar)>,
+    Arc<(Mutex<bool>, Condvar)>,
+);
 
 impl Lines {
     fn collect(stream: impl std::io::Read + Send + 'static, echo: &'static str) -> Lines {
@@ -72,8 +76,24 @@ impl Lines {
                 m.lock().unwrap().push(line);
                 cv.notify_all();
             }
+            let (ended, cv) = &*l.1;
+            *ended.lock().unwrap() = true;
+            cv.notify_all();
         });
         lines
+    }
+
+    /// Waits until the stream has ended (the process closed it, usually by exiting), so every line it printed is
+    /// here.
+    pub fn wait_ended(&self, deadline: Duration) {
+        let (ended, cv) = &*self.1;
+        let (guard, timeout) = cv
+            .wait_timeout_while(ended.lock().unwrap(), deadline, |e| !*e)
+            .unwrap();
+        assert!(
+            *guard || !timeout.timed_out(),
+            "the stream did not end within {deadline:?}"
+        );
     }
 
     pub fn all(&self) -> Vec<String> {
@@ -177,7 +197,8 @@ impl Proc {
                 break l;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50)); // let the reader threads take the last lines
+                out.wait_ended(SOON);
+                err.wait_ended(SOON);
                 panic!(
                     "{name} exited ({status}) before listening; stderr:\n{}",
                     err.all().join("\n")
