@@ -8,16 +8,12 @@
 //! Two figures per mode: one message at a time (a user typing: each waits for the previous one), and
 //! CONCURRENCY sends in flight at once (a busy node: commits are grouped).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use hchat::http::ServerLimits;
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{Destination, PeerName};
 use hchat::storage::Storage;
 use hchat::tracker::{Tracker, TrackerConfig};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 struct Run {
     one_at_a_time: f64,
@@ -26,14 +22,8 @@ struct Run {
 
 async fn node(name: &str, tracker: &Tracker, storage: Storage) -> anyhow::Result<Node> {
     Ok(Node::start(PeerConfig {
-        name: PeerName::new(name)?,
-        ip: LOOPBACK,
-        port: 0,
-        advertise_ip: None,
-        tracker: tracker.local_addr(),
-        token: None,
-        limits: ServerLimits::default(),
         storage,
+        ..PeerConfig::on_loopback(PeerName::new(name)?, tracker.local_addr())
     })
     .await?)
 }

@@ -1,17 +1,11 @@
 //! `hchat demo`: a tracker and three peers (alice, bob, carol) in one process on loopback, all in `#general`.
 //! The terminal is alice's CLI; bob and carol can be reached through their local API (and web pages).
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use anyhow::Context;
 
-use crate::http::ServerLimits;
 use crate::peer::{Node, PeerConfig};
 use crate::proto::{ChannelName, PeerName};
-use crate::storage::Storage;
 use crate::tracker::{Tracker, TrackerConfig};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Runs the demo until alice quits.
 pub async fn run() -> anyhow::Result<()> {
@@ -22,17 +16,11 @@ pub async fn run() -> anyhow::Result<()> {
     let general = ChannelName::new("general")?;
     let mut peers = Vec::new();
     for name in ["alice", "bob", "carol"] {
-        let node = Node::start(PeerConfig {
-            name: PeerName::new(name)?,
-            ip: LOOPBACK,
-            port: 0,
-            advertise_ip: None,
-            tracker: tracker.local_addr(),
-            token: None,
-            limits: ServerLimits::default(),
-            // The demo leaves nothing behind, so a second run starts as fresh as the first.
-            storage: Storage::Memory,
-        })
+        // The demo leaves nothing behind (in-memory storage), so a second run starts as fresh as the first.
+        let node = Node::start(PeerConfig::on_loopback(
+            PeerName::new(name)?,
+            tracker.local_addr(),
+        ))
         .await
         .with_context(|| format!("starting {name}"))?;
         node.join(&general)

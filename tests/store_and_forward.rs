@@ -1,26 +1,17 @@
 //! Store-and-forward through the library, with a real tracker and real nodes on port 0 in one process: a full
 //! mailbox is a clear answer to the sender and loses nothing; a retried send with the same id is stored once.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use hchat::http::ServerLimits;
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{Destination, MessageId, PeerName};
-use hchat::storage::Storage;
 use hchat::tracker::{Tracker, TrackerConfig};
 
 async fn node(name: &str, tracker: &Tracker) -> Node {
-    Node::start(PeerConfig {
-        name: PeerName::new(name).unwrap(),
-        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        advertise_ip: None,
-        tracker: tracker.local_addr(),
-        token: None,
-        limits: ServerLimits::default(),
-        storage: Storage::Memory,
-    })
+    Node::start(PeerConfig::on_loopback(
+        PeerName::new(name).unwrap(),
+        tracker.local_addr(),
+    ))
     .await
     .unwrap()
 }

@@ -54,6 +54,23 @@ pub struct PeerConfig {
     pub storage: Storage,
 }
 
+impl PeerConfig {
+    /// A peer on 127.0.0.1, on a free port, keeping nothing on disk: what the demo, benchmarks and in-process
+    /// tests start. Change any field after.
+    pub fn on_loopback(name: PeerName, tracker: SocketAddr) -> Self {
+        Self {
+            name,
+            ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 0,
+            advertise_ip: None,
+            tracker,
+            token: None,
+            limits: ServerLimits::default(),
+            storage: Storage::Memory,
+        }
+    }
+}
+
 /// Why a node operation failed; each says what the user can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
