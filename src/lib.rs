@@ -8,7 +8,9 @@
 //! - [`peer`]: a user's node: tracker client, delivery to other peers, inbox checks, history, events hub, routes.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
+//! - [`bench`]: `hchat bench`, what a user sees measured on loopback, beside ngircd, mosquitto and nginx.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod http;

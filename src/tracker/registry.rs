@@ -302,6 +302,11 @@ impl Registry {
         )
     }
 
+    /// Leases held, live or lapsed: lapsed ones stay until [`Registry::expire`] removes them.
+    pub fn held(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Removes expired leases for good and returns their names.
     pub fn expire(&mut self, now: u64) -> Vec<PeerName> {
         let dead: Vec<PeerName> = self
