@@ -112,7 +112,13 @@ async fn measure(
     let total = WARMUP + count;
     let sending = Duration::from_secs_f64(total as f64 / rate.max(1) as f64);
     let seen = Arc::new(AtomicUsize::new(0));
-    let reader = tokio::spawn(collect(inbox, total, sending + GRACE, seen.clone()));
+    // Aborted if this returns early, so no reader outlives its figure.
+    let reader = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(collect(
+        inbox,
+        total,
+        sending + GRACE,
+        seen.clone(),
+    )));
     for range in [0..WARMUP as u64, WARMUP as u64..total as u64] {
         let (mut ticks, pacer) = ticks(range.clone(), rate);
         while let Some(seq) = ticks.recv().await {

@@ -175,10 +175,12 @@ impl Report {
                 .collect();
         match (&f.hchat, anchors.len()) {
             (Some(o), 2) => {
-                let detail = |get: fn(&FanoutFigure) -> f64, unit: &str| {
+                let detail = |get: fn(&FanoutFigure) -> f64, unit: Unit| {
                     anchors
                         .iter()
-                        .map(|(n, a)| format!("{n} {:.2}{unit} (×{:.2})", get(a), get(o) / get(a)))
+                        .map(|(n, a)| {
+                            format!("{n} {} (×{:.2})", show(get(a), unit), get(o) / get(a))
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -190,7 +192,7 @@ impl Report {
                     format!(
                         "{:.0}/s vs {}",
                         o.deliveries_per_s,
-                        detail(|x| x.deliveries_per_s, "/s")
+                        detail(|x| x.deliveries_per_s, Unit::Rate)
                     ),
                 ));
                 targets.push(verdict(
@@ -201,7 +203,7 @@ impl Report {
                     format!(
                         "{:.2} s vs {}",
                         o.completion_s,
-                        detail(|x| x.completion_s, " s")
+                        detail(|x| x.completion_s, Unit::Secs)
                     ),
                 ));
             }
@@ -555,6 +557,7 @@ fn show(v: f64, unit: Unit) -> String {
     match unit {
         Unit::Us if v >= 10_000.0 => format!("{:.1} ms", v / 1e3),
         Unit::Us => format!("{v:.0} µs"),
+        Unit::Secs if v < 0.1 => format!("{:.1} ms", v * 1e3),
         Unit::Secs => format!("{v:.2} s"),
         Unit::Rate => format!("{v:.0}/s"),
         Unit::Kib => format!("{:.1} MiB", v / 1024.0),

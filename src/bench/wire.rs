@@ -33,7 +33,8 @@ pub enum Outbox {
     /// `POST /api/send` over `connections` kept-alive connections to the sending node, each sending one message
     /// at a time (the API answers once the message is delivered, so more than one connection keeps the pace).
     Api {
-        queue: mpsc::Sender<u64>,
+        /// Taken (closed) by [`Outbox::finish`].
+        queue: Option<mpsc::Sender<u64>>,
         workers: JoinSet<Result<()>>,
     },
     Irc {
@@ -85,17 +86,23 @@ impl Outbox {
                 }
             });
         }
-        Ok(Outbox::Api { queue, workers })
+        Ok(Outbox::Api {
+            queue: Some(queue),
+            workers,
+        })
     }
 
     /// Sends message `seq`, stamped with the clock as it leaves. With `flush` false an IRC or MQTT client may hold
     /// it in its buffer (a burst); [`Outbox::finish`] sends the rest.
     pub async fn send(&mut self, seq: u64, flush: bool) -> Result<()> {
         match self {
-            Outbox::Api { queue, .. } => queue
-                .send(seq)
-                .await
-                .map_err(|_| BenchError::Protocol("every API sender stopped".into())),
+            Outbox::Api { queue, .. } => match queue {
+                Some(q) => q
+                    .send(seq)
+                    .await
+                    .map_err(|_| BenchError::Protocol("every API sender stopped".into())),
+                None => Err(BenchError::Protocol("sending after finish".into())),
+            },
             Outbox::Irc { client, target } => {
                 client.privmsg(target, &stamp(seq)).await?;
                 if flush { client.flush().await } else { Ok(()) }
@@ -107,18 +114,19 @@ impl Outbox {
         }
     }
 
-    /// Sends whatever is still queued and waits until the sending client is done.
-    pub async fn finish(self) -> Result<()> {
+    /// Sends whatever is still queued and waits until the sending client is done. The connection stays open
+    /// until the outbox is dropped: a server may drop what it has read but not yet relayed when its sender goes.
+    pub async fn finish(&mut self) -> Result<()> {
         match self {
-            Outbox::Api { queue, mut workers } => {
-                drop(queue);
+            Outbox::Api { queue, workers } => {
+                queue.take();
                 while let Some(r) = workers.join_next().await {
                     r.map_err(|e| BenchError::Setup(format!("an API sender failed: {e}")))??;
                 }
                 Ok(())
             }
-            Outbox::Irc { mut client, .. } => client.flush().await,
-            Outbox::Mqtt { mut client, .. } => client.flush().await,
+            Outbox::Irc { client, .. } => client.flush().await,
+            Outbox::Mqtt { client, .. } => client.flush().await,
         }
     }
 }
