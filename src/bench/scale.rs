@@ -56,11 +56,10 @@ pub async fn hchat(
     health(&mut probe).await?;
     let rss_empty_kib = tracker.rss_kib()?;
     let start = Instant::now();
-    populate(tracker.addr, peers, connections, |i| {
+    let last_renewal = populate(tracker.addr, peers, connections, |i| {
         Some(format!("c{:05}", i % channels))
     })
     .await?;
-    let last_renewal = Instant::now();
     let populate_s = start.elapsed().as_secs_f64();
     if populate_s >= ttl.as_secs_f64() {
         return Err(BenchError::Setup(format!(
