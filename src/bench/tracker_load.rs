@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Method;
@@ -113,13 +113,14 @@ pub fn register_body(i: usize) -> Bytes {
     ))
 }
 
-/// Registers peers `0..n` and puts peer `i` in channel `channel_of(i)`, over `connections` connections.
+/// Registers peers `0..n` and puts peer `i` in channel `channel_of(i)`, over `connections` connections. Returns
+/// when the last registration was answered: no lease is renewed after that.
 pub async fn populate(
     addr: SocketAddr,
     n: usize,
     connections: usize,
     channel_of: impl Fn(usize) -> Option<String>,
-) -> Result<()> {
+) -> Result<Instant> {
     let registrations = (0..n)
         .map(|i| {
             (
@@ -130,6 +131,7 @@ pub async fn populate(
         })
         .collect();
     spread(addr, connections, registrations).await?;
+    let registered = Instant::now();
     let joins = (0..n)
         .filter_map(|i| {
             channel_of(i).map(|c| {
@@ -142,7 +144,8 @@ pub async fn populate(
             })
         })
         .collect();
-    spread(addr, connections, joins).await
+    spread(addr, connections, joins).await?;
+    Ok(registered)
 }
 
 /// The tracker's figures, and the answers nginx is to serve.
