@@ -88,6 +88,9 @@ struct BenchArgs {
     /// Also draw the latency CDFs, ours against the anchors, into this SVG file.
     #[arg(long, env = "HCHAT_BENCH_PLOT", value_name = "FILE.svg", value_parser = svg_path)]
     plot: Option<std::path::PathBuf>,
+    /// Run one figure alone (to profile it): dm, fanout, tracker or scale.
+    #[arg(long, env = "HCHAT_BENCH_ONLY", value_enum)]
+    only: Option<OnlyFigure>,
     /// Tiny counts (a few seconds), for a smoke test; the options below still override them.
     #[arg(long, env = "HCHAT_BENCH_QUICK")]
     quick: bool,
@@ -121,6 +124,14 @@ struct BenchArgs {
     /// Figure 4: the lease TTL, in seconds, of the tracker whose peers are left to expire [default: 30].
     #[arg(long, env = "HCHAT_BENCH_SCALE_TTL", value_parser = clap::value_parser!(u64).range(1..=3_600))]
     scale_ttl: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnlyFigure {
+    Dm,
+    Fanout,
+    Tracker,
+    Scale,
 }
 
 fn svg_path(s: &str) -> Result<std::path::PathBuf, String> {
@@ -268,7 +279,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
-    use hchat::bench::{Options, Settings};
+    use hchat::bench::{Figure, Options, Settings};
     let mut s = if a.quick {
         Settings::quick()
     } else {
@@ -293,6 +304,12 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         settings: s,
         compare: a.compare,
         strict: std::env::var("CI").is_ok_and(|v| v == "true"),
+        only: a.only.map(|f| match f {
+            OnlyFigure::Dm => Figure::Dm,
+            OnlyFigure::Fanout => Figure::Fanout,
+            OnlyFigure::Tracker => Figure::Tracker,
+            OnlyFigure::Scale => Figure::Scale,
+        }),
     };
     // Ctrl-C drops the run, and with it every server and node it started (each is stopped when dropped).
     let report = tokio::select! {

@@ -110,6 +110,17 @@ pub struct Options {
     pub compare: bool,
     /// A missing anchor fails the run instead of being reported (CI).
     pub strict: bool,
+    /// Run this figure alone (to profile it); every figure when `None`.
+    pub only: Option<Figure>,
+}
+
+/// The four figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Dm,
+    Fanout,
+    Tracker,
+    Scale,
 }
 
 /// Prints one progress line on stderr: runs take a while and the table comes only at the end.
@@ -149,60 +160,68 @@ pub async fn run(opts: Options) -> Result<Report> {
             })
     };
 
-    progress(format!(
-        "1/4 direct messages: {} at {}/s",
-        s.dm_count, s.dm_rate
-    ));
-    let (dm, source) = dm::hchat(s.dm_count, s.dm_rate).await?;
-    report.event_source = source;
-    report.dm.hchat = Some(dm);
-    if let Some(bin) = available(Anchor::Ngircd) {
-        report.dm.ngircd = Some(dm::ngircd(&bin, s.dm_count, s.dm_rate).await?);
+    let wants = |f: Figure| opts.only.is_none_or(|o| o == f);
+    if wants(Figure::Dm) {
+        progress(format!(
+            "1/4 direct messages: {} at {}/s",
+            s.dm_count, s.dm_rate
+        ));
+        let (dm, source) = dm::hchat(s.dm_count, s.dm_rate).await?;
+        report.event_source = source;
+        report.dm.hchat = Some(dm);
+        if let Some(bin) = available(Anchor::Ngircd) {
+            report.dm.ngircd = Some(dm::ngircd(&bin, s.dm_count, s.dm_rate).await?);
+        }
+        if let Some(bin) = available(Anchor::Mosquitto) {
+            report.dm.mosquitto = Some(dm::mosquitto(&bin, s.dm_count, s.dm_rate).await?);
+        }
     }
-    if let Some(bin) = available(Anchor::Mosquitto) {
-        report.dm.mosquitto = Some(dm::mosquitto(&bin, s.dm_count, s.dm_rate).await?);
+    if wants(Figure::Fanout) {
+        progress(format!(
+            "2/4 channel fan-out: {} members, {} messages",
+            s.fanout_members, s.fanout_count
+        ));
+        report.fanout.hchat = Some(fanout::hchat(s.fanout_members, s.fanout_count).await?);
+        if let Some(bin) = available(Anchor::Ngircd) {
+            report.fanout.ngircd =
+                Some(fanout::ngircd(&bin, s.fanout_members, s.fanout_count).await?);
+        }
+        if let Some(bin) = available(Anchor::Mosquitto) {
+            report.fanout.mosquitto =
+                Some(fanout::mosquitto(&bin, s.fanout_members, s.fanout_count).await?);
+        }
     }
-
-    progress(format!(
-        "2/4 channel fan-out: {} members, {} messages",
-        s.fanout_members, s.fanout_count
-    ));
-    report.fanout.hchat = Some(fanout::hchat(s.fanout_members, s.fanout_count).await?);
-    if let Some(bin) = available(Anchor::Ngircd) {
-        report.fanout.ngircd = Some(fanout::ngircd(&bin, s.fanout_members, s.fanout_count).await?);
+    if wants(Figure::Tracker) {
+        progress(format!(
+            "3/4 tracker load: {} registered peers, {} connections, {} s per figure",
+            s.registered_peers, s.load_connections, s.load_secs
+        ));
+        let load = Duration::from_secs_f64(s.load_secs);
+        let tracker = tracker_load::hchat(s.registered_peers, s.load_connections, load).await?;
+        if let Some(bin) = available(Anchor::Nginx) {
+            let nginx =
+                tracker_load::nginx(&bin, &tracker.answers, s.load_connections, load).await?;
+            report.get_list.nginx = Some(nginx.get_list);
+            report.renew.nginx = Some(nginx.renew);
+        }
+        report.get_list.hchat = Some(tracker.get_list);
+        report.renew.hchat = Some(tracker.renew);
     }
-    if let Some(bin) = available(Anchor::Mosquitto) {
-        report.fanout.mosquitto =
-            Some(fanout::mosquitto(&bin, s.fanout_members, s.fanout_count).await?);
+    if wants(Figure::Scale) {
+        progress(format!(
+            "4/4 tracker scale: {} peers in {} channels, lease TTL {} s",
+            s.scale_peers, s.scale_channels, s.scale_ttl_secs
+        ));
+        report.scale = Some(
+            scale::hchat(
+                s.scale_peers,
+                s.scale_channels,
+                s.load_connections,
+                Duration::from_secs(s.scale_ttl_secs),
+            )
+            .await?,
+        );
     }
-
-    progress(format!(
-        "3/4 tracker load: {} registered peers, {} connections, {} s per figure",
-        s.registered_peers, s.load_connections, s.load_secs
-    ));
-    let load = Duration::from_secs_f64(s.load_secs);
-    let tracker = tracker_load::hchat(s.registered_peers, s.load_connections, load).await?;
-    if let Some(bin) = available(Anchor::Nginx) {
-        let nginx = tracker_load::nginx(&bin, &tracker.answers, s.load_connections, load).await?;
-        report.get_list.nginx = Some(nginx.get_list);
-        report.renew.nginx = Some(nginx.renew);
-    }
-    report.get_list.hchat = Some(tracker.get_list);
-    report.renew.hchat = Some(tracker.renew);
-
-    progress(format!(
-        "4/4 tracker scale: {} peers in {} channels, lease TTL {} s",
-        s.scale_peers, s.scale_channels, s.scale_ttl_secs
-    ));
-    report.scale = Some(
-        scale::hchat(
-            s.scale_peers,
-            s.scale_channels,
-            s.load_connections,
-            Duration::from_secs(s.scale_ttl_secs),
-        )
-        .await?,
-    );
     report.judge();
     Ok(report)
 }
