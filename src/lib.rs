@@ -6,6 +6,7 @@
 //! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
 //! - [`tracker`]: the registry (pure state: leases, channels), its store, its routes and the running handle.
 //! - [`peer`]: a user's node: tracker client, delivery to other peers, inbox checks, history, events hub, routes.
+//! - [`web`]: the local API the page and scripts act through, its event stream, and the web chat page.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
 //! - [`bench`]: `hchat bench`, what a user sees measured on loopback, beside ngircd, mosquitto and nginx.
@@ -17,6 +18,7 @@ pub mod http;
 pub mod peer;
 pub mod proto;
 pub mod tracker;
+pub mod web;
 
 /// Resolves when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
 pub async fn shutdown_signal() {

@@ -257,6 +257,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("{} could not start", a.name))?;
     println!("* listening on {}", node.local_addr());
+    println!("* web chat: {}", node.chat_url());
     if node.local_addr().ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         || !node.local_addr().ip().is_loopback()
     {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::anchors::{mosquitto, ngircd};
 use super::stats::{DmFigure, Latency};
-use super::wire::{FROM_EVENTS, FROM_HUB, Inbox, Outbox, collect, wait_seen};
+use super::wire::{FROM_EVENTS, Inbox, Outbox, collect, wait_seen};
 use super::{BenchError, Result, progress};
 use crate::peer::{Node, PeerConfig};
 use crate::proto::PeerName;
@@ -48,19 +48,16 @@ pub async fn start_tracker() -> Result<Tracker> {
         .map_err(BenchError::io("starting a tracker on 127.0.0.1"))
 }
 
-/// The receiving client of `node`: its event stream, or, if it has none, its in-process hub. Returns which.
-pub async fn inbox_of(node: &Node) -> Result<(Inbox, &'static str)> {
-    Ok(match Inbox::events(node.local_addr()).await? {
-        Some(inbox) => (inbox, FROM_EVENTS),
-        None => (Inbox::Hub(node.subscribe()), FROM_HUB),
-    })
+/// The receiving client of `node`: its event stream, as the web page reads it.
+pub async fn inbox_of(node: &Node) -> Result<Inbox> {
+    Inbox::events(node.local_addr()).await
 }
 
 pub async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
     let tracker = start_tracker().await?;
     let alice = start_node("bench-alice", tracker.local_addr()).await?;
     let bob = start_node("bench-bob", tracker.local_addr()).await?;
-    let (inbox, source) = inbox_of(&bob).await?;
+    let inbox = inbox_of(&bob).await?;
     let outbox = Outbox::api(
         alice.local_addr(),
         serde_json::json!({ "to": "bench-bob" }),
@@ -71,7 +68,7 @@ pub async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> 
     alice.shutdown().await;
     bob.shutdown().await;
     tracker.shutdown().await;
-    Ok((result?, source))
+    Ok((result?, FROM_EVENTS))
 }
 
 pub async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {

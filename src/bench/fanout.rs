@@ -45,7 +45,7 @@ pub async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> {
         node.join(&channel)
             .await
             .map_err(|e| BenchError::Setup(format!("joining #bench: {e}")))?;
-        inboxes.push(inbox_of(&node).await?.0);
+        inboxes.push(inbox_of(&node).await?);
         nodes.push(node);
     }
     let outbox = Outbox::api(

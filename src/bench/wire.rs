@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::Method;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::anchors::mosquitto::MqttClient;
@@ -21,7 +21,6 @@ use super::anchors::ngircd::IrcClient;
 use super::clock::{now_ns, parse_stamp, stamp};
 use super::http::HttpConn;
 use super::{BenchError, Result};
-use crate::peer::events::Event;
 
 /// Messages a sending client may have queued for its connections before the sender waits.
 const API_QUEUE: usize = 256;
@@ -145,16 +144,13 @@ pub enum Inbox {
         body: Incoming,
         buf: Vec<u8>,
     },
-    /// The node's in-process events hub (what the stream is fed from), for a node without `/api/events`.
-    Hub(broadcast::Receiver<Event>),
     Irc(IrcClient),
     Mqtt(MqttClient),
 }
 
-/// Where a node's messages were read from: the event stream, or (without one) the in-process hub.
-pub const FROM_EVENTS: &str = "event stream (GET /api/events, Server-Sent Events)";
-pub const FROM_HUB: &str =
-    "in-process events hub (Node::subscribe): this node has no GET /api/events stream yet";
+/// Where hchat's receiving clients read messages from, as the report says it.
+pub const FROM_EVENTS: &str =
+    "event stream (GET /api/events, Server-Sent Events), as the web page does";
 
 #[derive(Deserialize)]
 struct StreamEvent {
@@ -171,8 +167,8 @@ struct StreamMessage {
 }
 
 impl Inbox {
-    /// Opens the event stream of the node at `node`; `None` if the node does not serve one.
-    pub async fn events(node: SocketAddr) -> Result<Option<Inbox>> {
+    /// Opens the event stream of the node at `node` (from loopback, which needs no token).
+    pub async fn events(node: SocketAddr) -> Result<Inbox> {
         let mut conn = HttpConn::connect(node).await?;
         let mut req = conn.build(Method::GET, "/api/events", None);
         req.headers_mut().insert(
@@ -180,20 +176,17 @@ impl Inbox {
             hyper::header::HeaderValue::from_static("text/event-stream"),
         );
         let resp = conn.open(req).await?;
-        if resp.status() == hyper::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
         if !resp.status().is_success() {
             return Err(BenchError::Protocol(format!(
                 "GET /api/events answered {}",
                 resp.status()
             )));
         }
-        Ok(Some(Inbox::Events {
+        Ok(Inbox::Events {
             _conn: conn,
             body: resp.into_body(),
             buf: Vec::new(),
-        }))
+        })
     }
 
     /// The text of the next message from someone else; `None` when the stream ended.
@@ -218,21 +211,6 @@ impl Inbox {
                             ));
                         }
                     }
-                }
-            },
-            Inbox::Hub(rx) => loop {
-                match rx.recv().await {
-                    Ok(Event::Message {
-                        message,
-                        own: false,
-                    }) => return Ok(Some(message.text)),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        return Err(BenchError::Protocol(format!(
-                            "the events hub dropped {n} events: the reader fell behind"
-                        )));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(None),
                 }
             },
             Inbox::Irc(c) => c.next_privmsg().await,

@@ -75,9 +75,9 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
                 if !keep_going { break }
                 if let Some(next) = next { let _ = next.send(()); }
             }
-            ev = events.recv() => match ev {
+            ev = events.recv() => match ev.as_deref().map(|s| &s.event) {
                 Ok(Event::Message { message, own: false }) => out.line(message.cli_line(&me)),
-                Ok(Event::Notice { text }) => out.status(text),
+                Ok(Event::Notice { text }) => out.status(text.as_str()),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => out.status(format!("{n} events were not shown (too many at once); /history has them")),
                 Err(broadcast::error::RecvError::Closed) => break,

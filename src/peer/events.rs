@@ -1,13 +1,23 @@
 //! The node's events hub: one bounded broadcast that the CLI and every open web page subscribe to, so both front
 //! ends see the same messages in the same order.
+//!
+//! Every event gets a sequence number (per node start, increasing from 1) and is kept in a bounded replay ring, so
+//! a web page whose stream dropped can reconnect with the last number it saw and get exactly what it missed: no
+//! gap, no duplicate. Numbering, the ring and the broadcast are updated under one lock, which is what makes
+//! "replay then follow" exact.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::proto::{ChannelName, ChatMessage};
+use crate::proto::{ChannelName, ChatMessage, PeerName};
 
 /// How many events a slow subscriber may fall behind before it misses some (it is told how many).
 pub const EVENT_BACKLOG: usize = 1024;
+/// How many recent events are kept for a reconnecting stream to catch up from.
+pub const EVENT_REPLAY: usize = 1024;
 
 /// Something a front end shows.
 #[derive(Debug, Clone, Serialize)]
@@ -21,29 +31,181 @@ pub enum Event {
     Left { channel: ChannelName },
     /// Something the user should know that is not a message (tracker lost, re-registered, ...).
     Notice { text: String },
+    /// The members of a joined channel and whether each is online, sent whenever that changes.
+    Presence {
+        channel: ChannelName,
+        members: Vec<Member>,
+    },
+}
+
+/// A channel member as the page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Member {
+    pub name: PeerName,
+    pub online: bool,
+}
+
+/// An event with its place in the node's sequence.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// Where a subscriber that asked to resume from a sequence number stands.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The number the subscriber continues after: the one it asked for, or the last one published if it asked
+    /// for a number this node never gave out.
+    pub after: u64,
+    /// The events after `after`, oldest first (all of them, unless `gap`).
+    pub missed: Vec<Arc<Stamped>>,
+    /// True when some events the subscriber has not seen are no longer kept, or its number is from another start
+    /// of the node: it must reload its state.
+    pub gap: bool,
+    /// Every event after `missed`.
+    pub live: broadcast::Receiver<Arc<Stamped>>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    last_seq: u64,
+    recent: VecDeque<Arc<Stamped>>,
 }
 
 /// The sending side of the hub.
 #[derive(Debug, Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Arc<Stamped>>,
+    ring: Arc<Mutex<Ring>>,
+    /// Random per start of the node: sequence numbers from another start mean nothing here.
+    boot: u64,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(EVENT_BACKLOG).0,
+            ring: Arc::default(),
+            boot: rand::random(),
         }
     }
 }
 
 impl Events {
-    pub fn publish(&self, event: Event) {
-        // No subscriber is fine: a node without a front end still receives and stores.
-        let _ = self.tx.send(event);
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Numbers the event, keeps it for replay and sends it to every subscriber; returns its number.
+    pub fn publish(&self, event: Event) -> u64 {
+        let mut ring = self.ring();
+        ring.last_seq += 1;
+        let stamped = Arc::new(Stamped {
+            seq: ring.last_seq,
+            event,
+        });
+        if ring.recent.len() == EVENT_REPLAY {
+            ring.recent.pop_front();
+        }
+        ring.recent.push_back(stamped.clone());
+        // No subscriber is fine: a node without a front end still receives and stores.
+        let _ = self.tx.send(stamped);
+        ring.last_seq
+    }
+
+    /// Identifies this start of the node (see [`Events::resume`]).
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// The number of the last event published (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.ring().last_seq
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Stamped>> {
         self.tx.subscribe()
+    }
+
+    /// Subscribes as of just after event `since`: what was missed since then, and the live stream from there on.
+    pub fn resume(&self, since: u64) -> Resumed {
+        let ring = self.ring();
+        let live = self.tx.subscribe();
+        if since > ring.last_seq {
+            // A number this node never gave out: the subscriber saw an earlier start of the node.
+            return Resumed {
+                after: ring.last_seq,
+                missed: vec![],
+                gap: true,
+                live,
+            };
+        }
+        let oldest_kept = ring.recent.front().map_or(ring.last_seq + 1, |s| s.seq);
+        Resumed {
+            after: since,
+            missed: ring
+                .recent
+                .iter()
+                .filter(|s| s.seq > since)
+                .cloned()
+                .collect(),
+            gap: since + 1 < oldest_kept,
+            live,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(i: usize) -> Event {
+        Event::Notice {
+            text: i.to_string(),
+        }
+    }
+
+    fn texts(v: &[Arc<Stamped>]) -> Vec<u64> {
+        v.iter().map(|s| s.seq).collect()
+    }
+
+    #[test]
+    fn resuming_gives_exactly_the_events_after_the_number_then_the_live_ones() {
+        let hub = Events::default();
+        for i in 0..5 {
+            hub.publish(notice(i));
+        }
+        let mut r = hub.resume(3);
+        assert!(!r.gap);
+        assert_eq!(texts(&r.missed), [4, 5]);
+        assert_eq!(hub.publish(notice(5)), 6);
+        assert_eq!(r.live.try_recv().unwrap().seq, 6);
+        assert!(r.live.try_recv().is_err());
+        let r = hub.resume(6);
+        assert!(r.missed.is_empty() && !r.gap);
+    }
+
+    #[test]
+    fn resuming_from_before_the_ring_or_from_another_start_is_a_gap() {
+        let hub = Events::default();
+        for i in 0..EVENT_REPLAY + 10 {
+            hub.publish(notice(i));
+        }
+        let r = hub.resume(5);
+        assert!(r.gap);
+        assert_eq!(r.missed.len(), EVENT_REPLAY);
+        assert_eq!(r.missed[0].seq, 11);
+        // The oldest kept event follows on exactly: no gap.
+        assert!(!hub.resume(10).gap);
+        let r = hub.resume(1_000_000);
+        assert!(r.gap && r.missed.is_empty());
+        assert_eq!(r.after, (EVENT_REPLAY + 10) as u64);
+        // From zero on a fresh node: everything, no gap.
+        let fresh = Events::default();
+        fresh.publish(notice(0));
+        let r = fresh.resume(0);
+        assert!(!r.gap);
+        assert_eq!(texts(&r.missed), [1]);
     }
 }

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod events;
 pub mod history;
 mod inbox;
+pub mod presence;
 pub mod routes;
 pub mod tracker_client;
 
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{ServerLimits, bind_with_fallback, serve};
 use crate::proto::*;
 use delivery::{Courier, DeliveryError};
-use events::{Event, Events};
+use events::{Event, Events, Stamped};
 use history::History;
 use tracker_client::{TrackerClient, TrackerError};
 
@@ -92,6 +93,7 @@ struct Inner {
     tracker: TrackerClient,
     courier: Courier,
     events: Events,
+    presence: Arc<presence::Presence>,
     history: Mutex<History>,
     joined: Mutex<BTreeSet<ChannelName>>,
     /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
@@ -138,6 +140,7 @@ impl Node {
             tracker: TrackerClient::new(config.tracker),
             courier: Courier::new(shutdown.child_token()),
             events: Events::default(),
+            presence: Arc::default(),
             history: Mutex::new(History::new(config.name.clone())),
             joined: Mutex::default(),
             known: Mutex::default(),
@@ -160,6 +163,8 @@ impl Node {
         }
         let heartbeat = tokio::spawn(node.clone().keep_lease());
         lock(&node.inner.tasks).push(heartbeat);
+        let presence = tokio::spawn(node.clone().keep_presence());
+        lock(&node.inner.tasks).push(presence);
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
         Ok(node)
     }
@@ -193,8 +198,13 @@ impl Node {
         format!("http://{host}/chat?token={}", self.inner.token)
     }
 
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Stamped>> {
         self.inner.events.subscribe()
+    }
+
+    /// Identifies this start of the node, so a page can tell its event numbers are from an earlier one.
+    pub fn boot_id(&self) -> u64 {
+        self.inner.events.boot()
     }
 
     /// A token cancelled when the node stops.
@@ -321,6 +331,7 @@ impl Node {
         }
         lock(&self.inner.joined).remove(channel);
         lock(&self.inner.last_fan_out).remove(channel);
+        self.forget_members(channel);
         self.inner.events.publish(Event::Left {
             channel: channel.clone(),
         });
@@ -343,6 +354,20 @@ impl Node {
     /// The last `n` messages of a conversation, oldest first.
     pub fn history(&self, conversation: &Destination, n: usize) -> Vec<ChatMessage> {
         lock(&self.inner.history).recent(conversation, n)
+    }
+
+    /// The peers this node has a direct conversation with (messages in its history), by name.
+    pub fn direct_conversations(&self) -> Vec<PeerName> {
+        let mut peers: Vec<PeerName> = lock(&self.inner.history)
+            .conversations()
+            .into_iter()
+            .filter_map(|c| match c {
+                Destination::Direct(p) => Some(p),
+                Destination::Channel(_) => None,
+            })
+            .collect();
+        peers.sort();
+        peers
     }
 
     fn remember(&self, peers: &[PeerInfo]) {
@@ -405,6 +430,17 @@ impl Node {
 
     /// Sends the user's `text` to a channel or a peer, straight to the recipients, and reports who got it.
     pub async fn send(&self, dest: Destination, text: String) -> Result<SendReport, NodeError> {
+        self.send_with_id(dest, text, None).await
+    }
+
+    /// [`Node::send`] with the message id chosen by the caller: sending again with the same id (a retry) is
+    /// stored and shown once, by this node and by every recipient.
+    pub async fn send_with_id(
+        &self,
+        dest: Destination,
+        text: String,
+        id: Option<MessageId>,
+    ) -> Result<SendReport, NodeError> {
         let recipients = match &dest {
             Destination::Channel(c) if !self.is_joined(c) => {
                 return Err(NodeError::NotJoined(c.clone()));
@@ -413,12 +449,17 @@ impl Node {
             Destination::Direct(p) if p == self.name() => return Err(NodeError::SelfMessage),
             Destination::Direct(p) => vec![self.locate(p).await?],
         };
-        let msg = Arc::new(ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?);
-        lock(&self.inner.history).append(&msg);
-        self.inner.events.publish(Event::Message {
-            message: (*msg).clone(),
-            own: true,
-        });
+        let mut msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
+        if let Some(id) = id {
+            msg.id = id;
+        }
+        let msg = Arc::new(msg);
+        if lock(&self.inner.history).append(&msg) {
+            self.inner.events.publish(Event::Message {
+                message: (*msg).clone(),
+                own: true,
+            });
+        }
 
         let deliveries = recipients.iter().map(|p| {
             let msg = msg.clone();

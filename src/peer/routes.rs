@@ -1,20 +1,15 @@
-//! The peer's HTTP surface: `POST /p2p/receive` for other peers, and the local API its user acts through (the web
-//! page, scripts via `POST /send-peer`). Whatever acts as the user answers only loopback callers or callers that
-//! show the node's token.
+//! The peer's HTTP surface: `POST /p2p/receive` for other peers and `GET /health`, merged with the local API its
+//! user acts through (the web page, scripts via `POST /send-peer`), which lives in [`crate::web`].
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, SendReport};
-use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
+use super::{Node, NodeError};
+use crate::http::{ApiError, ApiJson, fallback_not_found, method_not_allowed};
 use crate::proto::*;
 
 impl From<NodeError> for ApiError {
@@ -51,71 +46,15 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// The peer's router.
+/// The peer's router: the peer-to-peer routes here, the user's local API and web page from [`crate::web`].
 pub fn app(node: Node) -> Router {
-    let local = Router::new()
-        .route("/send-peer", post(message_send))
-        .route("/api/send", post(message_send))
-        .route("/api/join", post(channel_join))
-        .route("/api/leave", post(channel_leave))
-        .route("/api/me", get(me_show))
-        .route("/api/history", get(history_list))
-        .route("/api/peers", get(peers_list))
-        .route("/api/channels", get(channels_list))
-        .route_layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            user_only,
-        ));
     Router::new()
         .route("/p2p/receive", post(message_receive))
         .route("/health", get(health))
-        .merge(local)
+        .merge(crate::web::routes(node.clone()))
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
-}
-
-/// Lets a request act as the user only from loopback, or with the node's token (`Authorization: Bearer T`,
-/// `X-Hchat-Token: T` or `?token=T`).
-async fn user_only(
-    State(node): State<Node>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if remote.ip().is_loopback()
-        || presented_token(&req).is_some_and(|t| same_secret(t, node.token()))
-    {
-        return next.run(req).await;
-    }
-    ApiError::forbidden(
-        "forbidden",
-        "this acts as the node's user: call it from the same host, or show the token the node printed at start-up",
-    )
-    .into_response()
-}
-
-fn presented_token(req: &Request) -> Option<&str> {
-    let headers = req.headers();
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        return v.strip_prefix("Bearer ");
-    }
-    if let Some(v) = headers.get("x-hchat-token").and_then(|v| v.to_str().ok()) {
-        return Some(v);
-    }
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 async fn message_receive(
@@ -142,112 +81,10 @@ async fn health(State(node): State<Node>) -> Json<NodeHealth> {
     })
 }
 
-/// `{"to","text"}` or `{"channel","text"}`.
-#[derive(Deserialize)]
-struct SendRequest {
-    #[serde(flatten)]
-    dest: Destination,
-    text: String,
-}
-
-async fn message_send(
-    State(node): State<Node>,
-    ApiJson(req): ApiJson<SendRequest>,
-) -> Result<Json<SendReport>, ApiError> {
-    Ok(Json(node.send(req.dest, req.text).await?))
-}
-
-#[derive(Deserialize)]
-struct ChannelRequest {
-    channel: String,
-}
-
-fn channel_arg(s: &str) -> Result<ChannelName, ApiError> {
-    ChannelName::parse_user(s)
-        .map_err(|e| ApiError::unprocessable("invalid_field", format!("channel: {e}")))
-}
-
-async fn channel_join(
-    State(node): State<Node>,
-    ApiJson(req): ApiJson<ChannelRequest>,
-) -> Result<Json<MembershipResponse>, ApiError> {
-    let channel = channel_arg(&req.channel)?;
-    let members = node.join(&channel).await?;
-    Ok(Json(MembershipResponse {
-        ok: true,
-        channel,
-        members,
-    }))
-}
-
-async fn channel_leave(
-    State(node): State<Node>,
-    ApiJson(req): ApiJson<ChannelRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let channel = channel_arg(&req.channel)?;
-    node.leave(&channel).await?;
-    Ok(Json(serde_json::json!({ "ok": true, "channel": channel })))
-}
-
-#[derive(Serialize)]
-struct Me {
-    name: PeerName,
-    advertised: SocketAddr,
-    joined: Vec<ChannelName>,
-}
-
-async fn me_show(State(node): State<Node>) -> Json<Me> {
-    Json(Me {
-        name: node.name().clone(),
-        advertised: node.advertised(),
-        joined: node.joined(),
-    })
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    /// `#channel` or `@peer` (or a bare channel name).
-    with: String,
-    limit: Option<usize>,
-}
-
 /// Parses a conversation as users write it: `#general`, `@bob`, or a bare channel name.
 pub fn parse_conversation(s: &str) -> Result<Destination, NameError> {
     match s.strip_prefix('@') {
         Some(p) => PeerName::new(p).map(Destination::Direct),
         None => ChannelName::parse_user(s).map(Destination::Channel),
     }
-}
-
-async fn history_list(
-    State(node): State<Node>,
-    ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let conv = parse_conversation(&q.with)
-        .map_err(|e| ApiError::bad_request("bad_query", format!("with: {e}")))?;
-    let messages = node.history(&conv, q.limit.unwrap_or(50).min(1000));
-    Ok(Json(
-        serde_json::json!({ "with": conv.label(), "messages": messages }),
-    ))
-}
-
-#[derive(Deserialize)]
-struct PeersQuery {
-    channel: Option<String>,
-}
-
-async fn peers_list(
-    State(node): State<Node>,
-    ApiQuery(q): ApiQuery<PeersQuery>,
-) -> Result<Json<PeerList>, ApiError> {
-    let channel = q.channel.as_deref().map(channel_arg).transpose()?;
-    Ok(Json(PeerList {
-        peers: node.peers(channel.as_ref()).await?,
-    }))
-}
-
-async fn channels_list(State(node): State<Node>) -> Result<Json<ChannelList>, ApiError> {
-    Ok(Json(ChannelList {
-        channels: node.channels().await?,
-    }))
 }

@@ -94,6 +94,23 @@ impl Lines {
         self.wait_for(&format!("the line {line:?}"), SOON, |l| l == line)
     }
 
+    /// Adds a line (for collectors other than a child's output).
+    pub fn push(&self, line: String) {
+        let (m, cv) = &*self.0;
+        m.lock().unwrap().push(line);
+        cv.notify_all();
+    }
+
+    /// Waits up to `deadline` for more than `seen` lines; returns how many there are.
+    pub fn wait_more(&self, seen: usize, deadline: Duration) -> usize {
+        let (m, cv) = &*self.0;
+        let lines = m.lock().unwrap();
+        let (lines, _) = cv
+            .wait_timeout_while(lines, deadline, |l| l.len() <= seen)
+            .unwrap();
+        lines.len()
+    }
+
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.0.0.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
@@ -344,4 +361,192 @@ pub fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Outp
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// The web chat's address with the token, as a peer prints it at start (`* web chat: http://…/chat?token=…`).
+pub fn chat_url(peer: &Proc) -> String {
+    peer.out
+        .wait_for("the web chat's address", SOON, |l| {
+            l.starts_with("* web chat: ")
+        })
+        .trim_start_matches("* web chat: ")
+        .to_string()
+}
+
+/// What a browser test needs, or why it cannot run: Node.js, `npm ci` in tests/browser, Debian's chromium.
+/// `Ok(None)` when the user asked to skip browser tests (`HCHAT_SKIP_BROWSER=1`, refused under `CI=true`).
+pub fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let skip = std::env::var("HCHAT_SKIP_BROWSER").is_ok_and(|v| v == "1");
+    if skip && !ci {
+        eprintln!("SKIPPED: browser test (HCHAT_SKIP_BROWSER=1)");
+        return Ok(None);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("the browser test needs Node.js: apt-get install nodejs npm (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it".into());
+    }
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        return Err(format!(
+            "the browser test needs playwright-core: run `npm ci` in {} (or .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it",
+            dir.display()
+        ));
+    }
+    let chromium = std::env::var("HCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Err(format!(
+            "the browser test needs Debian's chromium at {chromium}: apt-get install chromium (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it"
+        ));
+    }
+    Ok(Some(dir))
+}
+
+/// A helper program (a browser script) driven over its stdin/stdout, killed when dropped.
+pub struct Driver {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub out: Lines,
+    pub err: Lines,
+}
+
+impl Driver {
+    pub fn spawn(name: &str, mut cmd: Command) -> Driver {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        let out = Lines::collect(
+            child.stdout.take().unwrap(),
+            Box::leak(format!("{name}:out").into_boxed_str()),
+        );
+        let err = Lines::collect(
+            child.stderr.take().unwrap(),
+            Box::leak(format!("{name}:err").into_boxed_str()),
+        );
+        let stdin = child.stdin.take();
+        Driver {
+            child,
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    /// Sends a line to the program.
+    pub fn answer(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("the program reads its stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Everything it printed, for a failure message.
+    pub fn transcript(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.all().join("\n"),
+            self.err.all().join("\n")
+        )
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of a peer's `GET /api/events` over a plain socket (HTTP/1.0, so the stream is the raw body). Each
+/// event becomes one line `ID|JSON` (`-|JSON` for an event without id) in `events`; dropping it closes the
+/// connection, as a browser losing its stream would.
+pub struct EventStream {
+    pub events: Lines,
+    socket: std::net::TcpStream,
+}
+
+impl EventStream {
+    /// Opens `path_and_query` on `addr` with extra request headers.
+    pub fn open(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> EventStream {
+        let mut socket = std::net::TcpStream::connect(addr).expect("the node accepts");
+        let mut req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        socket.write_all(req.as_bytes()).unwrap();
+        let events = Lines::default();
+        let sink = events.clone();
+        let reader = socket.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(reader).lines();
+            let status = lines.next().and_then(Result::ok).unwrap_or_default();
+            sink.push(format!("status {status}"));
+            for line in lines.by_ref() {
+                match line {
+                    Ok(l) if l.is_empty() => break,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+            let (mut id, mut data) = (String::from("-"), String::new());
+            for line in lines {
+                let Ok(line) = line else { return };
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_string();
+                } else if line.is_empty() && !data.is_empty() {
+                    sink.push(format!("{id}|{data}"));
+                    (id, data) = (String::from("-"), String::new());
+                } else if line.is_empty() {
+                    id = String::from("-");
+                }
+            }
+        });
+        EventStream { events, socket }
+    }
+
+    /// The events so far as (id, JSON), in order, without the status line.
+    pub fn parsed(&self) -> Vec<(Option<u64>, serde_json::Value)> {
+        self.events
+            .all()
+            .into_iter()
+            .filter(|l| !l.starts_with("status "))
+            .map(|l| {
+                let (id, json) = l.split_once('|').unwrap();
+                (id.parse().ok(), serde_json::from_str(json).unwrap())
+            })
+            .collect()
+    }
+
+    /// Waits for an event whose JSON contains `needle`.
+    pub fn wait_for(&self, needle: &str) {
+        self.events
+            .wait_for(&format!("an event with {needle}"), SOON, |l| {
+                l.contains(needle)
+            });
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// An address of this host that is not loopback (to be a "LAN caller" of a node bound to 0.0.0.0), if any.
+pub fn lan_address() -> Option<std::net::IpAddr> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse::<std::net::IpAddr>().ok())
+        .find(|ip| {
+            ip.is_ipv4() && !ip.is_loopback() && std::net::TcpListener::bind((*ip, 0)).is_ok()
+        })
 }

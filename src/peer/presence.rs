@@ -1,0 +1,176 @@
+//! Who is online in the channels this node has joined, learnt from the tracker and pushed to the web pages as
+//! [`Event::Presence`] only when it changes, so a page never polls.
+//!
+//! The tracker lists a channel's *live* members only. A member that drops out of that list is looked up once: if
+//! the tracker still knows the peer, it left the channel and is removed; if not, its lease lapsed (it quit or
+//! died) and it stays listed as offline until it comes back or this node leaves the channel. The refresh runs
+//! every [`PRESENCE_EVERY`] while at least one page watches the event stream; a CLI-only node asks nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::events::{Event, Member, Resumed};
+use super::tracker_client::TrackerError;
+use super::{Node, NodeError, lock};
+use crate::proto::{ChannelName, PeerName};
+
+/// How often the members of joined channels are refreshed while a page watches.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// Offline members remembered per channel; the oldest-named beyond it are forgotten.
+pub const OFFLINE_MEMBERS_KEPT: usize = 1000;
+
+/// The presence state of one node.
+#[derive(Debug, Default)]
+pub(super) struct Presence {
+    /// Per joined channel: member → online.
+    channels: std::sync::Mutex<HashMap<ChannelName, BTreeMap<PeerName, bool>>>,
+    /// One refresh at a time, so two cannot publish changes out of order.
+    refreshing: tokio::sync::Mutex<()>,
+    watchers: AtomicUsize,
+    watched: Notify,
+}
+
+/// Held by each open event stream; while any exists, the node keeps presence fresh.
+pub struct PresenceWatch {
+    presence: Arc<Presence>,
+}
+
+impl Drop for PresenceWatch {
+    fn drop(&mut self) {
+        self.presence.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A channel's members as of event number `seq`: a later presence event for the channel supersedes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberList {
+    pub channel: ChannelName,
+    pub seq: u64,
+    pub members: Vec<Member>,
+}
+
+fn as_members(state: &BTreeMap<PeerName, bool>) -> Vec<Member> {
+    state
+        .iter()
+        .map(|(name, online)| Member {
+            name: name.clone(),
+            online: *online,
+        })
+        .collect()
+}
+
+impl Node {
+    /// Subscribes as of just after event `since` (see [`Events::resume`](super::events::Events::resume)).
+    pub fn resume_events(&self, since: u64) -> Resumed {
+        self.inner.events.resume(since)
+    }
+
+    /// The number of the last event published.
+    pub fn last_event_seq(&self) -> u64 {
+        self.inner.events.last_seq()
+    }
+
+    /// Keeps presence fresh until the returned guard is dropped.
+    pub fn watch_presence(&self) -> PresenceWatch {
+        let presence = self.inner.presence.clone();
+        presence.watchers.fetch_add(1, Ordering::SeqCst);
+        presence.watched.notify_one();
+        PresenceWatch { presence }
+    }
+
+    /// Asks the tracker who is in `channel` now, publishes a presence event if that changed, and answers the list.
+    pub async fn channel_members(&self, channel: &ChannelName) -> Result<MemberList, NodeError> {
+        if !self.is_joined(channel) {
+            return Err(NodeError::NotJoined(channel.clone()));
+        }
+        let presence = &self.inner.presence;
+        let _one_at_a_time = presence.refreshing.lock().await;
+        let live = match self.inner.tracker.members(channel).await {
+            Ok(peers) => peers,
+            Err(TrackerError::Refused { code, .. }) if code == "unknown_channel" => vec![],
+            Err(e) => return Err(e.into()),
+        };
+        let before = lock(&presence.channels)
+            .get(channel)
+            .cloned()
+            .unwrap_or_default();
+        let mut after: BTreeMap<PeerName, bool> =
+            live.into_iter().map(|p| (p.name, true)).collect();
+        for (name, was_online) in &before {
+            if after.contains_key(name) {
+                continue;
+            }
+            if !*was_online {
+                after.insert(name.clone(), false);
+                continue;
+            }
+            match self.inner.tracker.lookup(name).await {
+                // Online but no longer a member: it left the channel.
+                Ok(_) => {}
+                Err(TrackerError::Refused { code, .. }) if code == "unknown_peer" => {
+                    after.insert(name.clone(), false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let offline: Vec<PeerName> = after
+            .iter()
+            .filter(|(_, on)| !**on)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in offline.iter().skip(OFFLINE_MEMBERS_KEPT) {
+            after.remove(name);
+        }
+        if !self.is_joined(channel) {
+            // Left while the tracker was being asked.
+            return Err(NodeError::NotJoined(channel.clone()));
+        }
+        let members = as_members(&after);
+        let seq = if after != before || !lock(&presence.channels).contains_key(channel) {
+            lock(&presence.channels).insert(channel.clone(), after);
+            self.inner.events.publish(Event::Presence {
+                channel: channel.clone(),
+                members: members.clone(),
+            })
+        } else {
+            self.inner.events.last_seq()
+        };
+        Ok(MemberList {
+            channel: channel.clone(),
+            seq,
+            members,
+        })
+    }
+
+    /// Forgets a channel's members (on leave).
+    pub(super) fn forget_members(&self, channel: &ChannelName) {
+        lock(&self.inner.presence.channels).remove(channel);
+    }
+
+    /// Refreshes every joined channel's members every [`PRESENCE_EVERY`] while a page watches.
+    pub(super) async fn keep_presence(self) {
+        let presence = self.inner.presence.clone();
+        let stop = self.inner.shutdown.clone();
+        loop {
+            while presence.watchers.load(Ordering::SeqCst) == 0 {
+                tokio::select! {
+                    _ = presence.watched.notified() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            for channel in self.joined() {
+                if let Err(e) = self.channel_members(&channel).await {
+                    tracing::debug!(peer = %self.name(), %channel, "presence not refreshed: {e}");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRESENCE_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}

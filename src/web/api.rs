@@ -1,0 +1,146 @@
+//! The local API: what the user's front ends (the web page, scripts, `curl`) act through. Thin handlers: parse,
+//! call [`Node`], answer. Every route here sits behind [`user_only`](super::auth::user_only).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{ApiError, ApiJson, ApiQuery};
+use crate::peer::presence::MemberList;
+use crate::peer::routes::parse_conversation;
+use crate::peer::{Node, SendReport};
+use crate::proto::*;
+
+/// `{"to","text"}` or `{"channel","text"}`, and optionally the message's `id` (a retry sends the same one).
+#[derive(Deserialize)]
+pub(super) struct SendRequest {
+    #[serde(flatten)]
+    dest: Destination,
+    text: String,
+    id: Option<MessageId>,
+}
+
+pub(super) async fn message_send(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<Json<SendReport>, ApiError> {
+    Ok(Json(node.send_with_id(req.dest, req.text, req.id).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChannelRequest {
+    channel: String,
+}
+
+fn channel_arg(s: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse_user(s)
+        .map_err(|e| ApiError::unprocessable("invalid_field", format!("channel: {e}")))
+}
+
+pub(super) async fn channel_join(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ChannelRequest>,
+) -> Result<Json<MembershipResponse>, ApiError> {
+    let channel = channel_arg(&req.channel)?;
+    let members = node.join(&channel).await?;
+    Ok(Json(MembershipResponse {
+        ok: true,
+        channel,
+        members,
+    }))
+}
+
+pub(super) async fn channel_leave(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ChannelRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let channel = channel_arg(&req.channel)?;
+    node.leave(&channel).await?;
+    Ok(Json(serde_json::json!({ "ok": true, "channel": channel })))
+}
+
+#[derive(Serialize)]
+pub(super) struct Me {
+    name: PeerName,
+    advertised: SocketAddr,
+    joined: Vec<ChannelName>,
+}
+
+pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
+    Json(Me {
+        name: node.name().clone(),
+        advertised: node.advertised(),
+        joined: node.joined(),
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    /// `#channel` or `@peer` (or a bare channel name).
+    with: String,
+    limit: Option<usize>,
+}
+
+pub(super) async fn history_list(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let conv = parse_conversation(&q.with)
+        .map_err(|e| ApiError::bad_request("bad_query", format!("with: {e}")))?;
+    let messages = node.history(&conv, q.limit.unwrap_or(50).min(1000));
+    Ok(Json(
+        serde_json::json!({ "with": conv.label(), "messages": messages }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct PeersQuery {
+    channel: Option<String>,
+}
+
+pub(super) async fn peers_list(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<PeersQuery>,
+) -> Result<Json<PeerList>, ApiError> {
+    let channel = q.channel.as_deref().map(channel_arg).transpose()?;
+    Ok(Json(PeerList {
+        peers: node.peers(channel.as_ref()).await?,
+    }))
+}
+
+pub(super) async fn channels_list(State(node): State<Node>) -> Result<Json<ChannelList>, ApiError> {
+    Ok(Json(ChannelList {
+        channels: node.channels().await?,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct MembersQuery {
+    channel: String,
+}
+
+/// A joined channel's members with their online state, as of event `seq` (later presence events supersede it).
+pub(super) async fn members_list(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<MembersQuery>,
+) -> Result<Json<MemberList>, ApiError> {
+    let channel = ChannelName::parse_user(&q.channel)
+        .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+    Ok(Json(node.channel_members(&channel).await?))
+}
+
+#[derive(Serialize)]
+pub(super) struct Conversations {
+    channels: Vec<ChannelName>,
+    direct: Vec<PeerName>,
+}
+
+/// The conversations the page lists: joined channels, and peers with a direct conversation in the history.
+pub(super) async fn conversations_list(State(node): State<Node>) -> Json<Conversations> {
+    Json(Conversations {
+        channels: node.joined(),
+        direct: node.direct_conversations(),
+    })
+}

@@ -1,0 +1,575 @@
+// hchat's web chat: talks only to the node that served it, through its local API (token in a header) and its
+// event stream (GET /api/events, Server-Sent Events). No polling: everything that changes arrives on the stream.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const HISTORY_LOAD = 200;        // messages fetched when a conversation is opened
+  const KEPT_PER_CONVERSATION = 1000; // the node keeps as many; the page keeps no more
+  const RECONNECT_MIN_MS = 250, RECONNECT_MAX_MS = 5000;
+
+  // ---- the token: from ?token=, kept for this tab, and taken out of the address bar ----
+  const params = new URLSearchParams(location.search);
+  let token = params.get("token") || sessionStorage.getItem("hchat-token") || "";
+  if (params.has("token")) {
+    sessionStorage.setItem("hchat-token", token);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
+
+  // ---- state ----
+  const state = {
+    me: null,
+    boot: null,
+    lastSeq: 0,
+    convs: new Map(),      // key ("#general" | "@bob") -> conversation
+    current: null,
+    members: new Map(),    // channel -> { seq, list: [{name, online}] }
+    stream: null,
+    streamHeld: false,     // the test hook dropStream() keeps it closed until resumeStream()
+    reconnectDelay: RECONNECT_MIN_MS,
+    reconnectTimer: null,
+    loaded: false,
+  };
+  // What the stream delivered, for anyone checking it keeps its promise (the browser test does).
+  const stats = { events: 0, duplicateEvents: 0, gaps: 0, resyncs: 0, connects: 0 };
+
+  class ApiFailure extends Error {
+    constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+  }
+
+  async function api(method, path, body) {
+    let r;
+    try {
+      r = await fetch(path, {
+        method,
+        headers: { ...(token ? { "X-Hchat-Token": token } : {}), ...(body ? { "Content-Type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        cache: "no-store",
+      });
+    } catch (e) {
+      throw new ApiFailure(0, "unreachable", "the node cannot be reached (" + e.message + ")");
+    }
+    const json = await r.json().catch(() => null);
+    if (!r.ok) {
+      const err = (json && json.error) || {};
+      if (r.status === 403 && err.code === "forbidden") showFatal();
+      throw new ApiFailure(r.status, err.code || "http_" + r.status, err.message || r.statusText);
+    }
+    return json;
+  }
+
+  function showFatal() {
+    const f = $("fatal");
+    f.textContent = "This page needs the node's token to act as you. Open the address the node printed at start-up " +
+      "(the line \u201cweb chat: http://\u2026/chat?token=\u2026\u201d).";
+    f.hidden = false;
+  }
+
+  // ---- conversations ----
+  const keyOf = (msg) => msg.channel !== undefined ? "#" + msg.channel
+    : "@" + (msg.from === state.me ? msg.to : msg.from);
+
+  function conv(key) {
+    let c = state.convs.get(key);
+    if (!c) {
+      c = { key, kind: key[0] === "#" ? "channel" : "direct", name: key.slice(1), messages: [], ids: new Map(),
+            unread: 0, loaded: false };
+      state.convs.set(key, c);
+    }
+    return c;
+  }
+
+  // Adds (or updates, by id) a message; returns true when it is new to the conversation.
+  function addMessage(c, msg, own, status) {
+    const known = c.ids.get(msg.id);
+    if (known) {
+      if (status !== undefined || own) { Object.assign(known, { ts: msg.ts, status: status ?? known.status }); renderMessage(c, known); }
+      return false;
+    }
+    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: status ?? "sent", error: null, dest: msg };
+    c.messages.push(m);
+    c.ids.set(m.id, m);
+    if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(c.messages.shift().id);
+    if (c.key === state.current) appendMessage(c, m);
+    return true;
+  }
+
+  function sortedKeys(kind) {
+    return [...state.convs.values()].filter((c) => c.kind === kind).map((c) => c.key).sort();
+  }
+
+  function renderConvs() {
+    for (const [kind, list] of [["channel", $("channels")], ["direct", $("directs")]]) {
+      list.replaceChildren(...sortedKeys(kind).map((key) => {
+        const c = state.convs.get(key);
+        const li = document.createElement("li");
+        li.dataset.key = key;
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "open-conv";
+        open.dataset.key = key;
+        open.setAttribute("aria-current", String(key === state.current));
+        const label = document.createElement("span");
+        label.textContent = key;
+        open.append(label);
+        if (c.unread > 0) {
+          const b = document.createElement("span");
+          b.className = "badge";
+          b.textContent = String(c.unread);
+          b.setAttribute("aria-label", c.unread + " unread");
+          open.append(b);
+        }
+        open.addEventListener("click", () => { select(key); closePanels(); });
+        li.append(open);
+        if (kind === "channel") {
+          const leave = document.createElement("button");
+          leave.type = "button";
+          leave.className = "leave";
+          leave.textContent = "×";
+          leave.title = "Leave " + key;
+          leave.setAttribute("aria-label", "Leave " + key);
+          leave.addEventListener("click", () => leaveChannel(c.name));
+          li.append(leave);
+        }
+        return li;
+      }));
+    }
+    const unread = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
+    document.title = (unread ? "(" + unread + ") " : "") + "hchat" + (state.me ? " \u2014 " + state.me : "");
+  }
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+  function messageItem(m) {
+    const li = document.createElement("li");
+    li.className = "msg" + (m.own ? " own" : "");
+    li.dataset.id = m.id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const from = document.createElement("span");
+    from.className = "from";
+    from.textContent = m.own ? "you" : m.from;
+    const time = document.createElement("time");
+    const d = new Date(m.ts);
+    time.dateTime = d.toISOString();
+    time.title = d.toLocaleString();
+    time.textContent = timeFmt.format(d);
+    meta.append(from, time);
+    const text = document.createElement("div");
+    text.className = "text";
+    text.textContent = m.text;
+    li.append(meta, text);
+    fillState(li, m);
+    return li;
+  }
+
+  function fillState(li, m) {
+    li.dataset.state = m.status;
+    li.querySelector(".state")?.remove();
+    if (m.status === "failed" || m.status === "pending") {
+      const s = document.createElement("div");
+      s.className = "state";
+      s.textContent = m.status === "pending" ? "sending\u2026" : "not delivered: " + m.error;
+      li.append(s);
+    }
+  }
+
+  function renderMessage(c, m) {
+    if (c.key !== state.current) return;
+    const li = $("messages").querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    if (li) fillState(li, m);
+  }
+
+  function nearBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 60; }
+
+  function appendMessage(c, m) {
+    const list = $("messages");
+    const stick = nearBottom(list) || m.own;
+    list.append(messageItem(m));
+    while (list.children.length > KEPT_PER_CONVERSATION) list.firstChild.remove();
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function renderCurrent() {
+    const c = state.current && state.convs.get(state.current);
+    const list = $("messages");
+    $("conv-title").textContent = c ? (c.kind === "channel" ? c.key : "Direct messages with " + c.name) : "No conversation";
+    $("conv-empty").hidden = !!c;
+    list.replaceChildren(...(c ? c.messages.map(messageItem) : []));
+    list.scrollTop = list.scrollHeight;
+    const text = $("text");
+    text.disabled = !c;
+    $("send").disabled = !c;
+    text.placeholder = c ? "Message " + c.key + " (Enter sends, Shift+Enter: new line)" : "Choose a conversation first";
+    renderMembers();
+  }
+
+  async function select(key) {
+    if (!state.convs.has(key)) return;
+    state.current = key;
+    const c = state.convs.get(key);
+    c.unread = 0;
+    sessionStorage.setItem("hchat-current", key);
+    renderConvs();
+    renderCurrent();
+    $("text").focus();
+    if (!c.loaded) await loadHistory(c);
+    if (c.kind === "channel") loadMembers(c.name);
+  }
+
+  async function loadHistory(c) {
+    try {
+      const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + HISTORY_LOAD);
+      // History first, then what arrived live and is not in it: no gap and no duplicate either way.
+      const live = c.messages.filter((m) => !h.messages.some((x) => x.id === m.id));
+      c.messages = [];
+      c.ids = new Map();
+      for (const msg of h.messages) addQuiet(c, msg, msg.from === state.me);
+      for (const m of live) { c.messages.push(m); c.ids.set(m.id, m); }
+      c.loaded = true;
+      if (c.key === state.current) renderCurrent();
+    } catch (e) {
+      notice("Could not load the history of " + c.key + ": " + e.message);
+    }
+  }
+
+  function addQuiet(c, msg, own) {
+    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: "sent", error: null, dest: msg };
+    c.messages.push(m);
+    c.ids.set(m.id, m);
+  }
+
+  // ---- members and presence ----
+  async function loadMembers(channel) {
+    try {
+      const m = await api("GET", "/api/members?channel=" + encodeURIComponent(channel));
+      setMembers(channel, m.seq, m.members);
+    } catch (e) {
+      if (e.code !== "not_joined") notice("Could not list the members of #" + channel + ": " + e.message);
+    }
+  }
+
+  function setMembers(channel, seq, list) {
+    const known = state.members.get(channel);
+    if (known && known.seq > seq) return; // an older answer than what the stream already said
+    state.members.set(channel, { seq, list });
+    renderMembers();
+  }
+
+  function renderMembers() {
+    const c = state.current && state.convs.get(state.current);
+    const ul = $("members");
+    let list = [];
+    if (c && c.kind === "channel") list = (state.members.get(c.name) || { list: [] }).list;
+    else if (c) {
+      // A direct conversation: the two of us, with what the channels say about the other one.
+      const seen = [...state.members.values()].flatMap((m) => m.list).find((m) => m.name === c.name);
+      list = [{ name: state.me, online: true }, { name: c.name, online: seen ? seen.online : null }];
+    }
+    $("members-heading").textContent = c && c.kind === "channel"
+      ? "Members (" + list.filter((m) => m.online).length + " online)" : "Members";
+    ul.replaceChildren(...list.map((m) => {
+      const li = document.createElement("li");
+      li.dataset.name = m.name;
+      li.dataset.online = String(m.online);
+      const b = document.createElement("button");
+      b.type = "button";
+      const dot = document.createElement("span");
+      dot.className = "dot";
+      dot.dataset.online = String(m.online);
+      const name = document.createElement("span");
+      name.textContent = m.name;
+      const status = m.online === null ? "" : m.online ? "online" : "offline";
+      b.append(dot, name);
+      if (m.name === state.me) {
+        const you = document.createElement("span");
+        you.className = "you";
+        you.textContent = "(you)";
+        b.append(you);
+        b.disabled = true;
+        b.setAttribute("aria-label", m.name + " (you)");
+      } else {
+        b.setAttribute("aria-label", m.name + (status ? ", " + status : "") + ": send a direct message");
+        b.title = "Send " + m.name + " a direct message";
+        b.addEventListener("click", () => { const key = "@" + m.name; conv(key); renderConvs(); select(key); closePanels(); });
+      }
+      li.append(b);
+      return li;
+    }));
+  }
+
+  // ---- sending ----
+  // A UUIDv7, like the node makes: the time in ms, then random bits. Works on plain http (no randomUUID).
+  function uuid7() {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    let ms = Date.now();
+    for (let i = 5; i >= 0; i--) { b[i] = ms % 256; ms = Math.floor(ms / 256); }
+    b[6] = (b[6] & 0x0f) | 0x70;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  let lastFailed = null; // { c, m } the message the Retry button sends again
+
+  async function send(c, m) {
+    m.status = "pending";
+    renderMessage(c, m);
+    const body = c.kind === "channel" ? { channel: c.name, text: m.text, id: m.id } : { to: c.name, text: m.text, id: m.id };
+    try {
+      const report = await api("POST", "/api/send", body);
+      if (report.failed.length) {
+        fail(c, m, report.failed.map((f) => f.peer + " (" + f.error + ")").join(", "));
+      } else {
+        m.status = "sent";
+        m.error = null;
+        renderMessage(c, m);
+        if (lastFailed && lastFailed.m === m) hideSendError();
+      }
+    } catch (e) {
+      fail(c, m, e.message);
+    }
+  }
+
+  function fail(c, m, why) {
+    m.status = "failed";
+    m.error = why;
+    renderMessage(c, m);
+    lastFailed = { c, m };
+    $("send-error-text").textContent = "Not delivered in " + c.key + ": " + why;
+    $("send-error").hidden = false;
+  }
+
+  function hideSendError() {
+    $("send-error").hidden = true;
+    lastFailed = null;
+  }
+
+  function submit() {
+    const c = state.current && state.convs.get(state.current);
+    const textEl = $("text");
+    const text = textEl.value;
+    if (!c || !text.trim()) return;
+    textEl.value = "";
+    autosize();
+    const msg = { id: uuid7(), from: state.me, text, ts: Date.now(),
+                  ...(c.kind === "channel" ? { channel: c.name } : { to: c.name }) };
+    addMessage(c, msg, true, "pending");
+    send(c, c.ids.get(msg.id));
+  }
+
+  function autosize() {
+    const t = $("text");
+    t.style.height = "auto";
+    t.style.height = Math.min(t.scrollHeight + 2, 160) + "px";
+  }
+
+  // ---- channels ----
+  async function joinChannel(raw) {
+    const name = raw.trim().replace(/^#/, "");
+    const err = $("join-error");
+    err.hidden = true;
+    if (!name) return;
+    try {
+      const r = await api("POST", "/api/join", { channel: name });
+      conv("#" + r.channel);
+      renderConvs();
+      await select("#" + r.channel);
+      $("join-input").value = "";
+    } catch (e) {
+      err.textContent = "Cannot join #" + name + ": " + e.message;
+      err.hidden = false;
+    }
+  }
+
+  async function leaveChannel(name) {
+    try {
+      await api("POST", "/api/leave", { channel: name });
+      dropConv("#" + name);
+    } catch (e) {
+      notice("Cannot leave #" + name + ": " + e.message);
+    }
+  }
+
+  function dropConv(key) {
+    if (!state.convs.has(key)) return;
+    state.convs.delete(key);
+    state.members.delete(key.slice(1));
+    if (state.current === key) {
+      state.current = sortedKeys("channel")[0] || sortedKeys("direct")[0] || null;
+      if (state.current) { select(state.current); return; }
+      renderCurrent();
+    }
+    renderConvs();
+  }
+
+  // ---- loading everything (at start, and after a resync) ----
+  async function loadAll() {
+    const r = await api("GET", "/api/conversations");
+    for (const ch of r.channels) conv("#" + ch);
+    for (const p of r.direct) conv("@" + p);
+    for (const c of state.convs.values()) {
+      if (c.kind === "channel" && !r.channels.includes(c.name)) state.convs.delete(c.key);
+      c.loaded = false;
+    }
+    const wanted = sessionStorage.getItem("hchat-current");
+    const first = [wanted, state.current, ...sortedKeys("channel"), ...sortedKeys("direct")]
+      .find((k) => k && state.convs.has(k));
+    renderConvs();
+    if (first) await select(first); else renderCurrent();
+    state.loaded = true;
+  }
+
+  // ---- the event stream ----
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    if (state.stream || state.streamHeld) return;
+    const q = new URLSearchParams(token ? { token } : {});
+    if (state.boot) { q.set("since", String(state.lastSeq)); q.set("boot", state.boot); }
+    const es = new EventSource("/api/events?" + q);
+    state.stream = es;
+    setConn("connecting", "connecting\u2026");
+    es.onmessage = (e) => {
+      let ev;
+      try { ev = JSON.parse(e.data); } catch { return; }
+      onEvent(ev, e.lastEventId);
+    };
+    es.onerror = () => {
+      // The browser would retry on its own with the first URL; retry here instead, with the numbers it needs.
+      es.close();
+      if (state.stream !== es) return;
+      state.stream = null;
+      setConn("down", "reconnecting\u2026");
+      if (!state.streamHeld) state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
+      state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
+      // A stream refused at once (403) shows nothing: ask the API why.
+      if (!state.loaded) api("GET", "/api/me").catch(() => {});
+    };
+  }
+
+  function dropStream() {
+    state.streamHeld = true;
+    if (state.stream) { state.stream.close(); state.stream = null; }
+    setConn("down", "disconnected");
+  }
+
+  function resumeStream() {
+    state.streamHeld = false;
+    connect();
+  }
+
+  function setConn(st, text) {
+    const el = $("conn");
+    el.dataset.state = st;
+    el.textContent = text;
+  }
+
+  function onEvent(ev, id) {
+    if (ev.type === "hello") {
+      stats.connects++;
+      const firstTime = !state.boot;
+      state.me = ev.name;
+      $("me").textContent = ev.name;
+      state.boot = ev.boot;
+      state.lastSeq = ev.seq;
+      state.reconnectDelay = RECONNECT_MIN_MS;
+      setConn("live", "live");
+      $("fatal").hidden = true;
+      if (firstTime) loadAll().catch((e) => notice("Could not load the conversations: " + e.message));
+      return;
+    }
+    if (ev.type === "resync") {
+      stats.resyncs++;
+      notice("Catching up (" + ev.reason + ")");
+      if (state.loaded) loadAll().catch((e) => notice("Could not reload: " + e.message));
+      return;
+    }
+    const seq = Number(id);
+    stats.events++;
+    if (seq <= state.lastSeq) { stats.duplicateEvents++; return; }
+    if (seq !== state.lastSeq + 1) stats.gaps++;
+    state.lastSeq = seq;
+    switch (ev.type) {
+      case "message": {
+        const key = keyOf(ev.message);
+        const isNew = !state.convs.has(key);
+        const c = conv(key);
+        if (isNew) c.loaded = true; // nothing older than this to load
+        const added = addMessage(c, ev.message, ev.own);
+        if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
+        renderConvs();
+        break;
+      }
+      case "joined":
+        conv("#" + ev.channel);
+        renderConvs();
+        if (!state.current) select("#" + ev.channel);
+        break;
+      case "left":
+        dropConv("#" + ev.channel);
+        break;
+      case "presence":
+        setMembers(ev.channel, seq, ev.members);
+        break;
+      case "notice":
+        notice(ev.text);
+        break;
+    }
+  }
+
+  let noticeTimer = null;
+  function notice(text) {
+    const n = $("notice");
+    n.textContent = text;
+    n.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { n.hidden = true; }, 5000);
+  }
+
+  // ---- narrow windows: the side panels open over the conversation ----
+  function togglePanel(button, panel) {
+    const open = !panel.classList.contains("open");
+    closePanels();
+    panel.classList.toggle("open", open);
+    button.setAttribute("aria-expanded", String(open));
+    if (open) panel.querySelector("button, input")?.focus();
+  }
+  function closePanels() {
+    for (const [b, p] of [["toggle-nav", "sidebar"], ["toggle-members", "members-panel"]]) {
+      $(p).classList.remove("open");
+      $(b).setAttribute("aria-expanded", "false");
+    }
+  }
+
+  // ---- wiring ----
+  function start() {
+    $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+    $("text").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+    });
+    $("text").addEventListener("input", autosize);
+    $("join-form").addEventListener("submit", (e) => { e.preventDefault(); joinChannel($("join-input").value); });
+    $("retry").addEventListener("click", () => {
+      if (!lastFailed) return;
+      const { c, m } = lastFailed;
+      hideSendError();
+      send(c, m);
+    });
+    $("dismiss").addEventListener("click", hideSendError);
+    $("toggle-nav").addEventListener("click", () => togglePanel($("toggle-nav"), $("sidebar")));
+    $("toggle-members").addEventListener("click", () => togglePanel($("toggle-members"), $("members-panel")));
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePanels(); });
+    document.addEventListener("visibilitychange", () => {
+      const c = state.current && state.convs.get(state.current);
+      if (!document.hidden && c && c.unread) { c.unread = 0; renderConvs(); }
+    });
+    connect();
+  }
+
+  // For tests and the curious: the stream's counters, and a way to cut and restore the stream.
+  window.hchat = { stats, dropStream, resumeStream, state };
+  start();
+})();

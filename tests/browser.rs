@@ -1,0 +1,93 @@
+//! The web chat in headless Chromium (Debian's `chromium`, driven by `playwright-core` from tests/browser/):
+//! a real tracker and real peers; the script in tests/browser/chat.mjs acts as alice and bob in their pages and
+//! asks this test to start and kill carol. Screenshots land in target/browser-shots/.
+//!
+//! Needs Node.js, `npm ci` in tests/browser and /usr/bin/chromium (.ci/run installs all three). Without them it
+//! fails saying how to install them; `HCHAT_SKIP_BROWSER=1` skips it instead (never under `CI=true`).
+
+mod common;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The whole scenario must finish within this.
+const SCENARIO: Duration = Duration::from_secs(180);
+
+#[test]
+fn two_pages_chat_live_and_follow_who_is_online() {
+    let dir = match browser_tools() {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return,
+        Err(why) => panic!("{why}"),
+    };
+    let tracker = Proc::tracker(&["--peer-ttl", "2"]);
+    let alice = Proc::peer("alice", tracker.addr, &[]);
+    let bob = Proc::peer("bob", tracker.addr, &[]);
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("chat.mjs")
+        .arg(chat_url(&alice))
+        .arg(chat_url(&bob))
+        .arg(&shots);
+    let mut script = Driver::spawn("chat.mjs", cmd);
+    let mut carol: Option<Proc> = None;
+    let mut handled = 0;
+    let end = Instant::now() + SCENARIO;
+    loop {
+        let asks: Vec<String> = script
+            .out
+            .all()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("ASK ").map(str::to_string))
+            .collect();
+        for ask in &asks[handled..] {
+            match ask.as_str() {
+                "start carol" => {
+                    carol = Some(Proc::peer("carol", tracker.addr, &["--join", "general"]));
+                }
+                "kill carol" => carol.as_mut().expect("carol runs").kill(),
+                "carol got one DM" => {
+                    let c = carol.as_ref().expect("carol runs");
+                    c.out.wait_line("[@alice] alice: are you there, carol?");
+                    assert_eq!(
+                        c.out.count(|l| l.contains("are you there")),
+                        1,
+                        "the retried DM reached carol once"
+                    );
+                }
+                other => panic!("the script asked for something unknown: {other}"),
+            }
+            script.answer(&format!("DONE {ask}"));
+        }
+        handled = asks.len();
+        if let Some(status) = script.exited() {
+            std::thread::sleep(Duration::from_millis(50)); // let the reader threads take the last lines
+            assert!(
+                status.success() && script.out.count(|l| l == "PASS") == 1,
+                "the browser scenario failed ({status}):\n{}",
+                script.transcript()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the browser scenario did not finish within {SCENARIO:?}:\n{}",
+            script.transcript()
+        );
+        // Wake on the script's next line, or look at its exit status again shortly.
+        let seen = script.out.all().len();
+        script.out.wait_more(seen, Duration::from_millis(200));
+    }
+    for shot in [
+        "alice.png",
+        "bob.png",
+        "alice-retried.png",
+        "bob-narrow.png",
+    ] {
+        let meta = std::fs::metadata(shots.join(shot)).expect("the screenshot was saved");
+        assert!(meta.len() > 10_000, "{shot} holds a real picture");
+    }
+    eprintln!("screenshots in {}", shots.display());
+}

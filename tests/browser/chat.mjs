@@ -1,0 +1,161 @@
+// The web chat in a real browser, against real nodes started by tests/browser.rs:
+//   node chat.mjs <alice chat URL> <bob chat URL> <screenshot dir>
+// Each step waits for what a user would see, with a deadline; a failed expectation throws (exit status 1).
+// Prints "PASS" at the end.
+import { mkdirSync } from "node:fs";
+import { ask, done, launch } from "./lib.mjs";
+
+const [aliceUrl, bobUrl, shots] = process.argv.slice(2);
+if (!aliceUrl || !bobUrl || !shots) {
+  console.error("usage: node chat.mjs <alice chat URL> <bob chat URL> <screenshot dir>");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+const SOON = 10_000;
+
+function check(cond, what) {
+  if (!cond) throw new Error("expected: " + what);
+  console.log("ok - " + what);
+}
+
+const step = (what) => console.log("# " + what);
+
+async function open(browser, url) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 680 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log("page error: " + e.message));
+  await page.goto(url);
+  await page.locator('#conn[data-state="live"]').waitFor({ timeout: SOON });
+  // Set once: still there later means the page was never reloaded.
+  await page.evaluate(() => { window.__sameLoad = true; });
+  return page;
+}
+
+const texts = (page) => page.locator("#messages li .text").allTextContents();
+const sameLoad = (page) => page.evaluate(() => window.__sameLoad === true);
+
+async function join(page, channel) {
+  await page.getByLabel("Join a channel").fill(channel);
+  await page.getByLabel("Join a channel").press("Enter");
+  await page.locator("#conv-title", { hasText: "#" + channel }).waitFor({ timeout: SOON });
+}
+
+async function say(page, text) {
+  const box = page.getByLabel("Message", { exact: true });
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+async function seeMessage(page, text) {
+  await page.locator("#messages li .text", { hasText: text }).first().waitFor({ timeout: SOON });
+}
+
+const browser = await launch();
+try {
+  const alice = await open(browser, aliceUrl);
+  const bob = await open(browser, bobUrl);
+  check(await alice.locator("#me").textContent() === "alice", "alice's page says who she is");
+  check(!(await alice.url()).includes("token="), "the token is taken out of the address bar");
+
+  step("alice and bob join #general from their pages; alice says hello");
+  await join(bob, "general");
+  await join(alice, "general");
+  await say(alice, "Hello from alice");
+  await seeMessage(bob, "Hello from alice");
+  check(await sameLoad(bob), "the message appeared in bob's page without a reload");
+  const own = alice.locator("#messages li.own", { hasText: "Hello from alice" });
+  await own.locator('xpath=self::*[@data-state="sent"]').waitFor({ timeout: SOON });
+  check(await own.locator(".from").textContent() === "you", "alice's own message is set apart as hers");
+  check(await bob.locator("#messages li:not(.own) .from", { hasText: "alice" }).count() === 1,
+    "bob sees it under alice's name");
+
+  step("Shift+Enter makes a new line, Enter sends");
+  const box = alice.getByLabel("Message", { exact: true });
+  await box.fill("line one");
+  await box.press("Shift+Enter");
+  await box.pressSequentially("line two");
+  await box.press("Enter");
+  await seeMessage(bob, "line two");
+  check((await texts(bob)).includes("line one\nline two"), "a two-line message arrives as one message");
+
+  step("bob clicks alice in the member list and sends her a direct message");
+  await bob.locator('#members li[data-name="alice"] button').click();
+  await bob.locator("#conv-title", { hasText: "Direct messages with alice" }).waitFor({ timeout: SOON });
+  await say(bob, "psst, alice");
+  const dmEntry = alice.locator('#directs li[data-key="@bob"]');
+  await dmEntry.waitFor({ timeout: SOON });
+  check(await dmEntry.locator(".badge").textContent() === "1", "alice's page shows one unread direct message from bob");
+  check(!(await texts(alice)).some((t) => t.includes("psst")), "the DM is not shown in alice's #general");
+  await dmEntry.locator("button.open-conv").click();
+  await seeMessage(alice, "psst, alice");
+  check((await texts(alice)).length === 1, "alice's direct conversation with bob holds just that message");
+  await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
+  await seeMessage(alice, "Hello from alice");
+  check(!(await texts(alice)).some((t) => t.includes("psst")), "switching back, #general still has no DM in it");
+  await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
+  await seeMessage(bob, "Hello from alice");
+  check(!(await texts(bob)).some((t) => t.includes("psst")), "nor has bob's #general");
+
+  step("carol comes online and shows up in the member list; killed, she shows offline");
+  await ask("start carol");
+  await alice.locator('#members li[data-name="carol"][data-online="true"]').waitFor({ timeout: SOON });
+  check(await sameLoad(alice), "carol appeared in alice's member list without a reload");
+  await bob.locator('#members li[data-name="carol"][data-online="true"]').waitFor({ timeout: SOON });
+  await alice.screenshot({ path: `${shots}/alice.png` });
+  await bob.screenshot({ path: `${shots}/bob.png` });
+  await ask("kill carol");
+  await alice.locator('#members li[data-name="carol"][data-online="false"]').waitFor({ timeout: 20_000 });
+  check(await sameLoad(alice), "carol went offline in alice's page without a reload");
+
+  step("bob's stream drops while alice sends; it catches up with no gap and no duplicate");
+  await bob.evaluate(() => window.hchat.dropStream());
+  const burst = Array.from({ length: 12 }, (_, i) => `while you were away ${i}`);
+  for (const t of burst) {
+    await say(alice, t);
+    await alice.locator("#messages li.own[data-state=sent] .text", { hasText: t }).waitFor({ timeout: SOON });
+  }
+  check(!(await texts(bob)).some((t) => t.startsWith("while you were away")), "bob's page saw none while cut off");
+  await bob.evaluate(() => window.hchat.resumeStream());
+  await seeMessage(bob, burst[burst.length - 1]);
+  const got = (await texts(bob)).filter((t) => t.startsWith("while you were away"));
+  check(JSON.stringify(got) === JSON.stringify(burst), "bob has every message once, in order");
+  const stats = await bob.evaluate(() => window.hchat.stats);
+  check(stats.duplicateEvents === 0 && stats.gaps === 0 && stats.resyncs === 0 && stats.connects === 2,
+    "the stream replayed exactly the missed events: " + JSON.stringify(stats));
+
+  step("a DM to carol while she is offline fails with a clear error; Retry sends it once she is back");
+  await alice.locator('#members li[data-name="carol"] button').click();
+  await alice.locator("#conv-title", { hasText: "Direct messages with carol" }).waitFor({ timeout: SOON });
+  await say(alice, "are you there, carol?");
+  await alice.locator("#send-error").waitFor({ state: "visible", timeout: SOON });
+  const err = await alice.locator("#send-error-text").textContent();
+  check(/carol is not online/.test(err), "the error says carol is not online: " + err);
+  await alice.locator('#messages li.own[data-state="failed"]').waitFor({ timeout: SOON });
+  await ask("start carol");
+  await alice.getByRole("button", { name: "Retry" }).click();
+  await alice.locator('#messages li.own[data-state="sent"]', { hasText: "are you there" }).waitFor({ timeout: SOON });
+  check(await alice.locator("#send-error").isHidden(), "the error goes away once the retry is delivered");
+  check((await texts(alice)).filter((t) => t === "are you there, carol?").length === 1,
+    "the retried message is shown once");
+  await ask("carol got one DM");
+
+  await alice.screenshot({ path: `${shots}/alice-retried.png` });
+  await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
+
+  step("a narrow window: one column, panels behind buttons, keyboard works");
+  await bob.setViewportSize({ width: 400, height: 700 });
+  check(await bob.locator("#sidebar").isHidden(), "the conversation list folds away in a narrow window");
+  await bob.getByRole("button", { name: "Conversations" }).click();
+  await bob.locator("#sidebar").waitFor({ state: "visible", timeout: SOON });
+  await bob.keyboard.press("Escape");
+  await bob.locator("#sidebar").waitFor({ state: "hidden", timeout: SOON });
+  await bob.getByLabel("Message", { exact: true }).focus();
+  await say(bob, "typed in a narrow window");
+  await seeMessage(alice, "typed in a narrow window");
+  await bob.screenshot({ path: `${shots}/bob-narrow.png` });
+
+  console.log("PASS");
+} finally {
+  await browser.close();
+  done();
+}

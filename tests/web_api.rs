@@ -1,0 +1,420 @@
+//! The local API the web page uses, against real nodes: who may act as the user (a LAN caller needs the token; a
+//! loopback one does not, unless a page of another site is behind it), the event stream's resume promise (exactly
+//! the missed events, or `resync`), presence, and the page's files.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+const TOKEN: &str = "a-token-for-the-tests-0123456789";
+
+/// Every route that acts as the user, with a request that succeeds when allowed.
+fn acting_as_user() -> Vec<(&'static str, &'static str, Option<serde_json::Value>)> {
+    vec![
+        ("POST", "/api/join", Some(json!({"channel": "general"}))),
+        (
+            "POST",
+            "/send-peer",
+            Some(json!({"channel": "general", "text": "via send-peer"})),
+        ),
+        (
+            "POST",
+            "/api/send",
+            Some(json!({"channel": "general", "text": "via api/send"})),
+        ),
+        ("GET", "/api/me", None),
+        ("GET", "/api/history?with=%23general", None),
+        ("GET", "/api/peers", None),
+        ("GET", "/api/channels", None),
+        ("GET", "/api/members?channel=general", None),
+        ("GET", "/api/conversations", None),
+        ("GET", "/api/events", None),
+        ("POST", "/api/leave", Some(json!({"channel": "general"}))),
+    ]
+}
+
+/// Status and `error.code` (if any) of one request; an event stream is judged by its status line alone.
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &Option<serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let client = http();
+    let mut req = match method {
+        "GET" => client.get(format!("{base}{path}")),
+        _ => client.post(format!("{base}{path}")),
+    };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    if path.starts_with("/api/events") && status == 200 {
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert_eq!(ct, "text/event-stream", "{path}");
+        return (status, String::new());
+    }
+    let v: serde_json::Value = resp.json().unwrap();
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
+    let Some(lan) = lan_address() else {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "this host has no non-loopback address to call from");
+        eprintln!(
+            "SKIPPED: no non-loopback address on this host; src/web/auth.rs unit-tests the same rule"
+        );
+        return;
+    };
+    let tracker = Proc::tracker(&[]);
+    let alice = Proc::peer(
+        "alice",
+        tracker.addr,
+        &[
+            "--ip",
+            "0.0.0.0",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--token",
+            TOKEN,
+        ],
+    );
+    let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    let from_lan = format!("http://{lan}:{}", alice.addr.port());
+    let from_host = format!("http://127.0.0.1:{}", alice.addr.port());
+    let bearer = format!("Bearer {TOKEN}");
+    let query = format!("token={TOKEN}");
+
+    for (method, path, body) in acting_as_user() {
+        let (status, code) = call(&from_lan, method, path, &body, &[]);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "forbidden"),
+            "{method} {path} from {lan} without the token"
+        );
+        let (status, _) = call(
+            &from_lan,
+            method,
+            path,
+            &body,
+            &[("x-hchat-token", "not-the-token")],
+        );
+        assert_eq!(status, 403, "{method} {path} with a wrong token");
+        for shown in [
+            vec![("authorization", bearer.as_str())],
+            vec![("x-hchat-token", TOKEN)],
+        ] {
+            let (status, code) = call(&from_lan, method, path, &body, &shown);
+            assert_eq!(status, 200, "{method} {path} with {shown:?}: {code}");
+            if path == "/api/leave" {
+                call(
+                    &from_lan,
+                    "POST",
+                    "/api/join",
+                    &Some(json!({"channel": "general"})),
+                    &shown,
+                );
+            }
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (status, code) = call(
+            &from_lan,
+            method,
+            &format!("{path}{sep}{query}"),
+            &body,
+            &[],
+        );
+        assert_eq!(status, 200, "{method} {path} with ?token=: {code}");
+        if path == "/api/leave" {
+            call(
+                &from_host,
+                "POST",
+                "/api/join",
+                &Some(json!({"channel": "general"})),
+                &[],
+            );
+        }
+        // The same host needs no token...
+        let (status, code) = call(&from_host, method, path, &body, &[]);
+        assert_eq!(status, 200, "{method} {path} from loopback: {code}");
+        if path == "/api/leave" {
+            call(
+                &from_host,
+                "POST",
+                "/api/join",
+                &Some(json!({"channel": "general"})),
+                &[],
+            );
+        }
+        // ...unless a page of another site, or a name that is not this host's address, is behind the request.
+        let (status, _) = call(
+            &from_host,
+            method,
+            path,
+            &body,
+            &[("origin", "http://evil.example")],
+        );
+        assert_eq!(status, 403, "{method} {path} from a page of another site");
+        let (status, _) = call(&from_host, method, path, &body, &[("host", "evil.example")]);
+        assert_eq!(status, 403, "{method} {path} under a rebound name");
+    }
+
+    // What a refused caller asked for did not happen: bob saw the allowed messages only.
+    let (status, _) = call(
+        &from_lan,
+        "POST",
+        "/api/send",
+        &Some(json!({"channel": "general", "text": "forged"})),
+        &[],
+    );
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &from_lan,
+        "POST",
+        "/api/send",
+        &Some(json!({"channel": "general", "text": "the last word"})),
+        &[("x-hchat-token", TOKEN)],
+    );
+    assert_eq!(status, 200);
+    bob.out.wait_line("[#general] alice: the last word");
+    assert_eq!(bob.out.count(|l| l.contains("forged")), 0);
+
+    // Open to anyone: the page itself (it holds no secret), the health check, and peer-to-peer delivery.
+    for path in ["/chat", "/chat/app.js", "/chat/app.css", "/health"] {
+        let r = http().get(format!("{from_lan}{path}")).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {path} from {lan}");
+    }
+    bob.type_line("/quit");
+    bob.wait_exit(SOON);
+}
+
+#[test]
+fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
+    let tracker = Proc::tracker(&[]);
+    let alice = Proc::peer("alice", tracker.addr, &[]);
+    let url = chat_url(&alice);
+    assert!(
+        url.starts_with(&format!("http://{}/chat?token=", alice.addr)),
+        "{url}"
+    );
+    let r = http().get(&url).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page links nothing outside"
+    );
+    for (path, kind) in [
+        ("/chat/app.js", "text/javascript"),
+        ("/chat/app.css", "text/css"),
+    ] {
+        let r = http().get(alice.url(path)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{path}"
+        );
+    }
+    // The page's own calls, refused cleanly when wrong.
+    let (status, v) = try_get_json(&alice.url("/api/members?channel=general")).unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("not_joined"))
+    );
+    let (status, v) = try_get_json(&alice.url("/api/members")).unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let (status, v) = try_get_json(&alice.url("/api/members?channel=a%20b")).unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let (status, v) = post_json(
+        &alice.url("/api/send"),
+        &json!({"to": "bob", "text": "x", "id": "not-a-uuid"}),
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
+    let r = http()
+        .get(alice.url("/api/events"))
+        .header("last-event-id", "twelve")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "bad_last_event_id");
+    let (status, _) = try_get_json(&alice.url("/api/events?since=-1")).unwrap();
+    assert_eq!(status, 400);
+}
+
+fn send(peer: &Proc, channel: &str, text: &str) {
+    let (status, v) = post_json(
+        &peer.url("/api/send"),
+        &json!({"channel": channel, "text": text}),
+    );
+    assert_eq!(status, 200, "{v}");
+}
+
+/// The texts of the message events, in order.
+fn texts(events: &[(Option<u64>, serde_json::Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(_, e)| e["type"] == "message")
+        .map(|(_, e)| e["message"]["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
+    let tracker = Proc::tracker(&["--peer-ttl", "2"]);
+    let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+
+    let first = EventStream::open(alice.addr, "/api/events", &[]);
+    first
+        .events
+        .wait_for("the status line", SOON, |l| l.starts_with("status "));
+    assert!(
+        first.events.all()[0].contains(" 200 "),
+        "{:?}",
+        first.events.all()
+    );
+    first.wait_for(r#""type":"hello""#);
+    let hello = &first.parsed()[0];
+    assert_eq!((hello.0, &hello.1["name"]), (None, &json!("alice")));
+    let boot = hello.1["boot"].as_str().unwrap().to_string();
+    assert_eq!(boot.len(), 16);
+    for i in 1..=5 {
+        send(&alice, "general", &format!("seen {i}"));
+    }
+    first.wait_for("seen 5");
+    let seen = first.parsed();
+    assert_eq!(
+        texts(&seen),
+        ["seen 1", "seen 2", "seen 3", "seen 4", "seen 5"]
+    );
+    let ids: Vec<u64> = seen.iter().filter_map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbers follow on: {ids:?}"
+    );
+    let last = *ids.last().unwrap();
+    drop(first);
+
+    for i in 1..=5 {
+        send(&alice, "general", &format!("missed {i}"));
+    }
+    let expect_missed = ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"];
+    // Resuming by header, and by query: the missed events exactly, numbered on from the last one seen.
+    let by_header = EventStream::open(
+        alice.addr,
+        "/api/events",
+        &[("last-event-id", &last.to_string())],
+    );
+    let by_query = EventStream::open(
+        alice.addr,
+        &format!("/api/events?since={last}&boot={boot}"),
+        &[],
+    );
+    for stream in [&by_header, &by_query] {
+        stream.wait_for("missed 5");
+        let got = stream.parsed();
+        assert_eq!(got[0].1["type"], "hello");
+        assert_eq!(got[0].1["seq"], last);
+        assert_eq!(texts(&got), expect_missed);
+        let ids: Vec<u64> = got.iter().filter_map(|(id, _)| *id).collect();
+        assert_eq!(ids[0], last + 1, "no gap");
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+        assert!(!got.iter().any(|(_, e)| e["type"] == "resync"));
+    }
+    // Both keep following live.
+    send(&alice, "general", "live again");
+    by_header.wait_for("live again");
+    by_query.wait_for("live again");
+
+    // Presence: bob joining shows up on the stream as a member, online; bob dying shows him offline.
+    let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    by_header.wait_for(r#"{"name":"bob","online":true}"#);
+    bob.kill();
+    by_header.wait_for(r#"{"name":"bob","online":false}"#);
+    let members = get_json(&alice.url("/api/members?channel=general"), 200);
+    assert_eq!(
+        members["members"],
+        json!([{"name": "alice", "online": true}, {"name": "bob", "online": false}])
+    );
+    drop((by_header, by_query));
+
+    // Numbers from another start of the node: resync, then follow from now.
+    let other = EventStream::open(
+        alice.addr,
+        &format!("/api/events?since={last}&boot=0000000000000000"),
+        &[],
+    );
+    other.wait_for(r#""type":"resync""#);
+    send(&alice, "general", "after the resync");
+    other.wait_for("after the resync");
+    assert_eq!(
+        texts(&other.parsed()),
+        ["after the resync"],
+        "nothing replayed from another start"
+    );
+    drop(other);
+
+    // Further behind than the node keeps: resync, then what is still kept.
+    let before = get_json(&alice.url("/api/history?with=general&limit=1"), 200);
+    assert_eq!(before["messages"][0]["text"], "after the resync");
+    for i in 0..1100 {
+        send(&alice, "general", &format!("flood {i}"));
+    }
+    let behind = EventStream::open(
+        alice.addr,
+        &format!("/api/events?since={last}&boot={boot}"),
+        &[],
+    );
+    behind.wait_for("flood 1099");
+    let got = behind.parsed();
+    assert_eq!(got[1].1["type"], "resync", "{:?}", got[1]);
+    let kept = texts(&got);
+    assert_eq!(kept.last().unwrap(), "flood 1099");
+    assert!(
+        kept.len() < 1100 && kept.len() > 900,
+        "the ring's worth: {}",
+        kept.len()
+    );
+    let ids: Vec<u64> = got.iter().filter_map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "what is kept comes without holes"
+    );
+}
