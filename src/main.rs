@@ -121,7 +121,7 @@ struct BenchArgs {
     /// Figure 4: channels they are spread over [default: 1000].
     #[arg(long, env = "HCHAT_BENCH_SCALE_CHANNELS", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     scale_channels: Option<u64>,
-    /// Figure 4: the lease TTL, in seconds, of the tracker whose peers are left to expire [default: 30].
+    /// Figure 4: the lease TTL, in seconds, of the tracker whose peers are left to expire [default: 60].
     #[arg(long, env = "HCHAT_BENCH_SCALE_TTL", value_parser = clap::value_parser!(u64).range(1..=3_600))]
     scale_ttl: Option<u64>,
 }

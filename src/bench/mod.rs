@@ -82,7 +82,7 @@ impl Settings {
             load_secs: 10.0,
             scale_peers: 100_000,
             scale_channels: 1_000,
-            scale_ttl_secs: 30,
+            scale_ttl_secs: 60,
         }
     }
 
