@@ -52,8 +52,7 @@ pub async fn hchat(
 ) -> Result<ScaleFigure> {
     let channels = channels.max(1);
     let tracker = TrackerProc::start(ttl.as_secs().max(1)).await?;
-    let mut probe = HttpConn::connect(tracker.addr).await?;
-    health(&mut probe).await?;
+    health(&mut HttpConn::connect(tracker.addr).await?).await?;
     let rss_empty_kib = tracker.rss_kib()?;
     let start = Instant::now();
     let last_renewal = populate(tracker.addr, peers, connections, |i| {
@@ -74,6 +73,9 @@ pub async fn hchat(
         rss_empty_kib, rss_full_kib
     ));
 
+    // A fresh connection: the tracker closes one left idle longer than its header timeout (10 s), and
+    // registering can take longer than that.
+    let mut probe = HttpConn::connect(tracker.addr).await?;
     let (mut gone_s, mut slowest) = (None, Duration::ZERO);
     let end = last_renewal + ttl + SWEEP_DEADLINE;
     let swept_s = loop {
