@@ -491,8 +491,9 @@ impl Report {
                     ))
                     .map_err(|e| fail(e.to_string()))?
                     .label(format!(
-                        "{name} (p50 {:.0} µs, p99 {:.0} µs)",
-                        l.p50_us, l.p99_us
+                        "{name} (p50 {}, p99 {})",
+                        show(l.p50_us, Unit::Us),
+                        show(l.p99_us, Unit::Us)
                     ))
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
