@@ -119,6 +119,12 @@ impl Tracker {
     }
 }
 
+/// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
+/// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
+pub const SWEEP_BATCH: usize = 1_000;
+/// Names of swept peers written out in the log line; the rest are counted.
+const SWEEP_NAMES_LOGGED: usize = 10;
+
 /// Removes expired leases for good, a few times per TTL, so memory follows the live population.
 async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
@@ -129,18 +135,32 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let names = shared.with(|r| r.expire(crate::proto::now_ms()));
-        if !names.is_empty() {
-            tracing::info!(
-                count = names.len(),
-                "expired peers: {}",
-                names
+        loop {
+            let names = shared.with(|r| r.expire_some(crate::proto::now_ms(), SWEEP_BATCH));
+            let swept = names.len();
+            if swept > 0 {
+                let shown: Vec<&str> = names
                     .iter()
+                    .take(SWEEP_NAMES_LOGGED)
                     .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            shared.record(Change::Expired { names });
+                    .collect();
+                let more = swept - shown.len();
+                tracing::info!(
+                    count = swept,
+                    "expired peers: {}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+                shared.record(Change::Expired { names });
+            }
+            if swept < SWEEP_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
     }
 }
