@@ -92,7 +92,7 @@ pub struct Report {
     pub date_utc: String,
     pub machine: Machine,
     pub settings: Settings,
-    /// How hchat's receiving clients read messages.
+    /// How hchat's receiving clients read messages (figures 1 and 2; empty when neither ran).
     pub event_source: &'static str,
     /// Each anchor: `installed`, `missing: …` or `not asked (no --compare)`.
     pub anchors: BTreeMap<&'static str, String>,
@@ -262,11 +262,13 @@ impl Report {
             self.machine.cpu,
             self.machine.loadavg_at_start
         );
-        let _ = writeln!(
-            out,
-            "hchat's receiving clients read the {}",
-            self.event_source
-        );
+        if !self.event_source.is_empty() {
+            let _ = writeln!(
+                out,
+                "hchat's receiving clients read the {}",
+                self.event_source
+            );
+        }
         for (name, status) in &self.anchors {
             let _ = writeln!(out, "{name}: {status}");
         }
