@@ -14,6 +14,8 @@ use super::{BenchError, Result, progress};
 
 /// How often `/health` is asked while the leases lapse.
 const POLL: Duration = Duration::from_millis(50);
+/// A `/health` answer this slow is reported as it happens (the sweep holding the registry shows up so).
+const SLOW_HEALTH: Duration = Duration::from_millis(50);
 /// How long past the TTL the sweep may take before the run gives up.
 const SWEEP_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -81,7 +83,15 @@ pub async fn hchat(
     let swept_s = loop {
         let asked = Instant::now();
         let h = health(&mut probe).await?;
-        slowest = slowest.max(asked.elapsed());
+        let took = asked.elapsed();
+        slowest = slowest.max(took);
+        if took >= SLOW_HEALTH {
+            progress(format!(
+                "  tracker scale: /health took {:.0} ms, {:.1} s after the last registration",
+                took.as_secs_f64() * 1e3,
+                last_renewal.elapsed().as_secs_f64()
+            ));
+        }
         if h.peers == 0 && gone_s.is_none() {
             gone_s = Some(last_renewal.elapsed().as_secs_f64());
         }

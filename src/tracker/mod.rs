@@ -122,6 +122,8 @@ impl Tracker {
 /// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
 /// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
 pub const SWEEP_BATCH: usize = 1_000;
+/// Between two batches of a sweep.
+const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Names of swept peers written out in the log line; the rest are counted.
 const SWEEP_NAMES_LOGGED: usize = 10;
 
@@ -160,7 +162,9 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             if swept < SWEEP_BATCH {
                 break;
             }
-            tokio::task::yield_now().await;
+            // A pause, not just a yield: the registry's mutex is not fair, and a handler waiting for it on another
+            // thread must get a turn before the next batch.
+            tokio::time::sleep(SWEEP_PAUSE).await;
         }
     }
 }
