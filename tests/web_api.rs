@@ -90,6 +90,7 @@ fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
         ],
     );
     let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    joined_at_start(&bob);
     let from_lan = format!("http://{lan}:{}", alice.addr.port());
     let from_host = format!("http://127.0.0.1:{}", alice.addr.port());
     let bearer = format!("Bearer {TOKEN}");
@@ -279,6 +280,13 @@ fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
     assert_eq!(status, 400);
 }
 
+/// Waits until a peer started with `--join general` is in the channel.
+fn joined_at_start(peer: &Proc) {
+    peer.out.wait_for("the --join at start", SOON, |l| {
+        l.starts_with("* joined #general")
+    });
+}
+
 fn send(peer: &Proc, channel: &str, text: &str) {
     let (status, v) = post_json(
         &peer.url("/api/send"),
@@ -300,6 +308,7 @@ fn texts(events: &[(Option<u64>, serde_json::Value)]) -> Vec<String> {
 fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
     let tracker = Proc::tracker(&["--peer-ttl", "2"]);
     let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+    joined_at_start(&alice);
 
     let first = EventStream::open(alice.addr, "/api/events", &[]);
     first
@@ -373,6 +382,17 @@ fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
         members["members"],
         json!([{"name": "alice", "online": true}, {"name": "bob", "online": false}])
     );
+    // A member that leaves the channel (and stays online) is no longer listed at all.
+    let carol = Proc::peer("carol", tracker.addr, &["--join", "general"]);
+    by_header.wait_for(r#"{"name":"carol","online":true}"#);
+    let before_leave = by_header.events.all().len();
+    let (status, _) = post_json(&carol.url("/api/leave"), &json!({"channel": "general"}));
+    assert_eq!(status, 200);
+    wait_until("a presence event without carol", SOON, || {
+        by_header.events.all()[before_leave..]
+            .iter()
+            .any(|l| l.contains(r#""type":"presence""#) && !l.contains("carol"))
+    });
     drop((by_header, by_query));
 
     // Numbers from another start of the node: resync, then follow from now.

@@ -222,6 +222,19 @@ fn start_pipe_reader(tx: mpsc::Sender<Typed>) {
     });
 }
 
+/// The lines of what the editor returned: one line as typed, or each line of a multi-line paste (CR LF or LF).
+fn pasted_lines(typed: &str) -> Vec<String> {
+    if !typed.contains('\n') {
+        return vec![typed.to_string()];
+    }
+    typed
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs rustyline on its own thread. It prompts again only once the previous line is handled, so a `/quit` never
 /// leaves the terminal in raw mode and a `#join` shows in the next prompt.
 fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::Result<Out> {
@@ -232,27 +245,45 @@ fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::
         .spawn(move || {
             loop {
                 let p = prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match editor.readline(&p) {
-                    Ok(line) => {
-                        if !line.trim().is_empty() {
-                            let _ = editor.add_history_entry(line.as_str());
-                        }
-                        let (next, handled) = oneshot::channel();
-                        if tx
-                            .blocking_send(Typed {
-                                line,
-                                next: Some(next),
-                            })
-                            .is_err()
-                            || handled.blocking_recv().is_err()
-                        {
-                            break;
-                        }
-                    }
+                let typed = match editor.readline(&p) {
+                    Ok(typed) => typed,
                     // Ctrl-C and Ctrl-D both quit, like /quit.
                     Err(_) => break,
+                };
+                // A paste of several lines arrives as one string (bracketed paste): each line is its own
+                // command, as it would be on a pipe.
+                for line in pasted_lines(&typed) {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    let (next, handled) = oneshot::channel();
+                    if tx
+                        .blocking_send(Typed {
+                            line,
+                            next: Some(next),
+                        })
+                        .is_err()
+                        || handled.blocking_recv().is_err()
+                    {
+                        return;
+                    }
                 }
             }
         })?;
     Ok(Out(Arc::new(Mutex::new(Some(Box::new(printer))))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pasted_lines;
+
+    #[test]
+    fn a_multi_line_paste_becomes_one_command_per_line() {
+        assert_eq!(pasted_lines("hello"), ["hello"]);
+        assert_eq!(pasted_lines(""), [""]);
+        assert_eq!(
+            pasted_lines("#general\r\nHello!\n\n@bob hi\n"),
+            ["#general", "Hello!", "@bob hi"]
+        );
+    }
 }

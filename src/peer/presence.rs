@@ -6,7 +6,7 @@
 //! died) and it stays listed as offline until it comes back or this node leaves the channel. The refresh runs
 //! every [`PRESENCE_EVERY`] while at least one page watches the event stream; a CLI-only node asks nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::events::{Event, Member, Resumed};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, lock};
-use crate::proto::{ChannelName, PeerName};
+use crate::proto::{ChannelName, PeerInfo, PeerName};
 
 /// How often the members of joined channels are refreshed while a page watches.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -63,6 +63,36 @@ fn as_members(state: &BTreeMap<PeerName, bool>) -> Vec<Member> {
         .collect()
 }
 
+/// The members that were online and are no longer in the tracker's live list: each has either left the channel
+/// or gone offline, which only a look-up can tell.
+fn vanished(before: &BTreeMap<PeerName, bool>, live: &[PeerInfo]) -> Vec<PeerName> {
+    before
+        .iter()
+        .filter(|(name, online)| **online && !live.iter().any(|p| &p.name == *name))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// A channel's members after a refresh: the live ones online; the ones `gone` from the tracker, and the ones
+/// already offline, offline (at most [`OFFLINE_MEMBERS_KEPT`]); any other member that vanished left the channel.
+fn next_members(
+    before: &BTreeMap<PeerName, bool>,
+    live: impl IntoIterator<Item = PeerName>,
+    gone: &BTreeSet<PeerName>,
+) -> BTreeMap<PeerName, bool> {
+    let mut after: BTreeMap<PeerName, bool> = live.into_iter().map(|n| (n, true)).collect();
+    let offline: Vec<&PeerName> = before
+        .iter()
+        .filter(|(name, online)| !after.contains_key(*name) && (!**online || gone.contains(*name)))
+        .map(|(name, _)| name)
+        .take(OFFLINE_MEMBERS_KEPT)
+        .collect();
+    for name in offline {
+        after.insert(name.clone(), false);
+    }
+    after
+}
+
 impl Node {
     /// Subscribes as of just after event `since` (see [`Events::resume`](super::events::Events::resume)).
     pub fn resume_events(&self, since: u64) -> Resumed {
@@ -98,33 +128,18 @@ impl Node {
             .get(channel)
             .cloned()
             .unwrap_or_default();
-        let mut after: BTreeMap<PeerName, bool> =
-            live.into_iter().map(|p| (p.name, true)).collect();
-        for (name, was_online) in &before {
-            if after.contains_key(name) {
-                continue;
-            }
-            if !*was_online {
-                after.insert(name.clone(), false);
-                continue;
-            }
-            match self.inner.tracker.lookup(name).await {
+        let mut gone = BTreeSet::new();
+        for name in vanished(&before, &live) {
+            match self.inner.tracker.lookup(&name).await {
                 // Online but no longer a member: it left the channel.
                 Ok(_) => {}
                 Err(TrackerError::Refused { code, .. }) if code == "unknown_peer" => {
-                    after.insert(name.clone(), false);
+                    gone.insert(name);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let offline: Vec<PeerName> = after
-            .iter()
-            .filter(|(_, on)| !**on)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in offline.iter().skip(OFFLINE_MEMBERS_KEPT) {
-            after.remove(name);
-        }
+        let after = next_members(&before, live.into_iter().map(|p| p.name), &gone);
         if !self.is_joined(channel) {
             // Left while the tracker was being asked.
             return Err(NodeError::NotJoined(channel.clone()));
@@ -172,5 +187,70 @@ impl Node {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<PeerName> {
+        list.iter().map(|n| PeerName::new(*n).unwrap()).collect()
+    }
+
+    fn state(list: &[(&str, bool)]) -> BTreeMap<PeerName, bool> {
+        list.iter()
+            .map(|(n, on)| (PeerName::new(*n).unwrap(), *on))
+            .collect()
+    }
+
+    fn info(name: &str) -> PeerInfo {
+        PeerInfo {
+            name: PeerName::new(name).unwrap(),
+            ip: [127, 0, 0, 1].into(),
+            port: 1,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn given_members_when_one_dies_and_one_leaves_then_the_dead_one_is_offline_and_the_other_gone()
+    {
+        let before = state(&[("alice", true), ("bob", true), ("carol", true)]);
+        let live = [info("alice")];
+        assert_eq!(vanished(&before, &live), names(&["bob", "carol"]));
+        // The tracker no longer knows bob (lease lapsed); carol is still online elsewhere.
+        let gone: BTreeSet<_> = names(&["bob"]).into_iter().collect();
+        let after = next_members(&before, names(&["alice"]), &gone);
+        assert_eq!(after, state(&[("alice", true), ("bob", false)]));
+    }
+
+    #[test]
+    fn given_an_offline_member_then_it_stays_listed_until_it_comes_back_online() {
+        let before = state(&[("alice", true), ("bob", false)]);
+        assert!(
+            vanished(&before, &[info("alice")]).is_empty(),
+            "no look-up for bob again"
+        );
+        let none = BTreeSet::new();
+        assert_eq!(next_members(&before, names(&["alice"]), &none), before);
+        let back = next_members(&before, names(&["alice", "bob", "dave"]), &none);
+        assert_eq!(
+            back,
+            state(&[("alice", true), ("bob", true), ("dave", true)])
+        );
+    }
+
+    #[test]
+    fn offline_members_are_bounded() {
+        let many: Vec<(String, bool)> = (0..OFFLINE_MEMBERS_KEPT + 5)
+            .map(|i| (format!("p{i:05}"), false))
+            .collect();
+        let before: BTreeMap<PeerName, bool> = many
+            .iter()
+            .map(|(n, on)| (PeerName::new(n).unwrap(), *on))
+            .collect();
+        let after = next_members(&before, names(&["alice"]), &BTreeSet::new());
+        assert_eq!(after.len(), OFFLINE_MEMBERS_KEPT + 1);
     }
 }

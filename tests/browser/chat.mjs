@@ -142,6 +142,29 @@ try {
   await alice.screenshot({ path: `${shots}/alice-retried.png` });
   await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
 
+  step("bob reloads his page: it opens with the history the node holds, in each conversation");
+  await bob.reload();
+  await bob.locator('#conn[data-state="live"]').waitFor({ timeout: SOON });
+  await bob.locator("#conv-title", { hasText: "#general" }).waitFor({ timeout: SOON });
+  await seeMessage(bob, burst[burst.length - 1]);
+  const reloaded = await texts(bob);
+  check(reloaded.includes("Hello from alice") && reloaded.filter((t) => t.startsWith("while you were away")).length === burst.length,
+    "#general's history is back after a reload, each message once");
+  await bob.locator('#directs li[data-key="@alice"] button.open-conv').click();
+  await seeMessage(bob, "psst, alice");
+  check((await texts(bob)).length === 1, "the direct conversation's history holds its one message");
+  await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
+
+  step("keyboard: focus stays on a conversation while messages arrive, Enter opens it");
+  await alice.locator('#directs li[data-key="@bob"] button.open-conv').focus();
+  await say(bob, "the list redraws now");
+  await seeMessage(alice, "the list redraws now");
+  check(await alice.evaluate(() => document.activeElement?.closest("li")?.dataset.key) === "@bob",
+    "the focused conversation keeps the focus when the list is redrawn");
+  await alice.keyboard.press("Enter");
+  await alice.locator("#conv-title", { hasText: "Direct messages with bob" }).waitFor({ timeout: SOON });
+  await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
+
   step("a narrow window: one column, panels behind buttons, keyboard works");
   await bob.setViewportSize({ width: 400, height: 700 });
   check(await bob.locator("#sidebar").isHidden(), "the conversation list folds away in a narrow window");

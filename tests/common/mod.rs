@@ -382,22 +382,31 @@ pub fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
         eprintln!("SKIPPED: browser test (HCHAT_SKIP_BROWSER=1)");
         return Ok(None);
     }
+    let missing = |what: String| {
+        if ci {
+            format!("{what} (CI=true: the browser test cannot be skipped)")
+        } else {
+            format!("{what}; set HCHAT_SKIP_BROWSER=1 to skip it")
+        }
+    };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {
-        return Err("the browser test needs Node.js: apt-get install nodejs npm (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it".into());
+        return Err(missing(
+            "the browser test needs Node.js: apt-get install nodejs npm (or run .ci/run)".into(),
+        ));
     }
     if !dir.join("node_modules/playwright-core").is_dir() {
-        return Err(format!(
-            "the browser test needs playwright-core: run `npm ci` in {} (or .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it",
+        return Err(missing(format!(
+            "the browser test needs playwright-core: run `npm ci` in {} (or .ci/run)",
             dir.display()
-        ));
+        )));
     }
     let chromium = std::env::var("HCHAT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !std::path::Path::new(&chromium).exists() {
-        return Err(format!(
-            "the browser test needs Debian's chromium at {chromium}: apt-get install chromium (or run .ci/run); set HCHAT_SKIP_BROWSER=1 to skip it"
-        ));
+        return Err(missing(format!(
+            "the browser test needs Debian's chromium at {chromium}: apt-get install chromium (or run .ci/run)"
+        )));
     }
     Ok(Some(dir))
 }

@@ -88,12 +88,20 @@
       if (status !== undefined || own) { Object.assign(known, { ts: msg.ts, status: status ?? known.status }); renderMessage(c, known); }
       return false;
     }
-    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: status ?? "sent", error: null, dest: msg };
+    const m = entry(msg, own, status ?? "sent");
+    keep(c, m);
+    if (c.key === state.current) appendMessage(c, m);
+    return true;
+  }
+
+  function entry(msg, own, status) {
+    return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null };
+  }
+
+  function keep(c, m) {
     c.messages.push(m);
     c.ids.set(m.id, m);
     if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(c.messages.shift().id);
-    if (c.key === state.current) appendMessage(c, m);
-    return true;
   }
 
   function sortedKeys(kind) {
@@ -101,6 +109,10 @@
   }
 
   function renderConvs() {
+    // Redrawn on every message: keep the keyboard focus where it was.
+    const focused = document.activeElement;
+    const refocus = focused && focused.closest?.(".convs") && focused.closest("li")?.dataset.key;
+    const refocusClass = refocus && focused.className;
     for (const [kind, list] of [["channel", $("channels")], ["direct", $("directs")]]) {
       list.replaceChildren(...sortedKeys(kind).map((key) => {
         const c = state.convs.get(key);
@@ -135,6 +147,9 @@
         }
         return li;
       }));
+    }
+    if (refocus) {
+      document.querySelector(`.convs li[data-key="${CSS.escape(refocus)}"] .${CSS.escape(refocusClass)}`)?.focus();
     }
     const unread = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
     document.title = (unread ? "(" + unread + ") " : "") + "hchat" + (state.me ? " \u2014 " + state.me : "");
@@ -226,19 +241,13 @@
       const live = c.messages.filter((m) => !h.messages.some((x) => x.id === m.id));
       c.messages = [];
       c.ids = new Map();
-      for (const msg of h.messages) addQuiet(c, msg, msg.from === state.me);
-      for (const m of live) { c.messages.push(m); c.ids.set(m.id, m); }
+      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, "sent"));
+      for (const m of live) keep(c, m);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
       notice("Could not load the history of " + c.key + ": " + e.message);
     }
-  }
-
-  function addQuiet(c, msg, own) {
-    const m = { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status: "sent", error: null, dest: msg };
-    c.messages.push(m);
-    c.ids.set(m.id, m);
   }
 
   // ---- members and presence ----
@@ -268,6 +277,7 @@
       const seen = [...state.members.values()].flatMap((m) => m.list).find((m) => m.name === c.name);
       list = [{ name: state.me, online: true }, { name: c.name, online: seen ? seen.online : null }];
     }
+    const focusedMember = document.activeElement?.closest?.("#members li")?.dataset.name;
     $("members-heading").textContent = c && c.kind === "channel"
       ? "Members (" + list.filter((m) => m.online).length + " online)" : "Members";
     ul.replaceChildren(...list.map((m) => {
@@ -298,6 +308,7 @@
       li.append(b);
       return li;
     }));
+    if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
   }
 
   // ---- sending ----
@@ -327,6 +338,7 @@
         m.status = "sent";
         m.error = null;
         renderMessage(c, m);
+        if (!report.delivered.length) notice("Nobody else is in " + c.key + " yet; the message is in your history.");
         if (lastFailed && lastFailed.m === m) hideSendError();
       }
     } catch (e) {
@@ -357,8 +369,10 @@
     autosize();
     const msg = { id: uuid7(), from: state.me, text, ts: Date.now(),
                   ...(c.kind === "channel" ? { channel: c.name } : { to: c.name }) };
-    addMessage(c, msg, true, "pending");
-    send(c, c.ids.get(msg.id));
+    const m = entry(msg, true, "pending");
+    keep(c, m);
+    send(c, m); // the request leaves before the page spends time drawing
+    if (c.key === state.current) appendMessage(c, m);
   }
 
   function autosize() {
@@ -445,8 +459,9 @@
       setConn("down", "reconnecting\u2026");
       if (!state.streamHeld) state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
       state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
-      // A stream refused at once (403) shows nothing: ask the API why.
-      if (!state.loaded) api("GET", "/api/me").catch(() => {});
+      // A refused stream (403: a wrong token, or a node restarted with a new one) says nothing: ask the API,
+      // whose refusal shows what to do.
+      api("GET", "/api/me").catch(() => {});
     };
   }
 
