@@ -33,33 +33,52 @@ fn acting_as_user() -> Vec<(&'static str, &'static str, Option<serde_json::Value
     ]
 }
 
+/// Where a request comes from: this host (loopback), or the LAN host of a network namespace.
+enum Caller<'a> {
+    Host(String),
+    Lan(&'a LanHost, String),
+}
+
 /// Status and `error.code` (if any) of one request; an event stream is judged by its status line alone.
 fn call(
-    base: &str,
+    from: &Caller,
     method: &str,
     path: &str,
     body: &Option<serde_json::Value>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let client = http();
-    let mut req = match method {
-        "GET" => client.get(format!("{base}{path}")),
-        _ => client.post(format!("{base}{path}")),
+    let (status, text) = match from {
+        Caller::Lan(lan, base) => {
+            let body = body.as_ref().map(|b| b.to_string());
+            lan.request(method, &format!("{base}{path}"), body.as_deref(), headers)
+        }
+        Caller::Host(base) => {
+            let client = http();
+            let mut req = match method {
+                "GET" => client.get(format!("{base}{path}")),
+                _ => client.post(format!("{base}{path}")),
+            };
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = body {
+                req = req.body(b.to_string());
+            }
+            let resp = req.send().unwrap();
+            let status = resp.status().as_u16();
+            if path.starts_with("/api/events") && status == 200 {
+                let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+                assert_eq!(ct, "text/event-stream", "{path}");
+                return (status, String::new());
+            }
+            (status, resp.text().unwrap())
+        }
     };
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        req = req.body(b.to_string());
-    }
-    let resp = req.send().unwrap();
-    let status = resp.status().as_u16();
     if path.starts_with("/api/events") && status == 200 {
-        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-        assert_eq!(ct, "text/event-stream", "{path}");
         return (status, String::new());
     }
-    let v: serde_json::Value = resp.json().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
     (
         status,
         v["error"]["code"].as_str().unwrap_or("").to_string(),
@@ -68,13 +87,17 @@ fn call(
 
 #[test]
 fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
-    let Some(lan) = lan_address() else {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "this host has no non-loopback address to call from");
-        eprintln!(
-            "SKIPPED: no non-loopback address on this host; src/web/auth.rs unit-tests the same rule"
-        );
-        return;
+    // A caller on the LAN: a network namespace of our own, joined to this host by a veth pair.
+    let lan = match LanHost::create() {
+        Ok(lan) => lan,
+        Err(why) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(!ci, "cannot make a LAN host to call from: {why}");
+            eprintln!(
+                "SKIPPED: cannot make a LAN host to call from ({why}); src/web/auth.rs unit-tests the rule"
+            );
+            return;
+        }
     };
     let tracker = Proc::tracker(&[]);
     let alice = Proc::peer(
@@ -91,8 +114,12 @@ fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
     );
     let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
     joined_at_start(&bob);
-    let from_lan = format!("http://{lan}:{}", alice.addr.port());
-    let from_host = format!("http://127.0.0.1:{}", alice.addr.port());
+    let from_lan = Caller::Lan(
+        &lan,
+        format!("http://{}:{}", lan.node_ip, alice.addr.port()),
+    );
+    let from_host = Caller::Host(format!("http://127.0.0.1:{}", alice.addr.port()));
+    let lan_ip = lan.own_ip;
     let bearer = format!("Bearer {TOKEN}");
     let query = format!("token={TOKEN}");
 
@@ -101,7 +128,7 @@ fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
         assert_eq!(
             (status, code.as_str()),
             (403, "forbidden"),
-            "{method} {path} from {lan} without the token"
+            "{method} {path} from {lan_ip} without the token"
         );
         let (status, _) = call(
             &from_lan,
@@ -192,8 +219,11 @@ fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
 
     // Open to anyone: the page itself (it holds no secret), the health check, and peer-to-peer delivery.
     for path in ["/chat", "/chat/app.js", "/chat/app.css", "/health"] {
-        let r = http().get(format!("{from_lan}{path}")).send().unwrap();
-        assert_eq!(r.status().as_u16(), 200, "GET {path} from {lan}");
+        let Caller::Lan(_, base) = &from_lan else {
+            unreachable!()
+        };
+        let (status, _) = lan.request("GET", &format!("{base}{path}"), None, &[]);
+        assert_eq!(status, 200, "GET {path} from {lan_ip}");
     }
     bob.type_line("/quit");
     bob.wait_exit(SOON);
