@@ -13,7 +13,9 @@
 //! - [`web`]: the local API the page and scripts act through, its event stream, and the web chat page.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
+//! - [`bench`]: `hchat bench`, what a user sees measured on loopback, beside ngircd, mosquitto and nginx.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod http;

@@ -31,6 +31,9 @@ enum Role {
     Peer(PeerArgs),
     /// Try it out: a tracker and three peers (alice, bob, carol) in one process; you are alice.
     Demo,
+    /// Measure what a user sees on this machine (DM latency, channel fan-out, tracker load and scale), optionally
+    /// beside ngircd, mosquitto and nginx.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +107,74 @@ struct PeerArgs {
     data: DataArgs,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Also run the anchors (ngircd, mosquitto, nginx from Debian's packages) on loopback and print each figure's
+    /// ratio to theirs. Under CI=true a missing anchor fails the run.
+    #[arg(long, env = "HCHAT_BENCH_COMPARE")]
+    compare: bool,
+    /// Print the report as JSON on stdout instead of the table (progress still goes to stderr).
+    #[arg(long, env = "HCHAT_BENCH_JSON")]
+    json: bool,
+    /// Also draw the latency CDFs, ours against the anchors, into this SVG file.
+    #[arg(long, env = "HCHAT_BENCH_PLOT", value_name = "FILE.svg", value_parser = svg_path)]
+    plot: Option<std::path::PathBuf>,
+    /// Run one figure alone (to profile it): dm, fanout, tracker or scale.
+    #[arg(long, env = "HCHAT_BENCH_ONLY", value_enum)]
+    only: Option<OnlyFigure>,
+    /// Tiny counts (a few seconds), for a smoke test; the options below still override them.
+    #[arg(long, env = "HCHAT_BENCH_QUICK")]
+    quick: bool,
+    /// Figure 1: direct messages to send [default: 5000].
+    #[arg(long, env = "HCHAT_BENCH_DM_COUNT", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    dm_count: Option<u64>,
+    /// Figure 1: their steady rate, per second [default: 2000].
+    #[arg(long, env = "HCHAT_BENCH_DM_RATE", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    dm_rate: Option<u32>,
+    /// Figure 2: channel members besides the sender [default: 100].
+    #[arg(long, env = "HCHAT_BENCH_MEMBERS", value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    members: Option<u64>,
+    /// Figure 2: messages the sender sends [default: 1000].
+    #[arg(long, env = "HCHAT_BENCH_FANOUT_COUNT", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    fanout_count: Option<u64>,
+    /// Figure 3: peers registered with the tracker under load [default: 10000].
+    #[arg(long, env = "HCHAT_BENCH_REGISTERED", value_parser = clap::value_parser!(u64).range(101..=1_000_000))]
+    registered: Option<u64>,
+    /// Figures 3 and 4: kept-alive connections of the load generator [default: 64].
+    #[arg(long, env = "HCHAT_BENCH_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    connections: Option<u64>,
+    /// Figure 3: seconds of load per figure [default: 10].
+    #[arg(long, env = "HCHAT_BENCH_LOAD_SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    load_secs: Option<u64>,
+    /// Figure 4: peers registered [default: 100000].
+    #[arg(long, env = "HCHAT_BENCH_SCALE_PEERS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    scale_peers: Option<u64>,
+    /// Figure 4: channels they are spread over [default: 1000].
+    #[arg(long, env = "HCHAT_BENCH_SCALE_CHANNELS", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    scale_channels: Option<u64>,
+    /// Figure 4: the lease TTL, in seconds, of the tracker whose peers are left to expire [default: 60].
+    #[arg(long, env = "HCHAT_BENCH_SCALE_TTL", value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    scale_ttl: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnlyFigure {
+    Dm,
+    Fanout,
+    Tracker,
+    Scale,
+}
+
+fn svg_path(s: &str) -> Result<std::path::PathBuf, String> {
+    if s.ends_with(".svg") {
+        Ok(s.into())
+    } else {
+        Err(format!(
+            "{s} is not an .svg file name; write e.g. --plot docs/bench.svg"
+        ))
+    }
+}
+
 /// Parses the command line. A usage mistake is one line on stderr saying what is wrong and where help is, and
 /// exit code 2, as CONTRACT.md fixes (clap's own report spans several lines).
 fn parse_args() -> Result<Cli, ExitCode> {
@@ -129,7 +200,7 @@ fn parse_args() -> Result<Cli, ExitCode> {
             let what = what.strip_prefix("error: ").unwrap_or(&what);
             let role = std::env::args()
                 .nth(1)
-                .filter(|a| ["tracker", "peer", "demo"].contains(&a.as_str()));
+                .filter(|a| ["tracker", "peer", "demo", "bench"].contains(&a.as_str()));
             let help = role
                 .map(|r| format!("hchat {r} --help"))
                 .unwrap_or_else(|| "hchat --help".into());
@@ -169,6 +240,7 @@ fn main() -> ExitCode {
             Role::Tracker(a) => run_tracker(a).await,
             Role::Peer(a) => run_peer(a).await,
             Role::Demo => hchat::demo::run().await,
+            Role::Bench(a) => run_bench(a).await,
         }
     });
     // Do not wait for a blocked stdin reader.
@@ -250,4 +322,54 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         current = Some(first.clone());
     }
     hchat::cli::run(node, current).await
+}
+
+async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
+    use hchat::bench::{Figure, Options, Settings};
+    let mut s = if a.quick {
+        Settings::quick()
+    } else {
+        Settings::full()
+    };
+    let set = |v: Option<u64>, into: &mut usize| {
+        if let Some(v) = v {
+            *into = v as usize;
+        }
+    };
+    set(a.dm_count, &mut s.dm_count);
+    set(a.members, &mut s.fanout_members);
+    set(a.fanout_count, &mut s.fanout_count);
+    set(a.registered, &mut s.registered_peers);
+    set(a.connections, &mut s.load_connections);
+    set(a.scale_peers, &mut s.scale_peers);
+    set(a.scale_channels, &mut s.scale_channels);
+    s.dm_rate = a.dm_rate.unwrap_or(s.dm_rate);
+    s.load_secs = a.load_secs.map_or(s.load_secs, |v| v as f64);
+    s.scale_ttl_secs = a.scale_ttl.unwrap_or(s.scale_ttl_secs);
+    let opts = Options {
+        settings: s,
+        compare: a.compare,
+        strict: std::env::var("CI").is_ok_and(|v| v == "true"),
+        only: a.only.map(|f| match f {
+            OnlyFigure::Dm => Figure::Dm,
+            OnlyFigure::Fanout => Figure::Fanout,
+            OnlyFigure::Tracker => Figure::Tracker,
+            OnlyFigure::Scale => Figure::Scale,
+        }),
+    };
+    // Ctrl-C drops the run, and with it every server and node it started (each is stopped when dropped).
+    let report = tokio::select! {
+        r = hchat::bench::run(opts) => r?,
+        _ = hchat::shutdown_signal() => anyhow::bail!("interrupted; every server the benchmark started is stopped"),
+    };
+    if let Some(path) = &a.plot {
+        report.plot(path)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }

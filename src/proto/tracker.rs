@@ -109,6 +109,9 @@ pub struct Health {
     pub version: String,
     pub peers: usize,
     pub channels: usize,
+    /// Leases that have lapsed (left out of every answer) but are still held until the next sweep removes them.
+    #[serde(default)]
+    pub stale: usize,
 }
 
 /// The body of every refusal: `{"error":{"code","message"}}`.

@@ -232,6 +232,14 @@ impl Tracker {
     }
 }
 
+/// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
+/// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
+pub const SWEEP_BATCH: usize = 1_000;
+/// Between two batches of a sweep.
+const SWEEP_PAUSE: Duration = Duration::from_millis(1);
+/// Names of swept peers written out in the log line; the rest are counted.
+const SWEEP_NAMES_LOGGED: usize = 10;
+
 /// Removes expired leases for good, a few times per TTL, so memory follows the live population.
 async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
@@ -242,31 +250,52 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let swept = shared
-            .change(|s| {
-                let names = s.registry.expire(crate::proto::now_ms());
-                let changes = if names.is_empty() {
-                    vec![]
-                } else {
-                    vec![Change::Expired {
-                        names: names.clone(),
-                    }]
-                };
-                Ok((names, changes))
-            })
-            .await;
-        if let Ok(names) = swept
-            && !names.is_empty()
-        {
-            tracing::info!(
-                count = names.len(),
-                "expired peers: {}",
-                names
+        loop {
+            let swept = shared
+                .change(|s| {
+                    let names = s.registry.expire_some(crate::proto::now_ms(), SWEEP_BATCH);
+                    let changes = if names.is_empty() {
+                        vec![]
+                    } else {
+                        vec![Change::Expired {
+                            names: names.clone(),
+                        }]
+                    };
+                    Ok((names, changes))
+                })
+                .await;
+            let names = match swept {
+                Ok(names) => names,
+                Err(e) => {
+                    tracing::error!("the sweep could not save what it removed: {}", e.message);
+                    break;
+                }
+            };
+            let count = names.len();
+            if count > 0 {
+                let shown: Vec<&str> = names
                     .iter()
+                    .take(SWEEP_NAMES_LOGGED)
                     .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+                    .collect();
+                let more = count - shown.len();
+                tracing::info!(
+                    count,
+                    "expired peers: {}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if count < SWEEP_BATCH {
+                break;
+            }
+            // A pause, not just a yield: the registry's mutex is not fair, and a handler waiting for it on another
+            // thread must get a turn before the next batch.
+            tokio::time::sleep(SWEEP_PAUSE).await;
         }
     }
 }

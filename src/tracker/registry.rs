@@ -339,12 +339,24 @@ impl Registry {
         )
     }
 
+    /// Leases held, live or lapsed: lapsed ones stay until [`Registry::expire`] removes them.
+    pub fn held(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Removes expired leases for good and returns their names.
     pub fn expire(&mut self, now: u64) -> Vec<PeerName> {
+        self.expire_some(now, usize::MAX)
+    }
+
+    /// Removes at most `max` expired leases for good and returns their names. The sweep calls it until it returns
+    /// fewer than `max`, letting go of the registry in between, so a mass expiry never stalls requests for long.
+    pub fn expire_some(&mut self, now: u64, max: usize) -> Vec<PeerName> {
         let dead: Vec<PeerName> = self
             .peers
             .iter()
             .filter(|(_, l)| !self.is_live(l, now))
+            .take(max)
             .map(|(n, _)| n.clone())
             .collect();
         for n in &dead {
@@ -484,6 +496,22 @@ mod tests {
         assert_eq!(r.expire(TTL - 1), Vec::<PeerName>::new());
         assert_eq!(r.expire(TTL), vec![n("a")]);
         assert_eq!(r.counts(TTL), (0, 1));
+    }
+
+    #[test]
+    fn given_many_lapsed_leases_when_expiring_in_batches_then_each_batch_is_bounded_and_live_ones_stay()
+     {
+        let mut r = reg();
+        for i in 0..5 {
+            r.register(&n(&format!("old{i}")), LO, 1 + i, 0).unwrap();
+            r.join(&n(&format!("old{i}")), &c("x"), 0).unwrap();
+        }
+        r.register(&n("fresh"), LO, 9, TTL).unwrap();
+        r.join(&n("fresh"), &c("x"), TTL).unwrap();
+        let sizes: Vec<usize> = (0..4).map(|_| r.expire_some(TTL, 2).len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1, 0]);
+        assert_eq!(r.held(), 1);
+        assert_eq!(r.members(&c("x"), TTL).unwrap().len(), 1);
     }
 
     #[test]

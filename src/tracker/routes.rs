@@ -224,12 +224,13 @@ async fn channels_list(State(s): State<Arc<Shared>>) -> Json<ChannelList> {
 }
 
 async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
-    let (peers, channels) = s.with(|r| r.counts(now_ms()));
+    let ((peers, channels), held) = s.with(|r| (r.counts(now_ms()), r.held()));
     Json(Health {
         ok: true,
         version: env!("CARGO_PKG_VERSION").to_string(),
         peers,
         channels,
+        stale: held.saturating_sub(peers),
     })
 }
 

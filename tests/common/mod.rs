@@ -378,6 +378,44 @@ pub fn members(tracker: &Proc, channel: &str) -> Vec<String> {
     }
 }
 
+/// Runs `cmd` to the end and returns its output; kills it and panics if it has not exited within `deadline`.
+pub fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the hchat binary starts");
+    let drain = |mut s: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = s.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!("still running after {deadline:?}; killed. stderr:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// The web chat's address with the token, as a peer prints it at start (`* web chat: http://…/chat?token=…`).
 pub fn chat_url(peer: &Proc) -> String {
     peer.out
