@@ -173,16 +173,19 @@ impl Node {
                 Attempt::Done(outcomes) => {
                     backoff = BACKOFF_MIN;
                     *lock(&worker.stuck) = None;
-                    // The recipient (or the tracker) has it durably: the sender may hear so before the outbox row
-                    // goes. A crash in between sends it again, and a duplicate id is stored once.
+                    // The recipient (or the tracker) has it durably. The outbox row goes first, then the sender
+                    // hears: a send of the same id again (a Retry) that comes after it then finds no row left and
+                    // queues a fresh one, instead of having its row deleted under it and waiting for nothing.
+                    // A crash before the delete sends it again, and a duplicate id is stored once.
+                    let ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
+                    let done = self.inner.store.outbox_done(&to, ids).await;
                     for (m, o) in batch.iter().zip(outcomes) {
                         if let Outcome::Refused { message, .. } = &o {
                             tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");
                         }
                         self.inner.outboxes.tell(&to, m.id, o);
                     }
-                    let ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
-                    if let Err(e) = self.inner.store.outbox_done(&to, ids).await {
+                    if let Err(e) = done {
                         tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
                         continue;
                     }
