@@ -174,21 +174,28 @@ pub struct Proc {
     _data: Option<tempfile::TempDir>,
 }
 
+/// Starts `cmd` with its stdin, stdout and stderr on pipes, collecting each output stream's lines (echoed as
+/// `name:out|` and `name:err|` with `HCHAT_TEST_ECHO` set).
+fn spawn_piped(name: &str, mut cmd: Command) -> (Child, Option<ChildStdin>, Lines, Lines) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
+    let out = Lines::collect(
+        child.stdout.take().unwrap(),
+        Box::leak(format!("{name}:out").into_boxed_str()),
+    );
+    let err = Lines::collect(
+        child.stderr.take().unwrap(),
+        Box::leak(format!("{name}:err").into_boxed_str()),
+    );
+    let stdin = child.stdin.take();
+    (child, stdin, out, err)
+}
+
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, data: Option<tempfile::TempDir>) -> Proc {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("the hchat binary starts");
-        let out = Lines::collect(
-            child.stdout.take().unwrap(),
-            Box::leak(format!("{name}:out").into_boxed_str()),
-        );
-        let err = Lines::collect(
-            child.stderr.take().unwrap(),
-            Box::leak(format!("{name}:err").into_boxed_str()),
-        );
-        let stdin = child.stdin.take();
+    fn spawn(name: &str, cmd: Command, data: Option<tempfile::TempDir>) -> Proc {
+        let (mut child, stdin, out, err) = spawn_piped(name, cmd);
         let end = Instant::now() + SOON;
         let line = loop {
             if let Some(l) =
@@ -473,20 +480,8 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn spawn(name: &str, mut cmd: Command) -> Driver {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{name} starts: {e}"));
-        let out = Lines::collect(
-            child.stdout.take().unwrap(),
-            Box::leak(format!("{name}:out").into_boxed_str()),
-        );
-        let err = Lines::collect(
-            child.stderr.take().unwrap(),
-            Box::leak(format!("{name}:err").into_boxed_str()),
-        );
-        let stdin = child.stdin.take();
+    pub fn spawn(name: &str, cmd: Command) -> Driver {
+        let (child, stdin, out, err) = spawn_piped(name, cmd);
         Driver {
             child,
             stdin,
