@@ -217,3 +217,20 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> Result<PathBuf> 
     std::fs::write(&p, text).map_err(BenchError::io(format!("writing {}", p.display())))?;
     Ok(p)
 }
+
+/// A TCP connection to an anchor on loopback with Nagle off (as the anchors' own configs set on their side),
+/// split into a buffered reader and writer: what the IRC and MQTT clients are built on.
+pub async fn connect_buffered(
+    addr: std::net::SocketAddr,
+    server: &str,
+) -> Result<(
+    tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+)> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(BenchError::io(format!("connecting to {server} at {addr}")))?;
+    let _ = tcp.set_nodelay(true);
+    let (r, w) = tcp.into_split();
+    Ok((tokio::io::BufReader::new(r), tokio::io::BufWriter::new(w)))
+}

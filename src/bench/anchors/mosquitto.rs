@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{ServerProc, free_port, temp_dir, write};
@@ -66,15 +65,8 @@ pub struct MqttClient {
 impl MqttClient {
     /// Connects with a clean session as `client_id` and waits for CONNACK.
     pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<MqttClient> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(BenchError::io(format!("connecting to mosquitto at {addr}")))?;
-        let _ = tcp.set_nodelay(true);
-        let (r, w) = tcp.into_split();
-        let mut c = MqttClient {
-            reader: BufReader::new(r),
-            writer: BufWriter::new(w),
-        };
+        let (reader, writer) = super::connect_buffered(addr, "mosquitto").await?;
+        let mut c = MqttClient { reader, writer };
         let mut body = Vec::new();
         string(b"MQTT", &mut body);
         body.extend_from_slice(&[4, 0x02]); // protocol level 4 (3.1.1), clean session

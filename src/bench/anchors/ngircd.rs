@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{ServerProc, free_port, temp_dir, write};
@@ -44,14 +43,10 @@ pub struct IrcClient {
 impl IrcClient {
     /// Connects and registers as `nick`; returns once the server has welcomed us (001).
     pub async fn connect(addr: SocketAddr, nick: &str) -> Result<IrcClient> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(BenchError::io(format!("connecting to ngircd at {addr}")))?;
-        let _ = tcp.set_nodelay(true);
-        let (r, w) = tcp.into_split();
+        let (reader, writer) = super::connect_buffered(addr, "ngircd").await?;
         let mut c = IrcClient {
-            reader: BufReader::new(r),
-            writer: BufWriter::new(w),
+            reader,
+            writer,
             line: Vec::new(),
         };
         c.write(&format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"))
