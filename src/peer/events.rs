@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::proto::{ChannelName, ChatMessage, PeerName};
+use crate::proto::{ChannelName, ChatMessage, PeerName, PeerStatus, Role};
 
 /// How many events a slow subscriber may fall behind before it misses some (it is told how many).
 pub const EVENT_BACKLOG: usize = 1024;
@@ -31,6 +31,12 @@ pub enum Event {
     Left { channel: ChannelName },
     /// Something the user should know that is not a message (tracker lost, re-registered, ...).
     Notice { text: String },
+    /// This user's own presence changed (online, away with a message, invisible).
+    Status {
+        status: PeerStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        away: Option<String>,
+    },
     /// The members of a joined channel and whether each is online, sent whenever that changes.
     Presence {
         channel: ChannelName,
@@ -43,6 +49,14 @@ pub enum Event {
 pub struct Member {
     pub name: PeerName,
     pub online: bool,
+    /// `owner`, `member` or `visitor`, as the tracker last said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// `online`, `away` or `offline`.
+    pub status: PeerStatus,
+    /// The away message, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// An event with its place in the node's sequence.

@@ -6,6 +6,9 @@
 //!   vouched for the depositor when it took the deposit);
 //! - by catch-up: it must belong to the channel asked about.
 //!
+//! A channel message, however it came, must also be from a member the tracker says may post (not a visitor, not
+//! banned or removed), and this node must still be a member ([`access`](super::access), 403 `not_allowed`).
+//!
 //! Accepted messages are committed in one transaction, and only then answered and shown; a duplicate id is
 //! accepted and not shown again.
 
@@ -47,6 +50,7 @@ impl Node {
     /// nothing could be stored.
     pub async fn receive_many(&self, msgs: Vec<(ChatMessage, Via)>) -> Result<Verdicts, ApiError> {
         let mut vouched: HashMap<PeerName, Result<(), ApiError>> = HashMap::new();
+        let mut allowed: HashMap<(ChannelName, PeerName), Result<(), ApiError>> = HashMap::new();
         let mut verdicts: Vec<Option<Result<bool, ApiError>>> = Vec::with_capacity(msgs.len());
         let mut accepted = Vec::new();
         for (msg, via) in &msgs {
@@ -57,6 +61,16 @@ impl Node {
                     vouched.insert(msg.from.clone(), v);
                 }
                 check = vouched[&msg.from].clone();
+            }
+            if check.is_ok()
+                && let Destination::Channel(c) = &msg.dest
+            {
+                let k = (c.clone(), msg.from.clone());
+                if !allowed.contains_key(&k) {
+                    let v = self.check_may_post(c, &msg.from).await;
+                    allowed.insert(k.clone(), v);
+                }
+                check = allowed[&k].clone();
             }
             match check {
                 Ok(()) => {

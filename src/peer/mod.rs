@@ -6,6 +6,7 @@
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
 
+pub mod access;
 pub mod delivery;
 pub mod events;
 pub mod inbox;
@@ -149,6 +150,9 @@ struct Inner {
     /// a while when the tracker is down.
     known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
     last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
+    /// Who may post in each joined channel, as the tracker last said (bounded: `access::ROLES_CACHED_*`).
+    roles: Mutex<HashMap<ChannelName, access::Roles>>,
+    my_presence: Mutex<access::MyPresence>,
     lease_ttl: Mutex<Duration>,
     /// Held while registering; a stopping node sets `leaving` and takes it, so no registration can land after its
     /// goodbye (a background task renewing at that moment would otherwise bring the dead node back).
@@ -230,6 +234,8 @@ impl Node {
             joined: Mutex::new(joined),
             known: Mutex::default(),
             last_fan_out: Mutex::default(),
+            roles: Mutex::default(),
+            my_presence: Mutex::default(),
             lease_ttl: Mutex::new(Duration::from_secs(30)),
             renewing: tokio::sync::Mutex::new(()),
             leaving: std::sync::atomic::AtomicBool::new(false),
@@ -354,9 +360,12 @@ impl Node {
             tracing::info!(peer = %self.name(), "the tracker had forgotten this peer; registered and re-joining {} channel(s)", missing.len());
         }
         for channel in &missing {
-            self.inner.tracker.join(&self.inner.me, channel).await?;
+            self.rejoin(channel, answer.created).await?;
         }
         if answer.created {
+            if let Err(e) = self.restore_presence().await {
+                tracing::warn!(peer = %self.name(), "could not restore presence: {e}");
+            }
             // The tracker had forgotten us (we were away): channel messages sent meanwhile did not list us.
             let mut marks = Vec::new();
             for c in self.joined() {
@@ -367,6 +376,40 @@ impl Node {
             self.want_recovery(false, marks);
         }
         Ok(())
+    }
+
+    /// A joined channel the tracker does not list this peer in. After the tracker forgot the peer (`created`) it
+    /// joins again; otherwise the owner removed it, unless a join raced the renewal (the tracker is asked).
+    /// Either way a refusal by the channel's rules (ban, invitation, key) means it is out.
+    async fn rejoin(&self, channel: &ChannelName, created: bool) -> Result<(), TrackerError> {
+        if !created {
+            match self.inner.tracker.channel_info(channel, self.name()).await {
+                Ok(info) if info.members.iter().any(|m| &m.name == self.name()) => return Ok(()),
+                Ok(_) => {
+                    self.removed_from(channel, "removed by its owner").await;
+                    return Ok(());
+                }
+                Err(TrackerError::Refused { code, message, .. })
+                    if code == "members_only" || code == "unknown_channel" =>
+                {
+                    self.removed_from(channel, &message).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match self.inner.tracker.join(&self.inner.me, channel, None).await {
+            Ok(_) => Ok(()),
+            Err(TrackerError::Refused {
+                status: 403,
+                message,
+                ..
+            }) => {
+                self.removed_from(channel, &message).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Renews the lease a few times per TTL. While the tracker is unreachable it tries every second, so chat
@@ -420,11 +463,20 @@ impl Node {
         }
     }
 
-    /// Joins a channel (created if new); returns its live member count.
+    /// Joins a channel (created if new, owned by this user); returns its live member count.
     pub async fn join(&self, channel: &ChannelName) -> Result<usize, NodeError> {
+        self.join_inner(channel, None).await
+    }
+
+    async fn join_inner(
+        &self,
+        channel: &ChannelName,
+        key: Option<&str>,
+    ) -> Result<usize, NodeError> {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
-        let answer = self.tracked(|| t.join(me, channel)).await?;
+        let answer = self.tracked(|| t.join(me, channel, key)).await?;
+        self.forget_roles(channel);
         self.inner
             .store
             .set_joined(channel, Some(MessageId::now_v7()))
@@ -459,6 +511,7 @@ impl Node {
         lock(&self.inner.joined).remove(channel);
         lock(&self.inner.last_fan_out).remove(channel);
         self.forget_members(channel);
+        self.forget_roles(channel);
         self.inner.events.publish(Event::Left {
             channel: channel.clone(),
         });
@@ -468,7 +521,7 @@ impl Node {
     /// Who is online, or who is in a channel.
     pub async fn peers(&self, channel: Option<&ChannelName>) -> Result<Vec<PeerInfo>, NodeError> {
         Ok(match channel {
-            Some(c) => self.inner.tracker.members(c).await?,
+            Some(c) => self.inner.tracker.members(c, self.name()).await?,
             None => self.inner.tracker.online().await?,
         })
     }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::events::{Event, Member, Resumed};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, lock};
-use crate::proto::{ChannelName, PeerInfo, PeerName};
+use crate::proto::{ChannelName, PeerInfo, PeerName, PeerStatus, Role};
 
 /// How often the members of joined channels are refreshed while a page watches.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -26,8 +26,8 @@ pub const OFFLINE_MEMBERS_KEPT: usize = 1000;
 /// The presence state of one node.
 #[derive(Debug, Default)]
 pub(super) struct Presence {
-    /// Per joined channel: member → online.
-    channels: std::sync::Mutex<HashMap<ChannelName, BTreeMap<PeerName, bool>>>,
+    /// Per joined channel: member → how it was last seen.
+    channels: std::sync::Mutex<HashMap<ChannelName, BTreeMap<PeerName, Seen>>>,
     /// One refresh at a time, so two cannot publish changes out of order.
     refreshing: tokio::sync::Mutex<()>,
     watchers: AtomicUsize,
@@ -53,22 +53,53 @@ pub struct MemberList {
     pub members: Vec<Member>,
 }
 
-fn as_members(state: &BTreeMap<PeerName, bool>) -> Vec<Member> {
+/// How a member was last seen: online or not, its role, its away status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    online: bool,
+    role: Option<Role>,
+    status: PeerStatus,
+    away: Option<String>,
+}
+
+impl Seen {
+    fn live(p: &PeerInfo) -> Seen {
+        Seen {
+            online: true,
+            role: p.role,
+            status: p.status,
+            away: p.away.clone(),
+        }
+    }
+    fn offline(&self) -> Seen {
+        Seen {
+            online: false,
+            role: self.role,
+            status: PeerStatus::Offline,
+            away: None,
+        }
+    }
+}
+
+fn as_members(state: &BTreeMap<PeerName, Seen>) -> Vec<Member> {
     state
         .iter()
-        .map(|(name, online)| Member {
+        .map(|(name, seen)| Member {
             name: name.clone(),
-            online: *online,
+            online: seen.online,
+            role: seen.role,
+            status: seen.status,
+            away: seen.away.clone(),
         })
         .collect()
 }
 
 /// The members that were online and are no longer in the tracker's live list: each has either left the channel
 /// or gone offline, which only a look-up can tell.
-fn vanished(before: &BTreeMap<PeerName, bool>, live: &[PeerInfo]) -> Vec<PeerName> {
+fn vanished(before: &BTreeMap<PeerName, Seen>, live: &[PeerInfo]) -> Vec<PeerName> {
     before
         .iter()
-        .filter(|(name, online)| **online && !live.iter().any(|p| &p.name == *name))
+        .filter(|(name, seen)| seen.online && !live.iter().any(|p| &p.name == *name))
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -76,19 +107,21 @@ fn vanished(before: &BTreeMap<PeerName, bool>, live: &[PeerInfo]) -> Vec<PeerNam
 /// A channel's members after a refresh: the live ones online; the ones `gone` from the tracker, and the ones
 /// already offline, offline (at most [`OFFLINE_MEMBERS_KEPT`]); any other member that vanished left the channel.
 fn next_members(
-    before: &BTreeMap<PeerName, bool>,
-    live: impl IntoIterator<Item = PeerName>,
+    before: &BTreeMap<PeerName, Seen>,
+    live: &[PeerInfo],
     gone: &BTreeSet<PeerName>,
-) -> BTreeMap<PeerName, bool> {
-    let mut after: BTreeMap<PeerName, bool> = live.into_iter().map(|n| (n, true)).collect();
-    let offline: Vec<&PeerName> = before
+) -> BTreeMap<PeerName, Seen> {
+    let mut after: BTreeMap<PeerName, Seen> = live
         .iter()
-        .filter(|(name, online)| !after.contains_key(*name) && (!**online || gone.contains(*name)))
-        .map(|(name, _)| name)
+        .map(|p| (p.name.clone(), Seen::live(p)))
+        .collect();
+    let offline: Vec<(&PeerName, &Seen)> = before
+        .iter()
+        .filter(|(name, seen)| !after.contains_key(*name) && (!seen.online || gone.contains(*name)))
         .take(OFFLINE_MEMBERS_KEPT)
         .collect();
-    for name in offline {
-        after.insert(name.clone(), false);
+    for (name, seen) in offline {
+        after.insert(name.clone(), seen.offline());
     }
     after
 }
@@ -119,7 +152,7 @@ impl Node {
         }
         let presence = &self.inner.presence;
         let _one_at_a_time = presence.refreshing.lock().await;
-        let live = match self.inner.tracker.members(channel).await {
+        let live = match self.inner.tracker.members(channel, self.name()).await {
             Ok(peers) => peers,
             Err(TrackerError::Refused { code, .. }) if code == "unknown_channel" => vec![],
             Err(e) => return Err(e.into()),
@@ -139,7 +172,7 @@ impl Node {
                 Err(e) => return Err(e.into()),
             }
         }
-        let after = next_members(&before, live.into_iter().map(|p| p.name), &gone);
+        let after = next_members(&before, &live, &gone);
         if !self.is_joined(channel) {
             // Left while the tracker was being asked.
             return Err(NodeError::NotJoined(channel.clone()));
@@ -198,9 +231,22 @@ mod tests {
         list.iter().map(|n| PeerName::new(*n).unwrap()).collect()
     }
 
-    fn state(list: &[(&str, bool)]) -> BTreeMap<PeerName, bool> {
+    fn seen(on: bool) -> Seen {
+        Seen {
+            online: on,
+            role: None,
+            status: if on {
+                PeerStatus::Online
+            } else {
+                PeerStatus::Offline
+            },
+            away: None,
+        }
+    }
+
+    fn state(list: &[(&str, bool)]) -> BTreeMap<PeerName, Seen> {
         list.iter()
-            .map(|(n, on)| (PeerName::new(*n).unwrap(), *on))
+            .map(|(n, on)| (PeerName::new(*n).unwrap(), seen(*on)))
             .collect()
     }
 
@@ -210,7 +256,14 @@ mod tests {
             ip: [127, 0, 0, 1].into(),
             port: 1,
             last_seen_ms: 0,
+            status: PeerStatus::Online,
+            away: None,
+            role: None,
         }
+    }
+
+    fn infos(list: &[&str]) -> Vec<PeerInfo> {
+        list.iter().map(|n| info(n)).collect()
     }
 
     #[test]
@@ -221,7 +274,7 @@ mod tests {
         assert_eq!(vanished(&before, &live), names(&["bob", "carol"]));
         // The tracker no longer knows bob (lease lapsed); carol is still online elsewhere.
         let gone: BTreeSet<_> = names(&["bob"]).into_iter().collect();
-        let after = next_members(&before, names(&["alice"]), &gone);
+        let after = next_members(&before, &infos(&["alice"]), &gone);
         assert_eq!(after, state(&[("alice", true), ("bob", false)]));
     }
 
@@ -233,8 +286,8 @@ mod tests {
             "no look-up for bob again"
         );
         let none = BTreeSet::new();
-        assert_eq!(next_members(&before, names(&["alice"]), &none), before);
-        let back = next_members(&before, names(&["alice", "bob", "dave"]), &none);
+        assert_eq!(next_members(&before, &infos(&["alice"]), &none), before);
+        let back = next_members(&before, &infos(&["alice", "bob", "dave"]), &none);
         assert_eq!(
             back,
             state(&[("alice", true), ("bob", true), ("dave", true)])
@@ -246,11 +299,11 @@ mod tests {
         let many: Vec<(String, bool)> = (0..OFFLINE_MEMBERS_KEPT + 5)
             .map(|i| (format!("p{i:05}"), false))
             .collect();
-        let before: BTreeMap<PeerName, bool> = many
+        let before: BTreeMap<PeerName, Seen> = many
             .iter()
-            .map(|(n, on)| (PeerName::new(n).unwrap(), *on))
+            .map(|(n, on)| (PeerName::new(n).unwrap(), seen(*on)))
             .collect();
-        let after = next_members(&before, names(&["alice"]), &BTreeSet::new());
+        let after = next_members(&before, &infos(&["alice"]), &BTreeSet::new());
         assert_eq!(after.len(), OFFLINE_MEMBERS_KEPT + 1);
     }
 }

@@ -170,6 +170,17 @@ impl Node {
                     error: e.message,
                 })?;
             total += verdicts.iter().filter(|v| matches!(v, Ok(false))).count();
+            // Not checkable now (the tracker could not say who may post): keep it held and try again later.
+            if let Some(e) = verdicts
+                .iter()
+                .filter_map(|v| v.as_ref().err())
+                .find(|e| e.status.is_server_error())
+            {
+                return Err(NodeError::NotDelivered {
+                    peer: me.clone(),
+                    error: e.message.clone(),
+                });
+            }
             for v in verdicts.iter().filter_map(|v| v.as_ref().err()) {
                 tracing::info!(peer = %me, "dropping held mail: {}", v.message);
             }

@@ -110,16 +110,19 @@ impl TrackerClient {
             .await
     }
 
+    /// Joins `channel`, with its key when it has one.
     pub async fn join(
         &self,
         name: &PeerName,
         channel: &ChannelName,
+        key: Option<&str>,
     ) -> Result<MembershipResponse, TrackerError> {
         self.post(
             "/add-list",
             &MembershipRequest {
                 name: name.clone(),
                 channel: channel.clone(),
+                key: key.map(str::to_string),
             },
         )
         .await
@@ -135,6 +138,7 @@ impl TrackerClient {
             &MembershipRequest {
                 name: name.clone(),
                 channel: channel.clone(),
+                key: None,
             },
         )
         .await
@@ -151,6 +155,7 @@ impl TrackerClient {
                 &MembershipRequest {
                     name: name.clone(),
                     channel: channel.clone(),
+                    key: None,
                 },
             )
             .await?;
@@ -226,9 +231,54 @@ impl TrackerClient {
         .await
     }
 
-    pub async fn members(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, TrackerError> {
-        let list: ChannelPeers = self.get(&format!("/get-list?channel={channel}")).await?;
+    /// The live members of a channel, as `me` may see them (a non-open channel answers only its members).
+    pub async fn members(
+        &self,
+        channel: &ChannelName,
+        me: &PeerName,
+    ) -> Result<Vec<PeerInfo>, TrackerError> {
+        let list: ChannelPeers = self
+            .get(&format!("/get-list?channel={channel}&name={me}"))
+            .await?;
         Ok(list.peers)
+    }
+
+    /// A channel's owner, mode and every member with its role, as `me` may see it.
+    pub async fn channel_info(
+        &self,
+        channel: &ChannelName,
+        me: &PeerName,
+    ) -> Result<ChannelInfo, TrackerError> {
+        self.get(&format!("/channel/info?channel={channel}&name={me}"))
+            .await
+    }
+
+    /// The owner sets a channel's mode (with its key for `key`).
+    pub async fn set_mode(&self, req: &ChannelModeRequest) -> Result<ChannelInfo, TrackerError> {
+        self.post("/channel/mode", req).await
+    }
+
+    /// The owner acts on a peer: `action` is `invite`, `remove`, `ban` or `unban`.
+    pub async fn channel_act(
+        &self,
+        action: ChannelAction,
+        req: &ChannelPeerRequest,
+    ) -> Result<ChannelInfo, TrackerError> {
+        self.post(&format!("/channel/{}", action.as_str()), req)
+            .await
+    }
+
+    /// The owner makes a member a visitor or a member again.
+    pub async fn set_role(&self, req: &ChannelRoleRequest) -> Result<ChannelInfo, TrackerError> {
+        self.post("/channel/role", req).await
+    }
+
+    /// Tells the tracker how others should see this peer.
+    pub async fn set_presence(
+        &self,
+        req: &PresenceRequest,
+    ) -> Result<serde_json::Value, TrackerError> {
+        self.post("/presence", req).await
     }
 
     pub async fn online(&self) -> Result<Vec<PeerInfo>, TrackerError> {

@@ -16,6 +16,98 @@ pub struct PeerInfo {
     pub port: u16,
     /// When the tracker last heard from the peer (Unix ms).
     pub last_seen_ms: u64,
+    /// `online` or `away` (an invisible peer is left out of lists; `offline` only in `GET /channel/info`).
+    #[serde(default)]
+    pub status: PeerStatus,
+    /// The away message, when `status` is `away` and the peer gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
+    /// The member's role, in answers about a channel (`get-list`, `broadcast-peer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// Longest away message (bytes).
+pub const MAX_AWAY_LEN: usize = 200;
+
+/// A peer's presence as others see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerStatus {
+    #[default]
+    Online,
+    Away,
+    /// Connected and receiving, shown to others as offline. Only the peer itself sets or sees it.
+    Invisible,
+    /// Not connected (or invisible), in `GET /channel/info`.
+    Offline,
+}
+
+impl PeerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Online => "online",
+            PeerStatus::Away => "away",
+            PeerStatus::Invisible => "invisible",
+            PeerStatus::Offline => "offline",
+        }
+    }
+}
+
+/// How a channel admits new members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelMode {
+    /// Anyone not banned may join.
+    #[default]
+    Open,
+    /// Only the owner and the names it invited.
+    Invite,
+    /// Only who brings the channel's key (or was invited).
+    Key,
+}
+
+impl ChannelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelMode::Open => "open",
+            ChannelMode::Invite => "invite",
+            ChannelMode::Key => "key",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ChannelMode> {
+        match s {
+            "open" => Some(ChannelMode::Open),
+            "invite" => Some(ChannelMode::Invite),
+            "key" => Some(ChannelMode::Key),
+            _ => None,
+        }
+    }
+}
+
+/// A member's role in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the channel; the only one who changes it. Posts.
+    Owner,
+    /// Posts.
+    Member,
+    /// Reads, cannot post.
+    Visitor,
+}
+
+impl Role {
+    pub fn may_post(self) -> bool {
+        self != Role::Visitor
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+            Role::Visitor => "visitor",
+        }
+    }
 }
 
 impl PeerInfo {
@@ -48,10 +140,125 @@ pub struct RegisterResponse {
 }
 
 /// `POST /add-list`, `POST /leave` and `POST /broadcast-peer`: a peer and a channel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct MembershipRequest {
     pub name: PeerName,
     pub channel: ChannelName,
+    /// The channel's key, when joining a `key` channel (`add-list` only). Never logged or echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for MembershipRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembershipRequest")
+            .field("name", &self.name)
+            .field("channel", &self.channel)
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// `POST /channel/mode`: the owner sets how the channel admits.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ChannelModeRequest {
+    pub name: PeerName,
+    pub channel: ChannelName,
+    pub mode: ChannelMode,
+    /// Required with mode `key`, refused with the others. Never logged or echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for ChannelModeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelModeRequest")
+            .field("name", &self.name)
+            .field("channel", &self.channel)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /channel/invite`, `/channel/remove`, `/channel/ban`, `/channel/unban`: the owner acts on a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelPeerRequest {
+    pub name: PeerName,
+    pub channel: ChannelName,
+    pub peer: PeerName,
+}
+
+/// What an owner does to a peer with `POST /channel/<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelAction {
+    Invite,
+    Remove,
+    Ban,
+    Unban,
+}
+
+impl ChannelAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelAction::Invite => "invite",
+            ChannelAction::Remove => "remove",
+            ChannelAction::Ban => "ban",
+            ChannelAction::Unban => "unban",
+        }
+    }
+}
+
+/// A role the owner may give a member with `POST /channel/role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GivenRole {
+    Member,
+    Visitor,
+}
+
+/// `POST /channel/role`: the owner makes a member a visitor (read-only) or a member again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelRoleRequest {
+    pub name: PeerName,
+    pub channel: ChannelName,
+    pub peer: PeerName,
+    pub role: GivenRole,
+}
+
+/// One member in `GET /channel/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMember {
+    pub name: PeerName,
+    pub role: Role,
+    /// `online`, `away` or `offline` (an invisible member shows as offline).
+    pub status: PeerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
+}
+
+/// Answer to `GET /channel/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub channel: ChannelName,
+    /// `null` for a channel made before channels had owners.
+    pub owner: Option<PeerName>,
+    pub mode: ChannelMode,
+    /// Every member, online or not.
+    pub members: Vec<ChannelMember>,
+    pub invited: Vec<PeerName>,
+    pub banned: Vec<PeerName>,
+}
+
+/// `POST /presence`: a peer says how others should see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    pub name: PeerName,
+    /// `online`, `away` or `invisible`.
+    pub status: PeerStatus,
+    /// With `away`: shown beside the name (at most [`MAX_AWAY_LEN`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Answer to `POST /add-list` and `POST /leave`.
@@ -94,6 +301,8 @@ pub struct ChannelSummary {
     pub name: ChannelName,
     /// Live members.
     pub members: usize,
+    #[serde(default)]
+    pub mode: ChannelMode,
 }
 
 /// Answer to `GET /channels`.

@@ -8,6 +8,7 @@
 //! [`Tracker::start`] binds, serves and sweeps expired leases until [`Tracker::shutdown`]; tests start one on
 //! port 0 and read [`Tracker::local_addr`].
 
+pub mod acl;
 pub mod mailbox;
 pub mod registry;
 pub mod routes;

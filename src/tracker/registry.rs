@@ -7,7 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::proto::{ChannelName, ChannelSummary, PeerInfo, PeerName};
+use super::acl::{Acl, AclError, AclList, KeyHash};
+use crate::proto::{
+    ChannelInfo, ChannelMember, ChannelMode, ChannelName, ChannelSummary, GivenRole, MAX_AWAY_LEN,
+    PeerInfo, PeerName, PeerStatus,
+};
 
 /// Most peers one tracker holds; registrations beyond it are refused (bound every table).
 pub const MAX_PEERS: usize = 1_000_000;
@@ -32,6 +36,10 @@ pub enum RegistryError {
     },
     #[error("the tracker is full: {0}")]
     Full(&'static str),
+    #[error(transparent)]
+    Acl(#[from] AclError),
+    #[error("{0}")]
+    InvalidPresence(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +53,35 @@ struct Lease {
 #[derive(Debug, Clone, Default)]
 struct Channel {
     members: BTreeSet<PeerName>,
+    acl: Acl,
+}
+
+/// What a peer said about how others should see it (kept only when not plain `online`, and only while its lease
+/// is held, so the table is bounded by the leases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub status: PeerStatus,
+    pub message: Option<String>,
+}
+
+/// The result of a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Live members after the join.
+    pub members: usize,
+    /// The join created the channel: the peer owns it.
+    pub created: bool,
+    /// The join brought the right key: the peer is admitted for good (recorded as invited).
+    pub admitted: bool,
+}
+
+/// What a remove or ban changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The peer was a member and is not any more.
+    pub was_member: bool,
+    /// The peer had been invited (or admitted by key) and is not any more.
+    pub was_invited: bool,
 }
 
 /// The result of a registration.
@@ -62,6 +99,7 @@ pub struct Registry {
     ttl_ms: u64,
     peers: HashMap<PeerName, Lease>,
     channels: BTreeMap<ChannelName, Channel>,
+    presence: HashMap<PeerName, Presence>,
 }
 
 impl Registry {
@@ -70,6 +108,7 @@ impl Registry {
             ttl_ms: ttl.as_millis() as u64,
             peers: HashMap::new(),
             channels: BTreeMap::new(),
+            presence: HashMap::new(),
         }
     }
 
@@ -85,12 +124,54 @@ impl Registry {
         self.peers.get(name).filter(|l| self.is_live(l, now))
     }
 
-    fn info(name: &PeerName, lease: &Lease) -> PeerInfo {
+    fn info(&self, name: &PeerName, lease: &Lease) -> PeerInfo {
+        let (status, away) = match self.presence.get(name) {
+            Some(p) => (p.status, p.message.clone()),
+            None => (PeerStatus::Online, None),
+        };
         PeerInfo {
             name: name.clone(),
             ip: lease.ip,
             port: lease.port,
             last_seen_ms: lease.last_seen_ms,
+            status,
+            away,
+            role: None,
+        }
+    }
+
+    fn invisible(&self, name: &PeerName) -> bool {
+        self.presence
+            .get(name)
+            .is_some_and(|p| p.status == PeerStatus::Invisible)
+    }
+
+    /// The channel, or `UnknownChannel`.
+    fn channel(&self, channel: &ChannelName) -> Result<&Channel, RegistryError> {
+        self.channels
+            .get(channel)
+            .ok_or_else(|| RegistryError::UnknownChannel(channel.clone()))
+    }
+
+    fn channel_mut(&mut self, channel: &ChannelName) -> Result<&mut Channel, RegistryError> {
+        self.channels
+            .get_mut(channel)
+            .ok_or_else(|| RegistryError::UnknownChannel(channel.clone()))
+    }
+
+    /// A non-open channel shows itself only to its members.
+    fn check_may_see(
+        &self,
+        ch: &Channel,
+        channel: &ChannelName,
+        caller: Option<&PeerName>,
+    ) -> Result<(), RegistryError> {
+        if ch.acl.mode == ChannelMode::Open {
+            return Ok(());
+        }
+        match caller {
+            Some(c) if ch.members.contains(c) => Ok(()),
+            _ => Err(AclError::MembersOnly(channel.to_string()).into()),
         }
     }
 
@@ -166,6 +247,31 @@ impl Registry {
         }
     }
 
+    /// Puts back a channel's owner, mode and key as a store saved them.
+    pub fn restore_rules(
+        &mut self,
+        channel: ChannelName,
+        owner: Option<PeerName>,
+        mode: ChannelMode,
+        key: Option<KeyHash>,
+    ) {
+        let acl = &mut self.channels.entry(channel).or_default().acl;
+        acl.owner = owner;
+        acl.mode = mode;
+        acl.key = key;
+    }
+
+    /// Puts back a name on one of a channel's lists as a store saved it.
+    pub fn restore_listed(&mut self, channel: ChannelName, list: AclList, peer: PeerName) {
+        let ch = self.channels.entry(channel.clone()).or_default();
+        let _ = ch.acl.set_listed(list, &peer, true, channel.as_str());
+    }
+
+    /// Puts back a peer's presence as a store saved it.
+    pub fn restore_presence(&mut self, name: PeerName, presence: Presence) {
+        self.presence.insert(name, presence);
+    }
+
     /// The channels a peer is in (live or not), as saved.
     pub fn channels_of(&self, name: &PeerName) -> Vec<ChannelName> {
         self.peers
@@ -179,35 +285,53 @@ impl Registry {
         self.live(name, now).map(|l| l.ip)
     }
 
-    /// Makes a live peer a member of `channel`, creating the channel if new. Returns the live member count.
+    /// Makes a live peer a member of `channel`, creating the channel (owned by the peer) if new. A member joining
+    /// again is let through; anyone else must meet the channel's rules (ban, invitation, key).
     pub fn join(
         &mut self,
         name: &PeerName,
         channel: &ChannelName,
+        key: Option<&str>,
         now: u64,
-    ) -> Result<usize, RegistryError> {
+    ) -> Result<Joined, RegistryError> {
         let lease = self
             .live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
+        let mut admitted = false;
+        let created = !self.channels.contains_key(channel);
         if !lease.channels.contains(channel) {
             if lease.channels.len() >= MAX_CHANNELS_PER_PEER {
                 return Err(RegistryError::Full("this peer is in too many channels"));
             }
-            if !self.channels.contains_key(channel) && self.channels.len() >= MAX_CHANNELS {
+            if created && self.channels.len() >= MAX_CHANNELS {
                 return Err(RegistryError::Full("too many channels"));
             }
+            if let Some(ch) = self.channels.get(channel) {
+                admitted = ch.acl.admit(name, key, channel.as_str())?;
+            }
         }
-        self.channels
+        let ch = self
+            .channels
             .entry(channel.clone())
-            .or_default()
-            .members
-            .insert(name.clone());
+            .or_insert_with(|| Channel {
+                members: BTreeSet::new(),
+                acl: Acl::owned_by(name.clone()),
+            });
+        if admitted {
+            ch.acl
+                .set_listed(AclList::Invited, name, true, channel.as_str())?;
+        }
+        ch.members.insert(name.clone());
         self.peers
             .get_mut(name)
             .expect("live")
             .channels
             .insert(channel.clone());
-        Ok(self.live_count(channel, now))
+        Ok(Joined {
+            members: self.live_count(channel, now),
+            created,
+            admitted,
+        })
     }
 
     /// Takes a peer out of a channel. The channel itself stays known.
@@ -246,6 +370,7 @@ impl Registry {
     }
 
     fn remove(&mut self, name: &PeerName) {
+        self.presence.remove(name);
         if let Some(lease) = self.peers.remove(name) {
             for c in &lease.channels {
                 if let Some(ch) = self.channels.get_mut(c) {
@@ -264,17 +389,34 @@ impl Registry {
         })
     }
 
-    /// The live members of a channel.
-    pub fn members(&self, channel: &ChannelName, now: u64) -> Result<Vec<PeerInfo>, RegistryError> {
-        let ch = self
-            .channels
-            .get(channel)
-            .ok_or_else(|| RegistryError::UnknownChannel(channel.clone()))?;
-        Ok(ch
-            .members
-            .iter()
-            .filter_map(|m| self.live(m, now).map(|l| Self::info(m, l)))
+    /// The live members of a channel, each with its role, as `caller` may see them: a non-open channel answers
+    /// only its members, and invisible members are left out (shown as offline).
+    pub fn members(
+        &self,
+        channel: &ChannelName,
+        caller: Option<&PeerName>,
+        now: u64,
+    ) -> Result<Vec<PeerInfo>, RegistryError> {
+        let ch = self.channel(channel)?;
+        self.check_may_see(ch, channel, caller)?;
+        Ok(self
+            .live_members(ch, now)
+            .into_iter()
+            .filter(|p| !self.invisible(&p.name))
             .collect())
+    }
+
+    /// Every live member, invisible ones too, with roles.
+    fn live_members(&self, ch: &Channel, now: u64) -> Vec<PeerInfo> {
+        ch.members
+            .iter()
+            .filter_map(|m| {
+                self.live(m, now).map(|l| PeerInfo {
+                    role: Some(ch.acl.role(m)),
+                    ..self.info(m, l)
+                })
+            })
+            .collect()
     }
 
     /// Who a live member's channel message goes to: the other live members.
@@ -287,16 +429,16 @@ impl Registry {
         let lease = self
             .live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
-        if !self.channels.contains_key(channel) {
-            return Err(RegistryError::UnknownChannel(channel.clone()));
-        }
+        let ch = self.channel(channel)?;
+        ch.acl.check_not_banned(name, channel.as_str())?;
         if !lease.channels.contains(channel) {
             return Err(RegistryError::NotMember {
                 peer: name.clone(),
                 channel: channel.clone(),
             });
         }
-        let mut peers = self.members(channel, now)?;
+        ch.acl.may_post(name, channel.as_str())?;
+        let mut peers = self.live_members(ch, now);
         peers.retain(|p| &p.name != name);
         Ok(peers)
     }
@@ -304,17 +446,17 @@ impl Registry {
     /// Where a live peer is.
     pub fn lookup(&self, name: &PeerName, now: u64) -> Result<PeerInfo, RegistryError> {
         self.live(name, now)
-            .map(|l| Self::info(name, l))
+            .map(|l| self.info(name, l))
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))
     }
 
-    /// Every live peer, by name.
+    /// Every live peer that is not invisible, by name.
     pub fn online(&self, now: u64) -> Vec<PeerInfo> {
         let mut v: Vec<_> = self
             .peers
             .iter()
-            .filter(|(_, l)| self.is_live(l, now))
-            .map(|(n, l)| Self::info(n, l))
+            .filter(|(n, l)| self.is_live(l, now) && !self.invisible(n))
+            .map(|(n, l)| self.info(n, l))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -323,12 +465,233 @@ impl Registry {
     /// Every channel with its live member count.
     pub fn channels(&self, now: u64) -> Vec<ChannelSummary> {
         self.channels
-            .keys()
-            .map(|c| ChannelSummary {
+            .iter()
+            .map(|(c, ch)| ChannelSummary {
                 name: c.clone(),
                 members: self.live_count(c, now),
+                mode: ch.acl.mode,
             })
             .collect()
+    }
+
+    /// A channel's owner, mode, members (with role and status), invited and banned names, as `caller` may see
+    /// it (a non-open channel only to its members).
+    pub fn channel_info(
+        &self,
+        channel: &ChannelName,
+        caller: Option<&PeerName>,
+        now: u64,
+    ) -> Result<ChannelInfo, RegistryError> {
+        let ch = self.channel(channel)?;
+        self.check_may_see(ch, channel, caller)?;
+        let members = ch
+            .members
+            .iter()
+            .map(|m| {
+                let shown = self.live(m, now).is_some() && !self.invisible(m);
+                let p = self.presence.get(m).filter(|_| shown);
+                ChannelMember {
+                    name: m.clone(),
+                    role: ch.acl.role(m),
+                    status: match (shown, p) {
+                        (false, _) => PeerStatus::Offline,
+                        (true, Some(p)) => p.status,
+                        (true, None) => PeerStatus::Online,
+                    },
+                    away: p.and_then(|p| p.message.clone()),
+                }
+            })
+            .collect();
+        Ok(ChannelInfo {
+            channel: channel.clone(),
+            owner: ch.acl.owner.clone(),
+            mode: ch.acl.mode,
+            members,
+            invited: ch.acl.invited.iter().cloned().collect(),
+            banned: ch.acl.banned.iter().cloned().collect(),
+        })
+    }
+
+    /// The acting peer must be live and own the channel; returns the channel to change.
+    fn owned(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        now: u64,
+    ) -> Result<&mut Channel, RegistryError> {
+        self.live(actor, now)
+            .ok_or_else(|| RegistryError::UnknownPeer(actor.clone()))?;
+        let ch = self.channel_mut(channel)?;
+        ch.acl.check_owner(actor, channel.as_str())?;
+        Ok(ch)
+    }
+
+    /// The owner sets how the channel admits; returns the key hash to record (never the key).
+    pub fn set_mode(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        mode: ChannelMode,
+        key: Option<&str>,
+        now: u64,
+    ) -> Result<Option<KeyHash>, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        ch.acl.set_mode(mode, key)?;
+        Ok(ch.acl.key.clone())
+    }
+
+    /// The owner invites a name (it may join an invite or key channel without the key). Returns whether it is new.
+    pub fn invite(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        peer: &PeerName,
+        now: u64,
+    ) -> Result<bool, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        ch.acl.check_not_banned(peer, channel.as_str())?;
+        Ok(ch
+            .acl
+            .set_listed(AclList::Invited, peer, true, channel.as_str())?)
+    }
+
+    fn drop_member(&mut self, peer: &PeerName, channel: &ChannelName) -> Removed {
+        let mut out = Removed {
+            was_member: false,
+            was_invited: false,
+        };
+        if let Some(ch) = self.channels.get_mut(channel) {
+            out.was_member = ch.members.remove(peer);
+            out.was_invited = ch.acl.invited.remove(peer);
+        }
+        if let Some(l) = self.peers.get_mut(peer) {
+            l.channels.remove(channel);
+        }
+        out
+    }
+
+    /// The owner takes a member out of the channel and withdraws its invitation.
+    pub fn remove_member(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        peer: &PeerName,
+        now: u64,
+    ) -> Result<Removed, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        ch.acl.check_not_owner_target(peer, channel.as_str())?;
+        if !ch.members.contains(peer) && !ch.acl.invited.contains(peer) {
+            return Err(RegistryError::NotMember {
+                peer: peer.clone(),
+                channel: channel.clone(),
+            });
+        }
+        Ok(self.drop_member(peer, channel))
+    }
+
+    /// The owner bans a name: it is removed at once and refused everywhere in the channel until unbanned.
+    /// Returns what the removal changed, or `None` when the name was banned already.
+    pub fn ban(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        peer: &PeerName,
+        now: u64,
+    ) -> Result<Option<Removed>, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        ch.acl.check_not_owner_target(peer, channel.as_str())?;
+        if !ch
+            .acl
+            .set_listed(AclList::Banned, peer, true, channel.as_str())?
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.drop_member(peer, channel)))
+    }
+
+    /// The owner lifts a ban. Returns whether the name was banned.
+    pub fn unban(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        peer: &PeerName,
+        now: u64,
+    ) -> Result<bool, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        Ok(ch
+            .acl
+            .set_listed(AclList::Banned, peer, false, channel.as_str())?)
+    }
+
+    /// The owner makes a member a visitor (read-only) or a member again. Returns whether it changed.
+    pub fn set_role(
+        &mut self,
+        actor: &PeerName,
+        channel: &ChannelName,
+        peer: &PeerName,
+        role: GivenRole,
+        now: u64,
+    ) -> Result<bool, RegistryError> {
+        let ch = self.owned(actor, channel, now)?;
+        ch.acl.check_not_owner_target(peer, channel.as_str())?;
+        if !ch.members.contains(peer) {
+            return Err(RegistryError::NotMember {
+                peer: peer.clone(),
+                channel: channel.clone(),
+            });
+        }
+        Ok(ch.acl.set_listed(
+            AclList::Visitor,
+            peer,
+            role == GivenRole::Visitor,
+            channel.as_str(),
+        )?)
+    }
+
+    /// A live peer says how others should see it. Returns what to record (`None`: plain online).
+    pub fn set_presence(
+        &mut self,
+        name: &PeerName,
+        status: PeerStatus,
+        message: Option<String>,
+        now: u64,
+    ) -> Result<Option<Presence>, RegistryError> {
+        self.live(name, now)
+            .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
+        let message = message.filter(|m| !m.trim().is_empty());
+        if let Some(m) = &message {
+            if m.len() > MAX_AWAY_LEN {
+                return Err(RegistryError::InvalidPresence("message: at most 200 bytes"));
+            }
+            if m.chars().any(char::is_control) {
+                return Err(RegistryError::InvalidPresence(
+                    "message: no control characters (one line)",
+                ));
+            }
+        }
+        let presence = match status {
+            PeerStatus::Online => None,
+            PeerStatus::Away => Some(Presence { status, message }),
+            PeerStatus::Invisible if message.is_none() => Some(Presence {
+                status,
+                message: None,
+            }),
+            PeerStatus::Invisible => {
+                return Err(RegistryError::InvalidPresence(
+                    "message: only status away takes a message",
+                ));
+            }
+            PeerStatus::Offline => {
+                return Err(RegistryError::InvalidPresence(
+                    "status: one of online, away, invisible",
+                ));
+            }
+        };
+        match &presence {
+            Some(p) => self.presence.insert(name.clone(), p.clone()),
+            None => self.presence.remove(name),
+        };
+        Ok(presence)
     }
 
     /// Counts for `/health`: live peers, channels.
@@ -369,6 +732,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::PeerStatus;
     use std::time::Duration;
 
     const TTL: u64 = 30_000;
@@ -395,7 +759,7 @@ mod tests {
     fn given_a_live_peer_when_it_registers_again_then_its_lease_is_renewed_with_its_channels() {
         let mut r = reg();
         r.register(&n("alice"), LO, 8000, 0).unwrap();
-        r.join(&n("alice"), &c("general"), 0).unwrap();
+        r.join(&n("alice"), &c("general"), None, 0).unwrap();
         let again = r.register(&n("alice"), LO, 8000, TTL - 1).unwrap();
         assert_eq!(
             again,
@@ -415,17 +779,18 @@ mod tests {
         let mut r = reg();
         r.register(&n("alice"), LO, 8000, 0).unwrap();
         r.register(&n("bob"), LO, 8001, 0).unwrap();
-        r.join(&n("alice"), &c("general"), 0).unwrap();
-        r.join(&n("bob"), &c("general"), 0).unwrap();
+        r.join(&n("alice"), &c("general"), None, 0).unwrap();
+        r.join(&n("bob"), &c("general"), None, 0).unwrap();
         r.register(&n("bob"), LO, 8001, TTL / 2).unwrap();
         let now = TTL + 1;
         assert!(r.lookup(&n("alice"), now).is_err());
-        assert_eq!(r.members(&c("general"), now).unwrap().len(), 1);
+        assert_eq!(r.members(&c("general"), None, now).unwrap().len(), 1);
         assert_eq!(
             r.channels(now),
             vec![ChannelSummary {
                 name: c("general"),
-                members: 1
+                members: 1,
+                mode: ChannelMode::Open,
             }]
         );
         assert_eq!(r.online(now).len(), 1);
@@ -447,7 +812,7 @@ mod tests {
             r.register(&n(p), LO, 8000 + i as u16, 0).unwrap();
         }
         for p in ["a", "b", "c"] {
-            r.join(&n(p), &c("x"), 0).unwrap();
+            r.join(&n(p), &c("x"), None, 0).unwrap();
         }
         let names: Vec<_> = r
             .fan_out(&n("a"), &c("x"), 1)
@@ -475,8 +840,8 @@ mod tests {
         let mut r = reg();
         r.register(&n("a"), LO, 1, 0).unwrap();
         r.register(&n("b"), LO, 2, 0).unwrap();
-        r.join(&n("a"), &c("x"), 0).unwrap();
-        r.join(&n("b"), &c("x"), 0).unwrap();
+        r.join(&n("a"), &c("x"), None, 0).unwrap();
+        r.join(&n("b"), &c("x"), None, 0).unwrap();
         assert_eq!(r.leave(&n("a"), &c("x"), 1).unwrap(), 1);
         assert!(matches!(
             r.leave(&n("a"), &c("x"), 1),
@@ -484,7 +849,7 @@ mod tests {
         ));
         r.unregister(&n("b"), 2).unwrap();
         assert!(r.lookup(&n("b"), 2).is_err());
-        assert_eq!(r.members(&c("x"), 2).unwrap(), vec![]);
+        assert_eq!(r.members(&c("x"), None, 2).unwrap(), vec![]);
         assert_eq!(r.channels(2).len(), 1, "an empty channel stays known");
     }
 
@@ -492,7 +857,7 @@ mod tests {
     fn expire_forgets_dead_leases_for_good() {
         let mut r = reg();
         r.register(&n("a"), LO, 1, 0).unwrap();
-        r.join(&n("a"), &c("x"), 0).unwrap();
+        r.join(&n("a"), &c("x"), None, 0).unwrap();
         assert_eq!(r.expire(TTL - 1), Vec::<PeerName>::new());
         assert_eq!(r.expire(TTL), vec![n("a")]);
         assert_eq!(r.counts(TTL), (0, 1));
@@ -504,26 +869,143 @@ mod tests {
         let mut r = reg();
         for i in 0..5 {
             r.register(&n(&format!("old{i}")), LO, 1 + i, 0).unwrap();
-            r.join(&n(&format!("old{i}")), &c("x"), 0).unwrap();
+            r.join(&n(&format!("old{i}")), &c("x"), None, 0).unwrap();
         }
         r.register(&n("fresh"), LO, 9, TTL).unwrap();
-        r.join(&n("fresh"), &c("x"), TTL).unwrap();
+        r.join(&n("fresh"), &c("x"), None, TTL).unwrap();
         let sizes: Vec<usize> = (0..4).map(|_| r.expire_some(TTL, 2).len()).collect();
         assert_eq!(sizes, vec![2, 2, 1, 0]);
         assert_eq!(r.held(), 1);
-        assert_eq!(r.members(&c("x"), TTL).unwrap().len(), 1);
+        assert_eq!(r.members(&c("x"), None, TTL).unwrap().len(), 1);
     }
 
     #[test]
     fn joining_needs_a_live_peer() {
         let mut r = reg();
         assert!(matches!(
-            r.join(&n("ghost"), &c("x"), 0),
+            r.join(&n("ghost"), &c("x"), None, 0),
             Err(RegistryError::UnknownPeer(_))
         ));
         assert!(
             r.channels(0).is_empty(),
             "a refused join creates no channel"
+        );
+    }
+
+    fn three_in(mode: ChannelMode, key: Option<&str>) -> Registry {
+        let mut r = reg();
+        for (i, p) in ["alice", "bob", "carol"].iter().enumerate() {
+            r.register(&n(p), LO, 8000 + i as u16, 0).unwrap();
+        }
+        let j = r.join(&n("alice"), &c("x"), None, 0).unwrap();
+        assert!(j.created, "the first join creates, and alice owns");
+        r.set_mode(&n("alice"), &c("x"), mode, key, 0).unwrap();
+        r
+    }
+
+    #[test]
+    fn given_an_invite_channel_when_a_stranger_joins_then_it_is_refused_until_invited() {
+        let mut r = three_in(ChannelMode::Invite, None);
+        assert!(matches!(
+            r.join(&n("bob"), &c("x"), None, 1),
+            Err(RegistryError::Acl(AclError::InviteOnly(_)))
+        ));
+        assert!(matches!(
+            r.invite(&n("bob"), &c("x"), &n("bob"), 1),
+            Err(RegistryError::Acl(AclError::NotOwner { .. }))
+        ));
+        assert!(r.invite(&n("alice"), &c("x"), &n("bob"), 1).unwrap());
+        assert!(!r.join(&n("bob"), &c("x"), None, 1).unwrap().created);
+        assert!(matches!(
+            r.members(&c("x"), Some(&n("carol")), 1),
+            Err(RegistryError::Acl(AclError::MembersOnly(_)))
+        ));
+        assert_eq!(r.members(&c("x"), Some(&n("bob")), 1).unwrap().len(), 2);
+        assert_eq!(r.channels(1)[0].mode, ChannelMode::Invite);
+    }
+
+    #[test]
+    fn given_a_key_channel_then_the_key_admits_for_good() {
+        let mut r = three_in(ChannelMode::Key, Some("pw"));
+        assert!(r.join(&n("bob"), &c("x"), Some("no"), 1).is_err());
+        assert!(r.join(&n("bob"), &c("x"), Some("pw"), 1).unwrap().admitted);
+        r.leave(&n("bob"), &c("x"), 2).unwrap();
+        assert!(
+            r.join(&n("bob"), &c("x"), None, 3).is_ok(),
+            "admitted once, no key needed again"
+        );
+    }
+
+    #[test]
+    fn given_a_visitor_then_it_reads_but_its_fan_out_is_refused() {
+        let mut r = three_in(ChannelMode::Open, None);
+        r.join(&n("bob"), &c("x"), None, 1).unwrap();
+        r.set_role(&n("alice"), &c("x"), &n("bob"), GivenRole::Visitor, 1)
+            .unwrap();
+        assert!(matches!(
+            r.fan_out(&n("bob"), &c("x"), 1),
+            Err(RegistryError::Acl(AclError::ReadOnly { .. }))
+        ));
+        let to = r.fan_out(&n("alice"), &c("x"), 1).unwrap();
+        assert_eq!(to.len(), 1, "the visitor still receives");
+        assert_eq!(to[0].role, Some(crate::proto::Role::Visitor));
+        assert!(
+            r.set_role(&n("alice"), &c("x"), &n("alice"), GivenRole::Visitor, 1)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn given_a_ban_then_the_peer_is_out_at_once_and_cannot_come_back_until_unbanned() {
+        let mut r = three_in(ChannelMode::Open, None);
+        r.join(&n("bob"), &c("x"), None, 1).unwrap();
+        let removed = r.ban(&n("alice"), &c("x"), &n("bob"), 1).unwrap().unwrap();
+        assert!(removed.was_member);
+        assert!(r.channels_of(&n("bob")).is_empty());
+        assert!(matches!(
+            r.join(&n("bob"), &c("x"), None, 1),
+            Err(RegistryError::Acl(AclError::Banned { .. }))
+        ));
+        assert!(r.unban(&n("alice"), &c("x"), &n("bob"), 1).unwrap());
+        assert!(r.join(&n("bob"), &c("x"), None, 1).is_ok());
+        r.remove_member(&n("alice"), &c("x"), &n("bob"), 2).unwrap();
+        assert!(r.channels_of(&n("bob")).is_empty());
+    }
+
+    #[test]
+    fn given_an_invisible_peer_then_lists_leave_it_out_but_fan_out_and_lookup_keep_it() {
+        let mut r = three_in(ChannelMode::Open, None);
+        r.join(&n("bob"), &c("x"), None, 1).unwrap();
+        r.set_presence(&n("bob"), PeerStatus::Invisible, None, 1)
+            .unwrap();
+        r.set_presence(&n("carol"), PeerStatus::Away, Some("lunch".into()), 1)
+            .unwrap();
+        let online: Vec<_> = r
+            .online(1)
+            .into_iter()
+            .map(|p| (p.name, p.status))
+            .collect();
+        assert_eq!(
+            online,
+            vec![
+                (n("alice"), PeerStatus::Online),
+                (n("carol"), PeerStatus::Away)
+            ]
+        );
+        assert_eq!(r.members(&c("x"), None, 1).unwrap().len(), 1);
+        assert_eq!(r.fan_out(&n("alice"), &c("x"), 1).unwrap().len(), 1);
+        assert!(r.lookup(&n("bob"), 1).is_ok());
+        let info = r.channel_info(&c("x"), None, 1).unwrap();
+        assert_eq!(info.members[1].status, PeerStatus::Offline);
+        let renewed = r.register(&n("bob"), LO, 8001, 2).unwrap();
+        assert!(!renewed.created);
+        assert!(
+            r.online(2).iter().all(|p| p.name != n("bob")),
+            "a renewal keeps the status"
+        );
+        assert!(
+            r.set_presence(&n("carol"), PeerStatus::Away, Some("x".repeat(201)), 2)
+                .is_err()
         );
     }
 }

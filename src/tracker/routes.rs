@@ -10,8 +10,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::Shared;
+use super::acl::{AclError, AclList};
 use super::mailbox::{MailEntry, MailboxError};
-use super::registry::RegistryError;
+use super::registry::{Registry, RegistryError, Removed};
 use super::store::Change;
 use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
 use crate::proto::*;
@@ -48,6 +49,30 @@ impl From<RegistryError> for ApiError {
                 "tracker_full",
                 msg,
             ),
+            RegistryError::InvalidPresence(_) => ApiError::unprocessable("invalid_field", msg),
+            RegistryError::Acl(e) => e.into(),
+        }
+    }
+}
+
+impl From<AclError> for ApiError {
+    fn from(e: AclError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AclError::NotOwner { .. } => ApiError::forbidden("not_owner", msg),
+            AclError::Banned { .. } => ApiError::forbidden("banned", msg),
+            AclError::InviteOnly(_) => ApiError::forbidden("invite_only", msg),
+            AclError::KeyRequired(_) | AclError::BadKey(_) => ApiError::forbidden("bad_key", msg),
+            AclError::ReadOnly { .. } => ApiError::forbidden("read_only", msg),
+            AclError::MembersOnly(_) => ApiError::forbidden("members_only", msg),
+            AclError::InvalidKey(_) | AclError::IsOwner(_) => {
+                ApiError::unprocessable("invalid_field", msg)
+            }
+            AclError::TooMany(_) => ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                "tracker_full",
+                msg,
+            ),
         }
     }
 }
@@ -65,6 +90,14 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/peers", get(peers_online))
         .route("/channels", get(channels_list))
         .route("/health", get(health))
+        .route("/channel/info", get(channel_info))
+        .route("/channel/mode", post(channel_mode))
+        .route("/channel/invite", post(channel_invite))
+        .route("/channel/remove", post(channel_remove))
+        .route("/channel/ban", post(channel_ban))
+        .route("/channel/unban", post(channel_unban))
+        .route("/channel/role", post(channel_role))
+        .route("/presence", post(presence_set))
         .route("/mailbox/deposit", post(mail_deposit))
         .route("/mailbox/fetch", post(mail_fetch))
         .route("/mailbox/ack", post(mail_ack))
@@ -141,22 +174,45 @@ async fn channel_join(
     ApiJson(req): ApiJson<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let now = now_ms();
-    let members = s
+    let joined = s
         .change(|st| {
-            let members = st.registry.join(&req.name, &req.channel, now)?;
-            let change = Change::Joined {
+            let joined = st
+                .registry
+                .join(&req.name, &req.channel, req.key.as_deref(), now)?;
+            let mut changes = vec![Change::Joined {
                 name: req.name.clone(),
                 channel: req.channel.clone(),
                 at_ms: now,
-            };
-            Ok((members, vec![change]))
+            }];
+            if joined.created {
+                changes.push(Change::Owned {
+                    channel: req.channel.clone(),
+                    owner: req.name.clone(),
+                });
+            }
+            if joined.admitted {
+                changes.push(listed(&req.channel, AclList::Invited, &req.name, true));
+            }
+            Ok((joined, changes))
         })
         .await?;
+    if joined.created {
+        tracing::info!(peer = %req.name, channel = %req.channel, "channel created");
+    }
     Ok(Json(MembershipResponse {
         ok: true,
         channel: req.channel,
-        members,
+        members: joined.members,
     }))
+}
+
+fn listed(channel: &ChannelName, list: AclList, peer: &PeerName, on: bool) -> Change {
+    Change::Listed {
+        channel: channel.clone(),
+        list,
+        peer: peer.clone(),
+        on,
+    }
 }
 
 async fn channel_leave(
@@ -183,16 +239,210 @@ async fn channel_leave(
 #[derive(Deserialize)]
 struct ChannelQuery {
     channel: String,
+    /// Who asks (members of a non-open channel see it; others get 403 `members_only`).
+    // 5a: Caller — the verified `Hchat-Auth` name replaces this parameter.
+    name: Option<String>,
+}
+
+impl ChannelQuery {
+    fn parse(&self) -> Result<(ChannelName, Option<PeerName>), ApiError> {
+        let channel = ChannelName::parse_user(&self.channel)
+            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+        let caller = match &self.name {
+            Some(n) => Some(
+                PeerName::new(n.as_str())
+                    .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok((channel, caller))
+    }
 }
 
 async fn channel_members(
     State(s): State<Arc<Shared>>,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<ChannelPeers>, ApiError> {
-    let channel = ChannelName::parse_user(&q.channel)
-        .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
-    let peers = s.with(|r| r.members(&channel, now_ms()))?;
+    let (channel, caller) = q.parse()?;
+    let peers = s.with(|r| r.members(&channel, caller.as_ref(), now_ms()))?;
     Ok(Json(ChannelPeers { channel, peers }))
+}
+
+async fn channel_info(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ChannelQuery>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let (channel, caller) = q.parse()?;
+    Ok(Json(s.with(|r| {
+        r.channel_info(&channel, caller.as_ref(), now_ms())
+    })?))
+}
+
+async fn channel_mode(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelModeRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let now = now_ms();
+    let info = s
+        .change(|st| {
+            let key =
+                st.registry
+                    .set_mode(&req.name, &req.channel, req.mode, req.key.as_deref(), now)?;
+            let change = Change::ModeSet {
+                channel: req.channel.clone(),
+                mode: req.mode,
+                key,
+            };
+            let info = st
+                .registry
+                .channel_info(&req.channel, Some(&req.name), now)?;
+            Ok((info, vec![change]))
+        })
+        .await?;
+    tracing::info!(peer = %req.name, channel = %req.channel, mode = req.mode.as_str(), "channel mode set");
+    Ok(Json(info))
+}
+
+/// Runs one owner's action on a peer and answers the channel as it is after it.
+async fn owner_acts(
+    s: &Shared,
+    req: &ChannelPeerRequest,
+    act: impl FnOnce(&mut Registry, u64) -> Result<Vec<Change>, RegistryError>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let now = now_ms();
+    let info = s
+        .change(|st| {
+            let changes = act(&mut st.registry, now)?;
+            let info = st
+                .registry
+                .channel_info(&req.channel, Some(&req.name), now)?;
+            Ok((info, changes))
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+fn removal(req: &ChannelPeerRequest, r: Removed) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if r.was_member {
+        changes.push(Change::Left {
+            name: req.peer.clone(),
+            channel: req.channel.clone(),
+        });
+    }
+    if r.was_invited {
+        changes.push(listed(&req.channel, AclList::Invited, &req.peer, false));
+    }
+    changes
+}
+
+async fn channel_invite(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelPeerRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    owner_acts(&s, &req, |r, now| {
+        let new = r.invite(&req.name, &req.channel, &req.peer, now)?;
+        Ok(if new {
+            vec![listed(&req.channel, AclList::Invited, &req.peer, true)]
+        } else {
+            vec![]
+        })
+    })
+    .await
+}
+
+async fn channel_remove(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelPeerRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let answer = owner_acts(&s, &req, |r, now| {
+        let removed = r.remove_member(&req.name, &req.channel, &req.peer, now)?;
+        Ok(removal(&req, removed))
+    })
+    .await?;
+    tracing::info!(owner = %req.name, channel = %req.channel, peer = %req.peer, "member removed");
+    Ok(answer)
+}
+
+async fn channel_ban(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelPeerRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let answer = owner_acts(&s, &req, |r, now| {
+        Ok(match r.ban(&req.name, &req.channel, &req.peer, now)? {
+            None => vec![],
+            Some(removed) => {
+                let mut changes = vec![listed(&req.channel, AclList::Banned, &req.peer, true)];
+                changes.extend(removal(&req, removed));
+                changes
+            }
+        })
+    })
+    .await?;
+    tracing::info!(owner = %req.name, channel = %req.channel, peer = %req.peer, "peer banned");
+    Ok(answer)
+}
+
+async fn channel_unban(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelPeerRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    owner_acts(&s, &req, |r, now| {
+        Ok(if r.unban(&req.name, &req.channel, &req.peer, now)? {
+            vec![listed(&req.channel, AclList::Banned, &req.peer, false)]
+        } else {
+            vec![]
+        })
+    })
+    .await
+}
+
+async fn channel_role(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<ChannelRoleRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let target = ChannelPeerRequest {
+        name: req.name.clone(),
+        channel: req.channel.clone(),
+        peer: req.peer.clone(),
+    };
+    owner_acts(&s, &target, |r, now| {
+        let changed = r.set_role(&req.name, &req.channel, &req.peer, req.role, now)?;
+        Ok(if changed {
+            vec![listed(
+                &req.channel,
+                AclList::Visitor,
+                &req.peer,
+                req.role == GivenRole::Visitor,
+            )]
+        } else {
+            vec![]
+        })
+    })
+    .await
+}
+
+async fn presence_set(
+    State(s): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<PresenceRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = now_ms();
+    s.change(|st| {
+        let presence = st
+            .registry
+            .set_presence(&req.name, req.status, req.message.clone(), now)?;
+        Ok((
+            (),
+            vec![Change::PresenceSet {
+                name: req.name.clone(),
+                presence,
+            }],
+        ))
+    })
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "status": req.status.as_str() }),
+    ))
 }
 
 async fn channel_fan_out(

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use super::acl::{AclList, KeyHash};
 use super::mailbox::{MailEntry, Mailboxes};
-use super::registry::Registry;
+use super::registry::{Presence, Registry};
 use super::store::{Change, Store, StoreError};
-use crate::proto::{ChannelName, PeerName};
+use crate::proto::{ChannelMode, ChannelName, PeerName, PeerStatus};
 use crate::storage::{Storage, open};
 
 /// The database file inside the tracker's data dir.
@@ -41,6 +42,25 @@ const MIGRATIONS: &[&str] = &[
         deposited_ms INTEGER NOT NULL,
         UNIQUE (recipient, id)
     )",
+    // 2: channel access control (owner, mode, salted key hash; invited, banned, visitor lists) and presence.
+    "CREATE TABLE channel_rules (
+        channel TEXT PRIMARY KEY,
+        owner TEXT,
+        mode TEXT NOT NULL DEFAULT 'open',
+        key_salt BLOB,
+        key_hash BLOB
+    );
+    CREATE TABLE channel_lists (
+        channel TEXT NOT NULL,
+        list TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        PRIMARY KEY (channel, list, peer)
+    ) WITHOUT ROWID;
+    CREATE TABLE presence (
+        name TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        message TEXT
+    )",
 ];
 
 /// The tracker's SQLite store.
@@ -68,6 +88,7 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
         } => {
             if *created {
                 c.execute("DELETE FROM members WHERE peer = ?1", [name.as_str()])?;
+                c.execute("DELETE FROM presence WHERE name = ?1", [name.as_str()])?;
             }
             c.prepare_cached(
                 "INSERT INTO leases (name, ip, port, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
@@ -116,6 +137,54 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                 q.execute(params![name.as_str(), id.hyphenated().to_string()])?;
             }
         }
+        Change::Owned { channel, owner } => {
+            c.prepare_cached("INSERT OR IGNORE INTO channels (name) VALUES (?1)")?
+                .execute([channel.as_str()])?;
+            c.prepare_cached(
+                "INSERT INTO channel_rules (channel, owner, mode) VALUES (?1, ?2, 'open')
+                 ON CONFLICT (channel) DO UPDATE SET owner = ?2",
+            )?
+            .execute([channel.as_str(), owner.as_str()])?;
+        }
+        Change::ModeSet { channel, mode, key } => {
+            c.prepare_cached(
+                "INSERT INTO channel_rules (channel, mode, key_salt, key_hash) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (channel) DO UPDATE SET mode = ?2, key_salt = ?3, key_hash = ?4",
+            )?
+            .execute(params![
+                channel.as_str(),
+                mode.as_str(),
+                key.as_ref().map(|k| k.salt.to_vec()),
+                key.as_ref().map(|k| k.hash.to_vec()),
+            ])?;
+        }
+        Change::Listed {
+            channel,
+            list,
+            peer,
+            on,
+        } => {
+            let sql = if *on {
+                "INSERT OR IGNORE INTO channel_lists (channel, list, peer) VALUES (?1, ?2, ?3)"
+            } else {
+                "DELETE FROM channel_lists WHERE channel = ?1 AND list = ?2 AND peer = ?3"
+            };
+            c.prepare_cached(sql)?
+                .execute([channel.as_str(), list.as_str(), peer.as_str()])?;
+        }
+        Change::PresenceSet { name, presence } => match presence {
+            Some(p) => {
+                c.prepare_cached(
+                    "INSERT INTO presence (name, status, message) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET status = ?2, message = ?3",
+                )?
+                .execute(params![name.as_str(), p.status.as_str(), p.message])?;
+            }
+            None => {
+                c.prepare_cached("DELETE FROM presence WHERE name = ?1")?
+                    .execute([name.as_str()])?;
+            }
+        },
     }
     Ok(())
 }
@@ -125,6 +194,82 @@ fn forget(c: &Connection, name: &PeerName) -> Result<(), StoreError> {
         .execute([name.as_str()])?;
     c.prepare_cached("DELETE FROM members WHERE peer = ?1")?
         .execute([name.as_str()])?;
+    c.prepare_cached("DELETE FROM presence WHERE name = ?1")?
+        .execute([name.as_str()])?;
+    Ok(())
+}
+
+/// Channel owners, modes, keys, lists and presences, back into the registry.
+fn load_rules(c: &Connection, registry: &mut Registry) -> Result<(), StoreError> {
+    let mut q = c.prepare("SELECT channel, owner, mode, key_salt, key_hash FROM channel_rules")?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (ch, owner, mode, salt, hash) = row?;
+        let Ok(ch) = ChannelName::new(ch) else {
+            continue;
+        };
+        let owner = owner.and_then(|o| PeerName::new(o).ok());
+        let key = match (salt, hash) {
+            (Some(s), Some(h)) => match (s.try_into(), h.try_into()) {
+                (Ok(salt), Ok(hash)) => Some(KeyHash { salt, hash }),
+                _ => None,
+            },
+            _ => None,
+        };
+        // A key channel whose key did not load stays closed to newcomers rather than opening up.
+        let mode = ChannelMode::parse(&mode).unwrap_or(ChannelMode::Invite);
+        let mode = if mode == ChannelMode::Key && key.is_none() {
+            ChannelMode::Invite
+        } else {
+            mode
+        };
+        registry.restore_rules(ch, owner, mode, key);
+    }
+    let mut q = c.prepare("SELECT channel, list, peer FROM channel_lists")?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (ch, list, peer) = row?;
+        if let (Ok(ch), Some(list), Ok(peer)) = (
+            ChannelName::new(ch),
+            AclList::parse(&list),
+            PeerName::new(peer),
+        ) {
+            registry.restore_listed(ch, list, peer);
+        }
+    }
+    let mut q = c.prepare("SELECT name, status, message FROM presence")?;
+    let rows = q.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, status, message) = row?;
+        let status = match status.as_str() {
+            "away" => PeerStatus::Away,
+            "invisible" => PeerStatus::Invisible,
+            _ => continue,
+        };
+        if let Ok(name) = PeerName::new(name) {
+            registry.restore_presence(name, Presence { status, message });
+        }
+    }
     Ok(())
 }
 
@@ -165,6 +310,7 @@ impl Store for SqliteStore {
                 registry.restore_channel(ch, Some(peer));
             }
         }
+        load_rules(c, &mut registry)?;
         let mut mailboxes = Mailboxes::new(mailbox_limit);
         let mut q = c.prepare("SELECT name FROM mailbox_owners")?;
         for name in q.query_map([], |r| r.get::<_, String>(0))? {
@@ -284,16 +430,90 @@ mod tests {
         let (registry, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
         assert_eq!(registry.channels_of(&n("alice")), vec![ch.clone()]);
         assert_eq!(
-            registry.members(&ch, 11).unwrap().len(),
+            registry.members(&ch, None, 11).unwrap().len(),
             1,
             "bob left with his lease"
         );
         assert!(
-            registry.members(&ch, 10 + 30_000).unwrap().is_empty(),
+            registry.members(&ch, None, 10 + 30_000).unwrap().is_empty(),
             "a restored lease expires as usual"
         );
         let held: Vec<_> = mailboxes.fetch(&n("bob"), 10).0;
         assert_eq!(held, vec![mail[0].clone(), mail[2].clone()]);
         assert!(mailboxes.knows(&n("alice")));
+    }
+
+    #[test]
+    fn a_reopened_store_gives_back_owners_modes_keys_lists_and_presence() {
+        use crate::proto::{ChannelMode, PeerStatus, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let ch = ChannelName::new("secret").unwrap();
+        let key = KeyHash::new("pw").unwrap();
+        let reg = |name: &str, port| Change::Registered {
+            name: n(name),
+            ip: LO,
+            port,
+            at_ms: 10,
+            created: true,
+        };
+        let join = |name: &str| Change::Joined {
+            name: n(name),
+            channel: ch.clone(),
+            at_ms: 10,
+        };
+        let list = |l, name: &str, on| Change::Listed {
+            channel: ch.clone(),
+            list: l,
+            peer: n(name),
+            on,
+        };
+        {
+            let mut s = SqliteStore::open(&storage).unwrap();
+            s.record(&[
+                reg("alice", 1),
+                reg("bob", 2),
+                reg("carol", 3),
+                join("alice"),
+                Change::Owned {
+                    channel: ch.clone(),
+                    owner: n("alice"),
+                },
+                Change::ModeSet {
+                    channel: ch.clone(),
+                    mode: ChannelMode::Key,
+                    key: Some(key.clone()),
+                },
+                list(AclList::Invited, "bob", true),
+                join("bob"),
+                list(AclList::Visitor, "bob", true),
+                list(AclList::Banned, "carol", true),
+                list(AclList::Invited, "dave", true),
+                list(AclList::Invited, "dave", false),
+                Change::PresenceSet {
+                    name: n("bob"),
+                    presence: Some(Presence {
+                        status: PeerStatus::Away,
+                        message: Some("lunch".into()),
+                    }),
+                },
+            ])
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&storage).unwrap();
+        let (registry, _) = s.load(Duration::from_secs(30), 100).unwrap();
+        let info = registry.channel_info(&ch, Some(&n("alice")), 11).unwrap();
+        assert_eq!(info.owner, Some(n("alice")));
+        assert_eq!(info.mode, ChannelMode::Key);
+        assert_eq!(info.invited, vec![n("bob")]);
+        assert_eq!(info.banned, vec![n("carol")]);
+        let bob = info.members.iter().find(|m| m.name == n("bob")).unwrap();
+        assert_eq!(bob.role, Role::Visitor);
+        assert_eq!(bob.status, PeerStatus::Away);
+        assert_eq!(bob.away.as_deref(), Some("lunch"));
+        assert!(
+            registry.channel_info(&ch, Some(&n("carol")), 11).is_err(),
+            "a key channel is shown to its members only, after a restart too"
+        );
     }
 }

@@ -9,9 +9,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::acl::{AclList, KeyHash};
 use super::mailbox::{MailEntry, Mailboxes};
-use super::registry::Registry;
-use crate::proto::{ChannelName, MessageId, PeerName};
+use super::registry::{Presence, Registry};
+use crate::proto::{ChannelMode, ChannelName, MessageId, PeerName};
 
 /// A change the registry or the mailboxes have accepted, in the order it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,29 @@ pub enum Change {
     Acked {
         name: PeerName,
         ids: Vec<MessageId>,
+    },
+    /// A join created the channel: its creator owns it.
+    Owned {
+        channel: ChannelName,
+        owner: PeerName,
+    },
+    /// The owner set the mode (and, for `key`, the salted hash of the key; never the key).
+    ModeSet {
+        channel: ChannelName,
+        mode: ChannelMode,
+        key: Option<KeyHash>,
+    },
+    /// A name was put on (`on`) or taken off one of a channel's lists.
+    Listed {
+        channel: ChannelName,
+        list: AclList,
+        peer: PeerName,
+        on: bool,
+    },
+    /// A peer's presence (`None`: plain online).
+    PresenceSet {
+        name: PeerName,
+        presence: Option<Presence>,
     },
 }
 

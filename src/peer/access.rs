@@ -1,0 +1,271 @@
+//! Channel access control at this node: the owner's actions (mode, invite, remove, ban, roles) and this user's
+//! presence, sent to the tracker; and the receiving side's rule that a channel message is accepted only from a
+//! member the tracker says may post.
+//!
+//! Roles come from `GET /channel/info` (every member, online or not, so mail and catch-up from a member who is
+//! offline now are judged too) and are cached per channel: [`ROLES_FRESH`] while nothing surprising arrives, and
+//! refreshed at once when a sender is missing (at most every [`ROLES_MISS_REFRESH`], so a flood of strangers
+//! does not turn into a flood of tracker requests). While the tracker is unreachable the last answer is used.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use super::events::Event;
+use super::tracker_client::TrackerError;
+use super::{Node, NodeError, lock};
+use crate::http::ApiError;
+use crate::proto::*;
+
+/// How long the roles of a channel's members are trusted before the tracker is asked again.
+pub const ROLES_FRESH: Duration = Duration::from_secs(3);
+/// A sender missing from the cached roles triggers a refresh, but not more often than this per channel.
+pub const ROLES_MISS_REFRESH: Duration = Duration::from_millis(250);
+/// Channels whose roles are cached (a node is in at most this many anyway: the tracker's per-peer limit).
+pub const ROLES_CACHED_CHANNELS: usize = 256;
+/// Members whose roles are kept per channel; the rest are asked for again when they post.
+pub const ROLES_CACHED_MEMBERS: usize = 10_000;
+
+/// One channel's roles as the tracker last said.
+#[derive(Debug, Clone)]
+pub(super) struct Roles {
+    at: Instant,
+    /// False when the tracker no longer lists this node as a member (removed, banned).
+    me_member: bool,
+    roles: HashMap<PeerName, Role>,
+}
+
+/// This user's presence, as last told to the tracker (sent again when the tracker had forgotten the peer).
+#[derive(Debug, Clone, Default)]
+pub(super) struct MyPresence {
+    pub status: PeerStatus,
+    pub away: Option<String>,
+}
+
+fn not_allowed(msg: String) -> ApiError {
+    ApiError::forbidden("not_allowed", msg)
+}
+
+impl Node {
+    /// Joins a channel, bringing its key when it has one; returns its live member count.
+    pub async fn join_with_key(
+        &self,
+        channel: &ChannelName,
+        key: Option<&str>,
+    ) -> Result<usize, NodeError> {
+        self.join_inner(channel, key).await
+    }
+
+    /// A channel's owner, mode and members with roles and status.
+    pub async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, NodeError> {
+        Ok(self
+            .inner
+            .tracker
+            .channel_info(channel, self.name())
+            .await?)
+    }
+
+    /// Sets a channel's mode (this user must own it).
+    pub async fn set_mode(
+        &self,
+        channel: &ChannelName,
+        mode: ChannelMode,
+        key: Option<String>,
+    ) -> Result<ChannelInfo, NodeError> {
+        let req = ChannelModeRequest {
+            name: self.name().clone(),
+            channel: channel.clone(),
+            mode,
+            key,
+        };
+        let t = &self.inner.tracker;
+        let info = self.tracked(|| t.set_mode(&req)).await?;
+        self.forget_roles(channel);
+        Ok(info)
+    }
+
+    /// Invites, removes, bans or unbans `peer` (this user must own the channel).
+    pub async fn channel_act(
+        &self,
+        action: ChannelAction,
+        channel: &ChannelName,
+        peer: &PeerName,
+    ) -> Result<ChannelInfo, NodeError> {
+        let req = ChannelPeerRequest {
+            name: self.name().clone(),
+            channel: channel.clone(),
+            peer: peer.clone(),
+        };
+        let t = &self.inner.tracker;
+        let info = self.tracked(|| t.channel_act(action, &req)).await?;
+        self.forget_roles(channel);
+        Ok(info)
+    }
+
+    /// Makes `peer` a visitor (read-only) or a member again (this user must own the channel).
+    pub async fn set_role(
+        &self,
+        channel: &ChannelName,
+        peer: &PeerName,
+        role: GivenRole,
+    ) -> Result<ChannelInfo, NodeError> {
+        let req = ChannelRoleRequest {
+            name: self.name().clone(),
+            channel: channel.clone(),
+            peer: peer.clone(),
+            role,
+        };
+        let t = &self.inner.tracker;
+        let info = self.tracked(|| t.set_role(&req)).await?;
+        self.forget_roles(channel);
+        Ok(info)
+    }
+
+    /// Sets how others see this user: online, away (with a message) or invisible.
+    pub async fn set_presence(
+        &self,
+        status: PeerStatus,
+        away: Option<String>,
+    ) -> Result<(), NodeError> {
+        let req = PresenceRequest {
+            name: self.name().clone(),
+            status,
+            message: away.clone(),
+        };
+        let t = &self.inner.tracker;
+        self.tracked(|| t.set_presence(&req)).await?;
+        *lock(&self.inner.my_presence) = MyPresence {
+            status,
+            away: away.clone(),
+        };
+        self.inner.events.publish(Event::Status { status, away });
+        Ok(())
+    }
+
+    /// This user's presence as last set.
+    pub fn presence_status(&self) -> (PeerStatus, Option<String>) {
+        let p = lock(&self.inner.my_presence);
+        (p.status, p.away.clone())
+    }
+
+    /// Tells a tracker that had forgotten this peer its presence again (a renewal keeps it otherwise).
+    pub(super) async fn restore_presence(&self) -> Result<(), TrackerError> {
+        let p = lock(&self.inner.my_presence).clone();
+        if p.status == PeerStatus::Online {
+            return Ok(());
+        }
+        self.inner
+            .tracker
+            .set_presence(&PresenceRequest {
+                name: self.name().clone(),
+                status: p.status,
+                message: p.away,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) fn forget_roles(&self, channel: &ChannelName) {
+        lock(&self.inner.roles).remove(channel);
+    }
+
+    /// Asks the tracker for a channel's roles and caches them.
+    async fn fetch_roles(&self, channel: &ChannelName) -> Result<Roles, TrackerError> {
+        let roles = match self.inner.tracker.channel_info(channel, self.name()).await {
+            Ok(info) => Roles {
+                at: Instant::now(),
+                me_member: info.members.iter().any(|m| &m.name == self.name()),
+                roles: info
+                    .members
+                    .into_iter()
+                    .take(ROLES_CACHED_MEMBERS)
+                    .map(|m| (m.name, m.role))
+                    .collect(),
+            },
+            Err(TrackerError::Refused { code, .. })
+                if code == "members_only" || code == "unknown_channel" =>
+            {
+                Roles {
+                    at: Instant::now(),
+                    me_member: false,
+                    roles: HashMap::new(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut cache = lock(&self.inner.roles);
+        if cache.len() >= ROLES_CACHED_CHANNELS && !cache.contains_key(channel) {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, r)| r.at)
+                .map(|(c, _)| c.clone());
+            if let Some(c) = oldest {
+                cache.remove(&c);
+            }
+        }
+        cache.insert(channel.clone(), roles.clone());
+        Ok(roles)
+    }
+
+    /// May `from` post in `channel`, as the tracker says? Refused with 403 `not_allowed` when not, or when this
+    /// node is no longer a member itself.
+    pub(super) async fn check_may_post(
+        &self,
+        channel: &ChannelName,
+        from: &PeerName,
+    ) -> Result<(), ApiError> {
+        let cached = lock(&self.inner.roles).get(channel).cloned();
+        let usable = cached.as_ref().filter(|r| {
+            let age = r.at.elapsed();
+            age < ROLES_FRESH && (r.roles.contains_key(from) || age < ROLES_MISS_REFRESH)
+        });
+        let roles = match usable {
+            Some(r) => r.clone(),
+            None => match self.fetch_roles(channel).await {
+                Ok(r) => r,
+                // The tracker is down: its last word stands, however old.
+                Err(TrackerError::Unreachable(..)) if cached.is_some() => cached.expect("checked"),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot_verify_sender",
+                        format!("who may post in #{channel} cannot be checked now: {e}"),
+                    ));
+                }
+            },
+        };
+        if !roles.me_member {
+            return Err(not_allowed(format!(
+                "{} is no longer a member of #{channel}",
+                self.name()
+            )));
+        }
+        match roles.roles.get(from) {
+            Some(role) if role.may_post() => Ok(()),
+            Some(_) => Err(not_allowed(format!(
+                "{from} is a visitor in #{channel} and cannot post"
+            ))),
+            None => Err(not_allowed(format!("{from} is not a member of #{channel}"))),
+        }
+    }
+
+    /// The tracker no longer has this node in `channel` (removed or banned by its owner): stop showing it.
+    pub(super) async fn removed_from(&self, channel: &ChannelName, why: &str) {
+        if !self.is_joined(channel) {
+            return;
+        }
+        if let Err(e) = self.inner.store.set_joined(channel, None).await {
+            tracing::error!(peer = %self.name(), "cannot save leaving #{channel}: {e}");
+        }
+        lock(&self.inner.joined).remove(channel);
+        lock(&self.inner.last_fan_out).remove(channel);
+        self.forget_members(channel);
+        self.forget_roles(channel);
+        tracing::info!(peer = %self.name(), %channel, "no longer a member: {why}");
+        self.inner.events.publish(Event::Left {
+            channel: channel.clone(),
+        });
+        self.notice(format!("you are no longer in #{channel}: {why}"));
+    }
+}
