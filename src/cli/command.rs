@@ -2,7 +2,9 @@
 //! is unit-tested; a line that is not right becomes a [`ParseError`] telling the user how to write it.
 
 use crate::peer::routes::parse_conversation;
-use crate::proto::{ChannelName, Destination, PeerName};
+use crate::proto::{
+    ChannelAction, ChannelMode, ChannelName, Destination, GivenRole, MAX_AWAY_LEN, PeerName,
+};
 
 /// Default number of messages `/history` shows.
 pub const DEFAULT_HISTORY: usize = 20;
@@ -12,6 +14,22 @@ pub const DEFAULT_HISTORY: usize = 20;
 pub enum Command {
     /// `#name`: join and make current.
     Join(ChannelName),
+    /// `#name key`: join a channel that has a key.
+    JoinWithKey(ChannelName, String),
+    /// `/mode [#c] open|invite|key <key>` (no channel: the current one).
+    Mode(Option<ChannelName>, ChannelMode, Option<String>),
+    /// `/invite`, `/remove`, `/ban`, `/unban [#c] peer`.
+    Act(ChannelAction, Option<ChannelName>, PeerName),
+    /// `/visitor [#c] peer`, `/member [#c] peer`.
+    Role(GivenRole, Option<ChannelName>, PeerName),
+    /// `/info [#c]`: owner, mode, members with roles and status.
+    Info(Option<ChannelName>),
+    /// `/away [message]`.
+    Away(Option<String>),
+    /// `/back`: online again.
+    Back,
+    /// `/invisible`: shown as offline, still receiving.
+    Invisible,
     /// Plain text: to the current channel.
     Say(String),
     /// `@bob text`.
@@ -41,13 +59,23 @@ fn err<T>(s: impl Into<String>) -> Result<T, ParseError> {
 
 /// The `/help` text, one line per command.
 pub const HELP: &[&str] = &[
-    "#name                         join channel name (created if new) and make it current",
+    "#name                         join channel name (created if new, then you own it) and make it current",
+    "#name key                     join a channel protected by a key",
     "text                          send to the current channel",
     "@peer text                    direct message to peer",
     "/peers [#channel]             who is online (in the channel)",
     "/channels                     channels known to the tracker, with member counts",
     "/history [#channel|@peer] [N] the last N messages (default 20)",
     "/leave #name                  leave a channel",
+    "/info [#channel]              owner, mode, members with roles and status",
+    "/mode [#channel] open|invite|key <key>   how your channel admits newcomers (owner only)",
+    "/invite [#channel] peer       let peer join your invite-only or key channel (owner only)",
+    "/remove [#channel] peer       take peer out of your channel (owner only)",
+    "/ban [#channel] peer          remove peer and keep it out; /unban [#channel] peer lets it back",
+    "/visitor [#channel] peer      peer may read but not post; /member [#channel] peer undoes it",
+    "/away [message]               show others you are away (with a message)",
+    "/back                         online again",
+    "/invisible                    shown as offline to others; you still receive",
     "/quit                         deregister and exit (EOF does the same)",
     "/help                         this list",
 ];
@@ -60,14 +88,18 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         return Ok(Command::Nothing);
     }
     if let Some(rest) = trimmed.strip_prefix('#') {
-        if rest.contains(char::is_whitespace) {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if words.len() > 2 || rest.starts_with(char::is_whitespace) {
             return err(
-                "a channel line is just #name; join first, then type your text on its own line",
+                "a channel line is #name, or #name key for a channel with a key; join first, then type your text on its own line",
             );
         }
-        return ChannelName::new(rest)
-            .map(Command::Join)
-            .map_err(|e| ParseError(format!("#{rest}: {e}")));
+        let name = ChannelName::new(words.first().copied().unwrap_or(""))
+            .map_err(|e| ParseError(format!("#{rest}: {e}")))?;
+        return Ok(match words.get(1) {
+            Some(key) => Command::JoinWithKey(name, key.to_string()),
+            None => Command::Join(name),
+        });
     }
     if let Some(rest) = trimmed.strip_prefix('@') {
         let (name, text) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -92,6 +124,30 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             ("history", args) => history(args),
             ("leave", [c]) => channel(c).map(Command::Leave),
             ("leave", _) => err("usage: /leave #channel"),
+            ("info", []) => Ok(Command::Info(None)),
+            ("info", [c]) if c.starts_with('#') => channel(c).map(|c| Command::Info(Some(c))),
+            ("info", _) => err("usage: /info or /info #channel"),
+            ("mode", args) => mode(args),
+            ("invite", args) => act(ChannelAction::Invite, "invite", args),
+            ("remove", args) => act(ChannelAction::Remove, "remove", args),
+            ("ban", args) => act(ChannelAction::Ban, "ban", args),
+            ("unban", args) => act(ChannelAction::Unban, "unban", args),
+            ("visitor", args) => role(GivenRole::Visitor, "visitor", args),
+            ("member", args) => role(GivenRole::Member, "member", args),
+            ("away", []) => Ok(Command::Away(None)),
+            ("away", _) => {
+                let msg = rest["away".len()..].trim();
+                if msg.len() > MAX_AWAY_LEN {
+                    return err(format!(
+                        "an away message is at most {MAX_AWAY_LEN} bytes; shorten it"
+                    ));
+                }
+                Ok(Command::Away(Some(msg.to_string())))
+            }
+            ("back", []) => Ok(Command::Back),
+            ("back", _) => err("usage: /back (it takes no arguments)"),
+            ("invisible", []) => Ok(Command::Invisible),
+            ("invisible", _) => err("usage: /invisible (it takes no arguments); /back undoes it"),
             ("quit" | "exit", []) => Ok(Command::Quit),
             ("help", _) => Ok(Command::Help),
             _ => err(format!("unknown command /{cmd}; type /help for the list")),
@@ -103,6 +159,48 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
 
 fn channel(s: &str) -> Result<ChannelName, ParseError> {
     ChannelName::parse_user(s).map_err(|e| ParseError(format!("{s}: {e}")))
+}
+
+/// `[#channel] peer`: the channel (or none: the current one) and the peer.
+fn channel_and_peer(
+    args: &[&str],
+    usage: &str,
+) -> Result<(Option<ChannelName>, PeerName), ParseError> {
+    let (c, p) = match args {
+        [p] if !p.starts_with('#') => (None, *p),
+        [c, p] if c.starts_with('#') => (Some(channel(c)?), *p),
+        _ => return err(usage),
+    };
+    let p = p.strip_prefix('@').unwrap_or(p);
+    let peer = PeerName::new(p).map_err(|e| ParseError(format!("{p}: {e}; {usage}")))?;
+    Ok((c, peer))
+}
+
+fn act(action: ChannelAction, cmd: &str, args: &[&str]) -> Result<Command, ParseError> {
+    let (c, p) = channel_and_peer(args, &format!("usage: /{cmd} #channel peer"))?;
+    Ok(Command::Act(action, c, p))
+}
+
+fn role(role: GivenRole, cmd: &str, args: &[&str]) -> Result<Command, ParseError> {
+    let (c, p) = channel_and_peer(args, &format!("usage: /{cmd} #channel peer"))?;
+    Ok(Command::Role(role, c, p))
+}
+
+fn mode(args: &[&str]) -> Result<Command, ParseError> {
+    let usage = "usage: /mode #channel open, /mode #channel invite, or /mode #channel key <key>";
+    let (c, rest) = match args.split_first() {
+        Some((c, rest)) if c.starts_with('#') => (Some(channel(c)?), rest),
+        _ => (None, args),
+    };
+    match rest {
+        ["key"] => err("mode key needs the key: /mode #channel key <key>"),
+        ["key", k] => Ok(Command::Mode(c, ChannelMode::Key, Some(k.to_string()))),
+        [m] => match ChannelMode::parse(m) {
+            Some(ChannelMode::Key) | None => err(usage),
+            Some(m) => Ok(Command::Mode(c, m, None)),
+        },
+        _ => err(usage),
+    }
 }
 
 fn history(args: &[&str]) -> Result<Command, ParseError> {
@@ -180,11 +278,63 @@ mod tests {
     }
 
     #[test]
+    fn the_access_commands_parse() {
+        let bob = PeerName::new("bob").unwrap();
+        assert_eq!(
+            parse("#secret pw"),
+            Ok(Command::JoinWithKey(ch("secret"), "pw".into()))
+        );
+        assert_eq!(
+            parse("/mode #c key pw"),
+            Ok(Command::Mode(
+                Some(ch("c")),
+                ChannelMode::Key,
+                Some("pw".into())
+            ))
+        );
+        assert_eq!(
+            parse("/mode invite"),
+            Ok(Command::Mode(None, ChannelMode::Invite, None))
+        );
+        assert_eq!(
+            parse("/invite #c bob"),
+            Ok(Command::Act(
+                ChannelAction::Invite,
+                Some(ch("c")),
+                bob.clone()
+            ))
+        );
+        assert_eq!(
+            parse("/unban @bob"),
+            Ok(Command::Act(ChannelAction::Unban, None, bob.clone()))
+        );
+        assert_eq!(
+            parse("/visitor #c bob"),
+            Ok(Command::Role(GivenRole::Visitor, Some(ch("c")), bob))
+        );
+        assert_eq!(parse("/info"), Ok(Command::Info(None)));
+        assert_eq!(
+            parse("/away  out for lunch "),
+            Ok(Command::Away(Some("out for lunch".into())))
+        );
+        assert_eq!(parse("/away"), Ok(Command::Away(None)));
+        assert_eq!(parse("/back"), Ok(Command::Back));
+        assert_eq!(parse("/invisible"), Ok(Command::Invisible));
+    }
+
+    #[test]
     fn mistakes_say_how_to_do_it_right() {
         for (line, hint) in [
             ("/frobnicate", "/help"),
             ("@bob", "@bob followed by"),
-            ("#gen eral", "join first"),
+            ("#gen eral here", "join first"),
+            ("/mode #c key", "needs the key"),
+            ("/mode #c shut", "/mode #channel open"),
+            ("/invite", "/invite #channel peer"),
+            ("/ban #c", "/ban #channel peer"),
+            ("/visitor #c b c", "/visitor #channel peer"),
+            ("/back now", "no arguments"),
+            ("/info bob", "/info #channel"),
             ("/leave", "/leave #channel"),
             ("/history #g zero", "count"),
             ("/peers bob", "/peers #channel"),

@@ -2,6 +2,7 @@
 //! printed through its external printer so they never garble the line being typed; on a pipe it is plain line in,
 //! line out, so scripts can drive it. Message lines are exactly CONTRACT.md's; everything else starts with `* `.
 
+mod access;
 pub mod command;
 
 use std::io::IsTerminal;
@@ -203,7 +204,16 @@ async fn handle(
         },
         Command::Peers(channel) => match node.peers(channel.as_ref()).await {
             Ok(peers) => {
-                let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+                let names: Vec<String> = peers
+                    .iter()
+                    .map(|p| match &p.away {
+                        Some(a) => format!("{} (away: {a})", p.name),
+                        None if p.status == crate::proto::PeerStatus::Away => {
+                            format!("{} (away)", p.name)
+                        }
+                        None => p.name.to_string(),
+                    })
+                    .collect();
                 let scope = channel
                     .map(|c| format!("in #{c}"))
                     .unwrap_or_else(|| "online".into());
@@ -216,7 +226,10 @@ async fn handle(
             Ok(list) => {
                 let items: Vec<String> = list
                     .iter()
-                    .map(|c| format!("#{} ({})", c.name, c.members))
+                    .map(|c| match c.mode {
+                        crate::proto::ChannelMode::Open => format!("#{} ({})", c.name, c.members),
+                        m => format!("#{} ({}, {})", c.name, c.members, m.as_str()),
+                    })
                     .collect();
                 out.status(format!("channels: {}", items.join(", ")));
             }
@@ -235,6 +248,7 @@ async fn handle(
                 out.status(format!("{} {}", clock(m.ts), m.cli_line(node.name())));
             }
         }
+        access_or_presence => access::handle(node, access_or_presence, current, out).await,
     }
     true
 }
