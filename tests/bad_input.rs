@@ -91,6 +91,13 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
         "/mailbox/deposit",
         "/mailbox/fetch",
         "/mailbox/ack",
+        "/channel/mode",
+        "/channel/invite",
+        "/channel/remove",
+        "/channel/ban",
+        "/channel/unban",
+        "/channel/role",
+        "/presence",
     ] {
         for (what, body, status, code) in malformed() {
             refused(
@@ -240,7 +247,7 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     assert_eq!(names(&get_json(&t("/get-list?channel=x"), 200)), ["bob"]);
     assert_eq!(
         get_json(&t("/channels"), 200)["channels"],
-        json!([{"name": "x", "members": 1}])
+        json!([{"name": "x", "members": 1, "mode": "open"}])
     );
 }
 

@@ -3,9 +3,11 @@
 //! member the tracker says may post.
 //!
 //! Roles come from `GET /channel/info` (every member, online or not, so mail and catch-up from a member who is
-//! offline now are judged too) and are cached per channel: [`ROLES_FRESH`] while nothing surprising arrives, and
-//! refreshed at once when a sender is missing (at most every [`ROLES_MISS_REFRESH`], so a flood of strangers
-//! does not turn into a flood of tracker requests). While the tracker is unreachable the last answer is used.
+//! offline now are judged too) and are cached per channel: a sender allowed to post is trusted for [`ROLES_FRESH`];
+//! a sender the cache would refuse (missing, or a visitor) is checked with the tracker again at once, so a member
+//! just invited or promoted is never refused on an old answer. While the tracker is unreachable the last answer is
+//! used. (A member demoted or banned can still be accepted by a receiver for up to [`ROLES_FRESH`]; the tracker
+//! refuses its fan-out at once.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,8 +22,6 @@ use crate::proto::*;
 
 /// How long the roles of a channel's members are trusted before the tracker is asked again.
 pub const ROLES_FRESH: Duration = Duration::from_secs(3);
-/// A sender missing from the cached roles triggers a refresh, but not more often than this per channel.
-pub const ROLES_MISS_REFRESH: Duration = Duration::from_millis(250);
 /// Channels whose roles are cached (a node is in at most this many anyway: the tracker's per-peer limit).
 pub const ROLES_CACHED_CHANNELS: usize = 256;
 /// Members whose roles are kept per channel; the rest are asked for again when they post.
@@ -217,8 +217,9 @@ impl Node {
     ) -> Result<(), ApiError> {
         let cached = lock(&self.inner.roles).get(channel).cloned();
         let usable = cached.as_ref().filter(|r| {
-            let age = r.at.elapsed();
-            age < ROLES_FRESH && (r.roles.contains_key(from) || age < ROLES_MISS_REFRESH)
+            r.at.elapsed() < ROLES_FRESH
+                && r.me_member
+                && r.roles.get(from).is_some_and(|role| role.may_post())
         });
         let roles = match usable {
             Some(r) => r.clone(),
