@@ -32,6 +32,9 @@ pub(super) async fn message_send(
 #[derive(Deserialize)]
 pub(super) struct ChannelRequest {
     channel: String,
+    /// The channel's key, to join a `key` channel (`/api/join` only).
+    #[serde(default)]
+    key: Option<String>,
 }
 
 fn channel_arg(s: &str) -> Result<ChannelName, ApiError> {
@@ -44,7 +47,7 @@ pub(super) async fn channel_join(
     ApiJson(req): ApiJson<ChannelRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let channel = channel_arg(&req.channel)?;
-    let members = node.join(&channel).await?;
+    let members = node.join_with_key(&channel, req.key.as_deref()).await?;
     Ok(Json(MembershipResponse {
         ok: true,
         channel,
@@ -66,13 +69,20 @@ pub(super) struct Me {
     name: PeerName,
     advertised: SocketAddr,
     joined: Vec<ChannelName>,
+    /// `online`, `away` or `invisible`, as this user last set it.
+    status: PeerStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    away: Option<String>,
 }
 
 pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
+    let (status, away) = node.presence_status();
     Json(Me {
         name: node.name().clone(),
         advertised: node.advertised(),
         joined: node.joined(),
+        status,
+        away,
     })
 }
 
@@ -148,4 +158,86 @@ pub(super) async fn conversations_list(State(node): State<Node>) -> Json<Convers
         channels: node.joined(),
         direct: node.direct_conversations(),
     })
+}
+
+#[derive(Deserialize)]
+pub(super) struct ChannelQuery {
+    channel: String,
+}
+
+/// `GET /api/channel?channel=X`: owner, mode, members with roles and status, invited and banned names.
+pub(super) async fn channel_show(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<ChannelQuery>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let channel = ChannelName::parse_user(&q.channel)
+        .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+    Ok(Json(node.channel_info(&channel).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ModeRequest {
+    channel: String,
+    mode: ChannelMode,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// `POST /api/channel/mode {"channel","mode","key"?}` (the user must own the channel).
+pub(super) async fn channel_mode(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ModeRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let channel = channel_arg(&req.channel)?;
+    Ok(Json(node.set_mode(&channel, req.mode, req.key).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ActRequest {
+    channel: String,
+    action: ChannelAction,
+    peer: PeerName,
+}
+
+/// `POST /api/channel/act {"channel","action":"invite|remove|ban|unban","peer"}` (the user must own the channel).
+pub(super) async fn channel_act(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ActRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let channel = channel_arg(&req.channel)?;
+    Ok(Json(node.channel_act(req.action, &channel, &req.peer).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RoleRequest {
+    channel: String,
+    peer: PeerName,
+    role: GivenRole,
+}
+
+/// `POST /api/channel/role {"channel","peer","role":"member|visitor"}` (the user must own the channel).
+pub(super) async fn channel_role(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<RoleRequest>,
+) -> Result<Json<ChannelInfo>, ApiError> {
+    let channel = channel_arg(&req.channel)?;
+    Ok(Json(node.set_role(&channel, &req.peer, req.role).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct StatusRequest {
+    status: PeerStatus,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /api/presence {"status":"online|away|invisible","message"?}`.
+pub(super) async fn presence_set(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<StatusRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    node.set_presence(req.status, req.message).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "status": req.status.as_str() }),
+    ))
 }

@@ -29,6 +29,11 @@ pub fn routes(node: Node) -> Router<Node> {
         .route("/api/channels", get(api::channels_list))
         .route("/api/members", get(api::members_list))
         .route("/api/conversations", get(api::conversations_list))
+        .route("/api/channel", get(api::channel_show))
+        .route("/api/channel/mode", post(api::channel_mode))
+        .route("/api/channel/act", post(api::channel_act))
+        .route("/api/channel/role", post(api::channel_role))
+        .route("/api/presence", post(api::presence_set))
         .route("/api/events", get(stream::events_stream))
         .route_layer(axum::middleware::from_fn_with_state(node, auth::user_only));
     Router::new()
