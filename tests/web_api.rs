@@ -393,17 +393,20 @@ fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
 
     // Presence: bob joining shows up on the stream as a member, online; bob dying shows him offline.
     let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
-    by_header.wait_for(r#"{"name":"bob","online":true}"#);
+    by_header.wait_for(r#"{"name":"bob","online":true,"role":"member","status":"online"}"#);
     bob.kill();
-    by_header.wait_for(r#"{"name":"bob","online":false}"#);
+    by_header.wait_for(r#"{"name":"bob","online":false,"role":"member","status":"offline"}"#);
     let members = get_json(&alice.url("/api/members?channel=general"), 200);
     assert_eq!(
         members["members"],
-        json!([{"name": "alice", "online": true}, {"name": "bob", "online": false}])
+        json!([
+            {"name": "alice", "online": true, "role": "owner", "status": "online"},
+            {"name": "bob", "online": false, "role": "member", "status": "offline"}
+        ])
     );
     // A member that leaves the channel (and stays online) is no longer listed at all.
     let carol = Proc::peer("carol", tracker.addr, &["--join", "general"]);
-    by_header.wait_for(r#"{"name":"carol","online":true}"#);
+    by_header.wait_for(r#"{"name":"carol","online":true,"role":"member","status":"online"}"#);
     let before_leave = by_header.events.all().len();
     let (status, _) = post_json(&carol.url("/api/leave"), &json!({"channel": "general"}));
     assert_eq!(status, 200);

@@ -205,7 +205,9 @@ pub(super) async fn channel_act(
     ApiJson(req): ApiJson<ActRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let channel = channel_arg(&req.channel)?;
-    Ok(Json(node.channel_act(req.action, &channel, &req.peer).await?))
+    Ok(Json(
+        node.channel_act(req.action, &channel, &req.peer).await?,
+    ))
 }
 
 #[derive(Deserialize)]

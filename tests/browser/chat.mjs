@@ -194,6 +194,55 @@ try {
   await alice.locator("#conv-title", { hasText: "Direct messages with bob" }).waitFor({ timeout: SOON });
   await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
 
+  step("alice makes #club invite-only in its settings, invites bob, then makes him a visitor: his composer says why it is off");
+  await join(alice, "club");
+  await alice.locator("#settings").waitFor({ state: "visible", timeout: SOON });
+  await alice.getByLabel("Mode").selectOption("invite");
+  await alice.locator("#mode-form button[type=submit]").click();
+  await alice.locator("#settings-summary", { hasText: "invite-only" }).waitFor({ timeout: SOON });
+  await bob.getByLabel("Join a channel").fill("club");
+  await bob.getByLabel("Join a channel").press("Enter");
+  await bob.locator("#join-error", { hasText: "invite" }).waitFor({ timeout: SOON });
+  check(true, "bob, not invited, is told #club is invite-only");
+  await alice.getByLabel("Invite").fill("bob");
+  await alice.getByLabel("Invite").press("Enter");
+  await alice.locator("#settings-summary", { hasText: "Invited: bob" }).waitFor({ timeout: SOON });
+  await join(bob, "club");
+  await alice.getByRole("button", { name: "Make bob a visitor" }).click({ timeout: SOON });
+  await bob.locator("#text[disabled]").waitFor({ timeout: SOON });
+  await bob.locator("#composer-reason", { hasText: "visitor" }).waitFor({ timeout: SOON });
+  check(await bob.locator("#send").isDisabled(), "bob, a visitor, cannot send in #club and is told why");
+  await say(alice, "visitors still read this");
+  await seeMessage(bob, "visitors still read this");
+  await alice.getByRole("button", { name: "Let bob post" }).click({ timeout: SOON });
+  await bob.locator("#text:not([disabled])").waitFor({ timeout: SOON });
+  check(true, "made a member again, bob's composer is back");
+
+  step("a key channel: bob's page asks for the key, and the right one lets him in");
+  await join(alice, "vault");
+  await alice.getByLabel("Mode").selectOption("key");
+  await alice.getByLabel("New key").fill("open sesame");
+  await alice.locator("#mode-form button[type=submit]").click();
+  await alice.locator("#settings-summary", { hasText: "protected by a key" }).waitFor({ timeout: SOON });
+  await bob.getByLabel("Join a channel").fill("vault");
+  await bob.getByLabel("Join a channel").press("Enter");
+  await bob.locator("#join-key-row").waitFor({ state: "visible", timeout: SOON });
+  await bob.getByLabel("Channel key").fill("open sesame");
+  await bob.getByLabel("Join a channel").press("Enter");
+  await bob.locator("#conv-title", { hasText: "#vault" }).waitFor({ timeout: SOON });
+  check(true, "bob joined #vault with its key");
+
+  step("bob sets himself away with a message: alice sees it beside his name");
+  await bob.getByLabel("Your status").selectOption("away");
+  await bob.getByLabel("Away message").fill("back in five");
+  await bob.getByLabel("Away message").press("Enter");
+  await alice.locator('#members li[data-name="bob"] .away', { hasText: "back in five" }).waitFor({ timeout: SOON });
+  check(true, "alice's page shows bob away, with his message, without a reload");
+  await bob.getByLabel("Your status").selectOption("online");
+  await alice.locator('#members li[data-name="bob"] .away').waitFor({ state: "detached", timeout: SOON });
+  await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
+  await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
+
   step("a narrow window: one column, panels behind buttons, keyboard works");
   await bob.setViewportSize({ width: 400, height: 700 });
   check(await bob.locator("#sidebar").isHidden(), "the conversation list folds away in a narrow window");

@@ -25,7 +25,8 @@
     lastSeq: 0,
     convs: new Map(),      // key ("#general" | "@bob") -> conversation
     current: null,
-    members: new Map(),    // channel -> { seq, list: [{name, online}] }
+    members: new Map(),    // channel -> { seq, list: [{name, online, role, status, away}] }
+    info: new Map(),       // channel -> { owner, mode, members, invited, banned } (GET /api/channel)
     stream: null,
     streamHeld: false,     // the test hook dropStream() keeps it closed until resumeStream()
     reconnectDelay: RECONNECT_MIN_MS,
@@ -221,11 +222,33 @@
     $("conv-empty").hidden = !!c;
     list.replaceChildren(...(c ? c.messages.map(messageItem) : []));
     list.scrollTop = list.scrollHeight;
-    const text = $("text");
-    text.disabled = !c;
-    $("send").disabled = !c;
-    text.placeholder = c ? "Message " + c.key + " (Enter sends, Shift+Enter: new line)" : "Choose a conversation first";
+    renderComposer();
     renderMembers();
+    renderSettings();
+  }
+
+  // My role in a channel: what the live member list says, else the last channel info.
+  function myRole(channel) {
+    const live = (state.members.get(channel) || { list: [] }).list.find((m) => m.name === state.me);
+    if (live && live.role) return live.role;
+    const info = state.info.get(channel);
+    const me = info && info.members.find((m) => m.name === state.me);
+    return me ? me.role : null;
+  }
+
+  // A visitor reads but cannot post: the composer says so instead of failing on Enter.
+  function renderComposer() {
+    const c = state.current && state.convs.get(state.current);
+    const text = $("text");
+    const visitor = c && c.kind === "channel" && myRole(c.name) === "visitor";
+    text.disabled = !c || visitor;
+    $("send").disabled = !c || visitor;
+    text.placeholder = !c ? "Choose a conversation first"
+      : visitor ? "You are a visitor in " + c.key + ": you can read, not post"
+      : "Message " + c.key + " (Enter sends, Shift+Enter: new line)";
+    const reason = $("composer-reason");
+    reason.hidden = !visitor;
+    reason.textContent = visitor ? "You are a visitor in " + c.key + ": its owner lets you read but not post." : "";
   }
 
   async function select(key) {
@@ -238,7 +261,7 @@
     renderCurrent();
     $("text").focus();
     if (!c.loaded) await loadHistory(c);
-    if (c.kind === "channel") loadMembers(c.name);
+    if (c.kind === "channel") { loadMembers(c.name); loadInfo(c.name); }
   }
 
   async function loadHistory(c) {
@@ -270,8 +293,94 @@
   function setMembers(channel, seq, list) {
     const known = state.members.get(channel);
     if (known && known.seq > seq) return; // an older answer than what the stream already said
+    const before = known && JSON.stringify(known.list.map((m) => [m.name, m.role]));
     state.members.set(channel, { seq, list });
     renderMembers();
+    renderComposer();
+    // A role or member changed: the settings panel's lists may have too.
+    if (before !== undefined && before !== JSON.stringify(list.map((m) => [m.name, m.role]))) loadInfo(channel);
+  }
+
+  // ---- channel settings (owner, mode, invited, banned) ----
+  async function loadInfo(channel) {
+    try {
+      const info = await api("GET", "/api/channel?channel=" + encodeURIComponent(channel));
+      state.info.set(channel, info);
+      renderSettings();
+      renderMembers();
+      renderComposer();
+    } catch (e) {
+      if (e.code !== "not_joined" && e.code !== "members_only") notice("Could not load #" + channel + ": " + e.message);
+    }
+  }
+
+  const isOwner = (channel) => (state.info.get(channel) || {}).owner === state.me;
+
+  function renderSettings() {
+    const c = state.current && state.convs.get(state.current);
+    const section = $("settings");
+    const info = c && c.kind === "channel" && state.info.get(c.name);
+    section.hidden = !info;
+    if (!info) return;
+    const owner = info.owner === state.me;
+    const modeText = { open: "open to anyone", invite: "invite-only", key: "protected by a key" }[info.mode];
+    $("settings-summary").textContent = c.key + " is " + modeText + "; owner: " +
+      (info.owner ? (owner ? "you" : info.owner) : "nobody") + "." +
+      (info.invited.length ? " Invited: " + info.invited.join(", ") + "." : "");
+    $("mode-form").hidden = !owner;
+    $("invite-form").hidden = !owner;
+    if (document.activeElement !== $("mode-select")) $("mode-select").value = info.mode;
+    $("mode-key").hidden = $("mode-select").value !== "key";
+    $("banned").replaceChildren(...info.banned.map((name) => {
+      const li = document.createElement("li");
+      li.dataset.name = name;
+      li.append("banned: " + name + " ");
+      if (owner) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "Unban";
+        b.setAttribute("aria-label", "Unban " + name);
+        b.addEventListener("click", () => act(c.name, "unban", name));
+        li.append(b);
+      }
+      return li;
+    }));
+  }
+
+  async function channelCall(channel, path, body) {
+    const err = $("settings-error");
+    err.hidden = true;
+    try {
+      const info = await api("POST", path, { channel, ...body });
+      state.info.set(channel, info);
+      renderSettings();
+      renderMembers();
+      return true;
+    } catch (e) {
+      err.textContent = e.message;
+      err.hidden = false;
+      return false;
+    }
+  }
+
+  const act = (channel, action, peer) => channelCall(channel, "/api/channel/act", { action, peer });
+  const setRole = (channel, peer, role) => channelCall(channel, "/api/channel/role", { peer, role });
+
+  // ---- my status ----
+  function showStatus(status, away) {
+    $("status-select").value = status;
+    $("away-text").hidden = status !== "away";
+    $("status-set").hidden = status !== "away";
+    if (away !== undefined && document.activeElement !== $("away-text")) $("away-text").value = away || "";
+  }
+
+  async function setStatus(status) {
+    const message = status === "away" ? $("away-text").value.trim() : "";
+    try {
+      await api("POST", "/api/presence", { status, ...(message ? { message } : {}) });
+    } catch (e) {
+      notice("Could not set your status: " + e.message);
+    }
   }
 
   function renderMembers() {
@@ -287,7 +396,7 @@
     const focusedMember = document.activeElement?.closest?.("#members li")?.dataset.name;
     $("members-heading").textContent = c && c.kind === "channel"
       ? "Members (" + list.filter((m) => m.online).length + " online)" : "Members";
-    ul.replaceChildren(...list.map((m) => {
+    ul.replaceChildren(...list.flatMap((m) => {
       const li = document.createElement("li");
       li.dataset.name = m.name;
       li.dataset.online = String(m.online);
@@ -298,8 +407,21 @@
       dot.dataset.online = String(m.online);
       const name = document.createElement("span");
       name.textContent = m.name;
-      const status = m.online === null ? "" : m.online ? "online" : "offline";
+      const status = m.online === null ? "" : m.status === "away" ? "away" : m.online ? "online" : "offline";
       b.append(dot, name);
+      const role = m.role || roleInInfo(m.name);
+      if (c && c.kind === "channel" && role && role !== "member") {
+        const r = document.createElement("span");
+        r.className = "role";
+        r.textContent = role;
+        b.append(r);
+      }
+      if (m.status === "away") {
+        const a = document.createElement("span");
+        a.className = "away";
+        a.textContent = m.away ? "away: " + m.away : "away";
+        b.append(a);
+      }
       if (m.name === state.me) {
         const you = document.createElement("span");
         you.className = "you";
@@ -313,9 +435,37 @@
         b.addEventListener("click", () => { const key = "@" + m.name; conv(key); renderConvs(); select(key); closePanels(); });
       }
       li.append(b);
-      return li;
+      // The owner's buttons for this member sit in a row of their own, apart from the member's own button.
+      if (c && c.kind === "channel" && isOwner(c.name) && m.name !== state.me) return [li, ownerButtons(c.name, m.name, role)];
+      return [li];
     }));
     if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
+  }
+
+  function roleInInfo(name) {
+    const c = state.current && state.convs.get(state.current);
+    const info = c && c.kind === "channel" && state.info.get(c.name);
+    const m = info && info.members.find((x) => x.name === name);
+    return m ? m.role : null;
+  }
+
+  function ownerButtons(channel, name, role) {
+    const acts = document.createElement("li");
+    acts.className = "acts";
+    acts.dataset.for = name;
+    const button = (label, aria, fn) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.setAttribute("aria-label", aria);
+      b.addEventListener("click", fn);
+      acts.append(b);
+    };
+    if (role === "visitor") button("Member", "Let " + name + " post", () => setRole(channel, name, "member"));
+    else button("Visitor", "Make " + name + " a visitor", () => setRole(channel, name, "visitor"));
+    button("Remove", "Remove " + name, () => act(channel, "remove", name));
+    button("Ban", "Ban " + name, () => act(channel, "ban", name));
+    return acts;
   }
 
   // ---- sending ----
@@ -406,14 +556,26 @@
     const err = $("join-error");
     err.hidden = true;
     if (!name) return;
+    const keyRow = $("join-key-row");
+    const key = keyRow.hidden ? "" : $("join-key").value;
     try {
-      const r = await api("POST", "/api/join", { channel: name });
+      const r = await api("POST", "/api/join", { channel: name, ...(key ? { key } : {}) });
       conv("#" + r.channel);
       renderConvs();
       await select("#" + r.channel);
       $("join-input").value = "";
+      $("join-key").value = "";
+      keyRow.hidden = true;
     } catch (e) {
-      err.textContent = "Cannot join #" + name + ": " + e.message;
+      if (e.code === "bad_key") {
+        // The channel has a key: ask for it, here, and join again with it.
+        keyRow.hidden = false;
+        $("join-key").focus();
+        err.textContent = key ? "That is not the key of #" + name + "; try again."
+          : "#" + name + " needs its key: type it below and press Join.";
+      } else {
+        err.textContent = "Cannot join #" + name + ": " + e.message;
+      }
       err.hidden = false;
     }
   }
@@ -431,6 +593,7 @@
     if (!state.convs.has(key)) return;
     state.convs.delete(key);
     state.members.delete(key.slice(1));
+    state.info.delete(key.slice(1));
     if (state.current === key) {
       state.current = sortedKeys("channel")[0] || sortedKeys("direct")[0] || null;
       if (state.current) { select(state.current); return; }
@@ -513,6 +676,7 @@
       setConn("live", "live");
       $("fatal").hidden = true;
       if (firstTime) loadAll().catch((e) => notice("Could not load the conversations: " + e.message));
+      api("GET", "/api/me").then((me) => showStatus(me.status, me.away)).catch(() => {});
       return;
     }
     if (ev.type === "resync") {
@@ -550,6 +714,9 @@
         break;
       case "notice":
         notice(ev.text);
+        break;
+      case "status":
+        showStatus(ev.status, ev.away);
         break;
     }
   }
@@ -593,6 +760,28 @@
       send(c, m);
     });
     $("dismiss").addEventListener("click", hideSendError);
+    $("status-select").addEventListener("change", () => {
+      const st = $("status-select").value;
+      showStatus(st);
+      if (st === "away") $("away-text").focus(); else setStatus(st);
+    });
+    $("status-form").addEventListener("submit", (e) => { e.preventDefault(); setStatus($("status-select").value); });
+    $("mode-select").addEventListener("change", () => { $("mode-key").hidden = $("mode-select").value !== "key"; });
+    $("mode-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const c = state.current && state.convs.get(state.current);
+      if (!c || c.kind !== "channel") return;
+      const mode = $("mode-select").value;
+      const key = $("mode-key").value;
+      if (await channelCall(c.name, "/api/channel/mode", { mode, ...(mode === "key" ? { key } : {}) })) $("mode-key").value = "";
+    });
+    $("invite-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const c = state.current && state.convs.get(state.current);
+      const peer = $("invite-input").value.trim().replace(/^@/, "");
+      if (!c || c.kind !== "channel" || !peer) return;
+      if (await act(c.name, "invite", peer)) $("invite-input").value = "";
+    });
     $("toggle-nav").addEventListener("click", () => togglePanel($("toggle-nav"), $("sidebar")));
     $("toggle-members").addEventListener("click", () => togglePanel($("toggle-members"), $("members-panel")));
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePanels(); });
