@@ -17,7 +17,9 @@ use tokio::sync::Notify;
 use super::inbox::Via;
 use super::{Node, NodeError, lock};
 use crate::http::ApiError;
-use crate::proto::{ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MessageId, PeerName};
+use crate::proto::{
+    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MessageId, PeerInfo, PeerName,
+};
 
 /// Messages one `GET /p2p/history` answer carries at most.
 pub const CATCH_UP_PAGE: usize = 500;
@@ -268,6 +270,30 @@ impl Node {
         Ok(new)
     }
 
+    /// A member the channel's list left out (it is invisible): the tracker's channel info says it is a member,
+    /// and `connect-peer` where it is.
+    async fn invisible_member(
+        &self,
+        channel: &ChannelName,
+        asker: &PeerName,
+    ) -> Result<PeerInfo, ApiError> {
+        let not_member = || {
+            ApiError::forbidden(
+                "not_member",
+                format!("the tracker does not list {asker} in #{channel}"),
+            )
+        };
+        let info = self.channel_info(channel).await.map_err(ApiError::from)?;
+        if !info.members.iter().any(|m| &m.name == asker) {
+            return Err(not_member());
+        }
+        self.inner
+            .tracker
+            .lookup(asker)
+            .await
+            .map_err(|_| not_member())
+    }
+
     /// Serves `GET /p2p/history`: a channel's messages to a live member of it, asking from its registered address.
     pub async fn history_for_member(
         &self,
@@ -292,12 +318,11 @@ impl Node {
             ));
         }
         let members = self.peers(Some(&channel)).await.map_err(ApiError::from)?;
-        let member = members.iter().find(|m| m.name == asker).ok_or_else(|| {
-            ApiError::forbidden(
-                "not_member",
-                format!("the tracker does not list {asker} in #{channel}"),
-            )
-        })?;
+        let member = match members.into_iter().find(|m| m.name == asker) {
+            Some(m) => m,
+            // Lists leave invisible members out: ask about this one alone.
+            None => self.invisible_member(&channel, &asker).await?,
+        };
         let same_host =
             member.ip == remote.ip() || (member.ip.is_loopback() && remote.ip().is_loopback());
         if !same_host {
