@@ -321,9 +321,28 @@ fn a_visitor_reads_but_cannot_post_even_straight_to_a_member() {
     // Straight to carol: refused, never shown.
     let (status, body) = push_straight(&carol, "bob", "talk", "sneaky post");
     assert_eq!((status, code(&body)), (403, "not_allowed"), "{body}");
+    // A batch is judged message by message, the same way.
+    let batch: Vec<serde_json::Value> = (0..2)
+        .map(|i| {
+            json!({"id": uuid::Uuid::now_v7().to_string(), "from": "bob", "channel": "talk",
+                "text": format!("sneaky batch {i}"), "ts": hchat::proto::now_ms()})
+        })
+        .collect();
+    let (status, body) = post_json(
+        &carol.url("/p2p/receive-batch"),
+        &json!({"messages": batch}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let codes: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap_or("accepted"))
+        .collect();
+    assert_eq!(codes, ["not_allowed", "not_allowed"], "{body}");
     marker(&mut alice, &carol, "talk");
     marker(&mut alice, &bob, "talk");
-    assert_eq!(carol.out.count(|l| l.contains("sneaky post")), 0);
+    assert_eq!(carol.out.count(|l| l.contains("sneaky")), 0);
 
     says(
         &mut alice,

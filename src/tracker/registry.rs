@@ -526,7 +526,9 @@ impl Registry {
         Ok(ch)
     }
 
-    /// The owner sets how the channel admits; returns the key hash to record (never the key).
+    /// The owner sets how the channel admits. Closing a channel admits its members of the moment for good (they
+    /// are put on the invited list), so one whose lease lapses can still join again. Returns the key hash to
+    /// record (never the key) and the names newly invited.
     pub fn set_mode(
         &mut self,
         actor: &PeerName,
@@ -534,10 +536,23 @@ impl Registry {
         mode: ChannelMode,
         key: Option<&str>,
         now: u64,
-    ) -> Result<Option<KeyHash>, RegistryError> {
+    ) -> Result<(Option<KeyHash>, Vec<PeerName>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.set_mode(mode, key)?;
-        Ok(ch.acl.key.clone())
+        let mut admitted = Vec::new();
+        if mode != ChannelMode::Open {
+            let members: Vec<PeerName> = ch.members.iter().cloned().collect();
+            for m in members {
+                if ch.acl.owner.as_ref() != Some(&m)
+                    && ch
+                        .acl
+                        .set_listed(AclList::Invited, &m, true, channel.as_str())?
+                {
+                    admitted.push(m);
+                }
+            }
+        }
+        Ok((ch.acl.key.clone(), admitted))
     }
 
     /// The owner invites a name (it may join an invite or key channel without the key). Returns whether it is new.
@@ -901,6 +916,19 @@ mod tests {
         assert!(j.created, "the first join creates, and alice owns");
         r.set_mode(&n("alice"), &c("x"), mode, key, 0).unwrap();
         r
+    }
+
+    #[test]
+    fn given_members_when_the_owner_closes_the_channel_then_they_are_admitted_for_good() {
+        let mut r = three_in(ChannelMode::Open, None);
+        r.join(&n("bob"), &c("x"), None, 1).unwrap();
+        let (_, admitted) = r
+            .set_mode(&n("alice"), &c("x"), ChannelMode::Invite, None, 1)
+            .unwrap();
+        assert_eq!(admitted, vec![n("bob")]);
+        r.leave(&n("bob"), &c("x"), 2).unwrap();
+        assert!(r.join(&n("bob"), &c("x"), None, 2).is_ok());
+        assert!(r.join(&n("carol"), &c("x"), None, 2).is_err());
     }
 
     #[test]

@@ -285,18 +285,23 @@ async fn channel_mode(
     let now = now_ms();
     let info = s
         .change(|st| {
-            let key =
+            let (key, admitted) =
                 st.registry
                     .set_mode(&req.name, &req.channel, req.mode, req.key.as_deref(), now)?;
-            let change = Change::ModeSet {
+            let mut changes = vec![Change::ModeSet {
                 channel: req.channel.clone(),
                 mode: req.mode,
                 key,
-            };
+            }];
+            changes.extend(
+                admitted
+                    .iter()
+                    .map(|p| listed(&req.channel, AclList::Invited, p, true)),
+            );
             let info = st
                 .registry
                 .channel_info(&req.channel, Some(&req.name), now)?;
-            Ok((info, vec![change]))
+            Ok((info, changes))
         })
         .await?;
     tracing::info!(peer = %req.name, channel = %req.channel, mode = req.mode.as_str(), "channel mode set");

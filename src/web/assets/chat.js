@@ -27,6 +27,7 @@
     current: null,
     members: new Map(),    // channel -> { seq, list: [{name, online, role, status, away}] }
     info: new Map(),       // channel -> { owner, mode, members, invited, banned } (GET /api/channel)
+    modeEditing: null,     // the channel whose mode menu the owner has changed and not applied yet
     stream: null,
     streamHeld: false,     // the test hook dropStream() keeps it closed until resumeStream()
     reconnectDelay: RECONNECT_MIN_MS,
@@ -329,7 +330,8 @@
       (info.invited.length ? " Invited: " + info.invited.join(", ") + "." : "");
     $("mode-form").hidden = !owner;
     $("invite-form").hidden = !owner;
-    if (document.activeElement !== $("mode-select")) $("mode-select").value = info.mode;
+    // The mode menu follows the channel, unless the owner is choosing a new mode in it right now.
+    if (state.modeEditing !== c.name) $("mode-select").value = info.mode;
     $("mode-key").hidden = $("mode-select").value !== "key";
     $("banned").replaceChildren(...info.banned.map((name) => {
       const li = document.createElement("li");
@@ -766,14 +768,21 @@
       if (st === "away") $("away-text").focus(); else setStatus(st);
     });
     $("status-form").addEventListener("submit", (e) => { e.preventDefault(); setStatus($("status-select").value); });
-    $("mode-select").addEventListener("change", () => { $("mode-key").hidden = $("mode-select").value !== "key"; });
+    $("mode-select").addEventListener("change", () => {
+      state.modeEditing = state.current && state.current.slice(1);
+      $("mode-key").hidden = $("mode-select").value !== "key";
+    });
     $("mode-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const c = state.current && state.convs.get(state.current);
       if (!c || c.kind !== "channel") return;
       const mode = $("mode-select").value;
       const key = $("mode-key").value;
-      if (await channelCall(c.name, "/api/channel/mode", { mode, ...(mode === "key" ? { key } : {}) })) $("mode-key").value = "";
+      if (await channelCall(c.name, "/api/channel/mode", { mode, ...(mode === "key" ? { key } : {}) })) {
+        $("mode-key").value = "";
+        state.modeEditing = null;
+        renderSettings();
+      }
     });
     $("invite-form").addEventListener("submit", async (e) => {
       e.preventDefault();
