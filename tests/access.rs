@@ -410,3 +410,43 @@ fn away_and_invisible_are_seen_by_others_and_the_invisible_still_receive() {
         vec!["alice", "bob"]
     );
 }
+
+#[test]
+fn catch_up_brings_what_was_missed_but_not_what_a_banned_peer_said() {
+    let tracker = tracker();
+    let mut alice = peer("alice", &tracker);
+    let mut dave = peer("dave", &tracker);
+    let carol_dir = data_dir();
+    let carol_args = ["--data-dir", carol_dir.path().to_str().unwrap()];
+    let mut carol = Proc::peer("carol", tracker.addr, &carol_args);
+    joined(&mut alice, "#c");
+    joined(&mut dave, "#c");
+    joined(&mut carol, "#c");
+    marker(&mut alice, &carol, "c");
+
+    // carol goes away; meanwhile dave and alice talk, then alice bans dave.
+    carol.type_line("/quit");
+    carol.wait_exit(SOON);
+    dave.type_line("dave said this before his ban");
+    alice
+        .out
+        .wait_line("[#c] dave: dave said this before his ban");
+    says(&mut alice, "/ban #c dave", "* banned dave from #c");
+    says(
+        &mut alice,
+        "alice said this while carol was away",
+        "* nobody else is in #c",
+    );
+
+    // carol is back: she catches up from alice, and dave's message, now from a banned peer, is refused.
+    let carol = Proc::peer("carol", tracker.addr, &carol_args);
+    carol.out.wait_for("carol to catch up", SOON, |l| {
+        l.starts_with("* caught up on #c")
+    });
+    let history = get_json(&carol.url("/api/history?with=%23c"), 200).to_string();
+    assert!(
+        history.contains("alice said this while carol was away"),
+        "{history}"
+    );
+    assert!(!history.contains("before his ban"), "{history}");
+}
