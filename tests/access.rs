@@ -105,6 +105,7 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
         "* cannot ban carol in #general",
     );
 
+    let banned_at = Instant::now();
     says(
         &mut alice,
         "/ban #general carol",
@@ -116,6 +117,10 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
         .wait_for("carol to be told she is out", SOON, |l| {
             l.starts_with("* you are no longer in #general")
         });
+    eprintln!(
+        "carol's node learnt of the ban {:?} after it (lease renewal every TTL/3 = 1 s)",
+        banned_at.elapsed()
+    );
     assert!(!members(&tracker, "general").contains(&"carol".to_string()));
     let (status, body) = post_json(
         &tracker.url("/add-list"),
@@ -195,6 +200,15 @@ fn an_invite_only_channel_takes_only_whom_its_owner_invited() {
     joined(&mut bob, "#club");
     let info = get_json(&tracker.url("/channel/info?channel=club&name=bob"), 200);
     assert_eq!(info["invited"], json!(["bob"]));
+    let line = says(
+        &mut bob,
+        "/info",
+        "* #club: owner alice, mode invite; members: ",
+    );
+    assert!(
+        line.contains("alice (owner, online)") && line.contains("bob (member, online)"),
+        "{line}"
+    );
     marker(&mut alice, &bob, "club");
 
     // carol, not invited, cannot get a message shown by posting straight to bob.

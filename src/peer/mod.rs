@@ -613,6 +613,13 @@ impl Node {
                 .get(channel)
                 .cloned()
                 .ok_or(NodeError::Tracker(e)),
+            // Removed or banned by the owner: no need to wait for the next renewal to stop showing the channel.
+            Err(TrackerError::Refused { code, message, .. })
+                if code == "banned" || code == "not_member" =>
+            {
+                self.removed_from(channel, &message).await;
+                Err(NodeError::NotJoined(channel.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
