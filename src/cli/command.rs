@@ -194,6 +194,7 @@ fn mode(args: &[&str]) -> Result<Command, ParseError> {
     };
     match rest {
         ["key"] => err("mode key needs the key: /mode #channel key <key>"),
+        ["key", _, _, ..] => err("a key is one word, without spaces: /mode #channel key <key>"),
         ["key", k] => Ok(Command::Mode(c, ChannelMode::Key, Some(k.to_string()))),
         [m] => match ChannelMode::parse(m) {
             Some(ChannelMode::Key) | None => err(usage),
@@ -329,6 +330,7 @@ mod tests {
             ("@bob", "@bob followed by"),
             ("#gen eral here", "join first"),
             ("/mode #c key", "needs the key"),
+            ("/mode #c key two words", "one word"),
             ("/mode #c shut", "/mode #channel open"),
             ("/invite", "/invite #channel peer"),
             ("/ban #c", "/ban #channel peer"),

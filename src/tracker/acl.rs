@@ -77,8 +77,11 @@ fn check_key(key: &str) -> Result<(), AclError> {
     if key.len() > MAX_KEY_LEN {
         return Err(AclError::InvalidKey("at most 128 bytes"));
     }
-    if key.chars().any(char::is_control) {
-        return Err(AclError::InvalidKey("no control characters"));
+    // One word, so it can be typed after the channel name in the CLI (`#name key`).
+    if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(AclError::InvalidKey(
+            "one word: no spaces or control characters",
+        ));
     }
     Ok(())
 }
@@ -278,6 +281,7 @@ mod tests {
         assert_ne!(a.salt, b.salt);
         assert_ne!(a.hash, b.hash, "a salted hash does not reveal equal keys");
         assert!(KeyHash::new("").is_err());
+        assert!(KeyHash::new("two words").is_err());
         assert!(KeyHash::new(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
     }
 

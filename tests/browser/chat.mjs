@@ -221,13 +221,13 @@ try {
   step("a key channel: bob's page asks for the key, and the right one lets him in");
   await join(alice, "vault");
   await alice.getByLabel("Mode").selectOption("key");
-  await alice.getByLabel("New key").fill("open sesame");
+  await alice.getByLabel("New key").fill("open-sesame");
   await alice.locator("#mode-form button[type=submit]").click();
   await alice.locator("#settings-summary", { hasText: "protected by a key" }).waitFor({ timeout: SOON });
   await bob.getByLabel("Join a channel").fill("vault");
   await bob.getByLabel("Join a channel").press("Enter");
   await bob.locator("#join-key-row").waitFor({ state: "visible", timeout: SOON });
-  await bob.getByLabel("Channel key").fill("open sesame");
+  await bob.getByLabel("Channel key").fill("open-sesame");
   await bob.getByLabel("Join a channel").press("Enter");
   await bob.locator("#conv-title", { hasText: "#vault" }).waitFor({ timeout: SOON });
   check(true, "bob joined #vault with its key");
