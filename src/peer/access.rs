@@ -10,6 +10,7 @@
 //! refuses its fan-out at once.)
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -45,6 +46,37 @@ pub(super) struct MyPresence {
 
 fn not_allowed(msg: String) -> ApiError {
     ApiError::forbidden("not_allowed", msg)
+}
+
+impl Roles {
+    /// True when this answer settles a message from `from` without asking the tracker: it is fresh and lets the
+    /// sender post. Anything it would refuse is asked about again, so a new member is never refused on old news.
+    fn settles(&self, from: &PeerName) -> bool {
+        self.at.elapsed() < ROLES_FRESH
+            && self.me_member
+            && self.roles.get(from).is_some_and(|role| role.may_post())
+    }
+
+    /// The verdict on a channel message from `from`, as this answer says.
+    fn verdict(
+        &self,
+        me: &PeerName,
+        channel: &ChannelName,
+        from: &PeerName,
+    ) -> Result<(), ApiError> {
+        if !self.me_member {
+            return Err(not_allowed(format!(
+                "{me} is no longer a member of #{channel}"
+            )));
+        }
+        match self.roles.get(from) {
+            Some(role) if role.may_post() => Ok(()),
+            Some(_) => Err(not_allowed(format!(
+                "{from} is a visitor in #{channel} and cannot post"
+            ))),
+            None => Err(not_allowed(format!("{from} is not a member of #{channel}"))),
+        }
+    }
 }
 
 impl Node {
@@ -171,7 +203,7 @@ impl Node {
     }
 
     /// Asks the tracker for a channel's roles and caches them.
-    async fn fetch_roles(&self, channel: &ChannelName) -> Result<Roles, TrackerError> {
+    async fn fetch_roles(&self, channel: &ChannelName) -> Result<Arc<Roles>, TrackerError> {
         let roles = match self.inner.tracker.channel_info(channel, self.name()).await {
             Ok(info) => Roles {
                 at: Instant::now(),
@@ -204,6 +236,7 @@ impl Node {
                 cache.remove(&c);
             }
         }
+        let roles = Arc::new(roles);
         cache.insert(channel.clone(), roles.clone());
         Ok(roles)
     }
@@ -215,12 +248,9 @@ impl Node {
         channel: &ChannelName,
         from: &PeerName,
     ) -> Result<(), ApiError> {
+        // Shared, not copied: a channel's roles may list thousands of members.
         let cached = lock(&self.inner.roles).get(channel).cloned();
-        let usable = cached.as_ref().filter(|r| {
-            r.at.elapsed() < ROLES_FRESH
-                && r.me_member
-                && r.roles.get(from).is_some_and(|role| role.may_post())
-        });
+        let usable = cached.as_ref().filter(|r| r.settles(from));
         let roles = match usable {
             Some(r) => r.clone(),
             None => match self.fetch_roles(channel).await {
@@ -236,19 +266,7 @@ impl Node {
                 }
             },
         };
-        if !roles.me_member {
-            return Err(not_allowed(format!(
-                "{} is no longer a member of #{channel}",
-                self.name()
-            )));
-        }
-        match roles.roles.get(from) {
-            Some(role) if role.may_post() => Ok(()),
-            Some(_) => Err(not_allowed(format!(
-                "{from} is a visitor in #{channel} and cannot post"
-            ))),
-            None => Err(not_allowed(format!("{from} is not a member of #{channel}"))),
-        }
+        roles.verdict(self.name(), channel, from)
     }
 
     /// The tracker no longer has this node in `channel` (removed or banned by its owner): stop showing it.
@@ -268,5 +286,53 @@ impl Node {
             channel: channel.clone(),
         });
         self.notice(format!("you are no longer in #{channel}: {why}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> PeerName {
+        PeerName::new(s).unwrap()
+    }
+
+    fn roles(me_member: bool, list: &[(&str, Role)], age: Duration) -> Roles {
+        Roles {
+            at: Instant::now() - age,
+            me_member,
+            roles: list.iter().map(|(p, r)| (n(p), *r)).collect(),
+        }
+    }
+
+    #[test]
+    fn given_fresh_roles_then_only_posters_are_settled_without_asking() {
+        let r = roles(
+            true,
+            &[("alice", Role::Owner), ("bob", Role::Visitor)],
+            Duration::ZERO,
+        );
+        assert!(r.settles(&n("alice")));
+        assert!(!r.settles(&n("bob")), "a refusal is always checked again");
+        assert!(!r.settles(&n("carol")), "so is a stranger");
+        let old = roles(true, &[("alice", Role::Owner)], ROLES_FRESH);
+        assert!(!old.settles(&n("alice")), "old news is asked again");
+    }
+
+    #[test]
+    fn the_verdict_refuses_visitors_strangers_and_a_node_that_is_out() {
+        let c = ChannelName::new("c").unwrap();
+        let r = roles(
+            true,
+            &[("alice", Role::Member), ("bob", Role::Visitor)],
+            Duration::ZERO,
+        );
+        assert!(r.verdict(&n("me"), &c, &n("alice")).is_ok());
+        for from in ["bob", "carol"] {
+            let e = r.verdict(&n("me"), &c, &n(from)).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code.as_ref()), (403, "not_allowed"));
+        }
+        let out = roles(false, &[("alice", Role::Member)], Duration::ZERO);
+        assert!(out.verdict(&n("me"), &c, &n("alice")).is_err());
     }
 }

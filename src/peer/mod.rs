@@ -151,7 +151,7 @@ struct Inner {
     known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
     last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
     /// Who may post in each joined channel, as the tracker last said (bounded: `access::ROLES_CACHED_*`).
-    roles: Mutex<HashMap<ChannelName, access::Roles>>,
+    roles: Mutex<HashMap<ChannelName, Arc<access::Roles>>>,
     my_presence: Mutex<access::MyPresence>,
     lease_ttl: Mutex<Duration>,
     /// Held while registering; a stopping node sets `leaving` and takes it, so no registration can land after its
