@@ -1,6 +1,8 @@
 //! Channel access control and presence, with real `hchat` processes: for each mode (open, invite-only, key,
 //! read-only visitor, ban) what the tracker answers over HTTP, what the users see in their CLIs, and that a peer
-//! the tracker refuses cannot get a message shown by posting straight to a member's `/p2p/receive`.
+//! the tracker refuses cannot get a message shown by posting straight to a member's `/p2p/receive` (or its
+//! `/p2p/receive-batch`, or by leaving it in the tracker's mailbox, or through a member's history at catch-up).
+//! Presence: away with a message and invisible, as other peers see them, and the invisible peer still receives.
 
 mod common;
 use std::time::Instant;
