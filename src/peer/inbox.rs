@@ -1,22 +1,22 @@
 //! Receiving: the checks a message passes before it is stored and shown, whichever way it came. It must be for
 //! this node (its own name, or a channel it has joined), not claim to be from this node, and have a valid text.
 //! Then, by the way it came:
-//! - pushed by its sender: the tracker must know the sender (cached 10 s);
-//! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender (the tracker
-//!   vouched for the depositor when it took the deposit);
+//! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender;
 //! - by catch-up: it must belong to the channel asked about.
+//!
+//! And always: it must be signed by its sender's key, as the tracker vouches for it (`GET /identity`, or the keys
+//! in its answers), kept in a bounded cache so the tracker is not asked per message. A message that does not
+//! verify is refused (401), never stored or shown, and logged as one warning.
 //!
 //! Accepted messages are committed in one transaction, and only then answered and shown; a duplicate id is
 //! accepted and not shown again.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use axum::http::StatusCode;
 
 use super::tracker_client::TrackerError;
-use super::{KNOWN_PEER_FRESH, Node, lock};
+use super::{KEY_RECHECK, Node, lock};
 use crate::http::ApiError;
+use crate::identity::{AuthError, PublicKey, verify_message};
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, ChatMessage, Destination, PeerName};
 
@@ -46,17 +46,15 @@ impl Node {
     /// Checks, stores (one transaction) and shows messages; a verdict per message, in order. `Err` only when
     /// nothing could be stored.
     pub async fn receive_many(&self, msgs: Vec<(ChatMessage, Via)>) -> Result<Verdicts, ApiError> {
-        let mut vouched: HashMap<PeerName, Result<(), ApiError>> = HashMap::new();
         let mut verdicts: Vec<Option<Result<bool, ApiError>>> = Vec::with_capacity(msgs.len());
         let mut accepted = Vec::new();
         for (msg, via) in &msgs {
             let mut check = self.check(msg, via);
-            if check.is_ok() && *via == Via::Direct {
-                if !vouched.contains_key(&msg.from) {
-                    let v = self.vouch_for(msg).await;
-                    vouched.insert(msg.from.clone(), v);
+            if check.is_ok() {
+                check = self.verify_sender(msg).await;
+                if let Err(e) = &check {
+                    tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {} ({})", e.message, e.code);
                 }
-                check = vouched[&msg.from].clone();
             }
             match check {
                 Ok(()) => {
@@ -151,30 +149,35 @@ impl Node {
         }
     }
 
-    /// Checks that the tracker knows the sender (from a recent answer, or by asking). While the tracker is down, a
-    /// sender it knew before is still accepted, so chat goes on.
-    async fn vouch_for(&self, msg: &ChatMessage) -> Result<(), ApiError> {
-        let cached = lock(&self.inner.known).get(&msg.from).map(|(_, at)| *at);
-        if cached.is_some_and(|at| at.elapsed() < KNOWN_PEER_FRESH) {
-            return Ok(());
-        }
-        match self.inner.tracker.lookup(&msg.from).await {
-            Ok(info) => {
-                lock(&self.inner.known).insert(msg.from.clone(), (info, Instant::now()));
-                Ok(())
+    /// Checks the message's signature against its sender's key: the cached one, else the tracker's. A cached key
+    /// that does not verify is checked with the tracker again (at most every [`KEY_RECHECK`]), since a tracker that
+    /// keeps nothing may have bound the name anew; while the tracker is down, the cached key stands.
+    async fn verify_sender(&self, msg: &ChatMessage) -> Result<(), ApiError> {
+        let cached = lock(&self.inner.keys).get(&msg.from).copied();
+        if let Some((key, at)) = cached {
+            match verify_message(msg, &key) {
+                Ok(()) => return Ok(()),
+                Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
+                Err(_) => {}
             }
-            Err(TrackerError::Refused { code, .. }) if code == "unknown_peer" => {
-                Err(ApiError::forbidden(
-                    "unknown_sender",
-                    format!("the tracker does not know a peer called {}", msg.from),
-                ))
-            }
-            Err(_) if cached.is_some() => Ok(()),
-            Err(e) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot_verify_sender",
-                format!("the sender cannot be checked now: {e}"),
-            )),
         }
+        let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
+            Ok(key) => {
+                self.cache_key(msg.from.clone(), key);
+                key
+            }
+            Err(TrackerError::Refused { code, .. }) if code == "unknown_identity" => {
+                return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
+            }
+            Err(_) if cached.is_some() => cached.expect("checked").0,
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot_verify_sender",
+                    format!("the sender's key cannot be checked now: {e}"),
+                ));
+            }
+        };
+        verify_message(msg, &key).map_err(ApiError::from)
     }
 }

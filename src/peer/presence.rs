@@ -210,6 +210,7 @@ mod tests {
             ip: [127, 0, 0, 1].into(),
             port: 1,
             last_seen_ms: 0,
+            public_key: None,
         }
     }
 

@@ -91,6 +91,7 @@ impl Registry {
             ip: lease.ip,
             port: lease.port,
             last_seen_ms: lease.last_seen_ms,
+            public_key: None,
         }
     }
 

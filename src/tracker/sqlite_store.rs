@@ -1,11 +1,12 @@
 //! [`SqliteStore`]: the tracker's state in SQLite (`<data-dir>/tracker.sqlite3`): leases, channels, members, the
-//! names that have a mailbox, and the mailboxes themselves. Each batch of changes is one transaction, fsynced
-//! before the requests that made them are answered (see [`crate::storage`] for the settings).
+//! names that have a mailbox, the mailboxes themselves, and the key each name is bound to. Each batch of changes
+//! is one transaction, fsynced before the requests that made them are answered (see [`crate::storage`]).
 
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use super::identities::Identities;
 use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::Registry;
 use super::store::{Change, Store, StoreError};
@@ -40,6 +41,11 @@ const MIGRATIONS: &[&str] = &[
         envelope TEXT NOT NULL,
         deposited_ms INTEGER NOT NULL,
         UNIQUE (recipient, id)
+    )",
+    // 2: the key each name is bound to, for good (identities, issue 5).
+    "CREATE TABLE identities (
+        name TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL
     )",
 ];
 
@@ -109,6 +115,12 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                     e.deposited_ms as i64
                 ])?;
             }
+        }
+        Change::Bound { name, key } => {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO identities (name, public_key) VALUES (?1, ?2)",
+            )?
+            .execute([name.as_str(), key.to_string().as_str()])?;
         }
         Change::Acked { name, ids } => {
             let mut q = c.prepare_cached("DELETE FROM mail WHERE recipient = ?1 AND id = ?2")?;
@@ -201,6 +213,21 @@ impl Store for SqliteStore {
             mailboxes.restore(&to, entry);
         }
         Ok((registry, mailboxes))
+    }
+
+    fn load_identities(&mut self) -> Result<Identities, StoreError> {
+        let mut identities = Identities::default();
+        let mut q = self
+            .conn
+            .prepare("SELECT name, public_key FROM identities")?;
+        for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (name, key) = row?;
+            match (PeerName::new(name.clone()), key.parse()) {
+                (Ok(n), Ok(k)) => identities.bind(n, k),
+                _ => tracing::warn!("skipping a saved identity that does not parse: {name}"),
+            }
+        }
+        Ok(identities)
     }
 
     fn record(&mut self, changes: &[Change]) -> Result<(), StoreError> {
