@@ -513,6 +513,9 @@ mod tests {
         PeerName::new(s).unwrap()
     }
 
+    /// A field's name and how to change it.
+    type Tamper<T> = Vec<(&'static str, Box<dyn Fn(&mut T)>)>;
+
     #[test]
     fn keys_and_signatures_have_the_documented_wire_form_and_round_trip() {
         let id = Identity::ephemeral();
@@ -546,7 +549,7 @@ mod tests {
         let wire: ChatMessage = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         verify_message(&wire, &alice.public_key()).unwrap();
 
-        let tampered: Vec<(&str, Box<dyn Fn(&mut ChatMessage)>)> = vec![
+        let tampered: Tamper<ChatMessage> = vec![
             ("id", Box::new(|m| m.id = uuid::Uuid::now_v7())),
             ("from", Box::new(|m| m.from = n("mallory"))),
             (
@@ -589,7 +592,7 @@ mod tests {
             Err(AuthError::Stale { .. })
         ));
         let other = Identity::ephemeral().public_key();
-        let tampered: Vec<(&str, Box<dyn Fn(&mut RegisterRequest)>)> = vec![
+        let tampered: Tamper<RegisterRequest> = vec![
             ("name", Box::new(|r| r.name = n("bob"))),
             ("ip", Box::new(|r| r.ip = "127.0.0.2".parse().unwrap())),
             ("port", Box::new(|r| r.port = 8001)),

@@ -287,6 +287,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         token: a.token,
         limits: Default::default(),
         storage: a.data.storage(a.name.as_str()),
+        identity: None,
     })
     .await
     .with_context(|| format!("{} could not start", a.name))?;

@@ -51,8 +51,11 @@ pub struct PeerConfig {
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
     pub limits: ServerLimits,
-    /// Where history, outbox and joined channels are kept.
+    /// Where history, outbox, joined channels and the identity key are kept.
     pub storage: Storage,
+    /// The key to act with, instead of the data dir's `identity.key` (or, in memory, a new one each start): lets
+    /// an in-process peer keep its name across restarts.
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl PeerConfig {
@@ -68,6 +71,7 @@ impl PeerConfig {
             token: None,
             limits: ServerLimits::default(),
             storage: Storage::Memory,
+            identity: None,
         }
     }
 }
@@ -190,12 +194,13 @@ impl Node {
         // The store first: a data dir held by another process fails the start before anything is announced.
         let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
         let joined_since = store.joined().await?;
-        let identity = Arc::new(match &config.storage {
-            Storage::Dir(dir) => {
-                Identity::load_or_create(dir).map_err(|e| NodeError::Identity(e.to_string()))?
-            }
-            Storage::Memory => Identity::ephemeral(),
-        });
+        let identity = match (&config.identity, &config.storage) {
+            (Some(id), _) => id.clone(),
+            (None, Storage::Dir(dir)) => Arc::new(
+                Identity::load_or_create(dir).map_err(|e| NodeError::Identity(e.to_string()))?,
+            ),
+            (None, Storage::Memory) => Arc::new(Identity::ephemeral()),
+        };
         let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
         let asked = SocketAddr::new(config.ip, config.port);
         // With --port 0, the port of the last run if it is free: a peer that crashed and restarts at once renews
