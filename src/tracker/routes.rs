@@ -322,7 +322,6 @@ fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiErro
         .identities
         .key_of(&req.from)
         .ok_or_else(|| AuthError::UnknownIdentity(req.from.clone()))?;
-    let to = Destination::Direct(req.to.clone());
     for (i, e) in req.entries.iter().enumerate() {
         let msg: ChatMessage = serde_json::from_str(e.envelope.get()).map_err(|err| {
             ApiError::unprocessable(
@@ -330,11 +329,13 @@ fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiErro
                 format!("entries[{i}].envelope: not a chat message: {err}"),
             )
         })?;
-        if msg.id != e.id || msg.dest != to {
+        // A channel message is held for each member it could not reach; a DM only for its addressee.
+        let misaddressed = matches!(&msg.dest, Destination::Direct(p) if p != &req.to);
+        if msg.id != e.id || misaddressed {
             return Err(ApiError::unprocessable(
                 "invalid_field",
                 format!(
-                    "entries[{i}].envelope: its id and \"to\" must be the entry's id and {}",
+                    "entries[{i}].envelope: its id must be the entry's, and a direct message's \"to\" must be {}",
                     req.to
                 ),
             ));

@@ -66,6 +66,8 @@ pub(super) struct Me {
     name: PeerName,
     advertised: SocketAddr,
     joined: Vec<ChannelName>,
+    /// This node's identity, as other peers and the tracker know it.
+    public_key: crate::identity::PublicKey,
 }
 
 pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
@@ -73,6 +75,7 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
         name: node.name().clone(),
         advertised: node.advertised(),
         joined: node.joined(),
+        public_key: node.public_key(),
     })
 }
 
