@@ -151,32 +151,41 @@ impl Node {
 
     /// Checks the message's signature against its sender's key: the cached one, else the tracker's. A cached key
     /// that does not verify is checked with the tracker again (at most every [`KEY_RECHECK`]), since a tracker that
-    /// keeps nothing may have bound the name anew; while the tracker is down, the cached key stands.
+    /// keeps nothing may have bound the name anew; a name the tracker knows no key for is not asked about again
+    /// for as long, so a flood of messages under made-up names does not become a flood of tracker requests. While
+    /// the tracker is down, a cached key stands.
     async fn verify_sender(&self, msg: &ChatMessage) -> Result<(), ApiError> {
         let cached = lock(&self.inner.keys).get(&msg.from).copied();
-        if let Some((key, at)) = cached {
-            match verify_message(msg, &key) {
+        match cached {
+            Some((Some(key), at)) => match verify_message(msg, &key) {
                 Ok(()) => return Ok(()),
                 Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
                 Err(_) => {}
+            },
+            Some((None, at)) if at.elapsed() < KEY_RECHECK => {
+                return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
             }
+            _ => {}
         }
         let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
             Ok(key) => {
-                self.cache_key(msg.from.clone(), key);
+                self.cache_key(msg.from.clone(), Some(key));
                 key
             }
             Err(TrackerError::Refused { code, .. }) if code == "unknown_identity" => {
+                self.cache_key(msg.from.clone(), None);
                 return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
             }
-            Err(_) if cached.is_some() => cached.expect("checked").0,
-            Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot_verify_sender",
-                    format!("the sender's key cannot be checked now: {e}"),
-                ));
-            }
+            Err(e) => match cached {
+                Some((Some(key), _)) => key,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot_verify_sender",
+                        format!("the sender's key cannot be checked now: {e}"),
+                    ));
+                }
+            },
         };
         verify_message(msg, &key).map_err(ApiError::from)
     }

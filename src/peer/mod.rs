@@ -161,8 +161,9 @@ struct Inner {
     /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
     /// a while when the tracker is down.
     known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
-    /// Senders' keys as the tracker vouched for them, and since when (bounded by [`MAX_KEY_CACHE`]).
-    keys: Mutex<HashMap<PeerName, (PublicKey, Instant)>>,
+    /// Senders' keys as the tracker vouched for them (`None`: it said no key is bound to the name), and since
+    /// when (bounded by [`MAX_KEY_CACHE`]).
+    keys: Mutex<HashMap<PeerName, (Option<PublicKey>, Instant)>>,
     last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
     lease_ttl: Mutex<Duration>,
     /// Held while registering; a stopping node sets `leaving` and takes it, so no registration can land after its
@@ -528,14 +529,14 @@ impl Node {
         let mut known = lock(&self.inner.known);
         for p in peers {
             known.insert(p.name.clone(), (p.clone(), now));
-            if let Some(key) = p.public_key {
-                self.cache_key(p.name.clone(), key);
+            if p.public_key.is_some() {
+                self.cache_key(p.name.clone(), p.public_key);
             }
         }
     }
 
-    /// Keeps a sender's key as the tracker vouched for it.
-    fn cache_key(&self, name: PeerName, key: PublicKey) {
+    /// Keeps a sender's key as the tracker vouched for it (`None`: the tracker knows no key for the name).
+    fn cache_key(&self, name: PeerName, key: Option<PublicKey>) {
         let mut keys = lock(&self.inner.keys);
         if keys.len() >= MAX_KEY_CACHE && !keys.contains_key(&name) {
             let oldest = keys

@@ -21,23 +21,23 @@ pub enum BindError {
     Full,
 }
 
-/// Names and the keys they are bound to, kept compressed (32 bytes a key; an expanded key is 192).
+/// Names and the keys they are bound to (32 bytes a key).
 #[derive(Debug, Default, Clone)]
 pub struct Identities {
-    keys: HashMap<PeerName, [u8; 32]>,
+    keys: HashMap<PeerName, PublicKey>,
 }
 
 impl Identities {
     /// The key `name` is bound to.
     pub fn key_of(&self, name: &PeerName) -> Option<PublicKey> {
-        self.keys.get(name).and_then(PublicKey::from_bytes)
+        self.keys.get(name).copied()
     }
 
     /// May `key` act as `name`? `Ok(true)` when the name is free and [`Identities::bind`] must be called (and
     /// recorded) once the registration is accepted; `Ok(false)` when it is already `key`'s.
     pub fn check(&self, name: &PeerName, key: PublicKey) -> Result<bool, BindError> {
         match self.keys.get(name) {
-            Some(k) if *k == key.to_bytes() => Ok(false),
+            Some(k) if *k == key => Ok(false),
             Some(_) => Err(BindError::NameTaken(name.clone())),
             None if self.keys.len() >= MAX_IDENTITIES => Err(BindError::Full),
             None => Ok(true),
@@ -46,7 +46,7 @@ impl Identities {
 
     /// Binds a free name to `key` (after [`Identities::check`]), or puts back a binding as a store saved it.
     pub fn bind(&mut self, name: PeerName, key: PublicKey) {
-        self.keys.entry(name).or_insert(key.to_bytes());
+        self.keys.entry(name).or_insert(key);
     }
 
     pub fn len(&self) -> usize {
