@@ -125,8 +125,13 @@ pub fn identity(i: usize) -> Identity {
 
 /// The registration (and renewal) body of peer `i`: signed, stamped now, with a fresh nonce, as a peer sends it.
 pub fn register_body(i: usize) -> Bytes {
+    register_body_as(&identity(i), i)
+}
+
+/// [`register_body`] with peer `i`'s identity already made (making it costs as much as signing).
+pub fn register_body_as(id: &Identity, i: usize) -> Bytes {
     let name = PeerName::new(peer_name(i)).expect("a valid bench name");
-    let req = identity(i).register_request(
+    let req = id.register_request(
         &name,
         std::net::Ipv4Addr::LOCALHOST.into(),
         1024 + (i % 60_000) as u16,
@@ -230,12 +235,15 @@ pub async fn hchat(
         "  tracker get-list: {:.0} requests/s ({} bytes each)",
         list.requests_per_s, list.body_bytes
     ));
+    // Each renewal is signed afresh, as a peer's heartbeat is; the keys are made once, as a peer's are.
+    let ids: std::sync::Arc<Vec<Identity>> =
+        std::sync::Arc::new((0..registered).map(identity).collect());
     let renewals = hammer(addr, connections, duration, move |c, k| {
         let i = (c + k as usize * connections) % registered;
         (
             Method::POST,
             "/submit-info".to_string(),
-            Some(register_body(i)),
+            Some(register_body_as(&ids[i], i)),
         )
     })
     .await?;
