@@ -323,4 +323,34 @@ mod tests {
         assert_eq!(held, vec![mail[0].clone(), mail[2].clone()]);
         assert!(mailboxes.knows(&n("alice")));
     }
+
+    #[test]
+    fn a_name_stays_bound_to_its_first_key_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let (first, second) = (
+            crate::identity::Identity::ephemeral().public_key(),
+            crate::identity::Identity::ephemeral().public_key(),
+        );
+        {
+            let mut s = SqliteStore::open(&storage).unwrap();
+            s.record(&[
+                Change::Bound {
+                    name: n("alice"),
+                    key: first,
+                },
+                Change::Bound {
+                    name: n("alice"),
+                    key: second,
+                },
+            ])
+            .unwrap();
+        }
+        let ids = SqliteStore::open(&storage)
+            .unwrap()
+            .load_identities()
+            .unwrap();
+        assert_eq!(ids.key_of(&n("alice")), Some(first));
+        assert_eq!(ids.len(), 1);
+    }
 }
