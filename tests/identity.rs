@@ -317,3 +317,75 @@ fn a_forged_mailbox_deposit_is_refused_and_a_broken_envelope_in_a_mailbox_is_dro
         bob.err.all()
     );
 }
+
+/// A member that answers catch-up with a page of its own making: one message it really signed, and one claiming
+/// to be alice's. Plain HTTP on a socket of the test's: it plays a dishonest peer, not one of ours.
+fn dishonest_member(page: serde_json::Value) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = page.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn a_catch_up_answer_cannot_slip_in_a_forged_message() {
+    let tracker = Proc::tracker(&[]);
+    let bob_dir = data_dir();
+    let bob_args = [
+        "--join",
+        "general",
+        "--data-dir",
+        bob_dir.path().to_str().unwrap(),
+    ];
+    let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
+    joined(&bob, "general");
+    bob.type_line("/quit");
+    assert!(bob.wait_exit(SOON).success());
+
+    let alice = Signer::new("alice");
+    alice.register(&tracker, 7001);
+    let mallory = Signer::new("mallory");
+    let own = mallory.message(json!({"channel": "general"}), "mallory's own words");
+    let forged = mallory.sign(json!({"id": uuid::Uuid::now_v7(), "from": "alice", "channel": "general",
+                                     "text": "FORGED: alice never said this", "ts": hchat::proto::now_ms()}));
+    let port =
+        dishonest_member(json!({"channel": "general", "messages": [own, forged], "more": false}));
+    mallory.register(&tracker, port);
+    let (status, _) = mallory.post(
+        &tracker.url("/add-list"),
+        &json!({"name": "mallory", "channel": "general"}),
+    );
+    assert_eq!(status, 200);
+
+    // bob comes back and catches up on #general from its members: mallory is the only one.
+    let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
+    bob.out.wait_for("bob's catch-up", SOON, |l| {
+        l.starts_with("* caught up on #general: 1 message(s)")
+    });
+    assert_eq!(history(&bob, "#general"), ["mallory's own words"]);
+    bob.type_line("/quit");
+    bob.wait_exit(SOON);
+    assert!(!bob.out.all().iter().any(|l| l.contains("FORGED")));
+    // Once per catch-up that fetched it (start-up and the re-registration may each run one).
+    let warned = bob
+        .err
+        .count(|l| l.contains("refused a message") && l.contains("CatchUp"));
+    assert!(
+        (1..=2).contains(&warned),
+        "{warned} warnings: {:?}",
+        bob.err.all()
+    );
+}
