@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`proto`]: wire types only (validated names, the message envelope, tracker requests and answers, limits).
+//! - [`identity`]: Ed25519 keys, what each signature covers, the `Hchat-Auth` header, the replay guard.
 //! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
 //! - [`tracker`]: the registry (pure state: leases, channels), the mailboxes, their stores (memory, SQLite), its
 //!   routes and the running handle.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod http;
+pub mod identity;
 pub mod peer;
 pub mod proto;
 pub mod storage;

@@ -278,6 +278,11 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
 
 async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
     let tracker = SocketAddr::new(a.tracker_ip, a.tracker_port);
+    let storage = a.data.storage(a.name.as_str());
+    let key_file = match &storage {
+        Storage::Dir(dir) => dir.join(hchat::identity::KEY_FILE).display().to_string(),
+        Storage::Memory => "memory only: a new one at each start".to_string(),
+    };
     let node = Node::start(PeerConfig {
         name: a.name.clone(),
         ip: a.ip,
@@ -286,12 +291,14 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         tracker,
         token: a.token,
         limits: Default::default(),
-        storage: a.data.storage(a.name.as_str()),
+        storage,
+        identity: None,
     })
     .await
     .with_context(|| format!("{} could not start", a.name))?;
     println!("* listening on {}", node.local_addr());
     println!("* web chat: {}", node.chat_url());
+    println!("* identity {} (key: {key_file})", node.public_key());
     if node.local_addr().ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         || !node.local_addr().ip().is_loopback()
     {

@@ -52,18 +52,11 @@ fn joined(p: &mut Proc, line: &str) {
     says(p, line, &format!("* joined {channel} "));
 }
 
-/// A message from `from` to `channel`, posted straight to `to`'s `/p2p/receive` as a peer would.
-fn push_straight(to: &Proc, from: &str, channel: &str, text: &str) -> (u16, serde_json::Value) {
-    post_json(
-        &to.url("/p2p/receive"),
-        &json!({
-            "id": uuid::Uuid::now_v7().to_string(),
-            "from": from,
-            "channel": channel,
-            "text": text,
-            "ts": hchat::proto::now_ms(),
-        }),
-    )
+/// A message from `from` to `channel`, signed with `from`'s own key, posted straight to `to`'s `/p2p/receive` as
+/// a peer would: only the channel's rules can refuse it.
+fn push_straight(to: &Proc, from: &Proc, channel: &str, text: &str) -> (u16, serde_json::Value) {
+    let msg = from.signer().message(json!({ "channel": channel }), text);
+    post_json(&to.url("/p2p/receive"), &msg)
 }
 
 fn code(v: &serde_json::Value) -> &str {
@@ -96,7 +89,7 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
     assert_eq!(channels["channels"][0]["mode"], "open");
 
     // Only the owner changes the channel.
-    let (status, body) = post_json(
+    let (status, body) = bob.signer().post(
         &tracker.url("/channel/ban"),
         &json!({"name": "bob", "channel": "general", "peer": "carol"}),
     );
@@ -124,12 +117,12 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
         banned_at.elapsed()
     );
     assert!(!members(&tracker, "general").contains(&"carol".to_string()));
-    let (status, body) = post_json(
+    let (status, body) = carol.signer().post(
         &tracker.url("/add-list"),
         &json!({"name": "carol", "channel": "general"}),
     );
     assert_eq!((status, code(&body)), (403, "banned"));
-    let (status, body) = post_json(
+    let (status, body) = carol.signer().post(
         &tracker.url("/broadcast-peer"),
         &json!({"name": "carol", "channel": "general"}),
     );
@@ -137,19 +130,18 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
     says(&mut carol, "#general", "* cannot join #general");
 
     // Posting straight to a member does not get around the tracker.
-    let (status, body) = push_straight(&bob, "carol", "general", "banned words");
+    let (status, body) = push_straight(&bob, &carol, "general", "banned words");
     assert_eq!((status, code(&body)), (403, "not_allowed"), "{body}");
     // Nor does leaving it in the tracker's mailbox: bob drains it at his next renewal and drops it.
-    let id = uuid::Uuid::now_v7().to_string();
-    let envelope = json!({"id": id, "from": "carol", "channel": "general", "text": "mailed words",
-        "ts": hchat::proto::now_ms()});
-    let deposit =
-        json!({"from": "carol", "to": "bob", "entries": [{"id": id, "envelope": envelope}]});
-    let (status, body) = post_json(&tracker.url("/mailbox/deposit"), &deposit);
+    let as_carol = carol.signer();
+    let envelope = as_carol.message(json!({"channel": "general"}), "mailed words");
+    let deposit = json!({"from": "carol", "to": "bob",
+        "entries": [{"id": envelope["id"], "envelope": envelope}]});
+    let (status, body) = as_carol.post(&tracker.url("/mailbox/deposit"), &deposit);
     assert_eq!((status, &body["stored"]), (200, &json!(1)), "{body}");
     // While it is held, the same id is not stored again; once bob has taken it (and dropped it), it is.
     wait_until("bob to take carol's mail", SOON, || {
-        post_json(&tracker.url("/mailbox/deposit"), &deposit).1["stored"] == 1
+        as_carol.post(&tracker.url("/mailbox/deposit"), &deposit).1["stored"] == 1
     });
     marker(&mut alice, &bob, "general");
     assert_eq!(bob.out.count(|l| l.contains("banned words")), 0);
@@ -182,7 +174,7 @@ fn an_invite_only_channel_takes_only_whom_its_owner_invited() {
 
     let line = says(&mut bob, "#club", "* cannot join #club");
     assert!(line.contains("invite"), "{line}");
-    let (status, body) = post_json(
+    let (status, body) = carol.signer().post(
         &tracker.url("/add-list"),
         &json!({"name": "carol", "channel": "club"}),
     );
@@ -190,17 +182,19 @@ fn an_invite_only_channel_takes_only_whom_its_owner_invited() {
     // A non-open channel shows its members to its members only.
     let (status, body) = try_get_json(&tracker.url("/get-list?channel=club")).unwrap();
     assert_eq!((status, code(&body)), (403, "members_only"));
-    let (status, _) = try_get_json(&tracker.url("/get-list?channel=club&name=alice")).unwrap();
+    let (status, body) = carol.signer().get(&tracker.url("/get-list?channel=club"));
+    assert_eq!((status, code(&body)), (403, "members_only"), "a signed non-member");
+    let (status, _) = alice.signer().get(&tracker.url("/get-list?channel=club"));
     assert_eq!(status, 200);
-    let (status, body) =
-        try_get_json(&tracker.url("/channel/info?channel=club&name=carol")).unwrap();
+    let (status, body) = carol.signer().get(&tracker.url("/channel/info?channel=club"));
     assert_eq!((status, code(&body)), (403, "members_only"));
     let channels = get_json(&tracker.url("/channels"), 200);
     assert_eq!(channels["channels"][0]["mode"], "invite");
 
     says(&mut alice, "/invite #club bob", "* invited bob to #club");
     joined(&mut bob, "#club");
-    let info = get_json(&tracker.url("/channel/info?channel=club&name=bob"), 200);
+    let (status, info) = bob.signer().get(&tracker.url("/channel/info?channel=club"));
+    assert_eq!(status, 200, "{info}");
     assert_eq!(info["invited"], json!(["bob"]));
     let line = says(
         &mut bob,
@@ -214,7 +208,7 @@ fn an_invite_only_channel_takes_only_whom_its_owner_invited() {
     marker(&mut alice, &bob, "club");
 
     // carol, not invited, cannot get a message shown by posting straight to bob.
-    let (status, body) = push_straight(&bob, "carol", "club", "let me in");
+    let (status, body) = push_straight(&bob, &carol, "club", "let me in");
     assert_eq!((status, code(&body)), (403, "not_allowed"), "{body}");
     marker(&mut alice, &bob, "club");
     assert_eq!(bob.out.count(|l| l.contains("let me in")), 0);
@@ -247,7 +241,7 @@ fn a_key_channel_takes_who_brings_the_key_and_keeps_it_secret_across_a_tracker_r
     let line = says(&mut bob, "#vault", "* cannot join #vault");
     assert!(line.contains("key"), "{line}");
     says(&mut bob, "#vault wrong", "* cannot join #vault");
-    let (status, body) = post_json(
+    let (status, body) = carol.signer().post(
         &tracker.url("/add-list"),
         &json!({"name": "carol", "channel": "vault", "key": "guess"}),
     );
@@ -255,7 +249,8 @@ fn a_key_channel_takes_who_brings_the_key_and_keeps_it_secret_across_a_tracker_r
     joined(&mut bob, "#vault s3cret");
     marker(&mut alice, &bob, "vault");
 
-    let info = get_json(&tracker.url("/channel/info?channel=vault&name=alice"), 200);
+    let (status, info) = alice.signer().get(&tracker.url("/channel/info?channel=vault"));
+    assert_eq!(status, 200, "{info}");
     assert_eq!(info["mode"], "key");
     assert!(
         !info.to_string().contains("s3cret"),
@@ -263,13 +258,14 @@ fn a_key_channel_takes_who_brings_the_key_and_keeps_it_secret_across_a_tracker_r
     );
 
     // carol, not admitted, cannot post to bob directly.
-    let (status, body) = push_straight(&bob, "carol", "vault", "sneaking in");
+    let (status, body) = push_straight(&bob, &carol, "vault", "sneaking in");
     assert_eq!((status, code(&body)), (403, "not_allowed"), "{body}");
 
     // The rules survive a tracker restart.
     drop(tracker);
     let tracker = Proc::tracker_on(port, &["--peer-ttl", TTL, "--data-dir", &dir]);
-    let info = get_json(&tracker.url("/channel/info?channel=vault&name=alice"), 200);
+    let (status, info) = alice.signer().get(&tracker.url("/channel/info?channel=vault"));
+    assert_eq!(status, 200, "{info}");
     assert_eq!(info["owner"], "alice");
     assert_eq!(info["mode"], "key");
     let names: Vec<&str> = info["members"]
@@ -313,12 +309,12 @@ fn a_visitor_reads_but_cannot_post_even_straight_to_a_member() {
     assert_eq!(bob_role, "visitor");
 
     // The tracker gives a visitor no one to send to.
-    let (status, body) = post_json(
+    let (status, body) = bob.signer().post(
         &tracker.url("/broadcast-peer"),
         &json!({"name": "bob", "channel": "talk"}),
     );
     assert_eq!((status, code(&body)), (403, "read_only"));
-    let fan_out = post_json(
+    let fan_out = alice.signer().post(
         &tracker.url("/broadcast-peer"),
         &json!({"name": "alice", "channel": "talk"}),
     )
@@ -335,14 +331,12 @@ fn a_visitor_reads_but_cannot_post_even_straight_to_a_member() {
     assert!(line.contains("visitor"), "{line}");
 
     // Straight to carol: refused, never shown.
-    let (status, body) = push_straight(&carol, "bob", "talk", "sneaky post");
+    let (status, body) = push_straight(&carol, &bob, "talk", "sneaky post");
     assert_eq!((status, code(&body)), (403, "not_allowed"), "{body}");
     // A batch is judged message by message, the same way.
+    let as_bob = bob.signer();
     let batch: Vec<serde_json::Value> = (0..2)
-        .map(|i| {
-            json!({"id": uuid::Uuid::now_v7().to_string(), "from": "bob", "channel": "talk",
-                "text": format!("sneaky batch {i}"), "ts": hchat::proto::now_ms()})
-        })
+        .map(|i| as_bob.message(json!({"channel": "talk"}), &format!("sneaky batch {i}")))
         .collect();
     let (status, body) = post_json(
         &carol.url("/p2p/receive-batch"),
@@ -409,12 +403,12 @@ fn away_and_invisible_are_seen_by_others_and_the_invisible_still_receive() {
     marker(&mut alice, &bob, "general");
 
     // A bad presence is a 4xx with the usual body.
-    let (status, body) = post_json(
+    let (status, body) = bob.signer().post(
         &tracker.url("/presence"),
         &json!({"name": "bob", "status": "away", "message": "x".repeat(201)}),
     );
     assert_eq!((status, code(&body)), (422, "invalid_field"));
-    let (status, body) = post_json(
+    let (status, body) = bob.signer().post(
         &tracker.url("/presence"),
         &json!({"name": "bob", "status": "sleeping"}),
     );

@@ -150,39 +150,66 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
         422,
         "invalid_field",
     );
+    refused(
+        "a registration without an identity",
+        post_json(
+            &t("/submit-info"),
+            &json!({"name": "alice", "ip": "127.0.0.1", "port": 8000}),
+        ),
+        400,
+        "missing_identity",
+    );
 
-    // Unknown names.
-    let ghost = json!({"name": "ghost", "channel": "general"});
+    // Names that are not (or no longer) online. A name bound to a key but without a lease acts nowhere.
+    let ghost = Signer::new("ghost");
+    ghost.register(&tracker, 7999);
+    let (s, _) = ghost.post(&t("/unregister"), &json!({"name": "ghost"}));
+    assert_eq!(s, 200);
+    let in_general = json!({"name": "ghost", "channel": "general"});
+    for (what, path) in [
+        ("join", "/add-list"),
+        ("leave", "/leave"),
+        ("fan out", "/broadcast-peer"),
+    ] {
+        refused(
+            &format!("{what} as a peer that is not online"),
+            ghost.post(&t(path), &in_general),
+            404,
+            "unknown_peer",
+        );
+        refused(
+            &format!("{what} unsigned"),
+            post_json(&t(path), &in_general),
+            401,
+            "unauthenticated",
+        );
+    }
     refused(
-        "join as an unknown peer",
-        post_json(&t("/add-list"), &ghost),
+        "look up a peer that is not online",
+        ghost.post(&t("/connect-peer"), &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
-        "leave as an unknown peer",
-        post_json(&t("/leave"), &ghost),
+        "unregister a peer that is not online",
+        ghost.post(&t("/unregister"), &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
-        "fan out as an unknown peer",
-        post_json(&t("/broadcast-peer"), &ghost),
-        404,
-        "unknown_peer",
+        "act as a name no key is bound to",
+        Signer::new("nobody").post(&t("/connect-peer"), &json!({"name": "ghost"})),
+        401,
+        "unknown_identity",
     );
-    refused(
-        "look up an unknown peer",
-        post_json(&t("/connect-peer"), &json!({"name": "ghost"})),
-        404,
-        "unknown_peer",
-    );
-    refused(
-        "unregister an unknown peer",
-        post_json(&t("/unregister"), &json!({"name": "ghost"})),
-        404,
-        "unknown_peer",
-    );
+    let (status, _) = http()
+        .post(t("/add-list"))
+        .header("hchat-auth", "name=ghost; ts=1")
+        .body(in_general.to_string())
+        .send()
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 400, "a malformed Hchat-Auth header");
     let get = |p: &str| try_get_json(&t(p)).unwrap();
     refused(
         "list an unknown channel",
@@ -206,28 +233,39 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     );
 
     // A real peer, then requests it is not allowed to make.
-    let (s, _) = post_json(&t("/submit-info"), &reg("alice", "127.0.0.1", json!(8000)));
-    assert_eq!(s, 200);
+    let alice = Signer::new("alice");
+    alice.register(&tracker, 8000);
     refused(
         "take a live name from another address",
-        post_json(&t("/submit-info"), &reg("alice", "127.0.0.1", json!(8001))),
+        post_json(&t("/submit-info"), &alice.registration("127.0.0.1", 8001)),
+        409,
+        "name_taken",
+    );
+    refused(
+        "take a name bound to another key",
+        post_json(
+            &t("/submit-info"),
+            &Signer::new("alice").registration("127.0.0.1", 8000),
+        ),
         409,
         "name_taken",
     );
     refused(
         "fan out to an unknown channel",
-        post_json(
+        alice.post(
             &t("/broadcast-peer"),
             &json!({"name": "alice", "channel": "x"}),
         ),
         404,
         "unknown_channel",
     );
-    post_json(&t("/submit-info"), &reg("bob", "127.0.0.1", json!(8002)));
-    post_json(&t("/add-list"), &json!({"name": "bob", "channel": "x"}));
+    let bob = Signer::new("bob");
+    bob.register(&tracker, 8002);
+    let (s, _) = bob.post(&t("/add-list"), &json!({"name": "bob", "channel": "x"}));
+    assert_eq!(s, 200);
     refused(
         "fan out to a channel one is not in",
-        post_json(
+        alice.post(
             &t("/broadcast-peer"),
             &json!({"name": "alice", "channel": "x"}),
         ),
@@ -236,9 +274,15 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     );
     refused(
         "leave a channel one is not in",
-        post_json(&t("/leave"), &json!({"name": "alice", "channel": "x"})),
+        alice.post(&t("/leave"), &json!({"name": "alice", "channel": "x"})),
         403,
         "not_member",
+    );
+    refused(
+        "act as another peer",
+        alice.post(&t("/leave"), &json!({"name": "bob", "channel": "x"})),
+        403,
+        "not_you",
     );
 
     garbage_is_refused_and_the_node_serves_on(&tracker);
@@ -262,6 +306,9 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         });
     }
     let receive = bob.url("/p2p/receive");
+    // carol speaks by hand, with a key of her own the tracker binds her name to.
+    let carol = Signer::new("carol");
+    carol.register(&tracker, 7001);
     for (what, body, status, code) in malformed() {
         refused(
             &format!("receive {what}"),
@@ -317,9 +364,15 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         ),
         (
             "a sender the tracker does not know",
-            msg("mallory", general.clone(), "x"),
-            403,
-            "unknown_sender",
+            Signer::new("mallory").message(general.clone(), "x"),
+            401,
+            "unknown_identity",
+        ),
+        (
+            "an unsigned message",
+            msg("carol", general.clone(), "x"),
+            401,
+            "bad_signature",
         ),
         (
             "bob's own name as sender",
@@ -384,7 +437,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
     garbage_is_refused_and_the_node_serves_on(&bob);
 
     // A good message still goes through, once, even when it arrives twice.
-    let good = msg("alice", general, "the only line");
+    let good = carol.message(general, "the only line");
     assert_eq!(
         post_json(&receive, &good),
         (200, json!({"ok": true, "duplicate": false}))
@@ -393,7 +446,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         post_json(&receive, &good),
         (200, json!({"ok": true, "duplicate": true}))
     );
-    bob.out.wait_line("[#general] alice: the only line");
+    bob.out.wait_line("[#general] carol: the only line");
     bob.type_line("/quit");
     bob.wait_exit(SOON);
     let shown: Vec<String> = bob
@@ -404,7 +457,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         .collect();
     assert_eq!(
         shown,
-        ["[#general] alice: the only line"],
+        ["[#general] carol: the only line"],
         "nothing else reached bob's chat window"
     );
 }
@@ -420,68 +473,89 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
     let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
     bob.out
         .wait_for("bob to join", SOON, |l| l.starts_with("* joined #general"));
-    let letter = |to: &str| {
-        let id = uuid_v7();
-        json!({"from": "bob", "to": to, "entries": [{"id": id, "envelope": {"id": id, "text": "x"}}]})
+    let carol = Signer::new("carol");
+    carol.register(&tracker, 7001);
+    let ghost = Signer::new("ghost");
+    ghost.register(&tracker, 7002);
+    assert_eq!(
+        ghost.post(&t("/unregister"), &json!({"name": "ghost"})).0,
+        200
+    );
+    let letter = |from: &Signer, to: &str| {
+        let m = from.message(json!({"to": to}), "x");
+        json!({"from": from.name, "to": to, "entries": [{"id": m["id"], "envelope": m}]})
     };
+    let deposit = t("/mailbox/deposit");
     refused(
         "deposit from a peer that is not online",
-        post_json(
-            &t("/mailbox/deposit"),
-            &json!({"from": "ghost", "to": "bob", "entries": letter("x")["entries"]}),
-        ),
+        ghost.post(&deposit, &letter(&ghost, "bob")),
         404,
         "unknown_peer",
     );
     refused(
         "deposit for a name never seen",
-        post_json(&t("/mailbox/deposit"), &letter("nobody")),
+        carol.post(&deposit, &letter(&carol, "nobody")),
         404,
         "unknown_recipient",
     );
     refused(
         "deposit for oneself",
-        post_json(&t("/mailbox/deposit"), &letter("bob")),
+        carol.post(&deposit, &letter(&carol, "carol")),
         422,
         "invalid_field",
     );
     refused(
         "deposit with no entries",
-        post_json(
-            &t("/mailbox/deposit"),
-            &json!({"from": "bob", "to": "alice", "entries": []}),
+        carol.post(
+            &deposit,
+            &json!({"from": "carol", "to": "bob", "entries": []}),
         ),
         422,
         "invalid_field",
     );
     refused(
         "an envelope id that is not a UUID",
-        post_json(
-            &t("/mailbox/deposit"),
-            &json!({"from": "bob", "to": "alice", "entries": [{"id": "7", "envelope": {}}]}),
+        carol.post(
+            &deposit,
+            &json!({"from": "carol", "to": "bob", "entries": [{"id": "7", "envelope": {}}]}),
+        ),
+        422,
+        "invalid_field",
+    );
+    refused(
+        "an envelope that is not a message",
+        carol.post(
+            &deposit,
+            &json!({"from": "carol", "to": "bob", "entries": [{"id": uuid_v7(), "envelope": {"n": 1}}]}),
         ),
         422,
         "invalid_field",
     );
     refused(
         "fetch for a peer that is not online",
-        post_json(&t("/mailbox/fetch"), &json!({"name": "ghost"})),
+        ghost.post(&t("/mailbox/fetch"), &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
         "fetch zero entries",
-        post_json(&t("/mailbox/fetch"), &json!({"name": "bob", "limit": 0})),
+        carol.post(&t("/mailbox/fetch"), &json!({"name": "carol", "limit": 0})),
         422,
         "invalid_field",
     );
     refused(
         "ack nothing",
-        post_json(&t("/mailbox/ack"), &json!({"name": "bob", "ids": []})),
+        carol.post(&t("/mailbox/ack"), &json!({"name": "carol", "ids": []})),
         422,
         "invalid_field",
     );
-    let (status, answer) = post_json(&t("/mailbox/fetch"), &json!({"name": "bob"}));
+    refused(
+        "fetch another's mail",
+        carol.post(&t("/mailbox/fetch"), &json!({"name": "bob"})),
+        403,
+        "not_you",
+    );
+    let (status, answer) = carol.post(&t("/mailbox/fetch"), &json!({"name": "carol"}));
     assert_eq!(
         (status, answer["entries"].as_array().map(Vec::len)),
         (200, Some(0)),

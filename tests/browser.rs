@@ -41,6 +41,14 @@ fn two_pages_chat_live_and_follow_who_is_online() {
         .arg(chat_url(&bob))
         .arg(&shots);
     let mut script = Driver::spawn("chat.mjs", cmd);
+    // carol comes and goes on one data dir, so she keeps her identity (the tracker binds her name to it).
+    let carol_dir = tempfile::tempdir().unwrap();
+    let carol_args = [
+        "--join",
+        "general",
+        "--data-dir",
+        carol_dir.path().to_str().unwrap(),
+    ];
     let mut carol: Option<Proc> = None;
     let mut handled = 0;
     let end = Instant::now() + SCENARIO;
@@ -54,7 +62,7 @@ fn two_pages_chat_live_and_follow_who_is_online() {
         for ask in &asks[handled..] {
             match ask.as_str() {
                 "start carol" => {
-                    carol = Some(Proc::peer("carol", tracker.addr, &["--join", "general"]));
+                    carol = Some(Proc::peer("carol", tracker.addr, &carol_args));
                 }
                 "kill carol" => carol.as_mut().expect("carol runs").kill(),
                 "kill tracker" => tracker.kill(),

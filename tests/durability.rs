@@ -148,8 +148,9 @@ fn bob_gets_everything_sent_while_he_was_dead(kill_tracker: bool) {
         restarted.elapsed()
     );
     // Nothing is left for bob at the tracker once he has them: his mailbox is acknowledged away.
+    let as_bob = Signer::from_data_dir("bob", bob_dir.path());
     wait_until("bob's mailbox to be empty", SOON, || {
-        let (status, page) = post_json(&tracker.url("/mailbox/fetch"), &json!({"name": "bob"}));
+        let (status, page) = as_bob.post(&tracker.url("/mailbox/fetch"), &json!({"name": "bob"}));
         status == 200 && page["entries"].as_array().unwrap().is_empty()
     });
     alice.type_line("/quit");
@@ -210,11 +211,11 @@ fn a_restarted_peer_shows_the_earlier_conversation_in_its_cli() {
     alice.out.wait_line("[#general] bob: back again");
 }
 
-/// Registers `name` at 127.0.0.1:`port` directly with the tracker; `None` while it is unreachable.
-fn register(tracker: &str, name: &str, port: u16) -> Option<u16> {
+/// Registers `who` at 127.0.0.1:`port` directly with the tracker; `None` while it is unreachable.
+fn register(tracker: &str, who: &Signer, port: u16) -> Option<u16> {
     let r = http()
         .post(format!("{tracker}/submit-info"))
-        .json(&json!({"name": name, "ip": "127.0.0.1", "port": port}))
+        .json(&who.registration("127.0.0.1", port))
         .send()
         .ok()?;
     Some(r.status().as_u16())
@@ -233,7 +234,8 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
     let port = tracker.addr.port();
     let base = format!("http://127.0.0.1:{port}");
     // carol has registered once (so she has a mailbox) and is away; "post" deposits for her.
-    assert_eq!(register(&base, "carol", 1), Some(200));
+    let carol = Signer::new("carol");
+    assert_eq!(register(&base, &carol, 1), Some(200));
     let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
     let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
     joined(&alice, "general");
@@ -248,27 +250,32 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
         let done = done.clone();
         std::thread::spawn(move || {
             let client = http();
+            let post = Signer::new("post");
             let mut ids = Vec::new();
             for b in 0..BATCHES {
                 let entries: Vec<_> = (0..PER_BATCH)
                     .map(|i| {
-                        let id = uuid::Uuid::now_v7();
+                        let letter =
+                            post.message(json!({"to": "carol"}), &format!("letter {b}.{i}"));
+                        let id: uuid::Uuid = serde_json::from_value(letter["id"].clone()).unwrap();
                         ids.push(id);
-                        json!({"id": id, "envelope": {"id": id, "from": "post", "to": "carol",
-                               "text": format!("letter {b}.{i}"), "ts": 1}})
+                        json!({"id": id, "envelope": letter})
                     })
                     .collect();
-                let body = json!({"from": "post", "to": "carol", "entries": entries});
-                // Like a peer: retry until the tracker says it holds them; register again if it forgot us.
+                let body = json!({"from": "post", "to": "carol", "entries": entries}).to_string();
+                let url = format!("{base}/mailbox/deposit");
+                // Like a peer: retry until the tracker says it holds them; register again if it forgot us (or
+                // never heard of us: the first registration may have been lost with the tracker).
                 loop {
                     match client
-                        .post(format!("{base}/mailbox/deposit"))
-                        .json(&body)
+                        .post(&url)
+                        .header("hchat-auth", post.auth("POST", &url, body.as_bytes()))
+                        .body(body.clone())
                         .send()
                     {
                         Ok(r) if r.status().as_u16() == 200 => break,
-                        Ok(r) if r.status().as_u16() == 404 => {
-                            let _ = register(&base, "post", 2);
+                        Ok(r) if matches!(r.status().as_u16(), 401 | 404) => {
+                            let _ = register(&base, &post, 2);
                         }
                         _ => std::thread::sleep(Duration::from_millis(20)),
                     }
@@ -316,9 +323,9 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
     }
     assert_eq!(members(&tracker, "general"), ["alice", "bob"]);
     // carol's mailbox holds every letter exactly once.
-    assert_eq!(register(&base, "carol", 1), Some(200));
+    assert_eq!(register(&base, &carol, 1), Some(200));
     let mut held = Vec::new();
-    let (status, page) = post_json(
+    let (status, page) = carol.post(
         &format!("{base}/mailbox/fetch"),
         &json!({"name": "carol", "limit": 500}),
     );

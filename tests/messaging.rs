@@ -95,14 +95,8 @@ fn messages_reach_exactly_their_audience_and_lists_follow_who_is_online() {
         get_json(&tracker.url("/channels"), 200)["channels"][0]["members"],
         1
     );
-    let (status, body) = post_json(
-        &tracker.url("/connect-peer"),
-        &serde_json::json!({"name": "bob"}),
-    );
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("unknown_peer"))
-    );
+    let online = names(&get_json(&tracker.url("/peers"), 200));
+    assert!(!online.contains(&"bob".to_string()), "{online:?}");
 
     // alice, still there, is told bob is away and the tracker holds her message for him.
     alice.type_line("@bob are you there?");
@@ -134,7 +128,7 @@ fn a_name_held_by_a_live_peer_cannot_be_taken() {
     assert_eq!(out.status.code(), Some(1), "a runtime failure exits 1");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("alice is in use by a live peer"),
+        stderr.contains("name alice belongs to another identity"),
         "{stderr}"
     );
 }

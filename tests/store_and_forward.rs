@@ -1,17 +1,34 @@
 //! Store-and-forward through the library, with a real tracker and real nodes on port 0 in one process: a full
 //! mailbox is a clear answer to the sender and loses nothing; a retried send with the same id is stored once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hchat::identity::Identity;
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{Destination, MessageId, PeerName};
 use hchat::tracker::{Tracker, TrackerConfig};
 
+/// A node in memory whose identity is `name`'s own for the whole test, so it can stop and start again under its
+/// name (the tracker binds a name to its first key for good).
 async fn node(name: &str, tracker: &Tracker) -> Node {
-    Node::start(PeerConfig::on_loopback(
-        PeerName::new(name).unwrap(),
-        tracker.local_addr(),
-    ))
+    static KEYS: std::sync::Mutex<Vec<(String, Arc<Identity>)>> = std::sync::Mutex::new(Vec::new());
+    let identity = {
+        let mut keys = KEYS.lock().unwrap();
+        let key = format!("{}/{name}", tracker.local_addr());
+        match keys.iter().find(|(k, _)| *k == key) {
+            Some((_, id)) => id.clone(),
+            None => {
+                let id = Arc::new(Identity::ephemeral());
+                keys.push((key, id.clone()));
+                id
+            }
+        }
+    };
+    Node::start(PeerConfig {
+        identity: Some(identity),
+        ..PeerConfig::on_loopback(PeerName::new(name).unwrap(), tracker.local_addr())
+    })
     .await
     .unwrap()
 }

@@ -120,13 +120,12 @@ impl HttpConn {
     }
 }
 
-/// Runs `requests` (each a method, path and optional body) over `connections` kept-alive connections, as fast as
-/// the server answers, and fails on the first refusal. Used to set up state (registrations, joins).
-pub async fn spread(
-    addr: SocketAddr,
-    connections: usize,
-    requests: Vec<(Method, String, Option<Bytes>)>,
-) -> Result<()> {
+/// One set-up request: method, path, optional JSON body, optional `Hchat-Auth` header.
+pub type SetUp = (Method, String, Option<Bytes>, Option<String>);
+
+/// Runs `requests` over `connections` kept-alive connections, as fast as the server answers, and fails on the
+/// first refusal. Used to set up state (registrations, joins).
+pub async fn spread(addr: SocketAddr, connections: usize, requests: Vec<SetUp>) -> Result<()> {
     let connections = connections.clamp(1, requests.len().max(1));
     let mut lanes: Vec<Vec<_>> = (0..connections).map(|_| Vec::new()).collect();
     for (i, r) in requests.into_iter().enumerate() {
@@ -136,8 +135,15 @@ pub async fn spread(
     for lane in lanes {
         tasks.spawn(async move {
             let mut conn = HttpConn::connect(addr).await?;
-            for (method, path, body) in lane {
-                let req = conn.build(method, &path, body);
+            for (method, path, body, auth) in lane {
+                let mut req = conn.build(method, &path, body);
+                if let Some(auth) = auth {
+                    let value = hyper::header::HeaderValue::from_str(&auth).map_err(|e| {
+                        BenchError::Setup(format!("an Hchat-Auth header that is not one: {e}"))
+                    })?;
+                    req.headers_mut()
+                        .insert(crate::identity::AUTH_HEADER, value);
+                }
                 conn.call_ok(req).await?;
             }
             Ok::<_, BenchError>(())

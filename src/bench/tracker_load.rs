@@ -20,6 +20,8 @@ use super::anchors::{nginx, terminate};
 use super::http::{HttpConn, hammer, spread};
 use super::stats::Throughput;
 use super::{BenchError, Result, progress};
+use crate::identity::Identity;
+use crate::proto::PeerName;
 
 /// Members of the channel whose list is asked for.
 pub const CHANNEL_MEMBERS: usize = 100;
@@ -113,13 +115,28 @@ pub fn peer_name(i: usize) -> String {
     format!("p{i:06}")
 }
 
-/// The registration (and renewal) body of peer `i`.
+/// The identity of registered peer `i`: made from a seed that is `i`, so a renewal can sign as the same peer
+/// without keeping a million keys around. Fine for a benchmark, never for a user.
+pub fn identity(i: usize) -> Identity {
+    let mut seed = *b"hchat-bench-identity-seed-\0\0\0\0\0\0";
+    seed[24..].copy_from_slice(&(i as u64).to_le_bytes());
+    Identity::from_seed(seed)
+}
+
+/// The registration (and renewal) body of peer `i`: signed, stamped now, with a fresh nonce, as a peer sends it.
 pub fn register_body(i: usize) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"name":"{}","ip":"127.0.0.1","port":{}}}"#,
-        peer_name(i),
-        1024 + i % 60_000
-    ))
+    register_body_as(&identity(i), i)
+}
+
+/// [`register_body`] with peer `i`'s identity already made (making it costs as much as signing).
+pub fn register_body_as(id: &Identity, i: usize) -> Bytes {
+    let name = PeerName::new(peer_name(i)).expect("a valid bench name");
+    let req = id.register_request(
+        &name,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        1024 + (i % 60_000) as u16,
+    );
+    Bytes::from(serde_json::to_vec(&req).expect("a registration always serializes"))
 }
 
 /// Registers peers `0..n` and puts peer `i` in channel `channel_of(i)`, over `connections` connections. Returns
@@ -136,6 +153,7 @@ pub async fn populate(
                 Method::POST,
                 "/submit-info".to_string(),
                 Some(register_body(i)),
+                None,
             )
         })
         .collect();
@@ -144,11 +162,19 @@ pub async fn populate(
     let joins = (0..n)
         .filter_map(|i| {
             channel_of(i).map(|c| {
-                let body = format!(r#"{{"name":"{}","channel":"{c}"}}"#, peer_name(i));
+                let name = peer_name(i);
+                let body = format!(r#"{{"name":"{name}","channel":"{c}"}}"#);
+                let auth = identity(i).auth_header(
+                    &PeerName::new(name).expect("a valid bench name"),
+                    "POST",
+                    "/add-list",
+                    body.as_bytes(),
+                );
                 (
                     Method::POST,
                     "/add-list".to_string(),
                     Some(Bytes::from(body)),
+                    Some(auth),
                 )
             })
         })
@@ -209,12 +235,15 @@ pub async fn hchat(
         "  tracker get-list: {:.0} requests/s ({} bytes each)",
         list.requests_per_s, list.body_bytes
     ));
+    // Each renewal is signed afresh, as a peer's heartbeat is; the keys are made once, as a peer's are.
+    let ids: std::sync::Arc<Vec<Identity>> =
+        std::sync::Arc::new((0..registered).map(identity).collect());
     let renewals = hammer(addr, connections, duration, move |c, k| {
         let i = (c + k as usize * connections) % registered;
         (
             Method::POST,
             "/submit-info".to_string(),
-            Some(register_body(i)),
+            Some(register_body_as(&ids[i], i)),
         )
     })
     .await?;

@@ -9,7 +9,7 @@ mod extract;
 mod server;
 
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
-pub use extract::{ApiJson, ApiQuery};
+pub use extract::{ApiJson, ApiQuery, parse_json, read_body};
 pub use server::{Bound, ServerLimits, bind_with_fallback, serve};
 
 /// How long our HTTP clients keep an idle pooled connection: shorter than the servers' header timeout (10 s),

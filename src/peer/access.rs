@@ -94,7 +94,7 @@ impl Node {
         Ok(self
             .inner
             .tracker
-            .channel_info(channel, self.name())
+            .channel_info(channel)
             .await?)
     }
 
@@ -204,7 +204,7 @@ impl Node {
 
     /// Asks the tracker for a channel's roles and caches them.
     async fn fetch_roles(&self, channel: &ChannelName) -> Result<Arc<Roles>, TrackerError> {
-        let roles = match self.inner.tracker.channel_info(channel, self.name()).await {
+        let roles = match self.inner.tracker.channel_info(channel).await {
             Ok(info) => Roles {
                 at: Instant::now(),
                 me_member: info.members.iter().any(|m| &m.name == self.name()),

@@ -1,10 +1,12 @@
 //! Receiving: the checks a message passes before it is stored and shown, whichever way it came. It must be for
 //! this node (its own name, or a channel it has joined), not claim to be from this node, and have a valid text.
 //! Then, by the way it came:
-//! - pushed by its sender: the tracker must know the sender (cached 10 s);
-//! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender (the tracker
-//!   vouched for the depositor when it took the deposit);
+//! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender;
 //! - by catch-up: it must belong to the channel asked about.
+//!
+//! And always: it must be signed by its sender's key, as the tracker vouches for it (`GET /identity`, or the keys
+//! in its answers), kept in a bounded cache so the tracker is not asked per message. A message that does not
+//! verify is refused (401), never stored or shown, and logged as one warning.
 //!
 //! A channel message, however it came, must also be from a member the tracker says may post (not a visitor, not
 //! banned or removed), and this node must still be a member ([`access`](super::access), 403 `not_allowed`).
@@ -13,13 +15,13 @@
 //! accepted and not shown again.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use axum::http::StatusCode;
 
 use super::tracker_client::TrackerError;
-use super::{KNOWN_PEER_FRESH, Node, lock};
+use super::{KEY_RECHECK, Node, lock};
 use crate::http::ApiError;
+use crate::identity::{AuthError, PublicKey, verify_message};
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, ChatMessage, Destination, PeerName};
 
@@ -49,18 +51,16 @@ impl Node {
     /// Checks, stores (one transaction) and shows messages; a verdict per message, in order. `Err` only when
     /// nothing could be stored.
     pub async fn receive_many(&self, msgs: Vec<(ChatMessage, Via)>) -> Result<Verdicts, ApiError> {
-        let mut vouched: HashMap<PeerName, Result<(), ApiError>> = HashMap::new();
         let mut allowed: HashMap<(ChannelName, PeerName), Result<(), ApiError>> = HashMap::new();
         let mut verdicts: Vec<Option<Result<bool, ApiError>>> = Vec::with_capacity(msgs.len());
         let mut accepted = Vec::new();
         for (msg, via) in &msgs {
             let mut check = self.check(msg, via);
-            if check.is_ok() && *via == Via::Direct {
-                if !vouched.contains_key(&msg.from) {
-                    let v = self.vouch_for(msg).await;
-                    vouched.insert(msg.from.clone(), v);
+            if check.is_ok() {
+                check = self.verify_sender(msg).await;
+                if let Err(e) = &check {
+                    tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {} ({})", e.message, e.code);
                 }
-                check = vouched[&msg.from].clone();
             }
             if check.is_ok()
                 && let Destination::Channel(c) = &msg.dest
@@ -165,30 +165,44 @@ impl Node {
         }
     }
 
-    /// Checks that the tracker knows the sender (from a recent answer, or by asking). While the tracker is down, a
-    /// sender it knew before is still accepted, so chat goes on.
-    async fn vouch_for(&self, msg: &ChatMessage) -> Result<(), ApiError> {
-        let cached = lock(&self.inner.known).get(&msg.from).map(|(_, at)| *at);
-        if cached.is_some_and(|at| at.elapsed() < KNOWN_PEER_FRESH) {
-            return Ok(());
-        }
-        match self.inner.tracker.lookup(&msg.from).await {
-            Ok(info) => {
-                lock(&self.inner.known).insert(msg.from.clone(), (info, Instant::now()));
-                Ok(())
+    /// Checks the message's signature against its sender's key: the cached one, else the tracker's. A cached key
+    /// that does not verify is checked with the tracker again (at most every [`KEY_RECHECK`]), since a tracker that
+    /// keeps nothing may have bound the name anew; a name the tracker knows no key for is not asked about again
+    /// for as long, so a flood of messages under made-up names does not become a flood of tracker requests. While
+    /// the tracker is down, a cached key stands.
+    async fn verify_sender(&self, msg: &ChatMessage) -> Result<(), ApiError> {
+        let cached = lock(&self.inner.keys).get(&msg.from).copied();
+        match cached {
+            Some((Some(key), at)) => match verify_message(msg, &key) {
+                Ok(()) => return Ok(()),
+                Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
+                Err(_) => {}
+            },
+            Some((None, at)) if at.elapsed() < KEY_RECHECK => {
+                return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
             }
-            Err(TrackerError::Refused { code, .. }) if code == "unknown_peer" => {
-                Err(ApiError::forbidden(
-                    "unknown_sender",
-                    format!("the tracker does not know a peer called {}", msg.from),
-                ))
-            }
-            Err(_) if cached.is_some() => Ok(()),
-            Err(e) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot_verify_sender",
-                format!("the sender cannot be checked now: {e}"),
-            )),
+            _ => {}
         }
+        let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
+            Ok(key) => {
+                self.cache_key(msg.from.clone(), Some(key));
+                key
+            }
+            Err(TrackerError::Refused { code, .. }) if code == "unknown_identity" => {
+                self.cache_key(msg.from.clone(), None);
+                return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
+            }
+            Err(e) => match cached {
+                Some((Some(key), _)) => key,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot_verify_sender",
+                        format!("the sender's key cannot be checked now: {e}"),
+                    ));
+                }
+            },
+        };
+        verify_message(msg, &key).map_err(ApiError::from)
     }
 }

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{ServerLimits, bind_with_fallback, serve};
+use crate::identity::Identity;
 use crate::proto::*;
 use crate::storage::{DbError, DbThread, Storage};
 use delivery::Courier;
@@ -51,8 +52,11 @@ pub struct PeerConfig {
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
     pub limits: ServerLimits,
-    /// Where history, outbox and joined channels are kept.
+    /// Where history, outbox, joined channels and the identity key are kept.
     pub storage: Storage,
+    /// The key to act with, instead of the data dir's `identity.key` (or, in memory, a new one each start): lets
+    /// an in-process peer keep its name across restarts.
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl PeerConfig {
@@ -68,6 +72,7 @@ impl PeerConfig {
             token: None,
             limits: ServerLimits::default(),
             storage: Storage::Memory,
+            identity: None,
         }
     }
 }
@@ -95,6 +100,8 @@ pub enum NodeError {
     NotDelivered { peer: PeerName, error: String },
     #[error(transparent)]
     Store(#[from] DbError),
+    #[error("{0}")]
+    Identity(String),
     #[error("{peer} refused it: {message}")]
     Refused {
         peer: PeerName,
@@ -107,6 +114,10 @@ pub enum NodeError {
 
 /// A positive answer about a peer is trusted this long before the tracker is asked again.
 const KNOWN_PEER_FRESH: Duration = Duration::from_secs(10);
+/// Senders' keys kept at most (a name's key never changes while the tracker keeps its bindings).
+pub const MAX_KEY_CACHE: usize = 10_000;
+/// A cached key that fails to verify a message is checked with the tracker again, but not more often than this.
+const KEY_RECHECK: Duration = Duration::from_secs(10);
 /// How long `send` waits to tell who got a message before reporting it as queued (it is delivered later).
 pub const SEND_REPORT_WAIT: Duration = Duration::from_secs(3);
 
@@ -133,6 +144,8 @@ pub struct FailedDelivery {
 
 struct Inner {
     me: PeerName,
+    /// This peer's key: signs its registration, its tracker requests and its messages.
+    identity: Arc<Identity>,
     advertised: SocketAddr,
     local_addr: SocketAddr,
     token: String,
@@ -149,6 +162,9 @@ struct Inner {
     /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
     /// a while when the tracker is down.
     known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
+    /// Senders' keys as the tracker vouched for them (`None`: it said no key is bound to the name), and since
+    /// when (bounded by [`MAX_KEY_CACHE`]).
+    keys: Mutex<HashMap<PeerName, (Option<PublicKey>, Instant)>>,
     last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
     /// Who may post in each joined channel, as the tracker last said (bounded: `access::ROLES_CACHED_*`).
     roles: Mutex<HashMap<ChannelName, Arc<access::Roles>>>,
@@ -183,6 +199,13 @@ impl Node {
         // The store first: a data dir held by another process fails the start before anything is announced.
         let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
         let joined_since = store.joined().await?;
+        let identity = match (&config.identity, &config.storage) {
+            (Some(id), _) => id.clone(),
+            (None, Storage::Dir(dir)) => Arc::new(
+                Identity::load_or_create(dir).map_err(|e| NodeError::Identity(e.to_string()))?,
+            ),
+            (None, Storage::Memory) => Arc::new(Identity::ephemeral()),
+        };
         let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
         let asked = SocketAddr::new(config.ip, config.port);
         // With --port 0, the port of the last run if it is free: a peer that crashed and restarts at once renews
@@ -214,10 +237,11 @@ impl Node {
             .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
         let inner = Arc::new(Inner {
             me: config.name.clone(),
+            identity: identity.clone(),
             advertised: SocketAddr::new(advertised_ip, bound.local_addr.port()),
             local_addr: bound.local_addr,
             token,
-            tracker: TrackerClient::new(config.tracker),
+            tracker: TrackerClient::new(config.tracker, config.name.clone(), identity),
             courier: Courier::default(),
             outboxes: Outboxes::default(),
             recovery: Recovery::default(),
@@ -233,6 +257,7 @@ impl Node {
             _store_thread: store_thread,
             joined: Mutex::new(joined),
             known: Mutex::default(),
+            keys: Mutex::default(),
             last_fan_out: Mutex::default(),
             roles: Mutex::default(),
             my_presence: Mutex::default(),
@@ -324,12 +349,9 @@ impl Node {
         lock(&self.inner.joined).contains(channel)
     }
 
-    fn register_request(&self) -> RegisterRequest {
-        RegisterRequest {
-            name: self.inner.me.clone(),
-            ip: self.inner.advertised.ip(),
-            port: self.inner.advertised.port(),
-        }
+    /// The public half of this peer's identity.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.identity.public_key()
     }
 
     /// Registers (or renews), and joins again any channel the tracker has forgotten.
@@ -341,11 +363,7 @@ impl Node {
                 "this node is stopping".into(),
             ));
         }
-        let answer = self
-            .inner
-            .tracker
-            .register(&self.register_request())
-            .await?;
+        let answer = self.inner.tracker.register(self.inner.advertised).await?;
         *lock(&self.inner.lease_ttl) = Duration::from_secs(answer.ttl_secs.max(1));
         if answer.mailbox > 0 {
             self.want_recovery(true, vec![]);
@@ -383,7 +401,7 @@ impl Node {
     /// Either way a refusal by the channel's rules (ban, invitation, key) means it is out.
     async fn rejoin(&self, channel: &ChannelName, created: bool) -> Result<(), TrackerError> {
         if !created {
-            match self.inner.tracker.channel_info(channel, self.name()).await {
+            match self.inner.tracker.channel_info(channel).await {
                 Ok(info) if info.members.iter().any(|m| &m.name == self.name()) => return Ok(()),
                 Ok(_) => {
                     self.removed_from(channel, "removed by its owner").await;
@@ -521,7 +539,7 @@ impl Node {
     /// Who is online, or who is in a channel.
     pub async fn peers(&self, channel: Option<&ChannelName>) -> Result<Vec<PeerInfo>, NodeError> {
         Ok(match channel {
-            Some(c) => self.inner.tracker.members(c, self.name()).await?,
+            Some(c) => self.inner.tracker.members(c).await?,
             None => self.inner.tracker.online().await?,
         })
     }
@@ -564,7 +582,25 @@ impl Node {
         let mut known = lock(&self.inner.known);
         for p in peers {
             known.insert(p.name.clone(), (p.clone(), now));
+            if p.public_key.is_some() {
+                self.cache_key(p.name.clone(), p.public_key);
+            }
         }
+    }
+
+    /// Keeps a sender's key as the tracker vouched for it (`None`: the tracker knows no key for the name).
+    fn cache_key(&self, name: PeerName, key: Option<PublicKey>) {
+        let mut keys = lock(&self.inner.keys);
+        if keys.len() >= MAX_KEY_CACHE && !keys.contains_key(&name) {
+            let oldest = keys
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(n, _)| n.clone());
+            if let Some(n) = oldest {
+                keys.remove(&n);
+            }
+        }
+        keys.insert(name, (key, Instant::now()));
     }
 
     /// Where a peer is: from the recent cache, else from the tracker.
@@ -665,6 +701,7 @@ impl Node {
         if let Some(id) = id {
             msg.id = id;
         }
+        self.inner.identity.sign_message(&mut msg);
         let watches: Vec<_> = recipients
             .iter()
             .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))

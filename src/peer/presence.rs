@@ -152,7 +152,7 @@ impl Node {
         }
         let presence = &self.inner.presence;
         let _one_at_a_time = presence.refreshing.lock().await;
-        let live = match self.inner.tracker.members(channel, self.name()).await {
+        let live = match self.inner.tracker.members(channel).await {
             Ok(peers) => peers,
             Err(TrackerError::Refused { code, .. }) if code == "unknown_channel" => vec![],
             Err(e) => return Err(e.into()),
@@ -259,6 +259,7 @@ mod tests {
             status: PeerStatus::Online,
             away: None,
             role: None,
+            public_key: None,
         }
     }
 

@@ -55,7 +55,10 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
             }
-            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Store(_) => {
+            NodeError::Bind(..)
+            | NodeError::NoAdvertiseAddress(_)
+            | NodeError::Store(_)
+            | NodeError::Identity(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }

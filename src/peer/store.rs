@@ -2,6 +2,10 @@
 //! which is also the duplicate filter: a message id is stored once), the outbox (which recipient still has to get
 //! which of our messages), and the channels the user has joined.
 //!
+//! Each message is kept as its whole wire envelope, its sender's signature (`sig`) included, so what this node
+//! hands out in a catch-up answer can be verified by whoever asks; no column was needed for it (rows from before
+//! signatures read back unsigned, and are refused by receivers like any unsigned message).
+//!
 //! History is ordered by message id within a conversation. Ids are UUIDv7, ordered by creation time within each
 //! sender's process, so every sender's messages read in the order they were sent, however they arrived (directly,
 //! from the tracker's mailbox, or by catch-up).

@@ -1,11 +1,14 @@
 //! The peer's client of the tracker API: one kept-alive HTTP client, typed requests and answers, and errors that
-//! tell "the tracker is down" apart from "the tracker said no".
+//! tell "the tracker is down" apart from "the tracker said no". Every request that acts as this peer is signed
+//! with its identity (the `Hchat-Auth` header; the registration carries its own signature).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::identity::{AUTH_HEADER, Identity};
 use crate::proto::*;
 
 /// What went wrong talking to the tracker.
@@ -30,15 +33,17 @@ impl TrackerError {
     }
 }
 
-/// A client of one tracker.
+/// A client of one tracker, acting as one peer.
 #[derive(Debug, Clone)]
 pub struct TrackerClient {
     base: String,
     http: reqwest::Client,
+    me: PeerName,
+    identity: Arc<Identity>,
 }
 
 impl TrackerClient {
-    pub fn new(tracker: std::net::SocketAddr) -> Self {
+    pub fn new(tracker: std::net::SocketAddr, me: PeerName, identity: Arc<Identity>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -50,6 +55,8 @@ impl TrackerClient {
         Self {
             base: format!("http://{tracker}"),
             http,
+            me,
+            identity,
         }
     }
 
@@ -82,15 +89,20 @@ impl TrackerClient {
         }
     }
 
+    /// A POST signed as this peer.
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T, TrackerError> {
+        let bytes = serde_json::to_vec(body).expect("a request always serializes");
+        let auth = self.identity.auth_header(&self.me, "POST", path, &bytes);
         let r = self
             .http
             .post(format!("{}{path}", self.base))
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(AUTH_HEADER, auth)
+            .body(bytes)
             .send()
             .await;
         self.answer(r).await
@@ -101,8 +113,39 @@ impl TrackerClient {
         self.answer(r).await
     }
 
-    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, TrackerError> {
-        self.post("/submit-info", req).await
+    /// A GET signed as this peer: for answers that depend on who asks (a non-open channel's members).
+    async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
+        let auth = self.identity.auth_header(&self.me, "GET", path, b"");
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(AUTH_HEADER, auth)
+            .send()
+            .await;
+        self.answer(r).await
+    }
+
+    /// Registers (or renews) this peer at `addr`, with a fresh signed proof of its key.
+    pub async fn register(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<RegisterResponse, TrackerError> {
+        let req = self
+            .identity
+            .register_request(&self.me, addr.ip(), addr.port());
+        let r = self
+            .http
+            .post(format!("{}/submit-info", self.base))
+            .json(&req)
+            .send()
+            .await;
+        self.answer(r).await
+    }
+
+    /// The key the tracker binds `name` to, online or not.
+    pub async fn identity(&self, name: &PeerName) -> Result<PublicKey, TrackerError> {
+        let found: IdentityAnswer = self.get(&format!("/identity?name={name}")).await?;
+        Ok(found.public_key)
     }
 
     pub async fn unregister(&self, name: &PeerName) -> Result<serde_json::Value, TrackerError> {
@@ -164,7 +207,7 @@ impl TrackerClient {
 
     pub async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
         let found: PeerFound = self
-            .post("/connect-peer", &PeerRequest { name: name.clone() })
+            .post("/connect-peer", &LookupRequest { name: name.clone() })
             .await?;
         Ok(found.peer)
     }
@@ -231,25 +274,17 @@ impl TrackerClient {
         .await
     }
 
-    /// The live members of a channel, as `me` may see them (a non-open channel answers only its members).
-    pub async fn members(
-        &self,
-        channel: &ChannelName,
-        me: &PeerName,
-    ) -> Result<Vec<PeerInfo>, TrackerError> {
+    /// The live members of a channel, as this peer may see them (a non-open channel answers only its members).
+    pub async fn members(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, TrackerError> {
         let list: ChannelPeers = self
-            .get(&format!("/get-list?channel={channel}&name={me}"))
+            .get_signed(&format!("/get-list?channel={channel}"))
             .await?;
         Ok(list.peers)
     }
 
-    /// A channel's owner, mode and every member with its role, as `me` may see it.
-    pub async fn channel_info(
-        &self,
-        channel: &ChannelName,
-        me: &PeerName,
-    ) -> Result<ChannelInfo, TrackerError> {
-        self.get(&format!("/channel/info?channel={channel}&name={me}"))
+    /// A channel's owner, mode and every member with its role, as this peer may see it.
+    pub async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, TrackerError> {
+        self.get_signed(&format!("/channel/info?channel={channel}"))
             .await
     }
 

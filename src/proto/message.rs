@@ -1,4 +1,5 @@
-//! The chat message as it travels from peer to peer (`POST /p2p/receive`), and the receiver's answer.
+//! The chat message as it travels from peer to peer (`POST /p2p/receive`), signed by its sender, and the
+//! receiver's answer.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,10 @@ pub struct ChatMessage {
     pub text: String,
     /// Sender's clock, milliseconds since the Unix epoch.
     pub ts: u64,
+    /// The sender's Ed25519 signature of [`crate::identity::message_bytes`]; receivers refuse a message without a
+    /// valid one. Optional in the type only so that a message can be built, then signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<crate::identity::Signature>,
 }
 
 /// Why a message is not acceptable whatever the receiver's state.
@@ -56,6 +61,7 @@ impl ChatMessage {
             dest,
             text,
             ts: super::now_ms(),
+            sig: None,
         };
         msg.check()?;
         Ok(msg)

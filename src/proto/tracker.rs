@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{ChannelName, MessageId, PeerName};
+pub use crate::identity::{Nonce, PublicKey, Signature};
 
 /// Where a peer can be reached, as the tracker answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,9 @@ pub struct PeerInfo {
     /// The member's role, in answers about a channel (`get-list`, `broadcast-peer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The key the tracker binds this name to: what the peer's messages must be signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 /// Longest away message (bytes).
@@ -116,12 +120,24 @@ impl PeerInfo {
     }
 }
 
-/// `POST /submit-info`: register, or renew the lease of, a peer.
+/// `POST /submit-info`: register, or renew the lease of, a peer, proving it holds the key the name is bound to.
+/// The identity fields are optional in the type only so that their absence is answered 400 `missing_identity`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub name: PeerName,
     pub ip: IpAddr,
     pub port: u16,
+    #[serde(default)]
+    pub public_key: Option<PublicKey>,
+    /// The peer's clock (Unix ms); within 60 s of the tracker's.
+    #[serde(default)]
+    pub ts: Option<u64>,
+    /// Never used twice (the tracker refuses a replay).
+    #[serde(default)]
+    pub nonce: Option<Nonce>,
+    /// Signs [`crate::identity::register_bytes`].
+    #[serde(default)]
+    pub sig: Option<Signature>,
 }
 
 /// Answer to `POST /submit-info`.
@@ -270,7 +286,20 @@ pub struct MembershipResponse {
     pub members: usize,
 }
 
-/// `POST /connect-peer` and `POST /unregister`: one peer by name.
+/// `POST /connect-peer`: the peer wanted, by name (the asker is the `Hchat-Auth` signer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub name: PeerName,
+}
+
+/// Answer to `GET /identity?name=X`: the key the tracker binds the name to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityAnswer {
+    pub name: PeerName,
+    pub public_key: PublicKey,
+}
+
+/// `POST /unregister`: the peer itself, by name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerRequest {
     pub name: PeerName,

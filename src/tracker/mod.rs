@@ -9,6 +9,8 @@
 //! port 0 and read [`Tracker::local_addr`].
 
 pub mod acl;
+pub mod auth;
+pub mod identities;
 pub mod mailbox;
 pub mod registry;
 pub mod routes;
@@ -25,7 +27,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
+use crate::identity::{AuthError, Nonce, ReplayGuard};
+use crate::proto::PeerName;
 use crate::storage::{GROUP_COMMIT_MAX, STORE_QUEUE, Storage};
+use identities::Identities;
 use mailbox::Mailboxes;
 use registry::Registry;
 use store::{Change, MemoryStore, Store, StoreError};
@@ -66,10 +71,11 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-/// The tracker's state: who is online and where, channels, mailboxes.
+/// The tracker's state: who is online and where, channels, mailboxes, and which key each name belongs to.
 pub struct State {
     pub registry: Registry,
     pub mailboxes: Mailboxes,
+    pub identities: Identities,
 }
 
 type Record = (Vec<Change>, oneshot::Sender<Result<(), String>>);
@@ -78,6 +84,8 @@ type Record = (Vec<Change>, oneshot::Sender<Result<(), String>>);
 pub struct Shared {
     state: Mutex<State>,
     log: mpsc::Sender<Record>,
+    /// Nonces of signed requests seen within the window; apart from the state so a check does not wait for it.
+    replay: Mutex<ReplayGuard>,
 }
 
 impl Shared {
@@ -88,6 +96,14 @@ impl Shared {
     /// Reads (or, for what is never saved, changes) the registry. The lock is never held across an await.
     pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
         f(&mut self.lock().registry)
+    }
+
+    /// Records the nonce of a signed request; refuses one seen before within the window.
+    pub fn admit(&self, name: &PeerName, nonce: Nonce, now: u64) -> Result<(), AuthError> {
+        self.replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(name, nonce, now)
     }
 
     /// Reads the state.
@@ -176,11 +192,13 @@ impl Tracker {
                 Storage::Dir(_) => Box::new(sqlite_store::SqliteStore::open(&storage)?),
             };
             let (registry, mailboxes) = store.load(ttl, limit)?;
+            let identities = store.load_identities()?;
             Ok::<_, StoreError>((
                 store,
                 State {
                     registry,
                     mailboxes,
+                    identities,
                 },
             ))
         })
@@ -194,6 +212,7 @@ impl Tracker {
         let shared = std::sync::Arc::new(Shared {
             state: Mutex::new(state),
             log,
+            replay: Mutex::default(),
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(

@@ -137,6 +137,7 @@ impl Registry {
             status,
             away,
             role: None,
+            public_key: None,
         }
     }
 

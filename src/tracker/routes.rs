@@ -1,21 +1,40 @@
 //! The tracker's HTTP API: thin handlers that parse, call the [`Registry`](super::registry::Registry), record the
 //! change and answer. Every endpoint and error is listed in `docs/PROTOCOL.md`.
+//!
+//! Registration proves possession of the key the name is bound to; every other request that acts as a peer is
+//! a [`Signed`] body (the `Hchat-Auth` header), so no peer can act under another's name.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::Shared;
 use super::acl::{AclError, AclList};
+use super::auth::{Caller, Signed};
+use super::identities::BindError;
 use super::mailbox::{MailEntry, MailboxError};
 use super::registry::{Registry, RegistryError, Removed};
 use super::store::Change;
 use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
+use crate::identity::{AuthError, verify_message, verify_registration};
 use crate::proto::*;
+
+impl From<BindError> for ApiError {
+    fn from(e: BindError) -> Self {
+        let msg = e.to_string();
+        match e {
+            BindError::NameTaken(_) => ApiError::conflict("name_taken", msg),
+            BindError::Full => ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                "tracker_full",
+                msg,
+            ),
+        }
+    }
+}
 
 impl From<MailboxError> for ApiError {
     fn from(e: MailboxError) -> Self {
@@ -98,6 +117,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/channel/unban", post(channel_unban))
         .route("/channel/role", post(channel_role))
         .route("/presence", post(presence_set))
+        .route("/identity", get(identity_lookup))
         .route("/mailbox/deposit", post(mail_deposit))
         .route("/mailbox/fetch", post(mail_fetch))
         .route("/mailbox/ack", post(mail_ack))
@@ -123,20 +143,32 @@ async fn peer_register(
         ));
     }
     let now = now_ms();
+    let (key, nonce, _) = verify_registration(&req, now)?;
+    s.admit(&req.name, nonce, now)?;
     let (reg, ttl, mailbox) = s
         .change(|st| {
+            let unbound = st.identities.check(&req.name, key)?;
             let ttl = st.registry.ttl().as_secs().max(1);
             let reg = st.registry.register(&req.name, req.ip, req.port, now)?;
             st.mailboxes.open(&req.name);
-            let change = Change::Registered {
+            let mut changes = Vec::with_capacity(2);
+            if unbound {
+                st.identities.bind(req.name.clone(), key);
+                tracing::info!(peer = %req.name, %key, "name bound to its key");
+                changes.push(Change::Bound {
+                    name: req.name.clone(),
+                    key,
+                });
+            }
+            changes.push(Change::Registered {
                 name: req.name.clone(),
                 ip: req.ip,
                 port: req.port,
                 at_ms: now,
                 created: reg.created,
-            };
+            });
             let mailbox = st.mailboxes.pending(&req.name);
-            Ok(((reg, ttl, mailbox), vec![change]))
+            Ok(((reg, ttl, mailbox), changes))
         })
         .await?;
     if reg.created {
@@ -153,7 +185,7 @@ async fn peer_register(
 
 async fn peer_unregister(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<PeerRequest>,
+    Signed { body: req, .. }: Signed<PeerRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.change(|st| {
         st.registry.unregister(&req.name, now_ms())?;
@@ -171,7 +203,7 @@ async fn peer_unregister(
 
 async fn channel_join(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<MembershipRequest>,
+    Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let now = now_ms();
     let joined = s
@@ -217,7 +249,7 @@ fn listed(channel: &ChannelName, list: AclList, peer: &PeerName, on: bool) -> Ch
 
 async fn channel_leave(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<MembershipRequest>,
+    Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let members = s
         .change(|st| {
@@ -239,40 +271,36 @@ async fn channel_leave(
 #[derive(Deserialize)]
 struct ChannelQuery {
     channel: String,
-    /// Who asks (members of a non-open channel see it; others get 403 `members_only`).
-    // 5a: Caller — the verified `Hchat-Auth` name replaces this parameter.
-    name: Option<String>,
 }
 
 impl ChannelQuery {
-    fn parse(&self) -> Result<(ChannelName, Option<PeerName>), ApiError> {
-        let channel = ChannelName::parse_user(&self.channel)
-            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
-        let caller = match &self.name {
-            Some(n) => Some(
-                PeerName::new(n.as_str())
-                    .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?,
-            ),
-            None => None,
-        };
-        Ok((channel, caller))
+    fn channel(&self) -> Result<ChannelName, ApiError> {
+        ChannelName::parse_user(&self.channel)
+            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))
     }
 }
 
+/// `GET /get-list`: who asks matters for a non-open channel (members only), so a signed request names the caller.
 async fn channel_members(
     State(s): State<Arc<Shared>>,
+    Caller(caller): Caller,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<ChannelPeers>, ApiError> {
-    let (channel, caller) = q.parse()?;
-    let peers = s.with(|r| r.members(&channel, caller.as_ref(), now_ms()))?;
+    let channel = q.channel()?;
+    let peers = s.read(|st| {
+        st.registry
+            .members(&channel, caller.as_ref(), now_ms())
+            .map(|p| with_keys(st, p))
+    })?;
     Ok(Json(ChannelPeers { channel, peers }))
 }
 
 async fn channel_info(
     State(s): State<Arc<Shared>>,
+    Caller(caller): Caller,
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
-    let (channel, caller) = q.parse()?;
+    let channel = q.channel()?;
     Ok(Json(s.with(|r| {
         r.channel_info(&channel, caller.as_ref(), now_ms())
     })?))
@@ -280,7 +308,7 @@ async fn channel_info(
 
 async fn channel_mode(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelModeRequest>,
+    Signed { body: req, .. }: Signed<ChannelModeRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let now = now_ms();
     let info = s
@@ -343,7 +371,7 @@ fn removal(req: &ChannelPeerRequest, r: Removed) -> Vec<Change> {
 
 async fn channel_invite(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelPeerRequest>,
+    Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     owner_acts(&s, &req, |r, now| {
         let new = r.invite(&req.name, &req.channel, &req.peer, now)?;
@@ -358,7 +386,7 @@ async fn channel_invite(
 
 async fn channel_remove(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelPeerRequest>,
+    Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let answer = owner_acts(&s, &req, |r, now| {
         let removed = r.remove_member(&req.name, &req.channel, &req.peer, now)?;
@@ -371,7 +399,7 @@ async fn channel_remove(
 
 async fn channel_ban(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelPeerRequest>,
+    Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let answer = owner_acts(&s, &req, |r, now| {
         Ok(match r.ban(&req.name, &req.channel, &req.peer, now)? {
@@ -390,7 +418,7 @@ async fn channel_ban(
 
 async fn channel_unban(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelPeerRequest>,
+    Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     owner_acts(&s, &req, |r, now| {
         Ok(if r.unban(&req.name, &req.channel, &req.peer, now)? {
@@ -404,7 +432,7 @@ async fn channel_unban(
 
 async fn channel_role(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<ChannelRoleRequest>,
+    Signed { body: req, .. }: Signed<ChannelRoleRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let target = ChannelPeerRequest {
         name: req.name.clone(),
@@ -429,7 +457,7 @@ async fn channel_role(
 
 async fn presence_set(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<PresenceRequest>,
+    Signed { body: req, .. }: Signed<PresenceRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = now_ms();
     s.change(|st| {
@@ -452,24 +480,61 @@ async fn presence_set(
 
 async fn channel_fan_out(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<MembershipRequest>,
+    Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<PeerList>, ApiError> {
-    let peers = s.with(|r| r.fan_out(&req.name, &req.channel, now_ms()))?;
+    let peers = s.read(|st| {
+        st.registry
+            .fan_out(&req.name, &req.channel, now_ms())
+            .map(|p| with_keys(st, p))
+    })?;
     Ok(Json(PeerList { peers }))
 }
 
 async fn peer_lookup(
     State(s): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<PeerRequest>,
+    Signed { body: req, .. }: Signed<LookupRequest>,
 ) -> Result<Json<PeerFound>, ApiError> {
-    let peer = s.with(|r| r.lookup(&req.name, now_ms()))?;
+    let peer = s.read(|st| {
+        st.registry
+            .lookup(&req.name, now_ms())
+            .map(|p| with_keys(st, vec![p]).remove(0))
+    })?;
     Ok(Json(PeerFound { peer }))
 }
 
 async fn peers_online(State(s): State<Arc<Shared>>) -> Json<PeerList> {
     Json(PeerList {
-        peers: s.with(|r| r.online(now_ms())),
+        peers: s.read(|st| with_keys(st, st.registry.online(now_ms()))),
     })
+}
+
+/// Adds to each peer the key its name is bound to, so receivers can check its messages without asking again.
+fn with_keys(st: &super::State, mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
+    for p in &mut peers {
+        p.public_key = st.identities.key_of(&p.name);
+    }
+    peers
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+/// `GET /identity?name=X`: the key a name is bound to, online or not (receivers check mail and catch-up with it).
+async fn identity_lookup(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<NameQuery>,
+) -> Result<Json<IdentityAnswer>, ApiError> {
+    let name = PeerName::new(q.name.as_str())
+        .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?;
+    let public_key = s.read(|st| st.identities.key_of(&name)).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_identity",
+            format!("no key is bound to the name {name}"),
+        )
+    })?;
+    Ok(Json(IdentityAnswer { name, public_key }))
 }
 
 async fn channels_list(State(s): State<Arc<Shared>>) -> Json<ChannelList> {
@@ -489,23 +554,52 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
     })
 }
 
-/// Only a live peer acts on a mailbox, and only from the address it registered (until identities sign requests).
-fn check_caller(
-    s: &super::State,
-    name: &PeerName,
-    remote: SocketAddr,
-    now: u64,
-) -> Result<(), ApiError> {
+/// Only a live peer acts on a mailbox (the signature has already shown it is that peer).
+fn check_caller(s: &super::State, name: &PeerName, now: u64) -> Result<(), ApiError> {
     match s.registry.live_addr(name, now) {
         None => Err(RegistryError::UnknownPeer(name.clone()).into()),
-        Some(ip) if ip != remote.ip() && !(ip.is_loopback() && remote.ip().is_loopback()) => {
-            Err(ApiError::forbidden(
-                "wrong_address",
-                format!("{name} is registered at {ip}, not at {}", remote.ip()),
-            ))
-        }
         Some(_) => Ok(()),
     }
+}
+
+/// Every envelope of a deposit must be a chat message from the depositor to the recipient, with the entry's id,
+/// signed by the depositor's key: the tracker cannot be handed mail a peer did not write.
+fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiError> {
+    let key = s
+        .identities
+        .key_of(&req.from)
+        .ok_or_else(|| AuthError::UnknownIdentity(req.from.clone()))?;
+    for (i, e) in req.entries.iter().enumerate() {
+        let msg: ChatMessage = serde_json::from_str(e.envelope.get()).map_err(|err| {
+            ApiError::unprocessable(
+                "invalid_field",
+                format!("entries[{i}].envelope: not a chat message: {err}"),
+            )
+        })?;
+        // A channel message is held for each member it could not reach; a DM only for its addressee.
+        let misaddressed = matches!(&msg.dest, Destination::Direct(p) if p != &req.to);
+        if msg.id != e.id || misaddressed {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                format!(
+                    "entries[{i}].envelope: its id must be the entry's, and a direct message's \"to\" must be {}",
+                    req.to
+                ),
+            ));
+        }
+        if msg.from != req.from {
+            return Err(AuthError::NotYou {
+                signer: req.from.clone(),
+                actor: msg.from,
+            }
+            .into());
+        }
+        verify_message(&msg, &key).map_err(|err| {
+            tracing::warn!(from = %req.from, id = %e.id, "refused a deposit: {err}");
+            ApiError::from(err)
+        })?;
+    }
+    Ok(())
 }
 
 fn batch_size(n: usize) -> Result<(), ApiError> {
@@ -520,8 +614,7 @@ fn batch_size(n: usize) -> Result<(), ApiError> {
 
 async fn mail_deposit(
     State(s): State<Arc<Shared>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    ApiJson(req): ApiJson<DepositRequest>,
+    Signed { body: req, .. }: Signed<DepositRequest>,
 ) -> Result<Json<DepositResponse>, ApiError> {
     batch_size(req.entries.len())?;
     if req.from == req.to {
@@ -530,6 +623,7 @@ async fn mail_deposit(
             "to: a peer does not leave mail for itself",
         ));
     }
+    s.read(|st| check_envelopes(st, &req))?;
     let now = now_ms();
     let entries: Vec<MailEntry> = req
         .entries
@@ -543,7 +637,7 @@ async fn mail_deposit(
         .collect();
     let (stored, held) = s
         .change(|st| {
-            check_caller(st, &req.from, remote, now)?;
+            check_caller(st, &req.from, now)?;
             let stored = st.mailboxes.deposit(&req.to, entries.clone())?;
             let held = st.mailboxes.pending(&req.to);
             let changes = if stored == 0 {
@@ -567,8 +661,7 @@ async fn mail_deposit(
 
 async fn mail_fetch(
     State(s): State<Arc<Shared>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    ApiJson(req): ApiJson<FetchRequest>,
+    Signed { body: req, .. }: Signed<FetchRequest>,
 ) -> Result<Json<FetchResponse>, ApiError> {
     let limit = req.limit.unwrap_or(MAX_MAIL_BATCH);
     batch_size(limit).map_err(|_| {
@@ -578,7 +671,7 @@ async fn mail_fetch(
         )
     })?;
     let (held, more) = s.read(|st| {
-        check_caller(st, &req.name, remote, now_ms())?;
+        check_caller(st, &req.name, now_ms())?;
         Ok::<_, ApiError>(st.mailboxes.fetch(&req.name, limit))
     })?;
     let entries = held
@@ -596,15 +689,14 @@ async fn mail_fetch(
 
 async fn mail_ack(
     State(s): State<Arc<Shared>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    ApiJson(req): ApiJson<AckRequest>,
+    Signed { body: req, .. }: Signed<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     batch_size(req.ids.len()).map_err(|_| {
         ApiError::unprocessable("invalid_field", format!("ids: from 1 to {MAX_MAIL_BATCH}"))
     })?;
     let (deleted, held) = s
         .change(|st| {
-            check_caller(st, &req.name, remote, now_ms())?;
+            check_caller(st, &req.name, now_ms())?;
             let deleted = st.mailboxes.ack(&req.name, &req.ids);
             let held = st.mailboxes.pending(&req.name);
             let changes = if deleted == 0 {

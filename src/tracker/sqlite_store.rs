@@ -1,12 +1,13 @@
 //! [`SqliteStore`]: the tracker's state in SQLite (`<data-dir>/tracker.sqlite3`): leases, channels, members, the
-//! names that have a mailbox, and the mailboxes themselves. Each batch of changes is one transaction, fsynced
-//! before the requests that made them are answered (see [`crate::storage`] for the settings).
+//! names that have a mailbox, the mailboxes themselves, and the key each name is bound to. Each batch of changes
+//! is one transaction, fsynced before the requests that made them are answered (see [`crate::storage`]).
 
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
 use super::acl::{AclList, KeyHash};
+use super::identities::Identities;
 use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::{Presence, Registry};
 use super::store::{Change, Store, StoreError};
@@ -60,6 +61,11 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         status TEXT NOT NULL,
         message TEXT
+    )",
+    // 3: the key each name is bound to, for good (identities, issue 5).
+    "CREATE TABLE identities (
+        name TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL
     )",
 ];
 
@@ -130,6 +136,12 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                     e.deposited_ms as i64
                 ])?;
             }
+        }
+        Change::Bound { name, key } => {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO identities (name, public_key) VALUES (?1, ?2)",
+            )?
+            .execute([name.as_str(), key.to_string().as_str()])?;
         }
         Change::Acked { name, ids } => {
             let mut q = c.prepare_cached("DELETE FROM mail WHERE recipient = ?1 AND id = ?2")?;
@@ -349,6 +361,21 @@ impl Store for SqliteStore {
         Ok((registry, mailboxes))
     }
 
+    fn load_identities(&mut self) -> Result<Identities, StoreError> {
+        let mut identities = Identities::default();
+        let mut q = self
+            .conn
+            .prepare("SELECT name, public_key FROM identities")?;
+        for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (name, key) = row?;
+            match (PeerName::new(name.clone()), key.parse()) {
+                (Ok(n), Ok(k)) => identities.bind(n, k),
+                _ => tracing::warn!("skipping a saved identity that does not parse: {name}"),
+            }
+        }
+        Ok(identities)
+    }
+
     fn record(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for c in changes {
@@ -515,5 +542,35 @@ mod tests {
             registry.channel_info(&ch, Some(&n("carol")), 11).is_err(),
             "a key channel is shown to its members only, after a restart too"
         );
+    }
+
+    #[test]
+    fn a_name_stays_bound_to_its_first_key_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let (first, second) = (
+            crate::identity::Identity::ephemeral().public_key(),
+            crate::identity::Identity::ephemeral().public_key(),
+        );
+        {
+            let mut s = SqliteStore::open(&storage).unwrap();
+            s.record(&[
+                Change::Bound {
+                    name: n("alice"),
+                    key: first,
+                },
+                Change::Bound {
+                    name: n("alice"),
+                    key: second,
+                },
+            ])
+            .unwrap();
+        }
+        let ids = SqliteStore::open(&storage)
+            .unwrap()
+            .load_identities()
+            .unwrap();
+        assert_eq!(ids.key_of(&n("alice")), Some(first));
+        assert_eq!(ids.len(), 1);
     }
 }

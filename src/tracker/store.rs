@@ -10,9 +10,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::acl::{AclList, KeyHash};
+use super::identities::Identities;
 use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::{Presence, Registry};
-use crate::proto::{ChannelMode, ChannelName, MessageId, PeerName};
+use crate::proto::{ChannelMode, ChannelName, MessageId, PeerName, PublicKey};
 
 /// A change the registry or the mailboxes have accepted, in the order it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,11 @@ pub enum Change {
         name: PeerName,
         presence: Option<Presence>,
     },
+    /// A name was claimed by a key for the first time: it belongs to that key for good.
+    Bound {
+        name: PeerName,
+        key: PublicKey,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,10 @@ pub trait Store: Send + 'static {
         ttl: Duration,
         mailbox_limit: usize,
     ) -> Result<(Registry, Mailboxes), StoreError>;
+    /// The name-to-key bindings as last saved (none on first start, or when nothing is kept).
+    fn load_identities(&mut self) -> Result<Identities, StoreError> {
+        Ok(Identities::default())
+    }
     /// Records changes just accepted, all or none, durably before it returns.
     fn record(&mut self, changes: &[Change]) -> Result<(), StoreError>;
 }

@@ -73,6 +73,8 @@ pub(super) struct Me {
     status: PeerStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     away: Option<String>,
+    /// This node's identity, as other peers and the tracker know it.
+    public_key: crate::identity::PublicKey,
 }
 
 pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
@@ -83,6 +85,7 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
         joined: node.joined(),
         status,
         away,
+        public_key: node.public_key(),
     })
 }
 

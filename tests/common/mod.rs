@@ -272,6 +272,15 @@ impl Proc {
         Proc::spawn(name, cmd, data)
     }
 
+    /// This peer's own identity, read from its data dir: to speak the protocol by hand as this very peer.
+    pub fn signer(&self) -> Signer {
+        let dir = self
+            ._data
+            .as_ref()
+            .expect("a peer started with a test data dir (not --in-memory or its own --data-dir)");
+        Signer::from_data_dir(&self.name, dir.path())
+    }
+
     /// Types a line into the process's stdin.
     pub fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
@@ -746,5 +755,122 @@ impl Drop for LanHost {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the veth pair, and with it ours.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// A test acting as a peer over raw HTTP, with its own identity: it signs its registration, its tracker requests
+/// (`Hchat-Auth`) and its messages with the library's own code, as a real peer does, so a test can speak the
+/// protocol by hand and can also break it on purpose (sign as one name, claim another).
+pub struct Signer {
+    pub name: String,
+    identity: hchat::identity::Identity,
+}
+
+impl Signer {
+    pub fn new(name: &str) -> Signer {
+        Signer {
+            name: name.to_string(),
+            identity: hchat::identity::Identity::ephemeral(),
+        }
+    }
+
+    /// The identity a peer process keeps in `dir` (its `identity.key`): to act as that very peer.
+    pub fn from_data_dir(name: &str, dir: &std::path::Path) -> Signer {
+        Signer {
+            name: name.to_string(),
+            identity: hchat::identity::Identity::load_or_create(dir)
+                .expect("a readable identity.key"),
+        }
+    }
+
+    fn peer_name(&self) -> hchat::proto::PeerName {
+        hchat::proto::PeerName::new(self.name.as_str()).expect("a valid test name")
+    }
+
+    /// The public key, as the wire carries it.
+    pub fn key(&self) -> String {
+        self.identity.public_key().to_string()
+    }
+
+    /// A registration body for `ip:port`, stamped now, with a fresh nonce, signed.
+    pub fn registration(&self, ip: &str, port: u16) -> serde_json::Value {
+        let req = self
+            .identity
+            .register_request(&self.peer_name(), ip.parse().unwrap(), port);
+        serde_json::to_value(req).unwrap()
+    }
+
+    /// Registers at the tracker as `127.0.0.1:port`, asserting it is accepted.
+    pub fn register(&self, tracker: &Proc, port: u16) {
+        let (status, body) = post_json(
+            &tracker.url("/submit-info"),
+            &self.registration("127.0.0.1", port),
+        );
+        assert_eq!(status, 200, "{} registers: {body}", self.name);
+    }
+
+    /// The `Hchat-Auth` value for `method url` with `body`, signed as this peer.
+    pub fn auth(&self, method: &str, url: &str, body: &[u8]) -> String {
+        let url = reqwest::Url::parse(url).unwrap();
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        self.identity
+            .auth_header(&self.peer_name(), method, &target, body)
+    }
+
+    /// POSTs a raw body signed as this peer; returns status and JSON answer.
+    pub fn post_raw(&self, url: &str, body: String) -> (u16, serde_json::Value) {
+        let auth = self.auth("POST", url, body.as_bytes());
+        let r = http()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("hchat-auth", auth)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("POST {url}: answer is not JSON: {text:?}"));
+        (status, json)
+    }
+
+    /// GETs `url` signed as this peer (for answers that depend on who asks); returns status and JSON answer.
+    pub fn get(&self, url: &str) -> (u16, serde_json::Value) {
+        let r = http()
+            .get(url)
+            .header("hchat-auth", self.auth("GET", url, b""))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("GET {url}: answer is not JSON: {text:?}"));
+        (status, json)
+    }
+
+    /// POSTs JSON signed as this peer.
+    pub fn post(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_raw(url, body.to_string())
+    }
+
+    /// Sets `sig` on a message given as JSON, whatever its `from` says (to forge one, sign another's).
+    pub fn sign(&self, msg: serde_json::Value) -> serde_json::Value {
+        let mut m: hchat::proto::ChatMessage = serde_json::from_value(msg).unwrap();
+        self.identity.sign_message(&mut m);
+        serde_json::to_value(m).unwrap()
+    }
+
+    /// A new message from this signer to `dest` (`{"channel":..}` or `{"to":..}`), signed.
+    pub fn message(&self, dest: serde_json::Value, text: &str) -> serde_json::Value {
+        let mut m = serde_json::json!({
+            "id": uuid::Uuid::now_v7(), "from": self.name, "text": text, "ts": hchat::proto::now_ms()
+        });
+        m.as_object_mut()
+            .unwrap()
+            .extend(dest.as_object().unwrap().clone());
+        self.sign(m)
     }
 }

@@ -1,0 +1,154 @@
+//! Who is asking: the tracker's side of signed requests. [`Signed<T>`] is the JSON body of a request that acts as
+//! a peer, accepted only with a valid `Hchat-Auth` header from the key the name is bound to; [`Caller`] is the
+//! signer of a GET whose answer may depend on who asks (no header: anonymous).
+//!
+//! The order of the checks is the documented one: the body must parse (400/422), then the header must be present
+//! and well formed, fresh (60 s), signed by the bound key, and not seen before; and a body that names its acting
+//! peer must name the signer (403 `not_you`).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::Shared;
+use crate::http::{ApiError, parse_json, read_body};
+use crate::identity::{AUTH_HEADER, AuthError, AuthHeader, check_window};
+use crate::proto::{
+    AckRequest, ChannelModeRequest, ChannelPeerRequest, ChannelRoleRequest, DepositRequest,
+    FetchRequest, LookupRequest, MembershipRequest, PeerName, PeerRequest, PresenceRequest, now_ms,
+};
+
+/// A request body that may name the peer it acts as.
+pub trait Acting {
+    /// The acting peer the body names, if any: it must be the signer.
+    fn actor(&self) -> Option<&PeerName>;
+}
+
+impl Acting for MembershipRequest {
+    fn actor(&self) -> Option<&PeerName> {
+        Some(&self.name)
+    }
+}
+impl Acting for PeerRequest {
+    fn actor(&self) -> Option<&PeerName> {
+        Some(&self.name)
+    }
+}
+/// Channel rules and presence: the acting peer is `name` (only a channel's owner may change its rules).
+macro_rules! acting_as_name {
+    ($($t:ty),*) => {$(
+        impl Acting for $t {
+            fn actor(&self) -> Option<&PeerName> {
+                Some(&self.name)
+            }
+        }
+    )*};
+}
+acting_as_name!(
+    ChannelModeRequest,
+    ChannelPeerRequest,
+    ChannelRoleRequest,
+    PresenceRequest
+);
+
+impl Acting for LookupRequest {
+    /// The name is the peer wanted, not the asker.
+    fn actor(&self) -> Option<&PeerName> {
+        None
+    }
+}
+impl Acting for DepositRequest {
+    fn actor(&self) -> Option<&PeerName> {
+        Some(&self.from)
+    }
+}
+impl Acting for FetchRequest {
+    fn actor(&self) -> Option<&PeerName> {
+        Some(&self.name)
+    }
+}
+impl Acting for AckRequest {
+    fn actor(&self) -> Option<&PeerName> {
+        Some(&self.name)
+    }
+}
+
+/// A JSON body sent by the peer `caller`, who proved it with the `Hchat-Auth` header.
+pub struct Signed<T> {
+    pub caller: PeerName,
+    pub body: T,
+}
+
+impl<T> FromRequest<Arc<Shared>> for Signed<T>
+where
+    T: DeserializeOwned + Acting,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let method = req.method().as_str().to_owned();
+        let target = path_and_query(req.uri());
+        let headers = req.headers().clone();
+        let bytes = read_body(req, shared).await?;
+        let body: T = parse_json(&bytes)?;
+        let caller = authenticate(shared, &headers, &method, &target, &bytes)?;
+        if let Some(actor) = body.actor()
+            && actor != &caller
+        {
+            return Err(AuthError::NotYou {
+                signer: caller,
+                actor: actor.clone(),
+            }
+            .into());
+        }
+        Ok(Signed { caller, body })
+    }
+}
+
+/// The signer of a GET, or `None` when it carries no `Hchat-Auth` header. A header that is present must verify.
+pub struct Caller(pub Option<PeerName>);
+
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(AUTH_HEADER) {
+            return Ok(Caller(None));
+        }
+        let target = path_and_query(&parts.uri);
+        authenticate(shared, &parts.headers, parts.method.as_str(), &target, b"")
+            .map(|n| Caller(Some(n)))
+    }
+}
+
+fn path_and_query(uri: &axum::http::Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+}
+
+/// Checks the `Hchat-Auth` header of a request; the signer's name when it holds.
+fn authenticate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> Result<PeerName, ApiError> {
+    let value = headers
+        .get(AUTH_HEADER)
+        .ok_or(AuthError::Unauthenticated)?
+        .to_str()
+        .map_err(|_| AuthError::MalformedHeader("not visible ASCII".into()))?;
+    let header: AuthHeader = value.parse()?;
+    let now = now_ms();
+    check_window(header.ts, now)?;
+    let key = shared
+        .read(|st| st.identities.key_of(&header.name))
+        .ok_or_else(|| AuthError::UnknownIdentity(header.name.clone()))?;
+    header.verify(&key, method, target, body, now)?;
+    shared.admit(&header.name, header.nonce, now)?;
+    Ok(header.name)
+}
