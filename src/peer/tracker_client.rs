@@ -87,17 +87,12 @@ impl TrackerClient {
         path: &str,
         body: &B,
     ) -> Result<T, TrackerError> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await;
+        let r = send_within_rate(self.http.post(format!("{}{path}", self.base)).json(body)).await;
         self.answer(r).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
+        let r = send_within_rate(self.http.get(format!("{}{path}", self.base))).await;
         self.answer(r).await
     }
 
@@ -240,6 +235,38 @@ impl TrackerClient {
         let list: ChannelList = self.get("/channels").await?;
         Ok(list.channels)
     }
+}
+
+/// How many times a request refused with 429 (the tracker's per-client rate limit) is sent again.
+const RATE_LIMIT_RETRIES: usize = 3;
+/// The longest `Retry-After` waited for; a longer one is reported to the user instead.
+const RATE_LIMIT_LONGEST_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends `req`, waiting out a 429 as its `Retry-After` says, up to [`RATE_LIMIT_RETRIES`] times: a burst (rejoining
+/// every channel after a tracker restart, a script sending fast) is slowed down rather than failed.
+async fn send_within_rate(
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    for _ in 0..RATE_LIMIT_RETRIES {
+        let Some(again) = req.try_clone() else { break };
+        let resp = again.send().await?;
+        if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Ok(resp);
+        }
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match wait {
+            Some(w) if w <= RATE_LIMIT_LONGEST_WAIT => {
+                tracing::debug!("the tracker asks to slow down; again in {w:?}");
+                tokio::time::sleep(w).await;
+            }
+            _ => return Ok(resp),
+        }
+    }
+    req.send().await
 }
 
 /// The innermost cause of a client error ("connection refused"), which is what a user can act on.
