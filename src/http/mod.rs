@@ -12,7 +12,7 @@ pub mod rate_limit;
 mod server;
 
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
-pub use extract::{ApiJson, ApiQuery};
+pub use extract::{ApiJson, ApiQuery, parse_json};
 pub use rate_limit::{DEFAULT_RATE_LIMIT, RateLimit};
 pub use server::{Bound, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve};
 

@@ -343,7 +343,7 @@ fn refuse_connection(stream: &TcpStream, cap: usize) {
 async fn screen(stream: TcpStream, wait: Duration) -> Option<TcpStream> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(wait, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0].is_ascii_uppercase() => Some(stream),
+        Ok(Ok(1)) if may_begin_http(first[0]) => Some(stream),
         Ok(Ok(1)) => {
             let body = r#"{"error":{"code":"not_http","message":"this port speaks HTTP/1.1 (see docs/PROTOCOL.md)"}}"#;
             let reply = format!(
@@ -359,6 +359,12 @@ async fn screen(stream: TcpStream, wait: Duration) -> Option<TcpStream> {
     }
 }
 
+/// Whether a connection's first byte can begin a request: a method is upper-case letters, and HTTP/2's preface
+/// begins with `PRI`.
+fn may_begin_http(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
 async fn deadline(req: Request, next: Next, limit: Duration) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
@@ -368,5 +374,22 @@ async fn deadline(req: Request, next: Next, limit: Duration) -> Response {
             format!("the request was not completed within {} s", limit.as_secs()),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_first_byte_but_an_upper_case_letter_is_not_http() {
+        // One byte has 256 values: all of them, rather than a fuzz target.
+        let passed: Vec<u8> = (0..=255u8).filter(|b| may_begin_http(*b)).collect();
+        assert_eq!(passed, (b'A'..=b'Z').collect::<Vec<u8>>());
+        for method in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "PRI",
+        ] {
+            assert!(may_begin_http(method.as_bytes()[0]));
+        }
     }
 }
