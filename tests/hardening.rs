@@ -208,6 +208,15 @@ fn assert_throttled(what: &str, r: &FloodResult) {
     );
 }
 
+/// The node said once in its log that it throttles the attacker: the first refusal of a flood, not each one.
+fn assert_logged_once(node: &Proc) {
+    let attacker = ATTACKER.to_string();
+    let throttling = |l: &str| l.contains("refusing with 429") && l.contains(&attacker);
+    node.err
+        .wait_for("a warning about the flood", SOON, throttling);
+    assert_eq!(node.err.count(throttling), 1, "{:?}", node.err.all());
+}
+
 /// The slowest of `latencies`, and their median.
 fn worst_and_median(mut latencies: Vec<Duration>) -> (Duration, Duration) {
     latencies.sort();
@@ -275,6 +284,7 @@ fn a_flood_at_the_tracker_is_throttled_while_peers_chat_through_it() {
         )
     });
     assert_throttled("tracker", &result);
+    assert_logged_once(&tracker);
     let (worst, median) = worst_and_median(sends);
     eprintln!("alice's 20 channel messages meanwhile: median {median:?}, worst {worst:?}");
     assert!(
@@ -329,6 +339,7 @@ fn a_flood_at_a_peer_is_throttled_while_another_peer_still_reaches_it() {
         (flooding.join().unwrap(), talking.join().unwrap())
     });
     assert_throttled("peer /p2p/receive", &result);
+    assert_logged_once(&bob);
     let (worst, median) = worst_and_median(sends);
     eprintln!("alice's 20 DMs to bob meanwhile: median {median:?}, worst {worst:?}");
     assert!(

@@ -47,6 +47,16 @@ impl Default for RateLimit {
 struct Bucket {
     tokens: f64,
     refilled_at: Instant,
+    /// Refused since it was last full: the first refusal of a flood is logged, not every one.
+    refusing: bool,
+}
+
+/// A refused request: how long until a token is back, and whether it is the first refusal since the client was
+/// last within its limit (worth one line in the log).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throttled {
+    pub wait: Duration,
+    pub first: bool,
 }
 
 /// The buckets of every client seen lately.
@@ -75,9 +85,8 @@ impl RateLimiter {
         }
     }
 
-    /// Takes a token for one request from `client` at `now`: `Ok` to serve it, `Err(wait)` with how long until a
-    /// token is back.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Takes a token for one request from `client` at `now`: `Ok` to serve it, or why not.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Throttled> {
         if self.limit.is_off() {
             return Ok(());
         }
@@ -99,15 +108,24 @@ impl RateLimiter {
         let bucket = state.buckets.entry(client).or_insert(Bucket {
             tokens: burst,
             refilled_at: now,
+            refusing: false,
         });
         let elapsed = now.saturating_duration_since(bucket.refilled_at);
         bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * rate).min(burst);
         bucket.refilled_at = now;
+        if bucket.tokens >= burst {
+            bucket.refusing = false;
+        }
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            let first = !bucket.refusing;
+            bucket.refusing = true;
+            Err(Throttled {
+                wait: Duration::from_secs_f64((1.0 - bucket.tokens) / rate),
+                first,
+            })
         }
     }
 
@@ -153,21 +171,31 @@ mod tests {
     fn given_a_full_bucket_when_a_client_floods_then_the_burst_passes_and_the_rest_waits() {
         let limiter = RateLimiter::new(RateLimit { per_second: 10 });
         let t0 = Instant::now();
-        let passed = (0..100)
-            .filter(|_| limiter.check(ip(1), t0).is_ok())
+        let verdicts: Vec<_> = (0..100).map(|_| limiter.check(ip(1), t0)).collect();
+        assert_eq!(verdicts.iter().filter(|v| v.is_ok()).count(), 10);
+        let firsts = verdicts
+            .iter()
+            .filter(|v| v.is_err_and(|t| t.first))
             .count();
-        assert_eq!(passed, 10);
-        let wait = limiter.check(ip(1), t0).unwrap_err();
+        assert_eq!(firsts, 1, "the first refusal of a flood is the one logged");
+        let refused = limiter.check(ip(1), t0).unwrap_err();
         assert!(
-            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
-            "{wait:?}"
+            refused.wait > Duration::from_millis(90) && refused.wait <= Duration::from_millis(100),
+            "{refused:?}"
         );
+        assert!(!limiter.check(ip(1), t0).unwrap_err().first);
         // Another client has its own bucket.
         assert!(limiter.check(ip(2), t0).is_ok());
         // A tenth of a second later there is one token again, and only one.
         let t1 = t0 + Duration::from_millis(100);
         assert!(limiter.check(ip(1), t1).is_ok());
-        assert!(limiter.check(ip(1), t1).is_err());
+        assert!(!limiter.check(ip(1), t1).unwrap_err().first);
+        // Once the bucket has been full again, a new flood is a new first refusal.
+        let t2 = t0 + Duration::from_secs(5);
+        let refusals: Vec<bool> = (0..12)
+            .filter_map(|_| limiter.check(ip(1), t2).err().map(|t| t.first))
+            .collect();
+        assert_eq!(refusals, [true, false]);
     }
 
     #[test]

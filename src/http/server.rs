@@ -252,7 +252,12 @@ impl Connection {
             async move {
                 let resp = match verdict {
                     Ok(()) => app.oneshot(req.map(axum::body::Body::new)).await?,
-                    Err(wait) => rate_limited(remote, per_second, wait),
+                    Err(throttled) => {
+                        if throttled.first {
+                            tracing::warn!(client = %remote.ip(), "more than {per_second} requests a second; refusing with 429 until it slows down");
+                        }
+                        rate_limited(remote, per_second, throttled.wait)
+                    }
                 };
                 Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _busy: busy }))
             }
