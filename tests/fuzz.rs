@@ -5,9 +5,10 @@
 //!
 //! The fuzz build uses `--sanitizer none`: hchat forbids `unsafe`, so AddressSanitizer has little to find, and
 //! without it cargo-fuzz passes no nightly flag, so the stable toolchain builds the targets (libFuzzer's coverage
-//! instrumentation is a stable codegen option); CI machines need not have nightly. It builds with `--dev`: a third
-//! of the release build's time on the CI machine (the whole of hchat's dependencies are built again, instrumented),
-//! for a minute of fuzzing per target. Without cargo-fuzz the test fails under `CI=true`; elsewhere it says how
+//! instrumentation is a stable codegen option); CI machines need not have nightly. It builds with `--dev` (the
+//! fuzz package's dev profile is `opt-level = 1`): half the release build's time on the CI machine, since the
+//! whole of hchat's dependencies are built again, instrumented, and fast enough for a minute per target to mean
+//! something (see fuzz/Cargo.toml). Without cargo-fuzz the test fails under `CI=true`; elsewhere it says how
 //! to install it and skips the runs.
 
 use std::path::{Path, PathBuf};
@@ -131,20 +132,27 @@ fn every_target_is_fuzzed_without_a_finding() {
                         "-rss_limit_mb=2048",
                         "-print_final_stats=1",
                     ])
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
+                    // To files, not pipes: a pipe nobody drains while the other run is awaited would stall
+                    // libFuzzer's progress output, and with it the target.
+                    .stdout(std::process::Stdio::null())
+                    .stderr(
+                        std::fs::File::create(scratch.path().join(format!("{target}.log")))
+                            .unwrap(),
+                    )
                     .spawn()
                     .expect("cargo fuzz run starts");
                 (*target, child)
             })
             .collect();
         for (target, child) in runs {
-            let out = child.wait_with_output().unwrap();
-            let log = String::from_utf8_lossy(&out.stderr);
+            let mut child = child;
+            let status = child.wait().unwrap();
+            let log = std::fs::read_to_string(scratch.path().join(format!("{target}.log")))
+                .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             assert!(
-                out.status.success(),
+                status.success(),
                 "fuzz target {target} found a failure (the input is in fuzz/artifacts/{target}/; reproduce with \
                  `cargo fuzz run --dev --sanitizer none {target} <that file>` in fuzz/):\n{}",
                 tail.join("\n")
