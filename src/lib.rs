@@ -15,10 +15,13 @@
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
 //! - [`bench`]: `hchat bench`, what a user sees measured on loopback, beside ngircd, mosquitto and nginx.
+//! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`, one per parser of network input.
 
 pub mod bench;
 pub mod cli;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod peer;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use hchat::http::{RateLimit, ServerLimits};
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{ChannelName, PeerName};
 use hchat::storage::Storage;
@@ -51,7 +52,29 @@ struct TrackerArgs {
     #[arg(long, env = "HCHAT_MAILBOX_LIMIT", default_value_t = hchat::tracker::mailbox::DEFAULT_MAILBOX_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     mailbox_limit: u64,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     data: DataArgs,
+}
+
+/// How much one client may ask of a node.
+#[derive(Args)]
+struct LimitArgs {
+    /// Requests a second one client address may make, in bursts of as many; more get 429 rate_limited. 0 turns
+    /// the limit off. Clients on the node's own address (this host) are never limited.
+    #[arg(long, env = "HCHAT_RATE_LIMIT", value_name = "REQ_PER_SEC", default_value_t = hchat::http::DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
+}
+
+impl LimitArgs {
+    fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            rate_limit: RateLimit {
+                per_second: self.rate_limit,
+            },
+            ..ServerLimits::default()
+        }
+    }
 }
 
 /// Where a node keeps its state.
@@ -103,6 +126,8 @@ struct PeerArgs {
     /// Secret that lets callers on other hosts act as you through the local API; random if not given.
     #[arg(long, env = "HCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -255,7 +280,7 @@ fn main() -> ExitCode {
 }
 
 async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
-    let config = TrackerConfig {
+    let mut config = TrackerConfig {
         ip: a.ip,
         port: a.port,
         peer_ttl: Duration::from_secs(a.peer_ttl),
@@ -263,6 +288,7 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         storage: a.data.storage("tracker"),
         ..TrackerConfig::default()
     };
+    config.limits = a.limits.server_limits();
     let tracker = Tracker::start(config)
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
@@ -290,7 +316,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         advertise_ip: a.advertise_ip,
         tracker,
         token: a.token,
-        limits: Default::default(),
+        limits: a.limits.server_limits(),
         storage,
         identity: None,
     })

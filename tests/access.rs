@@ -183,10 +183,16 @@ fn an_invite_only_channel_takes_only_whom_its_owner_invited() {
     let (status, body) = try_get_json(&tracker.url("/get-list?channel=club")).unwrap();
     assert_eq!((status, code(&body)), (403, "members_only"));
     let (status, body) = carol.signer().get(&tracker.url("/get-list?channel=club"));
-    assert_eq!((status, code(&body)), (403, "members_only"), "a signed non-member");
+    assert_eq!(
+        (status, code(&body)),
+        (403, "members_only"),
+        "a signed non-member"
+    );
     let (status, _) = alice.signer().get(&tracker.url("/get-list?channel=club"));
     assert_eq!(status, 200);
-    let (status, body) = carol.signer().get(&tracker.url("/channel/info?channel=club"));
+    let (status, body) = carol
+        .signer()
+        .get(&tracker.url("/channel/info?channel=club"));
     assert_eq!((status, code(&body)), (403, "members_only"));
     let channels = get_json(&tracker.url("/channels"), 200);
     assert_eq!(channels["channels"][0]["mode"], "invite");
@@ -249,7 +255,9 @@ fn a_key_channel_takes_who_brings_the_key_and_keeps_it_secret_across_a_tracker_r
     joined(&mut bob, "#vault s3cret");
     marker(&mut alice, &bob, "vault");
 
-    let (status, info) = alice.signer().get(&tracker.url("/channel/info?channel=vault"));
+    let (status, info) = alice
+        .signer()
+        .get(&tracker.url("/channel/info?channel=vault"));
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["mode"], "key");
     assert!(
@@ -264,7 +272,9 @@ fn a_key_channel_takes_who_brings_the_key_and_keeps_it_secret_across_a_tracker_r
     // The rules survive a tracker restart.
     drop(tracker);
     let tracker = Proc::tracker_on(port, &["--peer-ttl", TTL, "--data-dir", &dir]);
-    let (status, info) = alice.signer().get(&tracker.url("/channel/info?channel=vault"));
+    let (status, info) = alice
+        .signer()
+        .get(&tracker.url("/channel/info?channel=vault"));
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["owner"], "alice");
     assert_eq!(info["mode"], "key");
@@ -314,11 +324,13 @@ fn a_visitor_reads_but_cannot_post_even_straight_to_a_member() {
         &json!({"name": "bob", "channel": "talk"}),
     );
     assert_eq!((status, code(&body)), (403, "read_only"));
-    let fan_out = alice.signer().post(
-        &tracker.url("/broadcast-peer"),
-        &json!({"name": "alice", "channel": "talk"}),
-    )
-    .1;
+    let fan_out = alice
+        .signer()
+        .post(
+            &tracker.url("/broadcast-peer"),
+            &json!({"name": "alice", "channel": "talk"}),
+        )
+        .1;
     assert!(
         fan_out["peers"]
             .as_array()

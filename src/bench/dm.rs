@@ -14,6 +14,7 @@ use super::anchors::{mosquitto, ngircd};
 use super::stats::{DmFigure, Latency};
 use super::wire::{FROM_EVENTS, Inbox, Outbox, collect, wait_seen};
 use super::{BenchError, Result, progress};
+use crate::http::RateLimit;
 use crate::peer::{Node, PeerConfig};
 use crate::proto::PeerName;
 use crate::tracker::{Tracker, TrackerConfig};
@@ -25,19 +26,23 @@ const API_CONNECTIONS: usize = 4;
 /// How long the receiver waits beyond the time the sending takes.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// A node on loopback, port 0, for the benchmark.
+/// A node on loopback, port 0, for the benchmark, with no rate limit.
 pub async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
     let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     // In memory, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability costs is
     // measured on its own (examples/durability_bench.rs).
-    Node::start(PeerConfig::on_loopback(name.clone(), tracker))
+    let mut config = PeerConfig::on_loopback(name.clone(), tracker);
+    config.limits.rate_limit = RateLimit::OFF;
+    Node::start(config)
         .await
         .map_err(|e| BenchError::Setup(format!("starting peer {name}: {e}")))
 }
 
-/// A tracker on loopback, port 0, in this process.
+/// A tracker on loopback, port 0, in this process, with no rate limit (a load run is a flood by design).
 pub async fn start_tracker() -> Result<Tracker> {
-    Tracker::start(TrackerConfig::default())
+    let mut config = TrackerConfig::default();
+    config.limits.rate_limit = RateLimit::OFF;
+    Tracker::start(config)
         .await
         .map_err(|e| BenchError::Setup(format!("starting a tracker on 127.0.0.1: {e}")))
 }

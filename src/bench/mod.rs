@@ -160,6 +160,9 @@ pub async fn run(opts: Options) -> Result<Report> {
             })
     };
 
+    progress(
+        "rate limits are off on every node the benchmark starts (--rate-limit 0): its load runs flood on purpose",
+    );
     let wants = |f: Figure| opts.only.is_none_or(|o| o == f);
     if wants(Figure::Dm) {
         progress(format!(

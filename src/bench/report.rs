@@ -269,6 +269,10 @@ impl Report {
                 self.event_source
             );
         }
+        let _ = writeln!(
+            out,
+            "hchat's nodes run with --rate-limit 0 here (a load run is a flood by design)"
+        );
         for (name, status) in &self.anchors {
             let _ = writeln!(out, "{name}: {status}");
         }

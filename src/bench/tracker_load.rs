@@ -37,8 +37,9 @@ pub struct TrackerProc {
 }
 
 impl TrackerProc {
-    /// Starts `hchat tracker --port 0 --in-memory --peer-ttl ttl_secs` and waits for its `listening on` line. In
-    /// memory, so the figures are the registry's and HTTP's (and a benchmark never writes to a user's data dir).
+    /// Starts `hchat tracker --port 0 --in-memory --rate-limit 0 --peer-ttl ttl_secs` and waits for its
+    /// `listening on` line. In memory, so the figures are the registry's and HTTP's (and a benchmark never writes
+    /// to a user's data dir); with no rate limit, since the load generator is one client flooding on purpose.
     pub async fn start(ttl_secs: u64) -> Result<TrackerProc> {
         let exe = std::env::current_exe().map_err(BenchError::io("finding this program"))?;
         let mut child = Command::new(&exe)
@@ -49,6 +50,8 @@ impl TrackerProc {
                 "--port",
                 "0",
                 "--in-memory",
+                "--rate-limit",
+                "0",
                 "--peer-ttl",
             ])
             .arg(ttl_secs.to_string())

@@ -91,11 +91,7 @@ impl Node {
 
     /// A channel's owner, mode and members with roles and status.
     pub async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, NodeError> {
-        Ok(self
-            .inner
-            .tracker
-            .channel_info(channel)
-            .await?)
+        Ok(self.inner.tracker.channel_info(channel).await?)
     }
 
     /// Sets a channel's mode (this user must own it).

@@ -97,31 +97,31 @@ impl TrackerClient {
     ) -> Result<T, TrackerError> {
         let bytes = serde_json::to_vec(body).expect("a request always serializes");
         let auth = self.identity.auth_header(&self.me, "POST", path, &bytes);
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(AUTH_HEADER, auth)
-            .body(bytes)
-            .send()
-            .await;
+        let r = send_within_rate(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(AUTH_HEADER, auth)
+                .body(bytes),
+        )
+        .await;
         self.answer(r).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
+        let r = send_within_rate(self.http.get(format!("{}{path}", self.base))).await;
         self.answer(r).await
     }
 
     /// A GET signed as this peer: for answers that depend on who asks (a non-open channel's members).
     async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
         let auth = self.identity.auth_header(&self.me, "GET", path, b"");
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(AUTH_HEADER, auth)
-            .send()
-            .await;
+        let r = send_within_rate(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .header(AUTH_HEADER, auth),
+        )
+        .await;
         self.answer(r).await
     }
 
@@ -133,12 +133,12 @@ impl TrackerClient {
         let req = self
             .identity
             .register_request(&self.me, addr.ip(), addr.port());
-        let r = self
-            .http
-            .post(format!("{}/submit-info", self.base))
-            .json(&req)
-            .send()
-            .await;
+        let r = send_within_rate(
+            self.http
+                .post(format!("{}/submit-info", self.base))
+                .json(&req),
+        )
+        .await;
         self.answer(r).await
     }
 
@@ -325,6 +325,38 @@ impl TrackerClient {
         let list: ChannelList = self.get("/channels").await?;
         Ok(list.channels)
     }
+}
+
+/// How many times a request refused with 429 (the tracker's per-client rate limit) is sent again.
+const RATE_LIMIT_RETRIES: usize = 3;
+/// The longest `Retry-After` waited for; a longer one is reported to the user instead.
+const RATE_LIMIT_LONGEST_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends `req`, waiting out a 429 as its `Retry-After` says, up to [`RATE_LIMIT_RETRIES`] times: a burst (rejoining
+/// every channel after a tracker restart, a script sending fast) is slowed down rather than failed.
+async fn send_within_rate(
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    for _ in 0..RATE_LIMIT_RETRIES {
+        let Some(again) = req.try_clone() else { break };
+        let resp = again.send().await?;
+        if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Ok(resp);
+        }
+        let wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match wait {
+            Some(w) if w <= RATE_LIMIT_LONGEST_WAIT => {
+                tracing::debug!("the tracker asks to slow down; again in {w:?}");
+                tokio::time::sleep(w).await;
+            }
+            _ => return Ok(resp),
+        }
+    }
+    req.send().await
 }
 
 /// The innermost cause of a client error ("connection refused"), which is what a user can act on.

@@ -340,6 +340,39 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// A blocking HTTP client whose connections come from `local` (any 127.x.y.z is this host on Linux), so a test
+/// can play several client hosts at once.
+pub fn http_from(local: std::net::IpAddr) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .local_address(local)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// `n` TCP connections to `to`, each bound to `local` first (std cannot bind before connecting; tokio can).
+pub fn connect_from(
+    local: std::net::IpAddr,
+    to: SocketAddr,
+    n: usize,
+) -> std::io::Result<Vec<std::net::TcpStream>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(local, 0))?;
+            let stream = socket.connect(to).await?.into_std()?;
+            stream.set_nonblocking(false)?;
+            out.push(stream);
+        }
+        Ok(out)
+    })
+}
+
 /// GETs a JSON answer, asserting its status.
 pub fn get_json(url: &str, status: u16) -> serde_json::Value {
     let r = http().get(url).send().unwrap();

@@ -1,0 +1,295 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz), one per parser of what arrives from the network.
+//! They live here, in the library, so that they compile and are linted with it (and `tests/fuzz.rs` can run the
+//! committed corpus through them on the stable toolchain); the targets themselves are one line each.
+//!
+//! Two kinds:
+//! - parsers called directly, fast: [`names`], [`messages`], [`tracker_answers`];
+//! - whole endpoints, through a real in-process node over loopback HTTP, so that a body or query string meets the
+//!   same extractor, validation and handler it would in production: [`tracker_api`] (every tracker request type
+//!   and `get-list`'s query string) and [`peer_api`] (`/p2p/receive`, `/p2p/receive-batch`, `/p2p/history`'s
+//!   query, the event stream's `Last-Event-ID` and query, the local API's query strings).
+//!
+//! Each checks more than "does not crash": what is accepted must be what the protocol says (names round-trip,
+//! messages meet their rules), and every refusal must be a 4xx with the documented JSON error body. A 5xx is a
+//! finding unless it is one that the protocol documents for load (503, 507).
+//!
+//! Not fuzzed here: the first-byte check of a new connection (`not_http`) reads a single byte, so its unit test
+//! covers all 256 values.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::http::ApiError;
+use crate::peer::delivery::BatchRequest;
+use crate::peer::{Node, PeerConfig};
+use crate::proto::*;
+use crate::tracker::{Tracker, TrackerConfig};
+
+/// Peer and channel names as they arrive in bodies, query strings and typed lines.
+pub fn names(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let peer = PeerName::new(s);
+    if let Ok(name) = &peer {
+        assert!(
+            (1..=MAX_NAME_CHARS).contains(&name.as_str().chars().count()),
+            "{s:?}"
+        );
+        assert!(
+            name.as_str()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "{s:?} accepted with a character outside the rule"
+        );
+        assert!(
+            name.as_str()
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+        );
+        assert_eq!(name.to_string(), s);
+    }
+    // On the wire a name is a JSON string: the same verdict as the constructor.
+    let json = serde_json::to_string(s).expect("a string serializes");
+    assert_eq!(
+        serde_json::from_str::<PeerName>(&json).ok(),
+        peer.clone().ok()
+    );
+    let channel = ChannelName::new(s);
+    assert_eq!(channel.is_ok(), peer.is_ok(), "one rule for both kinds");
+    if let Ok(c) = ChannelName::parse_user(s) {
+        assert_eq!(format!("#{c}").trim_start_matches('#'), c.as_str());
+    }
+    match crate::peer::routes::parse_conversation(s) {
+        Ok(Destination::Direct(p)) => assert_eq!(format!("@{p}"), s),
+        Ok(Destination::Channel(c)) => assert!(s.ends_with(c.as_str())),
+        Err(_) => {}
+    }
+}
+
+/// Message envelopes as a peer's `/p2p/receive` and `/p2p/receive-batch` parse them, with the rules every
+/// receiver applies. An accepted message survives a round trip unchanged.
+pub fn messages(data: &[u8]) {
+    let (batch, body) = match data.split_first() {
+        Some((b, rest)) => (b & 1 == 1, rest),
+        None => return,
+    };
+    if batch {
+        if let Ok(req) = crate::http::parse_json::<BatchRequest>(body) {
+            for m in &req.messages {
+                accepted_message(m);
+            }
+        }
+    } else {
+        match crate::http::parse_json::<ChatMessage>(body) {
+            Ok(m) => accepted_message(&m),
+            Err(e) => assert_refusal(&e),
+        }
+    }
+}
+
+fn accepted_message(m: &ChatMessage) {
+    let again: ChatMessage =
+        serde_json::from_str(&serde_json::to_string(m).expect("a message serializes"))
+            .expect("what was parsed parses again");
+    assert_eq!(&again, m);
+    if m.check().is_ok() {
+        assert!(!m.text.trim().is_empty() && m.text.len() <= MAX_TEXT_BYTES);
+    }
+}
+
+fn assert_refusal(e: &ApiError) {
+    assert!(e.status.is_client_error(), "{e}");
+    assert!(!e.code.is_empty() && !e.message.is_empty(), "{e:?}");
+}
+
+/// The tracker's answers as a peer parses them (a tracker is trusted to route, not to be well-formed): the
+/// first byte picks the answer type. For a mailbox page, every envelope goes through what the drain does with it.
+pub fn tracker_answers(data: &[u8]) {
+    let Some((kind, body)) = data.split_first() else {
+        return;
+    };
+    match kind % 7 {
+        0 => {
+            if let Ok(page) = serde_json::from_slice::<FetchResponse>(body) {
+                for e in &page.entries {
+                    if let Ok(m) = serde_json::from_str::<ChatMessage>(e.envelope.get())
+                        && m.id == e.id
+                    {
+                        accepted_message(&m);
+                    }
+                }
+            }
+        }
+        1 => drop(serde_json::from_slice::<RegisterResponse>(body)),
+        2 => drop(serde_json::from_slice::<PeerList>(body)),
+        3 => drop(serde_json::from_slice::<ChannelPeers>(body)),
+        4 => drop(serde_json::from_slice::<MembershipResponse>(body)),
+        5 => {
+            if let Ok(found) = serde_json::from_slice::<PeerFound>(body) {
+                // What the peer then connects to.
+                let _ = found.peer.addr();
+            }
+        }
+        _ => drop(serde_json::from_slice::<ErrorBody>(body)),
+    }
+}
+
+/// A tracker and a peer in this process, on loopback, keeping nothing on disk, with a client to call them.
+struct Nodes {
+    runtime: tokio::runtime::Runtime,
+    tracker: SocketAddr,
+    peer: SocketAddr,
+    http: reqwest::Client,
+    _tracker: Tracker,
+    _node: Node,
+}
+
+fn nodes() -> &'static Nodes {
+    static NODES: OnceLock<Nodes> = OnceLock::new();
+    NODES.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (tracker, node) = runtime.block_on(async {
+            let tracker = Tracker::start(TrackerConfig::default())
+                .await
+                .expect("a tracker on 127.0.0.1");
+            let name = PeerName::new("fuzz").expect("a valid name");
+            let node = Node::start(PeerConfig::on_loopback(name, tracker.local_addr()))
+                .await
+                .expect("a peer on 127.0.0.1");
+            node.join(&ChannelName::new("general").expect("a valid name"))
+                .await
+                .expect("joins #general");
+            (tracker, node)
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .expect("a client");
+        Nodes {
+            runtime,
+            tracker: tracker.local_addr(),
+            peer: node.local_addr(),
+            http,
+            _tracker: tracker,
+            _node: node,
+        }
+    })
+}
+
+/// Sends one request and checks the answer: a 2xx with a JSON body (or an event stream), or a refusal with the
+/// documented error body.
+fn call(req: reqwest::RequestBuilder) {
+    let nodes = nodes();
+    nodes.runtime.block_on(async {
+        let resp = req.send().await.expect("the node answers within 5 s");
+        let status = resp.status();
+        let event_stream = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if event_stream {
+            assert!(status.is_success());
+            return;
+        }
+        let body = resp.bytes().await.expect("the body arrives");
+        if status.is_success() {
+            serde_json::from_slice::<serde_json::Value>(&body).expect("a 2xx answer is JSON");
+            return;
+        }
+        assert!(
+            status.is_client_error() || matches!(status.as_u16(), 503 | 507),
+            "a {status} answer: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let e: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            panic!(
+                "a {status} refusal without the JSON error body: {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        assert!(!e.error.code.is_empty() && !e.error.message.is_empty());
+    });
+}
+
+/// The tracker's endpoints. The first byte picks one; the rest is its JSON body, or `get-list`'s query string.
+pub fn tracker_api(data: &[u8]) {
+    const POSTS: [&str; 9] = [
+        "/submit-info",
+        "/unregister",
+        "/add-list",
+        "/leave",
+        "/broadcast-peer",
+        "/connect-peer",
+        "/mailbox/deposit",
+        "/mailbox/fetch",
+        "/mailbox/ack",
+    ];
+    let Some((pick, rest)) = data.split_first() else {
+        return;
+    };
+    let nodes = nodes();
+    let base = format!("http://{}", nodes.tracker);
+    match POSTS.get(usize::from(*pick) % (POSTS.len() + 1)) {
+        Some(path) => call(nodes.http.post(format!("{base}{path}")).body(rest.to_vec())),
+        None => {
+            let mut url = reqwest::Url::parse(&format!("{base}/get-list")).expect("a URL");
+            url.set_query(Some(&String::from_utf8_lossy(rest)));
+            call(nodes.http.get(url));
+        }
+    }
+}
+
+/// The peer's endpoints. The first byte picks one: `/p2p/receive` and `/p2p/receive-batch` take the rest as the
+/// body; `/p2p/history`, `/api/events`, `/api/history`, `/api/members` and `/api/peers` take it as the query
+/// string; and the event stream once more with the rest as its `Last-Event-ID` header.
+pub fn peer_api(data: &[u8]) {
+    const QUERIES: [&str; 5] = [
+        "/p2p/history",
+        "/api/events",
+        "/api/history",
+        "/api/members",
+        "/api/peers",
+    ];
+    let Some((pick, rest)) = data.split_first() else {
+        return;
+    };
+    let nodes = nodes();
+    let base = format!("http://{}", nodes.peer);
+    match usize::from(*pick) % (QUERIES.len() + 3) {
+        0 => call(
+            nodes
+                .http
+                .post(format!("{base}/p2p/receive"))
+                .body(rest.to_vec()),
+        ),
+        1 => call(
+            nodes
+                .http
+                .post(format!("{base}/p2p/receive-batch"))
+                .body(rest.to_vec()),
+        ),
+        2 => {
+            // A header value is visible ASCII; anything else never reaches the node.
+            let Ok(value) = reqwest::header::HeaderValue::from_bytes(rest) else {
+                return;
+            };
+            call(
+                nodes
+                    .http
+                    .get(format!("{base}/api/events"))
+                    .header("last-event-id", value),
+            );
+        }
+        n => {
+            let mut url = reqwest::Url::parse(&format!("{base}{}", QUERIES[n - 3])).expect("a URL");
+            url.set_query(Some(&String::from_utf8_lossy(rest)));
+            call(nodes.http.get(url));
+        }
+    }
+}
