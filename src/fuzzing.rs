@@ -293,3 +293,55 @@ pub fn peer_api(data: &[u8]) {
         }
     }
 }
+
+/// The identity parsers: the `Hchat-Auth` header, keys, nonces and signatures in their base64url form, signed
+/// registrations and signed messages. What parses must print back to the same value; nothing the fuzzer writes
+/// may verify against a key it does not hold; and a message this harness signs must verify, and stop verifying
+/// once its text changes.
+pub fn signatures(data: &[u8]) {
+    use crate::identity::{
+        AuthHeader, Identity, Nonce, PublicKey, Signature, verify_message, verify_registration,
+    };
+    static HARNESS: OnceLock<Identity> = OnceLock::new();
+    let me = HARNESS.get_or_init(|| Identity::from_seed([7; 32]));
+    let key = me.public_key();
+
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Ok(h) = s.parse::<AuthHeader>() {
+            let again: AuthHeader = h.to_string().parse().expect("a printed header parses");
+            assert_eq!(again, h);
+            assert!(
+                h.verify(&key, "POST", "/add-list", data, h.ts).is_err(),
+                "a header the fuzzer wrote verified against the harness key"
+            );
+        }
+        if let Ok(k) = s.parse::<PublicKey>() {
+            assert_eq!(k.to_string().parse::<PublicKey>().ok(), Some(k));
+        }
+        if let Ok(n) = s.parse::<Nonce>() {
+            assert_eq!(n.to_string().parse::<Nonce>().ok(), Some(n));
+        }
+        if let Ok(sig) = s.parse::<Signature>() {
+            assert_eq!(sig.to_string().parse::<Signature>().ok(), Some(sig));
+        }
+    }
+    if let Ok(req) = serde_json::from_slice::<RegisterRequest>(data) {
+        let now = req.ts.unwrap_or(0);
+        if let Ok((k, _, _)) = verify_registration(&req, now) {
+            assert_ne!(
+                k, key,
+                "a registration the fuzzer wrote verified as the harness key"
+            );
+        }
+    }
+    if let Ok(mut msg) = serde_json::from_slice::<ChatMessage>(data) {
+        assert!(
+            verify_message(&msg, &key).is_err(),
+            "a message the fuzzer wrote verified against the harness key"
+        );
+        me.sign_message(&mut msg);
+        assert!(verify_message(&msg, &key).is_ok(), "own signature");
+        msg.text.push('!');
+        assert!(verify_message(&msg, &key).is_err(), "a changed text");
+    }
+}

@@ -16,8 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every target, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 6] = [
     "names",
+    "signatures",
     "messages",
     "tracker_answers",
     "tracker_api",
@@ -33,6 +34,7 @@ fn fuzz_dir() -> PathBuf {
 fn entry(target: &str) -> fn(&[u8]) {
     match target {
         "names" => hchat::fuzzing::names,
+        "signatures" => hchat::fuzzing::signatures,
         "messages" => hchat::fuzzing::messages,
         "tracker_answers" => hchat::fuzzing::tracker_answers,
         "tracker_api" => hchat::fuzzing::tracker_api,
