@@ -306,9 +306,15 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         });
     }
     let receive = bob.url("/p2p/receive");
-    // carol speaks by hand, with a key of her own the tracker binds her name to.
+    // carol speaks by hand, with a key of her own the tracker binds her name to, as a member of #general (so the
+    // channel's rules let her post).
     let carol = Signer::new("carol");
     carol.register(&tracker, 7001);
+    let (status, body) = carol.post(
+        &tracker.url("/add-list"),
+        &json!({"name": "carol", "channel": "general"}),
+    );
+    assert_eq!(status, 200, "carol joins #general: {body}");
     for (what, body, status, code) in malformed() {
         refused(
             &format!("receive {what}"),
