@@ -38,6 +38,12 @@ fn a_message_with_a_bad_signature_or_a_spoofed_sender_is_refused_and_never_shown
     joined(&alice, "general");
     let mallory = Signer::new("mallory");
     mallory.register(&tracker, 7666);
+    // A member of #general in her own name: only her signatures, not the channel's rules, are in question here.
+    let (status, body) = mallory.post(
+        &tracker.url("/add-list"),
+        &json!({"name": "mallory", "channel": "general"}),
+    );
+    assert_eq!(status, 200, "mallory joins #general: {body}");
     let receive = bob.url("/p2p/receive");
     let general = json!({"channel": "general"});
 
