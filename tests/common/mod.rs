@@ -380,6 +380,19 @@ pub fn get_json(url: &str, status: u16) -> serde_json::Value {
     r.json().unwrap()
 }
 
+/// The status of an answer and its body, which must be JSON (`what url` names the request in the failure).
+fn status_and_json(
+    what: &str,
+    url: &str,
+    r: reqwest::blocking::Response,
+) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{what} {url}: answer is not JSON: {text:?}"));
+    (status, json)
+}
+
 /// POSTs a raw body and returns status and JSON answer.
 pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, serde_json::Value) {
     let r = http()
@@ -388,11 +401,7 @@ pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, se
         .body(body)
         .send()
         .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().unwrap();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|_| panic!("POST {url}: answer is not JSON: {text:?}"));
-    (status, json)
+    status_and_json("POST", url, r)
 }
 
 /// POSTs JSON and returns status and JSON answer.
@@ -863,11 +872,7 @@ impl Signer {
             .body(body)
             .send()
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().unwrap();
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("POST {url}: answer is not JSON: {text:?}"));
-        (status, json)
+        status_and_json("POST", url, r)
     }
 
     /// GETs `url` signed as this peer (for answers that depend on who asks); returns status and JSON answer.
@@ -877,11 +882,7 @@ impl Signer {
             .header("hchat-auth", self.auth("GET", url, b""))
             .send()
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().unwrap();
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("GET {url}: answer is not JSON: {text:?}"));
-        (status, json)
+        status_and_json("GET", url, r)
     }
 
     /// POSTs JSON signed as this peer.
