@@ -639,7 +639,14 @@ impl Node {
     async fn recipients(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, NodeError> {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
-        match self.tracked(|| t.fan_out(me, channel)).await {
+        let mut answer = self.tracked(|| t.fan_out(me, channel)).await;
+        if matches!(&answer, Err(TrackerError::Refused { code, .. }) if code == "not_member") {
+            // A tracker that has just forgotten us says `not_member` until the renewal under way has joined
+            // this peer again: wait for that renewal, then ask once more before taking it as a removal.
+            drop(self.inner.renewing.lock().await);
+            answer = self.tracked(|| t.fan_out(me, channel)).await;
+        }
+        match answer {
             Ok(peers) => {
                 self.remember(&peers);
                 lock(&self.inner.last_fan_out).insert(channel.clone(), peers.clone());

@@ -27,9 +27,12 @@ pub enum TrackerError {
 }
 
 impl TrackerError {
-    /// True when the tracker answered 404 `unknown_peer`: it has forgotten us (restart or expiry).
+    /// True when the tracker has forgotten us (restart or expiry): register again and retry.
     pub fn forgot_us(&self) -> bool {
+        // `unknown_peer`: no lease; a 401 `unknown_identity` to a signed request: no key bound to our name (a
+        // tracker that restarted without its data), so it could not even check who asks.
         matches!(self, TrackerError::Refused { code, .. } if code == "unknown_peer")
+            || matches!(self, TrackerError::Refused { status: 401, code, .. } if code == "unknown_identity")
     }
 }
 
