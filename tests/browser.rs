@@ -43,12 +43,7 @@ fn two_pages_chat_live_and_follow_who_is_online() {
     let mut script = Driver::spawn("chat.mjs", cmd);
     // carol comes and goes on one data dir, so she keeps her identity (the tracker binds her name to it).
     let carol_dir = tempfile::tempdir().unwrap();
-    let carol_args = [
-        "--join",
-        "general",
-        "--data-dir",
-        carol_dir.path().to_str().unwrap(),
-    ];
+    let carol_args = in_general_on(&carol_dir);
     let mut carol: Option<Proc> = None;
     let mut handled = 0;
     let end = Instant::now() + SCENARIO;

@@ -78,12 +78,7 @@ fn bob_gets_everything_sent_while_he_was_dead(kill_tracker: bool) {
     let mut tracker = Proc::tracker(&tracker_args);
     let port = tracker.addr.port();
     let bob_dir = data_dir();
-    let bob_args = [
-        "--join",
-        "general",
-        "--data-dir",
-        bob_dir.path().to_str().unwrap(),
-    ];
+    let bob_args = in_general_on(&bob_dir);
     let mut alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
     let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
     joined(&alice, "general");
@@ -353,12 +348,7 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
 fn a_peer_killed_and_started_again_at_once_gets_its_name_and_address_back() {
     let tracker = Proc::tracker(&[]);
     let dir = data_dir();
-    let args = [
-        "--join",
-        "general",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ];
+    let args = in_general_on(&dir);
     let mut bob = Proc::peer("bob", tracker.addr, &args);
     joined(&bob, "general");
     let addr = bob.addr;

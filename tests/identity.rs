@@ -350,12 +350,7 @@ fn dishonest_member(page: serde_json::Value) -> u16 {
 fn a_catch_up_answer_cannot_slip_in_a_forged_message() {
     let tracker = Proc::tracker(&[]);
     let bob_dir = data_dir();
-    let bob_args = [
-        "--join",
-        "general",
-        "--data-dir",
-        bob_dir.path().to_str().unwrap(),
-    ];
+    let bob_args = in_general_on(&bob_dir);
     let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
     joined(&bob, "general");
     bob.type_line("/quit");

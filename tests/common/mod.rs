@@ -32,6 +32,16 @@ pub fn data_dir() -> tempfile::TempDir {
         .expect("a temp dir")
 }
 
+/// The arguments of a peer that joins #general and keeps its state in `dir` (to restart it on the same data).
+pub fn in_general_on(dir: &tempfile::TempDir) -> [&str; 4] {
+    [
+        "--join",
+        "general",
+        "--data-dir",
+        dir.path().to_str().expect("a UTF-8 temp path"),
+    ]
+}
+
 /// Adds `--data-dir` with a fresh temp folder unless `extra` names one; the folder lives as long as the process.
 fn with_data_dir(cmd: &mut Command, extra: &[&str]) -> Option<tempfile::TempDir> {
     if extra.contains(&"--data-dir") || extra.contains(&"--in-memory") {
