@@ -1,4 +1,4 @@
-// The web chat in a real browser, against real nodes started by tests/browser.rs:
+// The web chat in a real browser, against real nodes started by tests/it/browser.rs:
 //   node chat.mjs <alice chat URL> <bob chat URL> <screenshot dir>
 // Each step waits for what a user would see, with a deadline; a failed expectation throws (exit status 1).
 // Prints "PASS" at the end.

@@ -1,7 +1,7 @@
 //! CONTRACT.md's quick start, as a user does it: a tracker, alice and bob; both type `#general`; alice types
 //! `Hello!`; bob sees `[#general] alice: Hello!`.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

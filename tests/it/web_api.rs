@@ -2,7 +2,7 @@
 //! loopback one does not, unless a page of another site is behind it), the event stream's resume promise (exactly
 //! the missed events, or `resync`), presence, and the page's files.
 
-mod common;
+use crate::common;
 use common::*;
 use serde_json::json;
 

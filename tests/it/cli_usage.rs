@@ -1,7 +1,7 @@
 //! The command line as CONTRACT.md fixes it: usage mistakes are one line and exit 2, runtime failures one line and
 //! exit 1, every flag also read from `HCHAT_…`, and `--ip` falling back to 0.0.0.0 when it is not on this host.
 
-mod common;
+use crate::common;
 use std::process::Stdio;
 
 use common::*;

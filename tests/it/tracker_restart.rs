@@ -1,7 +1,7 @@
 //! The tracker dies (SIGKILL) and a fresh one starts on the same port: the peers register and re-join on their own
 //! and chat resumes with no user action.
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;

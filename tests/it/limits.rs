@@ -1,7 +1,7 @@
 //! A slow or idle client cannot hold a node: headers dribbled a byte at a time are cut off at the header
 //! deadline, and idle connections do not keep a real client from being served.
 
-mod common;
+use crate::common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

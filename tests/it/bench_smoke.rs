@@ -2,7 +2,7 @@
 //! sane, non-zero values. With the anchors installed (always under CI=true, where a missing one must fail the
 //! run) it runs with `--compare` and checks their figures and the judged targets too.
 
-mod common;
+use crate::common;
 use std::time::Duration;
 
 use common::*;

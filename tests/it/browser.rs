@@ -6,7 +6,7 @@
 //! Needs Node.js, `npm ci` in tests/browser and /usr/bin/chromium (.ci/run installs all three). Without them it
 //! fails saying how to install them; `HCHAT_SKIP_BROWSER=1` skips it instead (never under `CI=true`).
 
-mod common;
+use crate::common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! invalid names, IPs and ports, unknown peers and channels, oversize bodies, garbage on the socket. Each gets a
 //! 4xx with a JSON error body; nothing of it reaches a chat window; the node serves on.
 
-mod common;
+use crate::common;
 use std::io::{Read, Write};
 
 use common::*;

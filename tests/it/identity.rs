@@ -3,7 +3,7 @@
 //! before or after a tracker restart; a forged mailbox deposit is refused, and a broken envelope that somehow sits
 //! in a mailbox is dropped by its recipient.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! Three users on one tracker, each a real `hchat peer` process driven through its stdin/stdout: who sees which
 //! message, what `/peers` and `/channels` say, and how a peer leaves (by `/quit`, or by dying).
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::*;

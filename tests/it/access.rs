@@ -4,7 +4,7 @@
 //! `/p2p/receive-batch`, or by leaving it in the tracker's mailbox, or through a member's history at catch-up).
 //! Presence: away with a message and invisible, as other peers see them, and the invisible peer still receives.
 
-mod common;
+use crate::common;
 use std::time::Instant;
 
 use common::*;

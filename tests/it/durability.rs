@@ -2,7 +2,7 @@
 //! with the same data dir. What was sent arrives, each message once, in each sender's order; a restarted peer shows
 //! the earlier conversation; a restarted tracker has every membership and every mailbox entry, none twice.
 
-mod common;
+use crate::common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,7 +113,7 @@ fn bob_gets_everything_sent_while_he_was_dead(kill_tracker: bool) {
         .collect();
     // How many the tracker took at once, for the record. Not asserted: in some full-suite runs bob's outbox worker
     // was already backing off when the DMs were sent, so every report said `queued` (the worker deposits them
-    // later); the mailbox path itself is asserted in tests/store_and_forward.rs and tests/identity.rs.
+    // later); the mailbox path itself is asserted in tests/it/store_and_forward.rs and tests/it/identity.rs.
     eprintln!(
         "send reports: {} of {MESSAGES} DMs held by the tracker at once",
         held[0]

@@ -9,7 +9,7 @@
 //!
 //! And the web page's files cannot be used to read anything else: every traversal gets 404.
 
-mod common;
+use crate::common;
 use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Barrier;

@@ -1,0 +1,21 @@
+//! hchat's integration tests, one binary (linking one test binary instead of fifteen saves most of the rebuild time
+//! after a change). Each module is one behaviour, told as what users do and what they see; `common` starts real
+//! `hchat` processes on port 0 and waits on conditions with deadlines. The fuzz test is the other binary
+//! (`tests/fuzz.rs`): it keeps both cores busy for minutes and would skew the timing-sensitive tests here.
+
+mod common;
+
+mod access;
+mod bad_input;
+mod bench_smoke;
+mod browser;
+mod cli_usage;
+mod durability;
+mod hardening;
+mod identity;
+mod limits;
+mod messaging;
+mod quick_start;
+mod store_and_forward;
+mod tracker_restart;
+mod web_api;
