@@ -3,10 +3,12 @@
 //! Names and channels are validated newtypes, so a handler that holds a [`PeerName`] knows it is well formed; the
 //! limits every node enforces are named constants here, so the docs and the code quote the same numbers.
 
+mod error_code;
 mod message;
 mod names;
 mod tracker;
 
+pub use error_code::ErrorCode;
 pub use message::{ChatMessage, Destination, MessageError, MessageId, ReceiveAck};
 pub use names::{ChannelName, NameError, PeerName};
 pub use tracker::*;
