@@ -102,7 +102,7 @@ pub(super) fn same_secret(a: &str, b: &str) -> bool {
 /// A duration as a person says it: `10 minutes`, `1 minute`, `30 seconds`.
 pub fn spoken(d: Duration) -> String {
     let s = d.as_secs();
-    let (n, unit) = if s >= 60 && s % 60 == 0 {
+    let (n, unit) = if s >= 60 && s.is_multiple_of(60) {
         (s / 60, "minute")
     } else {
         (s, "second")
