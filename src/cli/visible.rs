@@ -19,10 +19,10 @@ pub const NEWLINE_MARK: char = '↵';
 /// zero-width joiner inside an emoji sequence and a zero-width non-joiner between two letters (Persian, Indic
 /// scripts) are left as they are: they only shape the characters around them.
 pub fn visible(text: &str) -> Cow<'_, str> {
-    let chars: Vec<char> = text.chars().collect();
-    if !chars.iter().any(|&c| shown_as_escape(c) || c == '\n') {
+    if !text.chars().any(|c| shown_as_escape(c) || c == '\n') {
         return Cow::Borrowed(text);
     }
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len() + 16);
     let mut i = 0;
     while i < chars.len() {
