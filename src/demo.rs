@@ -1,7 +1,10 @@
 //! `hchat demo`: a tracker and three peers (alice, bob, carol) in one process on loopback, all in `#general`.
-//! The terminal is alice's CLI; bob and carol can be reached through their local API (and web pages).
+//! The terminal is alice's CLI; bob and carol can be reached through their local API (and web pages). Everything
+//! is on loopback, where a browser on this machine needs no login: the printed page addresses carry no secret.
 
 use anyhow::Context;
+
+use crate::cli::print_line;
 
 use crate::peer::{Node, PeerConfig};
 use crate::proto::{ChannelName, PeerName};
@@ -12,7 +15,8 @@ pub async fn run() -> anyhow::Result<()> {
     let tracker = Tracker::start(TrackerConfig::default())
         .await
         .context("starting the demo tracker")?;
-    println!("* tracker listening on {}", tracker.local_addr());
+    let say = |line: String| print_line(&line).context("cannot write to stdout");
+    say(format!("* tracker listening on {}", tracker.local_addr()))?;
     let general = ChannelName::new("general")?;
     let mut peers = Vec::new();
     for name in ["alice", "bob", "carol"] {
@@ -26,21 +30,25 @@ pub async fn run() -> anyhow::Result<()> {
         node.join(&general)
             .await
             .with_context(|| format!("{name} joining #general"))?;
-        println!(
+        say(format!(
             "* {name} listening on {}  web chat: {}",
             node.local_addr(),
-            node.chat_url()
-        );
+            node.chat_page()
+        ))?;
         peers.push(node);
     }
     let bob = &peers[1];
-    println!(
-        "* you are alice, in #general with bob and carol. Type a message, or /help. To answer as bob from another terminal:"
-    );
-    println!(
+    say(
+        "* you are alice, in #general with bob and carol. Type a message, or /help. To answer as bob from another terminal:".into(),
+    )?;
+    say(format!(
         "*   curl -s localhost:{}/send-peer -d '{{\"channel\":\"general\",\"text\":\"hi from bob\"}}'",
         bob.local_addr().port()
-    );
+    ))?;
+    say(
+        "* open a web chat above in a browser on this machine: on loopback a page needs no login"
+            .into(),
+    )?;
     let result = crate::cli::run(peers[0].clone(), Some(general)).await;
     for p in &peers[1..] {
         p.shutdown().await;

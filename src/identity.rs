@@ -149,6 +149,49 @@ impl std::str::FromStr for PublicKey {
 }
 b64_serde!(PublicKey, "PublicKey");
 
+/// Hex digits in a key's fingerprint: 128 bits, enough that nobody can make a key with a chosen fingerprint.
+pub const FINGERPRINT_HEX: usize = 32;
+
+impl PublicKey {
+    /// How people compare keys by eye or over the phone: the first 128 bits of the SHA-256 of the key's 32 bytes,
+    /// as 8 groups of 4 hex digits (`3f2a 9c1b 77d0 e4a5 0b6c 1d2e 4f5a 6b7c`). The page shows it on hover.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        hex.as_bytes()[..FINGERPRINT_HEX]
+            .chunks(4)
+            .map(|g| std::str::from_utf8(g).expect("hex is ASCII"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_eight_groups_of_four_hex_digits_and_differs_per_key() {
+        let a = Identity::ephemeral().public_key();
+        let b = Identity::ephemeral().public_key();
+        let fa = a.fingerprint();
+        assert_eq!(fa.len(), FINGERPRINT_HEX + 7, "{fa}");
+        assert!(
+            fa.split(' ')
+                .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_hexdigit()))
+        );
+        assert_eq!(fa, a.fingerprint(), "the same key, the same fingerprint");
+        assert_ne!(fa, b.fingerprint());
+        // Fixed by the format: the SHA-256 of 32 zero bytes begins 66687aadf862bd776c8fc18b8e9f8e20.
+        let zero = PublicKey([0; 32]);
+        assert_eq!(
+            zero.fingerprint(),
+            "6668 7aad f862 bd77 6c8f c18b 8e9f 8e20"
+        );
+    }
+}
+
 impl PublicKey {
     /// The 32 bytes of the compressed key.
     pub fn to_bytes(&self) -> [u8; 32] {

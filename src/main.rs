@@ -126,6 +126,9 @@ struct PeerArgs {
     /// Secret that lets callers on other hosts act as you through the local API; random if not given.
     #[arg(long, env = "HCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Seconds a printed web chat link logs a browser in (`/web` prints a fresh one); after, it does nothing.
+    #[arg(long, env = "HCHAT_WEB_LINK_TTL", value_name = "SECS", default_value_t = hchat::web::login::DEFAULT_LINK_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    web_link_ttl: u64,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -316,31 +319,35 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         advertise_ip: a.advertise_ip,
         tracker,
         token: a.token,
+        web_link_ttl: Duration::from_secs(a.web_link_ttl),
         limits: a.limits.server_limits(),
         storage,
         identity: None,
     })
     .await
     .with_context(|| format!("{} could not start", a.name))?;
-    println!("* listening on {}", node.local_addr());
-    println!("* web chat: {}", node.chat_url());
-    println!("* identity {} (key: {key_file})", node.public_key());
+    say(&node, &format!("* listening on {}", node.local_addr())).await?;
+    say(&node, &format!("* web chat: {}", node.chat_url())).await?;
+    say(&node, &format!("* {}", hchat::cli::web_link_note(&node))).await?;
+    let identity = format!("* identity {} (key: {key_file})", node.public_key());
+    say(&node, &identity).await?;
     if node.local_addr().ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         || !node.local_addr().ip().is_loopback()
     {
-        println!(
+        let token = format!(
             "* others on your network act as you only with the token: {}",
             node.token()
         );
+        say(&node, &token).await?;
     }
     let mut current = None;
     if let Some(c) = a.join {
         match node.join(&c).await {
             Ok(n) => {
-                println!("* joined #{c} ({n} online)");
+                say(&node, &format!("* joined #{c} ({n} online)")).await?;
                 current = Some(c);
             }
-            Err(e) => println!("* cannot join #{c}: {e}"),
+            Err(e) => say(&node, &format!("* cannot join #{c}: {e}")).await?,
         }
     }
     let rejoined = node.joined();
@@ -348,13 +355,23 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         && let Some(first) = rejoined.first()
     {
         let list: Vec<String> = rejoined.iter().map(|c| format!("#{c}")).collect();
-        println!(
+        let back = format!(
             "* back in {} from last time; you are talking in #{first}",
             list.join(", ")
         );
+        say(&node, &back).await?;
         current = Some(first.clone());
     }
     hchat::cli::run(node, current).await
+}
+
+/// Prints a line of the peer's start-up; if stdout cannot be written, stops the node (nobody would see it).
+async fn say(node: &Node, line: &str) -> anyhow::Result<()> {
+    if let Err(e) = hchat::cli::print_line(line) {
+        node.shutdown().await;
+        anyhow::bail!("cannot write to stdout ({e}); the peer stopped");
+    }
+    Ok(())
 }
 
 async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {

@@ -30,6 +30,8 @@ pub enum Command {
     Back,
     /// `/invisible`: shown as offline, still receiving.
     Invisible,
+    /// `/web`: a fresh link that logs a browser in to the web chat.
+    Web,
     /// Plain text: to the current channel.
     Say(String),
     /// `@bob text`.
@@ -76,6 +78,7 @@ pub const HELP: &[&str] = &[
     "/away [message]               show others you are away (with a message)",
     "/back                         online again",
     "/invisible                    shown as offline to others; you still receive",
+    "/web                          a fresh link that logs a browser in to your web chat",
     "/quit                         deregister and exit (EOF does the same)",
     "/help                         this list",
 ];
@@ -148,6 +151,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             ("back", _) => err("usage: /back (it takes no arguments)"),
             ("invisible", []) => Ok(Command::Invisible),
             ("invisible", _) => err("usage: /invisible (it takes no arguments); /back undoes it"),
+            ("web", []) => Ok(Command::Web),
+            ("web", _) => err("usage: /web (it takes no arguments)"),
             ("quit" | "exit", []) => Ok(Command::Quit),
             ("help", _) => Ok(Command::Help),
             _ => err(format!("unknown command /{cmd}; type /help for the list")),
@@ -275,6 +280,7 @@ mod tests {
         assert_eq!(parse("/leave #general"), Ok(Command::Leave(ch("general"))));
         assert_eq!(parse("/quit"), Ok(Command::Quit));
         assert_eq!(parse("/help"), Ok(Command::Help));
+        assert_eq!(parse("/web"), Ok(Command::Web));
         assert_eq!(parse("   "), Ok(Command::Nothing));
     }
 
@@ -336,6 +342,7 @@ mod tests {
             ("/ban #c", "/ban #channel peer"),
             ("/visitor #c b c", "/visitor #channel peer"),
             ("/back now", "no arguments"),
+            ("/web please", "no arguments"),
             ("/info bob", "/info #channel"),
             ("/leave", "/leave #channel"),
             ("/history #g zero", "count"),

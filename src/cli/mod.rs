@@ -1,44 +1,140 @@
 //! The interactive CLI: a peer's stdin and stdout. On a terminal it uses rustyline, and incoming messages are
 //! printed through its external printer so they never garble the line being typed; on a pipe it is plain line in,
 //! line out, so scripts can drive it. Message lines are exactly CONTRACT.md's; everything else starts with `* `.
+//! Every line is printed through [`visible`], so nothing a peer sends can act on the terminal or span two lines.
+//!
+//! stdout is where the user (or the script driving the peer) sees anything at all: once it cannot be written (a
+//! closed pipe, a full disk), the CLI stops, the node shuts down, and the process exits 1 saying why on stderr,
+//! rather than serving on with nobody to show anything to.
 
 mod access;
 pub mod command;
+pub mod visible;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::peer::Node;
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, Destination};
 use command::{Command, HELP, parse};
+pub use visible::visible;
 
 /// Messages typed but not yet handed to the courier, before the prompt waits.
 const SEND_QUEUE: usize = 256;
 /// How long `/quit` waits for messages already typed to go out.
 const QUIT_DRAIN: Duration = Duration::from_secs(10);
+/// How often a piped stdout is checked for its reader having gone away (well under a second).
+const STDOUT_CHECK: Duration = Duration::from_millis(250);
 
-/// Where the CLI's lines go.
+/// Prints one line on stdout, made [`visible`]. An error means stdout cannot be written any more.
+pub fn print_line(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", visible(line))?;
+    out.flush()
+}
+
+/// Where the CLI's lines go: rustyline's printer on a terminal, stdout on a pipe. The first write that fails
+/// cancels `broken`, with the reason kept for the exit message; nothing more is written after it.
 #[derive(Clone)]
-struct Out(Arc<Mutex<Option<Box<dyn rustyline::ExternalPrinter + Send>>>>);
+struct Out {
+    printer: Arc<Mutex<Option<Box<dyn rustyline::ExternalPrinter + Send>>>>,
+    broken: CancellationToken,
+    why: Arc<Mutex<Option<String>>>,
+}
 
 impl Out {
-    fn line(&self, s: impl Into<String>) {
-        let s = s.into();
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            Some(p) => {
-                let _ = p.print(format!("{s}\n"));
-            }
-            None => println!("{s}"),
+    fn new(printer: Option<Box<dyn rustyline::ExternalPrinter + Send>>) -> Out {
+        Out {
+            printer: Arc::new(Mutex::new(printer)),
+            broken: CancellationToken::new(),
+            why: Arc::default(),
         }
     }
+
+    fn line(&self, s: impl AsRef<str>) {
+        if self.broken.is_cancelled() {
+            return;
+        }
+        let written = match self
+            .printer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            Some(p) => p
+                .print(format!("{}\n", visible(s.as_ref())))
+                .map_err(|e| e.to_string()),
+            None => print_line(s.as_ref()).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = written {
+            self.fail(e);
+        }
+    }
+
     fn status(&self, s: impl AsRef<str>) {
         self.line(format!("* {}", s.as_ref()))
     }
+
+    /// stdout is gone: say so once, and stop the CLI.
+    fn fail(&self, why: String) {
+        self.why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+        self.broken.cancel();
+    }
+
+    /// Why stdout could not be written, once it could not.
+    fn failure(&self) -> Option<String> {
+        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Cancels `out` as soon as the reader of a piped stdout goes away, without waiting for a line to write: a peer
+/// whose driving script died would otherwise serve on unseen. (A terminal that goes away hangs the process up.)
+/// Watches until the returned guard is dropped.
+fn watch_stdout(out: &Out) -> Option<tokio_util::sync::DropGuard> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    if std::io::stdout().is_terminal() {
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let (out, stopped) = (out.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let every = Timespec {
+                tv_sec: 0,
+                tv_nsec: STDOUT_CHECK.as_nanos() as _,
+            };
+            while !stopped.is_cancelled() && !out.broken.is_cancelled() {
+                // No events asked for: poll still reports an error (the pipe's reader is gone) or a hang-up.
+                let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+                match poll(&mut fds, Some(&every)) {
+                    Ok(_)
+                        if fds[0]
+                            .revents()
+                            .intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) =>
+                    {
+                        out.fail("its reader went away".into());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("stdout is not watched: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .ok()?;
+    Some(stop.drop_guard())
 }
 
 /// One typed line, and (on a terminal) the signal that lets the editor prompt again once the line is handled.
@@ -55,8 +151,9 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
         start_editor(typed_tx, prompt.clone())?
     } else {
         start_pipe_reader(typed_tx);
-        Out(Arc::new(Mutex::new(None)))
+        Out::new(None)
     };
+    let _watching_stdout = watch_stdout(&out);
     let (send_tx, send_rx) = mpsc::channel::<(Destination, String)>(SEND_QUEUE);
     let sender = tokio::spawn(send_in_order(node.clone(), send_rx, out.clone()));
     // From the node's first event: what arrived while it started (its mailbox, catch-up) is shown too.
@@ -92,9 +189,15 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = &mut stop => break,
+            _ = out.broken.cancelled() => break,
         }
     }
     drop(send_tx);
+    if let Some(why) = out.failure() {
+        // Nobody sees this node any more: stop at once (what was typed stays in the outbox for the next start).
+        node.shutdown().await;
+        anyhow::bail!("cannot write to stdout ({why}); the peer stopped");
+    }
     if tokio::time::timeout(QUIT_DRAIN, sender).await.is_err() {
         out.status("some messages were still being sent when you quit");
     }
@@ -169,6 +272,10 @@ async fn handle(
         Command::Nothing => {}
         Command::Quit => return false,
         Command::Help => HELP.iter().for_each(|l| out.status(l)),
+        Command::Web => {
+            out.status(format!("web chat: {}", node.chat_url()));
+            out.status(web_link_note(node));
+        }
         Command::Join(c) => match node.join(&c).await {
             Ok(n) => {
                 out.status(format!(
@@ -253,6 +360,14 @@ async fn handle(
     true
 }
 
+/// What the CLI says under a printed web chat link.
+pub fn web_link_note(node: &Node) -> String {
+    format!(
+        "the link logs a browser in within {}; /web prints a fresh one",
+        crate::web::login::spoken(node.web_login().ttl())
+    )
+}
+
 /// `HH:MM:SS` (UTC) of a Unix-ms timestamp.
 fn clock(ts_ms: u64) -> String {
     let s = ts_ms / 1000;
@@ -319,7 +434,7 @@ fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::
                 }
             }
         })?;
-    Ok(Out(Arc::new(Mutex::new(Some(Box::new(printer))))))
+    Ok(Out::new(Some(Box::new(printer))))
 }
 
 #[cfg(test)]

@@ -57,6 +57,10 @@ pub struct Member {
     /// The away message, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
+    /// The [fingerprint](crate::identity::PublicKey::fingerprint) of the key the tracker binds the name to, which
+    /// the page shows on hover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// An event with its place in the node's sequence.

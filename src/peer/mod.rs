@@ -51,6 +51,8 @@ pub struct PeerConfig {
     pub tracker: SocketAddr,
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
+    /// How long a printed web chat link logs a browser in.
+    pub web_link_ttl: Duration,
     pub limits: ServerLimits,
     /// Where history, outbox, joined channels and the identity key are kept.
     pub storage: Storage,
@@ -70,6 +72,7 @@ impl PeerConfig {
             advertise_ip: None,
             tracker,
             token: None,
+            web_link_ttl: crate::web::login::DEFAULT_LINK_TTL,
             limits: ServerLimits::default(),
             storage: Storage::Memory,
             identity: None,
@@ -149,6 +152,7 @@ struct Inner {
     advertised: SocketAddr,
     local_addr: SocketAddr,
     token: String,
+    web_login: crate::web::login::WebLogin,
     tracker: TrackerClient,
     courier: Courier,
     outboxes: Outboxes,
@@ -240,6 +244,11 @@ impl Node {
             identity: identity.clone(),
             advertised: SocketAddr::new(advertised_ip, bound.local_addr.port()),
             local_addr: bound.local_addr,
+            web_login: crate::web::login::WebLogin::new(
+                &token,
+                bound.local_addr.port(),
+                config.web_link_ttl,
+            ),
             token,
             tracker: TrackerClient::new(config.tracker, config.name.clone(), identity),
             courier: Courier::default(),
@@ -317,14 +326,25 @@ impl Node {
         &self.inner.token
     }
 
-    /// The web chat's address, with the token, as printed at start-up.
-    pub fn chat_url(&self) -> String {
+    /// The web chat's address, without any secret (a browser on this host needs none).
+    pub fn chat_page(&self) -> String {
         let host = if self.inner.local_addr.ip().is_unspecified() {
             self.inner.advertised
         } else {
             self.inner.local_addr
         };
-        format!("http://{host}/chat?token={}", self.inner.token)
+        format!("http://{host}/chat")
+    }
+
+    /// A fresh link that logs a browser in to the web chat for a short time, as printed at start-up and by `/web`.
+    pub fn chat_url(&self) -> String {
+        let code = self.inner.web_login.mint(Instant::now());
+        format!("{}?login={code}", self.chat_page())
+    }
+
+    /// The web chat's login links and session cookie.
+    pub fn web_login(&self) -> &crate::web::login::WebLogin {
+        &self.inner.web_login
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Stamped>> {

@@ -60,6 +60,7 @@ struct Seen {
     role: Option<Role>,
     status: PeerStatus,
     away: Option<String>,
+    key: Option<crate::identity::PublicKey>,
 }
 
 impl Seen {
@@ -69,6 +70,7 @@ impl Seen {
             role: p.role,
             status: p.status,
             away: p.away.clone(),
+            key: p.public_key,
         }
     }
     fn offline(&self) -> Seen {
@@ -77,6 +79,7 @@ impl Seen {
             role: self.role,
             status: PeerStatus::Offline,
             away: None,
+            key: self.key,
         }
     }
 }
@@ -90,6 +93,7 @@ fn as_members(state: &BTreeMap<PeerName, Seen>) -> Vec<Member> {
             role: seen.role,
             status: seen.status,
             away: seen.away.clone(),
+            fingerprint: seen.key.map(|k| k.fingerprint()),
         })
         .collect()
 }
@@ -241,6 +245,7 @@ mod tests {
                 PeerStatus::Offline
             },
             away: None,
+            key: None,
         }
     }
 

@@ -121,6 +121,8 @@ impl Node {
             let wanted = std::mem::take(&mut *lock(&self.inner.recovery.wanted));
             if wanted.mailbox
                 && let Err(e) = self.drain_mailbox().await
+                // A node stopping while it fetches says nothing: its exit line says why it stops.
+                && !self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst)
             {
                 tracing::warn!(peer = %self.name(), "cannot fetch the mailbox now: {e}");
                 // Asked again at the next renewal that reports mail waiting.

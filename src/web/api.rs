@@ -73,8 +73,9 @@ pub(super) struct Me {
     status: PeerStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     away: Option<String>,
-    /// This node's identity, as other peers and the tracker know it.
+    /// This node's identity, as other peers and the tracker know it, and its fingerprint.
     public_key: crate::identity::PublicKey,
+    fingerprint: String,
 }
 
 pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
@@ -86,6 +87,7 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
         status,
         away,
         public_key: node.public_key(),
+        fingerprint: node.public_key().fingerprint(),
     })
 }
 

@@ -1,7 +1,9 @@
 //! Who may act as the node's user: the `user_only` layer in front of every local API route.
 //!
-//! A caller passes if it shows the node's token (`Authorization: Bearer T`, `X-Hchat-Token: T` or `?token=T`).
-//! Without the token, only a caller on loopback passes, and only when nothing suggests that a web page from
+//! A caller passes if it shows the node's token (`Authorization: Bearer T`, `X-Hchat-Token: T` or `?token=T`), or
+//! is a browser logged in through the printed link (the session cookie of [`super::login`]) on a page of this
+//! node (a request from another page, `Origin` not this node, does not pass on the cookie alone).
+//! Without either, only a caller on loopback passes, and only when nothing suggests that a web page from
 //! elsewhere is behind the request: a browser on this host is on loopback too, so a page from another site
 //! (`Origin` that is not this node) or a DNS-rebound name (`Host` that is not an IP or `localhost`) could
 //! otherwise post messages as the user.
@@ -13,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::login::{WebLogin, same_secret};
 use crate::http::ApiError;
 use crate::peer::Node;
 
@@ -24,15 +27,25 @@ pub async fn user_only(
     req: Request,
     next: Next,
 ) -> Response {
-    match admit(node.token(), remote, &req) {
+    match admit(node.token(), node.web_login(), remote, &req) {
         Ok(()) => next.run(req).await,
         Err(refusal) => refusal.into_response(),
     }
 }
 
 /// The rule of [`user_only`].
-fn admit(token: &str, remote: SocketAddr, req: &Request) -> Result<(), ApiError> {
+fn admit(token: &str, login: &WebLogin, remote: SocketAddr, req: &Request) -> Result<(), ApiError> {
     if presented_token(req).is_some_and(|t| same_secret(t, token)) {
+        return Ok(());
+    }
+    // A browser sends a host's cookies only to that host (not to a rebound name), and with SameSite=Strict not on
+    // another site's requests; the Origin check also keeps out a page on another port of the same host.
+    let cookies = req
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    if login.has_session(cookies) && same_origin(req.headers()).is_ok() {
         return Ok(());
     }
     if !remote.ip().is_loopback() {
@@ -63,15 +76,6 @@ fn presented_token(req: &Request) -> Option<&str> {
         .find_map(|kv| kv.strip_prefix("token="))
 }
 
-/// Compares secrets in time that does not depend on where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// The host part of a `Host` header or an origin's authority, without the port.
 fn host_of(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
@@ -92,6 +96,12 @@ fn same_site(headers: &HeaderMap) -> Result<(), String> {
             ));
         }
     }
+    same_origin(headers)
+}
+
+/// Checks that, if a browser says which page sent the request, the page is this node's own.
+fn same_origin(headers: &HeaderMap) -> Result<(), String> {
+    let host = headers.get("host").and_then(|v| v.to_str().ok());
     if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) {
         let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
         if Some(authority) != host {
@@ -108,6 +118,15 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef";
 
+    fn login() -> WebLogin {
+        WebLogin::new(TOKEN, 8000, std::time::Duration::from_secs(60))
+    }
+
+    /// The `Cookie` header a browser logged in through the link sends.
+    fn session() -> String {
+        login().set_cookie().split(';').next().unwrap().to_string()
+    }
+
     fn status(remote: &str, token: Option<&str>, headers: &[(&str, &str)]) -> u16 {
         let uri = match token {
             Some(t) => format!("/api/me?token={t}"),
@@ -118,7 +137,7 @@ mod tests {
             req = req.header(*k, *v);
         }
         let req = req.body(Body::empty()).unwrap();
-        match admit(TOKEN, remote.parse().unwrap(), &req) {
+        match admit(TOKEN, &login(), remote.parse().unwrap(), &req) {
             Ok(()) => 200,
             Err(e) => e.status.as_u16(),
         }
@@ -165,5 +184,30 @@ mod tests {
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abc", "abd"));
         assert!(!same_secret("abc", "abcd"));
+    }
+
+    #[test]
+    fn a_browser_logged_in_by_the_link_passes_on_its_cookie_from_its_own_pages_only() {
+        let cookie = session();
+        let lan = "192.0.2.7:5000";
+        let host = ("host", "192.0.2.1:8000");
+        assert_eq!(status(lan, None, &[host, ("cookie", &cookie)]), 200);
+        let own = ("origin", "http://192.0.2.1:8000");
+        assert_eq!(status(lan, None, &[host, own, ("cookie", &cookie)]), 200);
+        let other_port = ("origin", "http://192.0.2.1:9999");
+        assert_eq!(
+            status(lan, None, &[host, other_port, ("cookie", &cookie)]),
+            403
+        );
+        assert_eq!(
+            status(lan, None, &[host, ("cookie", "hchat-8000=guess")]),
+            403
+        );
+        let named = ("host", "laptop.local:8000");
+        assert_eq!(status("127.0.0.1:1", None, &[named]), 403);
+        assert_eq!(
+            status("127.0.0.1:1", None, &[named, ("cookie", &cookie)]),
+            200
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! - [`auth`]: `user_only`, the layer in front of every route that acts as the user (loopback or token).
 //! - `api`: thin handlers over [`Node`].
 //! - `stream`: `GET /api/events`, the events as Server-Sent Events with replay on reconnect.
-//! - `page`: `GET /chat` and its files, embedded in the binary (`assets/`).
+//! - `page`: `GET /chat` and its files, embedded in the binary (`assets/`), and the login link `/chat?login=`.
+//! - [`login`]: the short-lived login links and the session cookie they set.
 
 mod api;
 pub mod auth;
+pub mod login;
 mod page;
 mod stream;
 

@@ -50,12 +50,33 @@ async function seeMessage(page, text) {
   await page.locator("#messages li .text", { hasText: text }).first().waitFor({ timeout: SOON });
 }
 
-const browser = await launch();
+// A name for this host, as a browser on another machine would reach alice by: there, loopback lets nothing in.
+const NAMED_HOST = "alice-laptop.test";
+const browser = await launch([`--host-resolver-rules=MAP ${NAMED_HOST} 127.0.0.1`]);
 try {
   const alice = await open(browser, aliceUrl);
   const bob = await open(browser, bobUrl);
   check(await alice.locator("#me").textContent() === "alice", "alice's page says who she is");
-  check(!(await alice.url()).includes("token="), "the token is taken out of the address bar");
+
+  step("the printed link logs the browser in with a cookie the page cannot read, and leaves a clean address");
+  const at = new URL(alice.url());
+  check(at.pathname === "/chat" && at.search === "", "the address bar holds /chat, no secret: " + alice.url());
+  const cookies = await alice.context().cookies();
+  const session = cookies.find((c) => c.name === "hchat-" + new URL(aliceUrl).port);
+  check(session && session.httpOnly && session.sameSite === "Strict",
+    "the session cookie is HttpOnly and SameSite=Strict: " + JSON.stringify(cookies));
+  check(await alice.evaluate(() => document.cookie) === "", "the page's script cannot read it");
+  const elsewhere = await browser.newContext();
+  const remote = await elsewhere.newPage();
+  await remote.goto(`http://${NAMED_HOST}:${new URL(aliceUrl).port}/chat`);
+  await remote.locator("#fatal").waitFor({ state: "visible", timeout: SOON });
+  check(/\/web/.test(await remote.locator("#fatal").textContent()),
+    "reached by name and not logged in, the page acts as nobody and says to type /web");
+  await remote.goto(aliceUrl.replace("127.0.0.1", NAMED_HOST));
+  await remote.locator('#conn[data-state="live"]').waitFor({ timeout: SOON });
+  check(new URL(remote.url()).search === "" && await remote.locator("#me").textContent() === "alice" &&
+    await remote.locator("#fatal").isHidden(), "the same link, in another browser within its time, logs it in as alice");
+  await elsewhere.close();
 
   step("alice and bob join #general from their pages; alice says hello");
   await join(bob, "general");
@@ -77,6 +98,32 @@ try {
   await box.press("Enter");
   await seeMessage(bob, "line two");
   check((await texts(bob)).includes("line one\nline two"), "a two-line message arrives as one message");
+
+  step("bidi overrides and zero-width characters are shown, not applied");
+  await say(alice, "abc\u202edef zero\u200bwidth");
+  await seeMessage(bob, "width");
+  const odd = bob.locator("#messages li .text", { hasText: "width" }).last();
+  const marks = await odd.locator(".invisible-char").allTextContents();
+  check(JSON.stringify(marks) === JSON.stringify(["U+202E", "U+200B"]), "both are shown as marks: " + marks);
+  const [d, f] = await odd.evaluate((el) => {
+    const node = [...el.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.startsWith("def"));
+    const left = (i) => {
+      const r = document.createRange();
+      r.setStart(node, i);
+      r.setEnd(node, i + 1);
+      return r.getBoundingClientRect().left;
+    };
+    return [left(0), left(2)];
+  });
+  check(d < f, `the override does not reverse what follows it (d at ${d}, f at ${f})`);
+
+  step("hovering a member shows the fingerprint of the key their name is bound to");
+  const bobInList = alice.locator('#members li[data-name="bob"] button');
+  await bobInList.hover();
+  const bobFingerprint = await bob.evaluate(async () => (await (await fetch("/api/me")).json()).fingerprint);
+  check(/^[0-9a-f]{4}( [0-9a-f]{4}){7}$/.test(bobFingerprint), "a fingerprint is 8 groups of 4 hex digits");
+  const hover = await bobInList.getAttribute("title");
+  check(hover.includes("Key fingerprint: " + bobFingerprint), "alice sees bob's fingerprint on hover: " + hover);
 
   step("bob clicks alice in the member list and sends her a direct message");
   await bob.locator('#members li[data-name="alice"] button').click();

@@ -6,13 +6,15 @@ import { spawn } from "node:child_process";
 
 export const CHROMIUM = process.env.HCHAT_CHROMIUM || "/usr/bin/chromium";
 
-export async function launch() {
+/** Launches chromium; `extraArgs` are more command-line switches (e.g. a host name mapped to 127.0.0.1). */
+export async function launch(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...extraArgs,
       ...(process.env.HCHAT_CHROMIUM_ARGS || "").split(" ").filter(Boolean),
     ],
   });

@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod attack_terminal;
 mod bad_input;
 mod bench_smoke;
 mod browser;
@@ -19,3 +20,5 @@ mod quick_start;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;
+mod web_login;
+

@@ -224,7 +224,7 @@ fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
     let alice = Proc::peer("alice", tracker.addr, &[]);
     let url = chat_url(&alice);
     assert!(
-        url.starts_with(&format!("http://{}/chat?token=", alice.addr)),
+        url.starts_with(&format!("http://{}/chat?login=", alice.addr)),
         "{url}"
     );
     let r = http().get(&url).send().unwrap();
@@ -314,6 +314,17 @@ fn send(peer: &Proc, channel: &str, text: &str) {
     assert_eq!(status, 200, "{v}");
 }
 
+/// The fingerprint of the key a peer printed at start (`* identity KEY (key: …)`).
+fn fingerprint(peer: &Proc) -> String {
+    let line = peer
+        .out
+        .wait_for("the identity line", SOON, |l| l.starts_with("* identity "));
+    let key = line.split_whitespace().nth(2).unwrap();
+    key.parse::<hchat::identity::PublicKey>()
+        .unwrap()
+        .fingerprint()
+}
+
 /// The texts of the message events, in order.
 fn texts(events: &[(Option<u64>, serde_json::Value)]) -> Vec<String> {
     events
@@ -392,21 +403,32 @@ fn a_stream_resumes_with_exactly_the_missed_events_or_says_resync() {
     by_query.wait_for("live again");
 
     // Presence: bob joining shows up on the stream as a member, online; bob dying shows him offline.
+    // Each member comes with the fingerprint of the key the tracker binds its name to.
     let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
-    by_header.wait_for(r#"{"name":"bob","online":true,"role":"member","status":"online"}"#);
+    let (alice_fp, bob_fp) = (fingerprint(&alice), fingerprint(&bob));
+    by_header.wait_for(&format!(
+        r#"{{"name":"bob","online":true,"role":"member","status":"online","fingerprint":"{bob_fp}"}}"#
+    ));
     bob.kill();
-    by_header.wait_for(r#"{"name":"bob","online":false,"role":"member","status":"offline"}"#);
+    by_header.wait_for(&format!(
+        r#"{{"name":"bob","online":false,"role":"member","status":"offline","fingerprint":"{bob_fp}"}}"#
+    ));
     let members = get_json(&alice.url("/api/members?channel=general"), 200);
     assert_eq!(
         members["members"],
         json!([
-            {"name": "alice", "online": true, "role": "owner", "status": "online"},
-            {"name": "bob", "online": false, "role": "member", "status": "offline"}
+            {"name": "alice", "online": true, "role": "owner", "status": "online", "fingerprint": alice_fp},
+            {"name": "bob", "online": false, "role": "member", "status": "offline", "fingerprint": bob_fp}
         ])
     );
+    let me = get_json(&alice.url("/api/me"), 200);
+    assert_eq!(me["fingerprint"], alice_fp);
     // A member that leaves the channel (and stays online) is no longer listed at all.
     let carol = Proc::peer("carol", tracker.addr, &["--join", "general"]);
-    by_header.wait_for(r#"{"name":"carol","online":true,"role":"member","status":"online"}"#);
+    let carol_fp = fingerprint(&carol);
+    by_header.wait_for(&format!(
+        r#"{{"name":"carol","online":true,"role":"member","status":"online","fingerprint":"{carol_fp}"}}"#
+    ));
     let before_leave = by_header.events.all().len();
     let (status, _) = post_json(&carol.url("/api/leave"), &json!({"channel": "general"}));
     assert_eq!(status, 200);

@@ -1,5 +1,6 @@
-// hchat's web chat: talks only to the node that served it, through its local API (token in a header) and its
-// event stream (GET /api/events, Server-Sent Events). No polling: everything that changes arrives on the stream.
+// hchat's web chat: talks only to the node that served it, through its local API and its event stream
+// (GET /api/events, Server-Sent Events). No polling: everything that changes arrives on the stream. The page holds
+// no secret: the link the node prints logged this browser in with an HttpOnly cookie the page never sees.
 "use strict";
 
 (() => {
@@ -8,14 +9,40 @@
   const KEPT_PER_CONVERSATION = 1000; // the node keeps as many; the page keeps no more
   const RECONNECT_MIN_MS = 250, RECONNECT_MAX_MS = 5000;
 
-  // ---- the token: from ?token=, kept for this tab, and taken out of the address bar ----
-  const params = new URLSearchParams(location.search);
-  let token = params.get("token") || sessionStorage.getItem("hchat-token") || "";
-  if (params.has("token")) {
-    sessionStorage.setItem("hchat-token", token);
-    params.delete("token");
-    const rest = params.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  // ---- text from others, shown as it is: nothing invisible may reorder or hide part of it ----
+  // Controls (but newline and tab), bidi embeddings, overrides and isolates, zero-width and other invisible
+  // characters: as the CLI's src/cli/visible.rs.
+  const INVISIBLE = /[\0-\x08\x0b-\x1f\x7f-\x9f\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb\u{1d173}-\u{1d17a}\u{e0000}-\u{e007f}]/u;
+  const EMOJI = /[\p{Extended_Pictographic}\u{1f3fb}-\u{1f3ff}\ufe0f]/u;
+  const LETTER = /[^\0-\x7f]/u;
+  const isLetter = (c) => c !== undefined && LETTER.test(c) && /\p{L}/u.test(c);
+
+  // A zero-width joiner inside an emoji sequence, or a non-joiner between two letters, only shapes its neighbours.
+  function shapesOnly(before, c, after) {
+    if (c === "\u200d") return before !== undefined && after !== undefined && EMOJI.test(before) && EMOJI.test(after);
+    if (c === "\u200c") return isLetter(before) && isLetter(after);
+    return false;
+  }
+
+  // Fills `el` with `text`, each invisible character shown as a marked "U+XXXX" instead of applied.
+  function showText(el, text) {
+    if (!INVISIBLE.test(text)) { el.textContent = text; return; }
+    const cps = Array.from(text);
+    const parts = [];
+    let run = "";
+    cps.forEach((c, i) => {
+      if (!INVISIBLE.test(c) || shapesOnly(cps[i - 1], c, cps[i + 1])) { run += c; return; }
+      if (run) parts.push(run);
+      run = "";
+      const code = "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+      const mark = document.createElement("span");
+      mark.className = "invisible-char";
+      mark.textContent = code;
+      mark.title = "An invisible character (" + code + "), shown instead of applied";
+      parts.push(mark);
+    });
+    if (run) parts.push(run);
+    el.replaceChildren(...parts);
   }
 
   // ---- state ----
@@ -46,7 +73,7 @@
     try {
       r = await fetch(path, {
         method,
-        headers: { ...(token ? { "X-Hchat-Token": token } : {}), ...(body ? { "Content-Type": "application/json" } : {}) },
+        headers: body ? { "Content-Type": "application/json" } : {},
         body: body ? JSON.stringify(body) : undefined,
         cache: "no-store",
       });
@@ -64,8 +91,8 @@
 
   function showFatal() {
     const f = $("fatal");
-    f.textContent = "This page needs the node's token to act as you. Open the address the node printed at start-up " +
-      "(the line \u201cweb chat: http://\u2026/chat?token=\u2026\u201d).";
+    f.textContent = "This browser is not logged in to your node. Type /web in the peer's CLI and open the link it " +
+      "prints (the line \u201cweb chat: http://\u2026/chat?login=\u2026\u201d) within a few minutes.";
     f.hidden = false;
   }
 
@@ -176,7 +203,7 @@
     meta.append(from, time);
     const text = document.createElement("div");
     text.className = "text";
-    text.textContent = m.text;
+    showText(text, m.text);
     li.append(meta, text);
     fillState(li, m);
     return li;
@@ -393,7 +420,8 @@
     else if (c) {
       // A direct conversation: the two of us, with what the channels say about the other one.
       const seen = [...state.members.values()].flatMap((m) => m.list).find((m) => m.name === c.name);
-      list = [{ name: state.me, online: true }, { name: c.name, online: seen ? seen.online : null }];
+      list = [{ name: state.me, online: true, fingerprint: state.fingerprint },
+              { name: c.name, online: seen ? seen.online : null, fingerprint: seen && seen.fingerprint }];
     }
     const focusedMember = document.activeElement?.closest?.("#members li")?.dataset.name;
     $("members-heading").textContent = c && c.kind === "channel"
@@ -421,7 +449,7 @@
       if (m.status === "away") {
         const a = document.createElement("span");
         a.className = "away";
-        a.textContent = m.away ? "away: " + m.away : "away";
+        showText(a, m.away ? "away: " + m.away : "away");
         b.append(a);
       }
       if (m.name === state.me) {
@@ -431,9 +459,10 @@
         b.append(you);
         b.disabled = true;
         b.setAttribute("aria-label", m.name + " (you)");
+        b.title = "You" + keyLine(m);
       } else {
         b.setAttribute("aria-label", m.name + (status ? ", " + status : "") + ": send a direct message");
-        b.title = "Send " + m.name + " a direct message";
+        b.title = "Send " + m.name + " a direct message" + keyLine(m);
         b.addEventListener("click", () => { const key = "@" + m.name; conv(key); renderConvs(); select(key); closePanels(); });
       }
       li.append(b);
@@ -443,6 +472,9 @@
     }));
     if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
   }
+
+  // The key the tracker binds the name to, as people compare it (on hover).
+  const keyLine = (m) => m.fingerprint ? "\nKey fingerprint: " + m.fingerprint : "";
 
   function roleInInfo(name) {
     const c = state.current && state.convs.get(state.current);
@@ -625,7 +657,7 @@
   function connect() {
     clearTimeout(state.reconnectTimer);
     if (state.stream || state.streamHeld) return;
-    const q = new URLSearchParams(token ? { token } : {});
+    const q = new URLSearchParams();
     if (state.boot) { q.set("since", String(state.lastSeq)); q.set("boot", state.boot); }
     const es = new EventSource("/api/events?" + q);
     state.stream = es;
@@ -643,7 +675,7 @@
       setConn("down", "reconnecting\u2026");
       if (!state.streamHeld) state.reconnectTimer = setTimeout(connect, state.reconnectDelay);
       state.reconnectDelay = Math.min(state.reconnectDelay * 2, RECONNECT_MAX_MS);
-      // A refused stream (403: a wrong token, or a node restarted with a new one) says nothing: ask the API,
+      // A refused stream (403: not logged in, or a node restarted with a new token) says nothing: ask the API,
       // whose refusal shows what to do.
       api("GET", "/api/me").catch(() => {});
     };
@@ -678,7 +710,10 @@
       setConn("live", "live");
       $("fatal").hidden = true;
       if (firstTime) loadAll().catch((e) => notice("Could not load the conversations: " + e.message));
-      api("GET", "/api/me").then((me) => showStatus(me.status, me.away)).catch(() => {});
+      api("GET", "/api/me").then((me) => {
+        state.fingerprint = me.fingerprint;
+        showStatus(me.status, me.away);
+      }).catch(() => {});
       return;
     }
     if (ev.type === "resync") {
@@ -726,7 +761,7 @@
   let noticeTimer = null;
   function notice(text) {
     const n = $("notice");
-    n.textContent = text;
+    showText(n, text);
     n.hidden = false;
     clearTimeout(noticeTimer);
     noticeTimer = setTimeout(() => { n.hidden = true; }, 5000);
