@@ -128,8 +128,11 @@ impl Node {
     fn check(&self, msg: &ChatMessage, via: &Via) -> Result<(), ApiError> {
         msg.check()
             .map_err(|e| ApiError::unprocessable("invalid_field", format!("text: {e}")))?;
-        msg.check_clock(now_ms())
-            .map_err(|e| ApiError::unprocessable(e.code(), format!("message {}: {e}", msg.id)))?;
+        msg.check_clock(now_ms()).map_err(|e| {
+            // Not silent: either someone tries to pin a message at the end of history, or a clock is wrong.
+            tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {e} ({})", e.code());
+            ApiError::unprocessable(e.code(), format!("message {}: {e}", msg.id))
+        })?;
         match &msg.dest {
             Destination::Direct(to) if to != self.name() => {
                 return Err(ApiError::not_found(
