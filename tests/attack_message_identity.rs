@@ -170,7 +170,10 @@ fn an_id_reused_straight_at_bob_does_not_hide_alices_message() {
     assert_eq!(texts(&bob, "@mallory"), ["mallory's DM under alice's id"]);
     bob.type_line("/quit");
     bob.wait_exit(SOON);
-    for line in ["[#general] alice: alice's real words", "[@alice] alice: alice's real DM"] {
+    for line in [
+        "[#general] alice: alice's real words",
+        "[@alice] alice: alice's real DM",
+    ] {
         assert_eq!(bob.out.count(|l| l == line), 1, "{line} shown once");
     }
 }
@@ -313,7 +316,10 @@ fn an_id_from_the_future_is_refused_everywhere_and_catch_up_still_brings_everyth
     bob.type_line("/quit");
     assert!(bob.wait_exit(SOON).success());
     for i in 1..=3 {
-        send(&alice, json!({"channel": "general", "text": format!("missed {i}")}));
+        send(
+            &alice,
+            json!({"channel": "general", "text": format!("missed {i}")}),
+        );
     }
     let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
     bob.out.wait_for("bob's catch-up", SOON, |l| {
@@ -376,7 +382,10 @@ fn a_future_message_stored_before_the_fix_does_not_steer_catch_up() {
     }
 
     for i in 1..=3 {
-        send(&alice, json!({"channel": "general", "text": format!("missed {i}")}));
+        send(
+            &alice,
+            json!({"channel": "general", "text": format!("missed {i}")}),
+        );
     }
     let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
     bob.out.wait_for("bob's catch-up", SOON, |l| {

@@ -29,8 +29,8 @@ use super::inbox::Via;
 use super::{Node, NodeError, lock};
 use crate::http::ApiError;
 use crate::proto::{
-    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MailKey, MessageId,
-    PeerInfo, PeerName, first_id_at, id_ms, now_ms,
+    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo, PeerName,
+    first_id_at, id_ms, now_ms,
 };
 
 /// Messages one `GET /p2p/history` answer carries at most.

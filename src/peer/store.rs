@@ -474,13 +474,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn given_another_sender_used_an_id_first_then_both_messages_are_kept_and_a_repeat_is_a_duplicate() {
+    async fn given_another_sender_used_an_id_first_then_both_messages_are_kept_and_a_repeat_is_a_duplicate()
+     {
         let (store, _thread) = PeerStore::open(&Storage::Memory, n("bob")).unwrap();
         let ch = Destination::Channel(ChannelName::new("g").unwrap());
         let real = ChatMessage::new(n("alice"), ch.clone(), "the real one".into()).unwrap();
         let mut squat = ChatMessage::new(n("mallory"), ch.clone(), "mine now".into()).unwrap();
         squat.id = real.id;
-        assert_eq!(store.save_received(vec![squat.clone()]).await.unwrap(), [true]);
+        assert_eq!(
+            store.save_received(vec![squat.clone()]).await.unwrap(),
+            [true]
+        );
         assert_eq!(
             store
                 .save_received(vec![real.clone(), real.clone(), squat.clone()])
@@ -494,14 +498,20 @@ mod tests {
         // My own message under a received id is mine, queued and delivered by (me, id).
         let mut mine = ChatMessage::new(n("bob"), ch.clone(), "me too".into()).unwrap();
         mine.id = real.id;
-        assert!(store.save_sent(mine.clone(), vec![n("alice")]).await.unwrap());
+        assert!(
+            store
+                .save_sent(mine.clone(), vec![n("alice")])
+                .await
+                .unwrap()
+        );
         assert_eq!(store.outbox_for(&n("alice"), 10).await.unwrap(), vec![mine]);
         store.outbox_done(&n("alice"), vec![real.id]).await.unwrap();
         assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn given_a_store_from_before_sender_keys_then_it_migrates_and_its_future_rows_do_not_mark_catch_up() {
+    async fn given_a_store_from_before_sender_keys_then_it_migrates_and_its_future_rows_do_not_mark_catch_up()
+     {
         let dir = tempfile::tempdir().unwrap();
         let now = now_ms();
         let ch = Destination::Channel(ChannelName::new("g").unwrap());
@@ -513,7 +523,8 @@ mod tests {
             .unwrap();
         let mut future = ChatMessage::new(n("mallory"), ch.clone(), "from 2031".into()).unwrap();
         future.id = first_id_at(now + 5 * 365 * 24 * 3_600_000);
-        let sent = ChatMessage::new(n("bob"), Destination::Direct(n("carol")), "hi".into()).unwrap();
+        let sent =
+            ChatMessage::new(n("bob"), Destination::Direct(n("carol")), "hi".into()).unwrap();
         {
             // Schema 1, as a node before this change left it.
             let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -534,7 +545,10 @@ mod tests {
         }
         let storage = Storage::Dir(dir.path().to_path_buf());
         let (store, _thread) = PeerStore::open(&storage, n("bob")).unwrap();
-        assert_eq!(store.recent(&ch, 10).unwrap(), vec![old.clone(), future.clone()]);
+        assert_eq!(
+            store.recent(&ch, 10).unwrap(),
+            vec![old.clone(), future.clone()]
+        );
         assert_eq!(store.outbox_for(&n("carol"), 10).await.unwrap(), vec![sent]);
         // The row from the future does not count; the one from an hour ago does.
         assert_eq!(

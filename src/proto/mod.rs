@@ -8,7 +8,8 @@ mod names;
 mod tracker;
 
 pub use message::{
-    ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at, id_ms,
+    ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at,
+    id_ms,
 };
 pub use names::{ChannelName, NameError, PeerName};
 pub use tracker::*;

@@ -281,7 +281,11 @@ mod tests {
         let squat = entry_from("mallory", id, "mine now");
         let real = entry_from("alice", id, "the real one");
         assert_eq!(m.deposit(&n("bob"), vec![squat.clone()]), Ok(1));
-        assert_eq!(m.deposit(&n("bob"), vec![real.clone()]), Ok(1), "not a retry");
+        assert_eq!(
+            m.deposit(&n("bob"), vec![real.clone()]),
+            Ok(1),
+            "not a retry"
+        );
         assert_eq!(m.deposit(&n("bob"), vec![real.clone()]), Ok(0), "a retry");
         assert_eq!(m.fetch(&n("bob"), 10).0, vec![squat.clone(), real.clone()]);
         // Acknowledging mallory's entry leaves alice's held.
