@@ -402,3 +402,69 @@ fn a_future_message_stored_before_the_fix_does_not_steer_catch_up() {
     bob.type_line("/quit");
     bob.wait_exit(SOON);
 }
+
+#[test]
+fn bobs_page_shows_alices_message_beside_the_one_that_reused_its_id() {
+    let dir = match browser_tools() {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return,
+        Err(why) => panic!("{why}"),
+    };
+    let tracker = Proc::tracker(&[]);
+    let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+    joined(&bob, "general");
+    joined(&alice, "general");
+    let mallory = Signer::new("mallory");
+    mallory_in_general(&tracker, &mallory, json!({"ok": true, "duplicate": false}));
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("same_id.mjs")
+        .arg(chat_url(&bob))
+        .arg(&shots);
+    let mut script = Driver::spawn("same_id.mjs", cmd);
+    script
+        .out
+        .wait_for("the page to ask", SOON * 3, |l| l == "ASK reuse an id");
+    let id = uuid::Uuid::now_v7();
+    let squat = signed(
+        &mallory,
+        id,
+        hchat::proto::now_ms(),
+        json!({"channel": "general"}),
+        "mallory got here first",
+    );
+    let (status, ack) = post_json(&bob.url("/p2p/receive"), &squat);
+    assert_eq!(status, 200, "{ack}");
+    send(
+        &alice,
+        json!({"channel": "general", "text": "alice's real words", "id": id}),
+    );
+    send(
+        &alice,
+        json!({"channel": "general", "text": "after the reuse"}),
+    );
+    script.answer("DONE reuse an id");
+    let end = std::time::Instant::now() + SOON * 6;
+    let status = loop {
+        if let Some(status) = script.exited() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the page script did not finish:\n{}",
+            script.transcript()
+        );
+        let seen = script.out.all().len();
+        script
+            .out
+            .wait_more(seen, std::time::Duration::from_millis(200));
+    };
+    script.out.wait_ended(SOON);
+    assert!(
+        status.success() && script.out.count(|l| l == "PASS") == 1,
+        "the page script failed ({status}):\n{}",
+        script.transcript()
+    );
+}
