@@ -420,6 +420,34 @@ mod tests {
     }
 
     #[test]
+    fn given_mail_held_by_schema_3_then_schema_4_keeps_it_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let ids = [MessageId::now_v7(), MessageId::now_v7()];
+        {
+            let c = open(&storage, DB_FILE, &MIGRATIONS[..3]).unwrap();
+            c.execute("INSERT INTO mailbox_owners (name) VALUES ('bob')", [])
+                .unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO mail (recipient, id, sender, envelope, deposited_ms) VALUES ('bob', ?1, 'alice', ?2, 5)",
+                    params![id.hyphenated().to_string(), format!("{{\"n\":{i}}}")],
+                )
+                .unwrap();
+            }
+        }
+        let mut s = SqliteStore::open(&storage).unwrap();
+        let (_, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
+        let held: Vec<MessageId> = mailboxes
+            .fetch(&n("bob"), 10)
+            .0
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(held, ids);
+    }
+
+    #[test]
     fn given_two_depositors_under_one_id_then_both_are_held_across_a_reopen_and_acked_apart() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::Dir(dir.path().to_path_buf());
