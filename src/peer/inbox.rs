@@ -1,7 +1,8 @@
 //! Receiving: the checks a message passes before it is stored and shown, whichever way it came. It must be for
 //! this node (its own name, or a channel it has joined), not claim to be from this node, have a valid text, and
-//! an id and `ts` not ahead of this node's clock by more than [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) (422 `future_message`: such
-//! an id would sort after everything said for years, and used to stop catch-up).
+//! an id and `ts` not ahead of this node's clock by more than
+//! [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) (422 `future_message`: such an id would sort after
+//! everything said for years, and used to stop catch-up).
 //! Then, by the way it came:
 //! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender;
 //! - by catch-up: it must belong to the channel asked about.

@@ -10,7 +10,8 @@
 //! **Where catch-up starts cannot be steered by any member.** It used to start from the newest message id held,
 //! and ids are chosen by senders: one signed message whose id was years ahead became the newest for good, and
 //! every catch-up after it asked for messages from the future and got none. Now (issue 11):
-//! - receivers refuse ids and `ts` more than [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) ahead of their clock (`future_message`);
+//! - receivers refuse ids and `ts` more than [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) ahead of
+//!   their clock (`future_message`);
 //! - the start is [`PeerStore::catch_up_mark`](super::store::PeerStore::catch_up_mark): per message, its id's time
 //!   capped by when this node stored it, i.e. this node's own clock; rows from before marks were kept count only
 //!   if their id is not ahead of now. A sender can at most make its message count as "received now", which is

@@ -1,6 +1,6 @@
 //! The peer's durable state in SQLite (`<data-dir>/peer.sqlite3`): every message sent and received (the history,
-//! which is also the duplicate filter: a message, its sender and id, is stored once), the outbox (which recipient still has to get
-//! which of our messages), and the channels the user has joined.
+//! which is also the duplicate filter: a message, its sender and id, is stored once), the outbox (which recipient
+//! still has to get which of our messages), and the channels the user has joined.
 //!
 //! Each message is kept as its whole wire envelope, its sender's signature (`sig`) included, so what this node
 //! hands out in a catch-up answer can be verified by whoever asks; no column was needed for it (rows from before
