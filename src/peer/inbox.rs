@@ -1,5 +1,8 @@
 //! Receiving: the checks a message passes before it is stored and shown, whichever way it came. It must be for
-//! this node (its own name, or a channel it has joined), not claim to be from this node, and have a valid text.
+//! this node (its own name, or a channel it has joined), not claim to be from this node, have a valid text, and
+//! an id and `ts` not ahead of this node's clock by more than
+//! [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) (422 `future_message`: such an id would sort after
+//! everything said for years, and used to stop catch-up).
 //! Then, by the way it came:
 //! - from the tracker's mailbox: the envelope must name the peer that deposited it as its sender;
 //! - by catch-up: it must belong to the channel asked about.
@@ -11,7 +14,9 @@
 //! A channel message, however it came, must also be from a member the tracker says may post (not a visitor, not
 //! banned or removed), and this node must still be a member ([`access`](super::access), 403 `not_allowed`).
 //!
-//! Accepted messages are committed in one transaction, and only then answered and shown; a duplicate id is
+//! Accepted messages are committed in one transaction, and only then answered and shown. A message is identified
+//! by its sender and id: the same id from another sender is another message, stored and shown beside the first
+//! (so nobody can bury alice's message by using its id first); the same sender and id again is a duplicate,
 //! accepted and not shown again.
 
 use std::collections::HashMap;
@@ -23,7 +28,7 @@ use super::{KEY_RECHECK, Node, lock};
 use crate::http::ApiError;
 use crate::identity::{AuthError, PublicKey, verify_message};
 use crate::peer::events::Event;
-use crate::proto::{ChannelName, ChatMessage, Destination, PeerName};
+use crate::proto::{ChannelName, ChatMessage, Destination, PeerName, now_ms};
 
 /// How a message reached this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +41,8 @@ pub enum Via {
     CatchUp { channel: ChannelName },
 }
 
-/// Each message's verdict: `Ok(true)` stored before (duplicate), `Ok(false)` new, `Err` refused.
+/// Each message's verdict: `Ok(true)` stored before (duplicate: same sender, same id), `Ok(false)` new, `Err`
+/// refused.
 pub type Verdicts = Vec<Result<bool, ApiError>>;
 
 impl Node {
@@ -123,6 +129,11 @@ impl Node {
     fn check(&self, msg: &ChatMessage, via: &Via) -> Result<(), ApiError> {
         msg.check()
             .map_err(|e| ApiError::unprocessable("invalid_field", format!("text: {e}")))?;
+        msg.check_clock(now_ms()).map_err(|e| {
+            // Not silent: either someone tries to pin a message at the end of history, or a clock is wrong.
+            tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {e} ({})", e.code());
+            ApiError::unprocessable(e.code(), format!("message {}: {e}", msg.id))
+        })?;
         match &msg.dest {
             Destination::Direct(to) if to != self.name() => {
                 return Err(ApiError::not_found(

@@ -727,6 +727,8 @@ impl Node {
         let mut msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
         if let Some(id) = id {
             msg.id = id;
+            // Every receiver would refuse it (`future_message`); say so before it is stored here.
+            msg.check_clock(crate::proto::now_ms())?;
         }
         self.inner.identity.sign_message(&mut msg);
         let watches: Vec<_> = recipients

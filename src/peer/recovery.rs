@@ -6,6 +6,18 @@
 //!
 //! One task does both, woken at start-up, when the tracker reports mail waiting, when it had forgotten us, and
 //! when the user re-joins a channel.
+//!
+//! **Where catch-up starts cannot be steered by any member.** It used to start from the newest message id held,
+//! and ids are chosen by senders: one signed message whose id was years ahead became the newest for good, and
+//! every catch-up after it asked for messages from the future and got none. Now (issue 11):
+//! - receivers refuse ids and `ts` more than [`MAX_CLOCK_AHEAD_MS`](crate::proto::MAX_CLOCK_AHEAD_MS) ahead of
+//!   their clock (`future_message`);
+//! - the start is [`PeerStore::catch_up_mark`](super::store::PeerStore::catch_up_mark): per message, its id's time
+//!   capped by when this node stored it, i.e. this node's own clock; rows from before marks were kept count only
+//!   if their id is not ahead of now. A sender can at most make its message count as "received now", which is
+//!   what it is;
+//! - answers are asked of up to [`CATCH_UP_SOURCES`] members, each checked message by message, so a member that
+//!   answers nothing (or only refused messages) does not stand for the channel.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +30,8 @@ use super::inbox::Via;
 use super::{Node, NodeError, lock};
 use crate::http::ApiError;
 use crate::proto::{
-    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MessageId, PeerInfo, PeerName,
+    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo, PeerName,
+    first_id_at, id_ms, now_ms,
 };
 
 /// Messages one `GET /p2p/history` answer carries at most.
@@ -67,19 +80,17 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
-/// The smallest UUIDv7 of a millisecond: every message id made at or after `ms` sorts at or above it.
-pub fn first_id_at(ms: u64) -> MessageId {
-    MessageId::from_u128(((ms as u128) << 80) | (0x7u128 << 76) | (0b10u128 << 62))
+/// Where catch-up starts for a conversation held up to `mark_ms` (this node's clock).
+pub fn catch_up_from(mark_ms: u64) -> MessageId {
+    first_id_at(mark_ms.saturating_sub(CATCH_UP_SKEW.as_millis() as u64))
 }
 
-/// Milliseconds since the epoch at which a UUIDv7 was made.
-pub fn id_ms(id: &MessageId) -> u64 {
-    (id.as_u128() >> 80) as u64
-}
-
-/// Where catch-up starts for a conversation whose newest held message (or membership start) is `mark`.
-pub fn catch_up_from(mark: MessageId) -> MessageId {
-    first_id_at(id_ms(&mark).saturating_sub(CATCH_UP_SKEW.as_millis() as u64))
+/// The id the next catch-up page starts after, once a page ended with `last`: just below it, so that messages of
+/// other senders under the same id (a page may end between them) are asked for again rather than skipped; `last`
+/// itself only when a whole page shared that id (the next page must move on).
+fn next_after(after: MessageId, last: MessageId) -> MessageId {
+    let below = MessageId::from_u128(last.as_u128().saturating_sub(1));
+    if below > after { below } else { last }
 }
 
 impl Node {
@@ -96,18 +107,22 @@ impl Node {
         self.inner.recovery.wake.notify_one();
     }
 
-    /// Where catch-up on `channel` should start: just before the newest message held, else before joining.
+    /// Where catch-up on `channel` should start: just before the time up to which this node holds it (never
+    /// beyond its own clock, see the module doc), else before joining.
     pub(super) async fn catch_up_mark(
         &self,
         channel: &ChannelName,
         since: Option<MessageId>,
     ) -> Result<Option<MessageId>, NodeError> {
-        let newest = self
+        let now = now_ms();
+        let held = self
             .inner
             .store
-            .newest(&Destination::Channel(channel.clone()))
+            .catch_up_mark(&Destination::Channel(channel.clone()), now)
             .await?;
-        Ok(newest.into_iter().chain(since).max().map(catch_up_from))
+        // `since` is an id this node made when it joined; capped all the same, as a store may outlive a clock.
+        let joined = since.map(|s| id_ms(&s).min(now));
+        Ok(held.into_iter().chain(joined).max().map(catch_up_from))
     }
 
     /// The recovery task.
@@ -153,12 +168,19 @@ impl Node {
                 break;
             }
             let mut msgs = Vec::new();
-            let mut ids = Vec::new();
+            let mut acks = Vec::new();
+            let mut unattributed = Vec::new();
             for e in &page.entries {
-                ids.push(e.id);
                 let Some(depositor) = e.from.clone() else {
+                    // Not a message (a tracker names every depositor): dropped, by id as it has no other key.
+                    unattributed.push(e.id);
                     continue;
                 };
+                // Acknowledged by depositor and id: another depositor's entry under the same id stays held.
+                acks.push(MailKey {
+                    from: depositor.clone(),
+                    id: e.id,
+                });
                 match serde_json::from_str::<ChatMessage>(e.envelope.get()) {
                     Ok(m) if m.id == e.id => msgs.push((m, Via::Mailbox { depositor })),
                     _ => {
@@ -189,7 +211,8 @@ impl Node {
                 tracing::info!(peer = %me, "dropping held mail: {}", v.message);
             }
             // Stored (or refused for good): the tracker may forget them now.
-            self.tracked(|| t.ack_mail(me, ids.clone())).await?;
+            self.tracked(|| t.ack_mail(me, acks.clone(), unattributed.clone()))
+                .await?;
             if !page.more {
                 break;
             }
@@ -267,7 +290,7 @@ impl Node {
             if !page.more {
                 break;
             }
-            after = last;
+            after = next_after(after, last);
         }
         Ok(new)
     }
@@ -364,12 +387,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_id_of_a_millisecond_sorts_below_every_id_made_then() {
-        let id = MessageId::now_v7();
-        let ms = id_ms(&id);
-        assert!(first_id_at(ms) <= id);
-        assert!(first_id_at(ms + 1) > id);
-        assert_eq!(first_id_at(ms).get_version_num(), 7);
-        assert!(first_id_at(ms).hyphenated().to_string() <= id.hyphenated().to_string());
+    fn given_a_page_ending_inside_an_id_then_the_next_page_asks_for_that_id_again() {
+        let after = first_id_at(1_000);
+        let last = first_id_at(2_000);
+        let next = next_after(after, last);
+        assert!(next < last && next > after);
+        // A page all under one id: move on past it.
+        let below = MessageId::from_u128(last.as_u128() - 1);
+        assert_eq!(next_after(below, last), last);
+    }
+
+    #[test]
+    fn catch_up_starts_a_skew_before_the_mark_and_never_beyond_it() {
+        let mark = 10_000_000;
+        let from = catch_up_from(mark);
+        assert_eq!(id_ms(&from), mark - CATCH_UP_SKEW.as_millis() as u64);
     }
 }

@@ -22,9 +22,8 @@ impl From<NodeError> for ApiError {
         let msg = e.to_string();
         match e {
             NodeError::NotJoined(_) => ApiError::forbidden("not_joined", msg),
-            NodeError::SelfMessage | NodeError::BadMessage(_) => {
-                ApiError::unprocessable("invalid_field", msg)
-            }
+            NodeError::BadMessage(e) => ApiError::unprocessable(e.code(), msg),
+            NodeError::SelfMessage => ApiError::unprocessable("invalid_field", msg),
             NodeError::PeerOffline { .. } => ApiError::not_found("peer_offline", msg),
             NodeError::Refused { code, message, .. } => {
                 let status = match code.as_str() {

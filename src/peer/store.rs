@@ -1,6 +1,6 @@
 //! The peer's durable state in SQLite (`<data-dir>/peer.sqlite3`): every message sent and received (the history,
-//! which is also the duplicate filter: a message id is stored once), the outbox (which recipient still has to get
-//! which of our messages), and the channels the user has joined.
+//! which is also the duplicate filter: a message, its sender and id, is stored once), the outbox (which recipient
+//! still has to get which of our messages), and the channels the user has joined.
 //!
 //! Each message is kept as its whole wire envelope, its sender's signature (`sig`) included, so what this node
 //! hands out in a catch-up answer can be verified by whoever asks; no column was needed for it (rows from before
@@ -9,10 +9,17 @@
 //! History is ordered by message id within a conversation. Ids are UUIDv7, ordered by creation time within each
 //! sender's process, so every sender's messages read in the order they were sent, however they arrived (directly,
 //! from the tracker's mailbox, or by catch-up).
+//!
+//! A message is keyed by (sender, id), not by id: another member reusing alice's id stores a message of its own
+//! beside hers, never in its place. Each row also keeps a `mark_ms`, the time catch-up may resume from after it:
+//! its id's time, but never later than when it was stored here, so no sender can move this node's catch-up into the
+//! future ([`PeerStore::catch_up_mark`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::proto::{ChannelName, ChatMessage, Destination, MessageId, PeerName};
+use crate::proto::{
+    ChannelName, ChatMessage, Destination, MessageId, PeerName, first_id_at, id_ms, now_ms,
+};
 use crate::storage::{Db, DbError, DbThread, Storage, open};
 
 /// The schema, one step per version (`PRAGMA user_version`). Never edit a step; append one.
@@ -39,6 +46,37 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     )",
+    // 2: messages keyed by (sender, id) instead of id alone (issue 11: a member could store its own message under
+    // another's id first and have the real one dropped as a duplicate), the outbox likewise; and `mark_ms`, the
+    // id's time capped by the arrival time, which catch-up starts from (NULL for the rows stored before this step:
+    // their arrival is unknown, see `catch_up_mark`).
+    "CREATE TABLE messages_v2 (
+        sender TEXT NOT NULL,
+        id TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        envelope TEXT NOT NULL,
+        mark_ms INTEGER,
+        PRIMARY KEY (sender, id)
+    );
+    INSERT INTO messages_v2 (sender, id, conversation, ts, envelope)
+        SELECT sender, id, conversation, ts, envelope FROM messages;
+    CREATE TABLE outbox_v2 (
+        recipient TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (recipient, sender, id),
+        FOREIGN KEY (sender, id) REFERENCES messages_v2 (sender, id)
+    ) WITHOUT ROWID;
+    INSERT INTO outbox_v2 (recipient, sender, id)
+        SELECT o.recipient, m.sender, o.id FROM outbox o JOIN messages m ON m.id = o.id;
+    DROP TABLE outbox;
+    DROP TABLE messages;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    ALTER TABLE outbox_v2 RENAME TO outbox;
+    CREATE INDEX messages_by_conversation ON messages (conversation, id, sender);
+    CREATE INDEX messages_by_mark ON messages (conversation, mark_ms);
+    CREATE INDEX messages_unmarked ON messages (conversation, id) WHERE mark_ms IS NULL",
 ];
 
 /// The database file inside a peer's data dir.
@@ -67,17 +105,21 @@ fn parse(env: String) -> Result<ChatMessage, DbError> {
         .map_err(|e| DbError::Sql(format!("a stored message is corrupt: {e}")))
 }
 
-fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage) -> Result<bool, DbError> {
+/// Stores `msg` unless its (sender, id) is held already; whether it was new. `now` is this node's clock: the
+/// message's catch-up mark is its id's time, never later than now.
+fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage, now: u64) -> Result<bool, DbError> {
     let n = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO messages (id, conversation, sender, ts, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO messages (sender, id, conversation, ts, envelope, mark_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
+            msg.from.as_str(),
             id_text(&msg.id),
             msg.conversation(me).label(),
-            msg.from.as_str(),
             msg.ts as i64,
-            envelope(msg)
+            envelope(msg),
+            id_ms(&msg.id).min(now) as i64
         ])?;
     Ok(n == 1)
 }
@@ -106,7 +148,7 @@ impl PeerStore {
     }
 
     /// Stores a message this node's user sent, and queues it for each recipient, in one transaction. Returns
-    /// whether the id was new (a retry with the same id is queued again, and stored once by everyone).
+    /// whether it was new (a retry with the same id is queued again, and stored once by everyone).
     pub async fn save_sent(
         &self,
         msg: ChatMessage,
@@ -115,12 +157,12 @@ impl PeerStore {
         let me = self.me.clone();
         self.db
             .call(move |c| {
-                let new = insert(c, &me, &msg)?;
+                let new = insert(c, &me, &msg, now_ms())?;
                 let mut q = c.prepare_cached(
-                    "INSERT OR IGNORE INTO outbox (recipient, id) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO outbox (recipient, sender, id) VALUES (?1, ?2, ?3)",
                 )?;
                 for r in &recipients {
-                    q.execute(params![r.as_str(), id_text(&msg.id)])?;
+                    q.execute(params![r.as_str(), me.as_str(), id_text(&msg.id)])?;
                 }
                 Ok(new)
             })
@@ -144,11 +186,14 @@ impl PeerStore {
         })
     }
 
-    /// Stores received messages; for each, whether it was new (a duplicate id is stored once).
+    /// Stores received messages; for each, whether it was new (the same sender and id is stored once).
     pub async fn save_received(&self, msgs: Vec<ChatMessage>) -> Result<Vec<bool>, DbError> {
         let me = self.me.clone();
         self.db
-            .call(move |c| msgs.iter().map(|m| insert(c, &me, m)).collect())
+            .call(move |c| {
+                let now = now_ms();
+                msgs.iter().map(|m| insert(c, &me, m, now)).collect()
+            })
             .await
     }
 
@@ -168,7 +213,8 @@ impl PeerStore {
         self.db.call(move |c| recent(c, &label, n)).await
     }
 
-    /// A channel's messages with an id above `after`, oldest first, at most `limit` (what catch-up serves).
+    /// A channel's messages with an id above `after`, oldest first (by id, then sender), at most `limit` (what
+    /// catch-up serves).
     pub async fn channel_after(
         &self,
         channel: &ChannelName,
@@ -179,7 +225,7 @@ impl PeerStore {
         self.db
             .call(move |c| {
                 let mut q = c.prepare_cached(
-                    "SELECT envelope FROM messages WHERE conversation = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                    "SELECT envelope FROM messages WHERE conversation = ?1 AND id > ?2 ORDER BY id, sender LIMIT ?3",
                 )?;
                 let rows = q.query_map(params![label, id_text(&after), limit as i64], |r| {
                     r.get::<_, String>(0)
@@ -189,20 +235,34 @@ impl PeerStore {
             .await
     }
 
-    /// The newest message id in a conversation.
-    pub async fn newest(&self, conv: &Destination) -> Result<Option<MessageId>, DbError> {
+    /// The time up to which this node holds a conversation, as far as it can vouch for it (ms since the epoch):
+    /// the newest `mark_ms`, each the message's id time capped by when it arrived. A row stored before marks were
+    /// kept counts with its id's time only if that is not ahead of `now`: such a row from the future (accepted
+    /// before ids from the future were refused) must not keep moving catch-up past everything said since.
+    pub async fn catch_up_mark(
+        &self,
+        conv: &Destination,
+        now: u64,
+    ) -> Result<Option<u64>, DbError> {
         let label = conv.label();
         self.db
             .call(move |c| {
-                let id: Option<String> = c
-                    .query_row(
-                        "SELECT max(id) FROM messages WHERE conversation = ?1",
-                        [label],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
-                Ok(id.and_then(|s| s.parse().ok()))
+                let marked: Option<i64> = c.query_row(
+                    "SELECT max(mark_ms) FROM messages WHERE conversation = ?1",
+                    [&label],
+                    |r| r.get(0),
+                )?;
+                let unmarked: Option<String> = c.query_row(
+                    "SELECT max(id) FROM messages WHERE conversation = ?1 AND mark_ms IS NULL AND id < ?2",
+                    params![label, id_text(&first_id_at(now + 1))],
+                    |r| r.get(0),
+                )?;
+                let unmarked = unmarked.and_then(|s| s.parse::<MessageId>().ok());
+                Ok(marked
+                    .map(|ms| ms.max(0) as u64)
+                    .into_iter()
+                    .chain(unmarked.as_ref().map(id_ms))
+                    .max())
             })
             .await
     }
@@ -217,7 +277,7 @@ impl PeerStore {
         self.db
             .call(move |c| {
                 let mut q = c.prepare_cached(
-                    "SELECT m.envelope FROM outbox o JOIN messages m ON m.id = o.id
+                    "SELECT m.envelope FROM outbox o JOIN messages m ON m.sender = o.sender AND m.id = o.id
                      WHERE o.recipient = ?1 ORDER BY o.id LIMIT ?2",
                 )?;
                 let rows = q.query_map(params![r, limit as i64], |r| r.get::<_, String>(0))?;
@@ -233,12 +293,15 @@ impl PeerStore {
         ids: Vec<MessageId>,
     ) -> Result<(), DbError> {
         let r = recipient.to_string();
+        let me = self.me.to_string();
         self.db
             .call_relaxed(move |c| {
-                let mut q =
-                    c.prepare_cached("DELETE FROM outbox WHERE recipient = ?1 AND id = ?2")?;
+                // The outbox holds only this node's own messages.
+                let mut q = c.prepare_cached(
+                    "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
+                )?;
                 for id in &ids {
-                    q.execute(params![r, id_text(id)])?;
+                    q.execute(params![r, me, id_text(id)])?;
                 }
                 Ok(())
             })
@@ -335,7 +398,7 @@ impl PeerStore {
 
 fn recent(c: &Connection, label: &str, n: usize) -> Result<Vec<ChatMessage>, DbError> {
     let mut q = c.prepare_cached(
-        "SELECT envelope FROM messages WHERE conversation = ?1 ORDER BY id DESC LIMIT ?2",
+        "SELECT envelope FROM messages WHERE conversation = ?1 ORDER BY id DESC, sender DESC LIMIT ?2",
     )?;
     let rows = q.query_map(params![label, n as i64], |r| r.get::<_, String>(0))?;
     let mut msgs = rows.map(|r| parse(r?)).collect::<Result<Vec<_>, _>>()?;
@@ -408,6 +471,96 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(after, msgs[3..].to_vec());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_another_sender_used_an_id_first_then_both_messages_are_kept_and_a_repeat_is_a_duplicate()
+     {
+        let (store, _thread) = PeerStore::open(&Storage::Memory, n("bob")).unwrap();
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let real = ChatMessage::new(n("alice"), ch.clone(), "the real one".into()).unwrap();
+        let mut squat = ChatMessage::new(n("mallory"), ch.clone(), "mine now".into()).unwrap();
+        squat.id = real.id;
+        assert_eq!(
+            store.save_received(vec![squat.clone()]).await.unwrap(),
+            [true]
+        );
+        assert_eq!(
+            store
+                .save_received(vec![real.clone(), real.clone(), squat.clone()])
+                .await
+                .unwrap(),
+            [true, false, false]
+        );
+        let held = store.recent(&ch, 10).unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(held.contains(&real) && held.contains(&squat));
+        // My own message under a received id is mine, queued and delivered by (me, id).
+        let mut mine = ChatMessage::new(n("bob"), ch.clone(), "me too".into()).unwrap();
+        mine.id = real.id;
+        assert!(
+            store
+                .save_sent(mine.clone(), vec![n("alice")])
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.outbox_for(&n("alice"), 10).await.unwrap(), vec![mine]);
+        store.outbox_done(&n("alice"), vec![real.id]).await.unwrap();
+        assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn given_a_store_from_before_sender_keys_then_it_migrates_and_its_future_rows_do_not_mark_catch_up()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let old = ChatMessage::new(n("alice"), ch.clone(), "an hour ago".into())
+            .map(|mut m| {
+                m.id = first_id_at(now - 3_600_000);
+                m
+            })
+            .unwrap();
+        let mut future = ChatMessage::new(n("mallory"), ch.clone(), "from 2031".into()).unwrap();
+        future.id = first_id_at(now + 5 * 365 * 24 * 3_600_000);
+        let sent =
+            ChatMessage::new(n("bob"), Destination::Direct(n("carol")), "hi".into()).unwrap();
+        {
+            // Schema 1, as a node before this change left it.
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch("PRAGMA user_version = 1").unwrap();
+            for m in [&old, &future, &sent] {
+                c.execute(
+                    "INSERT INTO messages (id, conversation, sender, ts, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id_text(&m.id), m.conversation(&n("bob")).label(), m.from.as_str(), m.ts as i64, envelope(m)],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO outbox (recipient, id) VALUES ('carol', ?1)",
+                [id_text(&sent.id)],
+            )
+            .unwrap();
+        }
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let (store, _thread) = PeerStore::open(&storage, n("bob")).unwrap();
+        assert_eq!(
+            store.recent(&ch, 10).unwrap(),
+            vec![old.clone(), future.clone()]
+        );
+        assert_eq!(store.outbox_for(&n("carol"), 10).await.unwrap(), vec![sent]);
+        // The row from the future does not count; the one from an hour ago does.
+        assert_eq!(
+            store.catch_up_mark(&ch, now).await.unwrap(),
+            Some(id_ms(&old.id))
+        );
+        // A message received now marks now, whatever its id says (within the allowed skew).
+        let mut ahead = ChatMessage::new(n("alice"), ch.clone(), "a minute ahead".into()).unwrap();
+        ahead.id = first_id_at(now_ms() + 60_000);
+        store.save_received(vec![ahead]).await.unwrap();
+        let mark = store.catch_up_mark(&ch, now_ms()).await.unwrap().unwrap();
+        assert!(mark >= now && mark <= now_ms(), "{mark} is not now ({now})");
     }
 
     fn ch_name(d: &Destination) -> &ChannelName {

@@ -261,10 +261,12 @@ impl TrackerClient {
         .await
     }
 
-    /// Tells the tracker these are stored here; it deletes them.
+    /// Tells the tracker these entries (by depositor and id) are stored here; it deletes them. `ids` deletes
+    /// every entry under an id, whoever deposited it: only for entries that name no depositor.
     pub async fn ack_mail(
         &self,
         name: &PeerName,
+        entries: Vec<MailKey>,
         ids: Vec<MessageId>,
     ) -> Result<AckResponse, TrackerError> {
         self.post(
@@ -272,6 +274,7 @@ impl TrackerClient {
             &AckRequest {
                 name: name.clone(),
                 ids,
+                entries,
             },
         )
         .await

@@ -1,12 +1,36 @@
 //! The chat message as it travels from peer to peer (`POST /p2p/receive`), signed by its sender, and the
 //! receiver's answer.
+//!
+//! A message is identified by its sender **and** its id ([`ChatMessage::key`]), never by the id alone: ids are
+//! chosen by senders, so a member who saw alice's id could otherwise send something of its own under it first and
+//! have alice's real message taken for a duplicate. The same id from two senders is two messages.
+//!
+//! An id is a UUIDv7, whose first 48 bits are its creation time, and history and catch-up are ordered by it. So a
+//! message whose id (or `ts`) is more than [`MAX_CLOCK_AHEAD_MS`] ahead of the receiver's clock is refused
+//! ([`ChatMessage::check_clock`]): one such message would otherwise sort after everything said for years.
 
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelName, MAX_TEXT_BYTES, PeerName};
 
-/// A message's unique id: a UUIDv7, so ids also sort by creation time.
+/// A message's id, unique among its sender's messages: a UUIDv7, so ids also sort by creation time.
 pub type MessageId = uuid::Uuid;
+
+/// How far ahead of a receiver's clock a message's id time or `ts` may be. Every online peer's clock is within
+/// [`crate::identity::REQUEST_WINDOW_MS`] (60 s) of the tracker's, or the tracker refuses its requests, so two
+/// honest peers' clocks differ by 120 s at most; anything further ahead was made so on purpose (or by a clock that
+/// is wrong, which its owner needs to hear about).
+pub const MAX_CLOCK_AHEAD_MS: u64 = 2 * crate::identity::REQUEST_WINDOW_MS;
+
+/// Milliseconds since the epoch at which a UUIDv7 was made (its first 48 bits).
+pub fn id_ms(id: &MessageId) -> u64 {
+    (id.as_u128() >> 80) as u64
+}
+
+/// The smallest UUIDv7 of a millisecond: every message id made at or after `ms` sorts at or above it.
+pub fn first_id_at(ms: u64) -> MessageId {
+    MessageId::from_u128(((ms as u128) << 80) | (0x7u128 << 76) | (0b10u128 << 62))
+}
 
 /// Where a message goes: a channel, or one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,6 +74,21 @@ pub enum MessageError {
     EmptyText,
     #[error("text is longer than {MAX_TEXT_BYTES} bytes")]
     TextTooLong,
+    #[error(
+        "its {what} is {ahead_ms} ms ahead of this node's clock (at most {MAX_CLOCK_AHEAD_MS} ms is allowed): \
+         the sender's clock, or this node's, is wrong and needs setting right"
+    )]
+    FromTheFuture { what: &'static str, ahead_ms: u64 },
+}
+
+impl MessageError {
+    /// The stable code a refusal for this reason carries (`docs/PROTOCOL.md`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MessageError::FromTheFuture { .. } => "future_message",
+            MessageError::EmptyText | MessageError::TextTooLong => "invalid_field",
+        }
+    }
 }
 
 impl ChatMessage {
@@ -78,6 +117,22 @@ impl ChatMessage {
         Ok(())
     }
 
+    /// Refuses an id or `ts` more than [`MAX_CLOCK_AHEAD_MS`] ahead of `now_ms` (the checker's clock).
+    pub fn check_clock(&self, now_ms: u64) -> Result<(), MessageError> {
+        for (what, at) in [("id's time", id_ms(&self.id)), ("ts", self.ts)] {
+            let ahead_ms = at.saturating_sub(now_ms);
+            if ahead_ms > MAX_CLOCK_AHEAD_MS {
+                return Err(MessageError::FromTheFuture { what, ahead_ms });
+            }
+        }
+        Ok(())
+    }
+
+    /// What identifies this message: its sender and its id.
+    pub fn key(&self) -> (PeerName, MessageId) {
+        (self.from.clone(), self.id)
+    }
+
     /// The conversation this message belongs to, from `me`'s point of view: the channel, or the other peer.
     pub fn conversation(&self, me: &PeerName) -> Destination {
         match &self.dest {
@@ -102,7 +157,7 @@ impl ChatMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveAck {
     pub ok: bool,
-    /// True when the id had been received before: accepted again, shown once.
+    /// True when this message (the same sender and id) had been received before: accepted again, shown once.
     pub duplicate: bool,
 }
 
@@ -150,6 +205,36 @@ mod tests {
             m.conversation(&name("alice")),
             Destination::Direct(name("bob"))
         );
+    }
+
+    #[test]
+    fn given_an_id_or_ts_beyond_the_allowed_skew_then_the_message_is_refused() {
+        let now = super::super::now_ms();
+        let ch = Destination::Channel(ChannelName::new("general").unwrap());
+        let mut m = ChatMessage::new(name("alice"), ch, "hi".into()).unwrap();
+        assert_eq!(m.check_clock(now), Ok(()));
+        m.id = first_id_at(now + MAX_CLOCK_AHEAD_MS);
+        assert_eq!(m.check_clock(now), Ok(()), "within the skew");
+        m.id = first_id_at(now + 5 * 365 * 24 * 3600 * 1000);
+        let err = m.check_clock(now).unwrap_err();
+        assert_eq!(err.code(), "future_message");
+        assert!(err.to_string().contains("id's time"), "{err}");
+        m.id = first_id_at(now);
+        m.ts = now + MAX_CLOCK_AHEAD_MS + 1;
+        assert!(matches!(
+            m.check_clock(now),
+            Err(MessageError::FromTheFuture { what: "ts", .. })
+        ));
+    }
+
+    #[test]
+    fn the_first_id_of_a_millisecond_sorts_below_every_id_made_then() {
+        let id = MessageId::now_v7();
+        let ms = id_ms(&id);
+        assert!(first_id_at(ms) <= id);
+        assert!(first_id_at(ms + 1) > id);
+        assert_eq!(first_id_at(ms).get_version_num(), 7);
+        assert!(first_id_at(ms).hyphenated().to_string() <= id.hyphenated().to_string());
     }
 
     #[test]

@@ -9,7 +9,10 @@ mod names;
 mod tracker;
 
 pub use error_code::ErrorCode;
-pub use message::{ChatMessage, Destination, MessageError, MessageId, ReceiveAck};
+pub use message::{
+    ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at,
+    id_ms,
+};
 pub use names::{ChannelName, NameError, PeerName};
 pub use tracker::*;
 

@@ -413,11 +413,25 @@ pub struct FetchResponse {
     pub more: bool,
 }
 
-/// `POST /mailbox/ack`: the peer has stored these; the tracker deletes them.
+/// `POST /mailbox/ack`: the peer has stored these; the tracker deletes them. Between them, `entries` and `ids`
+/// name 1 to [`MAX_MAIL_BATCH`] acknowledgements.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AckRequest {
     pub name: PeerName,
+    /// Deletes every entry held under each id, whoever deposited it (the form from before `entries`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<MessageId>,
+    /// Deletes the entry each (depositor, id) names, and no other: one depositor's ack cannot be made to drop
+    /// another's message that reused its id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<MailKey>,
+}
+
+/// What identifies a held message: who deposited it (its sender) and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MailKey {
+    pub from: PeerName,
+    pub id: MessageId,
 }
 
 /// Answer to `POST /mailbox/ack`.

@@ -1,6 +1,8 @@
 //! Mailboxes: what the tracker holds for peers that could not be reached directly, as a pure value (no I/O, no
 //! clock), like the registry. The tracker keeps each message's envelope *opaquely*, exactly as the sender sent it:
-//! it reads only who deposited it, for whom, and its id (to store a retried deposit once). The recipient checks the
+//! it reads only who deposited it, for whom, and its id (to store a retried deposit once). A held message is known
+//! by its depositor *and* id ([`MailKey`]): a depositor who reuses another's id only adds an entry of its own,
+//! it cannot make the other's deposit look like a retry, nor have its acknowledgement drop it. The recipient checks the
 //! envelope as if it had come straight from the sender, so once envelopes are signed (and sealed) the tracker can
 //! neither forge nor read what it holds.
 //!
@@ -9,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::proto::{MessageId, PeerName};
+use crate::proto::{MailKey, MessageId, PeerName};
 
 /// Entries one mailbox holds unless `--mailbox-limit` says otherwise.
 pub const DEFAULT_MAILBOX_LIMIT: u64 = 10_000;
@@ -26,6 +28,16 @@ pub struct MailEntry {
     /// The envelope as the sender sent it (JSON text), never parsed by the tracker.
     pub envelope: String,
     pub deposited_ms: u64,
+}
+
+impl MailEntry {
+    /// What identifies it in its mailbox.
+    pub fn key(&self) -> MailKey {
+        MailKey {
+            from: self.from.clone(),
+            id: self.id,
+        }
+    }
 }
 
 /// Why a deposit is refused.
@@ -48,7 +60,7 @@ pub enum MailboxError {
 #[derive(Debug, Default, Clone)]
 struct Mailbox {
     entries: VecDeque<MailEntry>,
-    ids: HashSet<MessageId>,
+    keys: HashSet<MailKey>,
 }
 
 /// Every peer's mailbox.
@@ -83,7 +95,8 @@ impl Mailboxes {
         self.boxes.contains_key(name)
     }
 
-    /// Holds `entries` for `to`, all or none. An id already held is not stored again. Returns how many were new.
+    /// Holds `entries` for `to`, all or none. An entry already held (the same depositor and id) is not stored
+    /// again. Returns how many were new.
     pub fn deposit(
         &mut self,
         to: &PeerName,
@@ -98,7 +111,10 @@ impl Mailboxes {
         let mut seen = HashSet::new();
         let new: Vec<MailEntry> = entries
             .into_iter()
-            .filter(|e| !mb.ids.contains(&e.id) && seen.insert(e.id))
+            .filter(|e| {
+                let k = e.key();
+                !mb.keys.contains(&k) && seen.insert(k)
+            })
             .collect();
         if mb.entries.len() + new.len() > limit {
             return Err(MailboxError::Full {
@@ -113,7 +129,7 @@ impl Mailboxes {
         }
         let n = new.len();
         for e in new {
-            mb.ids.insert(e.id);
+            mb.keys.insert(e.key());
             mb.entries.push_back(e);
         }
         self.bytes += bytes;
@@ -136,7 +152,7 @@ impl Mailboxes {
     pub fn restore(&mut self, to: &PeerName, entry: MailEntry) {
         self.open(to);
         if let Some(mb) = self.boxes.get_mut(to)
-            && mb.ids.insert(entry.id)
+            && mb.keys.insert(entry.key())
         {
             self.bytes += entry.envelope.len();
             mb.entries.push_back(entry);
@@ -148,25 +164,38 @@ impl Mailboxes {
         self.boxes.get(name).map_or(0, |mb| mb.entries.len())
     }
 
-    /// Deletes the entries `name` has acknowledged; returns how many were held.
-    pub fn ack(&mut self, name: &PeerName, ids: &[MessageId]) -> usize {
+    /// Deletes the entries `name` has acknowledged: each of `keys`, and every entry under one of `ids` whoever
+    /// deposited it (the older form of an acknowledgement). Returns the entries deleted.
+    pub fn ack(&mut self, name: &PeerName, keys: &[MailKey], ids: &[MessageId]) -> Vec<MailKey> {
         let Some(mb) = self.boxes.get_mut(name) else {
-            return 0;
+            return Vec::new();
         };
-        let gone: HashSet<&MessageId> = ids.iter().filter(|id| mb.ids.remove(id)).collect();
+        let by_id: HashSet<&MessageId> = ids.iter().collect();
+        let mut gone: HashSet<MailKey> = keys
+            .iter()
+            .filter(|k| mb.keys.contains(*k))
+            .cloned()
+            .collect();
+        if !by_id.is_empty() {
+            gone.extend(mb.keys.iter().filter(|k| by_id.contains(&k.id)).cloned());
+        }
         if gone.is_empty() {
-            return 0;
+            return Vec::new();
         }
         let mut freed = 0;
+        let mut deleted = Vec::with_capacity(gone.len());
         mb.entries.retain(|e| {
-            let keep = !gone.contains(&e.id);
+            let k = e.key();
+            let keep = !gone.contains(&k);
             if !keep {
                 freed += e.envelope.len();
+                mb.keys.remove(&k);
+                deleted.push(k);
             }
             keep
         });
         self.bytes -= freed;
-        gone.len()
+        deleted
     }
 
     /// Every held entry by recipient (for tests and stores).
@@ -190,9 +219,12 @@ mod tests {
         PeerName::new(s).unwrap()
     }
     fn entry(text: &str) -> MailEntry {
+        entry_from("alice", MessageId::now_v7(), text)
+    }
+    fn entry_from(from: &str, id: MessageId, text: &str) -> MailEntry {
         MailEntry {
-            id: MessageId::now_v7(),
-            from: n("alice"),
+            id,
+            from: n(from),
             envelope: format!("{{\"text\":\"{text}\"}}"),
             deposited_ms: 0,
         }
@@ -233,8 +265,34 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(m.ack(&n("bob"), &[held[0].id, MessageId::now_v7()]), 1);
+        assert_eq!(
+            m.ack(&n("bob"), &[], &[held[0].id, MessageId::now_v7()]),
+            vec![held[0].key()]
+        );
         assert_eq!(m.deposit(&n("bob"), vec![entry("3")]), Ok(1));
         assert_eq!(m.fetch(&n("bob"), 10).0.len(), 2);
+    }
+
+    #[test]
+    fn given_another_depositor_used_the_id_first_then_the_real_deposit_is_still_held() {
+        let mut m = Mailboxes::new(10);
+        m.open(&n("bob"));
+        let id = MessageId::now_v7();
+        let squat = entry_from("mallory", id, "mine now");
+        let real = entry_from("alice", id, "the real one");
+        assert_eq!(m.deposit(&n("bob"), vec![squat.clone()]), Ok(1));
+        assert_eq!(
+            m.deposit(&n("bob"), vec![real.clone()]),
+            Ok(1),
+            "not a retry"
+        );
+        assert_eq!(m.deposit(&n("bob"), vec![real.clone()]), Ok(0), "a retry");
+        assert_eq!(m.fetch(&n("bob"), 10).0, vec![squat.clone(), real.clone()]);
+        // Acknowledging mallory's entry leaves alice's held.
+        assert_eq!(m.ack(&n("bob"), &[squat.key()], &[]), vec![squat.key()]);
+        assert_eq!(m.fetch(&n("bob"), 10).0, vec![real.clone()]);
+        assert_eq!(m.ack(&n("bob"), &[real.key()], &[]), vec![real.key()]);
+        assert_eq!(m.pending(&n("bob")), 0);
+        assert_eq!(m.bytes, 0);
     }
 }

@@ -594,6 +594,10 @@ fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiErro
             }
             .into());
         }
+        // Held mail from the future would be refused by the recipient anyway: refuse it here, and say so.
+        msg.check_clock(now_ms()).map_err(|err| {
+            ApiError::unprocessable(err.code(), format!("entries[{i}].envelope: {err}"))
+        })?;
         verify_message(&msg, &key).map_err(|err| {
             tracing::warn!(from = %req.from, id = %e.id, "refused a deposit: {err}");
             ApiError::from(err)
@@ -691,20 +695,24 @@ async fn mail_ack(
     State(s): State<Arc<Shared>>,
     Signed { body: req, .. }: Signed<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    batch_size(req.ids.len()).map_err(|_| {
-        ApiError::unprocessable("invalid_field", format!("ids: from 1 to {MAX_MAIL_BATCH}"))
+    batch_size(req.ids.len() + req.entries.len()).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_field",
+            format!("entries and ids: from 1 to {MAX_MAIL_BATCH} in all"),
+        )
     })?;
     let (deleted, held) = s
         .change(|st| {
             check_caller(st, &req.name, now_ms())?;
-            let deleted = st.mailboxes.ack(&req.name, &req.ids);
+            let keys = st.mailboxes.ack(&req.name, &req.entries, &req.ids);
             let held = st.mailboxes.pending(&req.name);
-            let changes = if deleted == 0 {
+            let deleted = keys.len();
+            let changes = if keys.is_empty() {
                 vec![]
             } else {
                 vec![Change::Acked {
                     name: req.name.clone(),
-                    ids: req.ids.clone(),
+                    keys,
                 }]
             };
             Ok(((deleted, held), changes))

@@ -67,6 +67,22 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         public_key TEXT NOT NULL
     )",
+    // 4: held mail is unique per recipient by (sender, id), not by id (issue 11: a depositor reusing another's id
+    // had the real deposit taken for a retry). SQLite cannot change a UNIQUE constraint in place: the table is
+    // copied, in its order (`seq`, the mailbox's order).
+    "CREATE TABLE mail_v4 (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL,
+        id TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        deposited_ms INTEGER NOT NULL,
+        UNIQUE (recipient, sender, id)
+    );
+    INSERT INTO mail_v4 (seq, recipient, id, sender, envelope, deposited_ms)
+        SELECT seq, recipient, id, sender, envelope, deposited_ms FROM mail;
+    DROP TABLE mail;
+    ALTER TABLE mail_v4 RENAME TO mail",
 ];
 
 /// The tracker's SQLite store.
@@ -143,10 +159,16 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
             )?
             .execute([name.as_str(), key.to_string().as_str()])?;
         }
-        Change::Acked { name, ids } => {
-            let mut q = c.prepare_cached("DELETE FROM mail WHERE recipient = ?1 AND id = ?2")?;
-            for id in ids {
-                q.execute(params![name.as_str(), id.hyphenated().to_string()])?;
+        Change::Acked { name, keys } => {
+            let mut q = c.prepare_cached(
+                "DELETE FROM mail WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
+            )?;
+            for k in keys {
+                q.execute(params![
+                    name.as_str(),
+                    k.from.as_str(),
+                    k.id.hyphenated().to_string()
+                ])?;
             }
         }
         Change::Owned { channel, owner } => {
@@ -398,6 +420,82 @@ mod tests {
     }
 
     #[test]
+    fn given_mail_held_by_schema_3_then_schema_4_keeps_it_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let ids = [MessageId::now_v7(), MessageId::now_v7()];
+        {
+            let c = open(&storage, DB_FILE, &MIGRATIONS[..3]).unwrap();
+            c.execute("INSERT INTO mailbox_owners (name) VALUES ('bob')", [])
+                .unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO mail (recipient, id, sender, envelope, deposited_ms) VALUES ('bob', ?1, 'alice', ?2, 5)",
+                    params![id.hyphenated().to_string(), format!("{{\"n\":{i}}}")],
+                )
+                .unwrap();
+            }
+        }
+        let mut s = SqliteStore::open(&storage).unwrap();
+        let (_, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
+        let held: Vec<MessageId> = mailboxes
+            .fetch(&n("bob"), 10)
+            .0
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(held, ids);
+    }
+
+    #[test]
+    fn given_two_depositors_under_one_id_then_both_are_held_across_a_reopen_and_acked_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let id = MessageId::now_v7();
+        let mail: Vec<MailEntry> = ["mallory", "alice"]
+            .iter()
+            .map(|from| MailEntry {
+                id,
+                from: n(from),
+                envelope: format!("{{\"from\":\"{from}\"}}"),
+                deposited_ms: 5,
+            })
+            .collect();
+        let registered = Change::Registered {
+            name: n("bob"),
+            ip: LO,
+            port: 2,
+            at_ms: 10,
+            created: true,
+        };
+        {
+            let mut s = SqliteStore::open(&storage).unwrap();
+            s.record(&[
+                registered,
+                Change::Deposited {
+                    to: n("bob"),
+                    entries: mail[..1].to_vec(),
+                },
+                Change::Deposited {
+                    to: n("bob"),
+                    entries: mail[1..].to_vec(),
+                },
+            ])
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&storage).unwrap();
+        let (_, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
+        assert_eq!(mailboxes.fetch(&n("bob"), 10).0, mail);
+        s.record(&[Change::Acked {
+            name: n("bob"),
+            keys: vec![mail[0].key()],
+        }])
+        .unwrap();
+        let (_, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
+        assert_eq!(mailboxes.fetch(&n("bob"), 10).0, mail[1..].to_vec());
+    }
+
+    #[test]
     fn a_reopened_store_gives_back_leases_members_and_unacknowledged_mail() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::Dir(dir.path().to_path_buf());
@@ -448,7 +546,7 @@ mod tests {
                 },
                 Change::Acked {
                     name: n("bob"),
-                    ids: vec![mail[1].id],
+                    keys: vec![mail[1].key()],
                 },
             ])
             .unwrap();

@@ -13,7 +13,7 @@ use super::acl::{AclList, KeyHash};
 use super::identities::Identities;
 use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::{Presence, Registry};
-use crate::proto::{ChannelMode, ChannelName, MessageId, PeerName, PublicKey};
+use crate::proto::{ChannelMode, ChannelName, MailKey, PeerName, PublicKey};
 
 /// A change the registry or the mailboxes have accepted, in the order it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,10 @@ pub enum Change {
         to: PeerName,
         entries: Vec<MailEntry>,
     },
+    /// `name` acknowledged these entries (each by depositor and id); they are deleted.
     Acked {
         name: PeerName,
-        ids: Vec<MessageId>,
+        keys: Vec<MailKey>,
     },
     /// A join created the channel: its creator owns it.
     Owned {

@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod attack_message_identity;
 mod attack_terminal;
 mod bad_input;
 mod bench_smoke;

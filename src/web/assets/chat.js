@@ -100,6 +100,10 @@
   const keyOf = (msg) => msg.channel !== undefined ? "#" + msg.channel
     : "@" + (msg.from === state.me ? msg.to : msg.from);
 
+  // A message is its sender and its id: another member may reuse an id, and must not replace (or hide) the
+  // message first shown under it. Names never contain a space.
+  const msgKey = (m) => m.from + " " + m.id;
+
   function conv(key) {
     let c = state.convs.get(key);
     if (!c) {
@@ -110,9 +114,9 @@
     return c;
   }
 
-  // Adds (or updates, by id) a message; returns true when it is new to the conversation.
+  // Adds (or updates, by sender and id) a message; returns true when it is new to the conversation.
   function addMessage(c, msg, own, status) {
-    const known = c.ids.get(msg.id);
+    const known = c.ids.get(msgKey(msg));
     if (known) {
       if (status !== undefined || own) { Object.assign(known, { ts: msg.ts, status: status ?? known.status }); renderMessage(c, known); }
       return false;
@@ -129,8 +133,8 @@
 
   function keep(c, m) {
     c.messages.push(m);
-    c.ids.set(m.id, m);
-    if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(c.messages.shift().id);
+    c.ids.set(msgKey(m), m);
+    if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
   }
 
   function sortedKeys(kind) {
@@ -190,6 +194,7 @@
     const li = document.createElement("li");
     li.className = "msg" + (m.own ? " own" : "");
     li.dataset.id = m.id;
+    li.dataset.from = m.from;
     const meta = document.createElement("div");
     meta.className = "meta";
     const from = document.createElement("span");
@@ -229,7 +234,7 @@
 
   function renderMessage(c, m) {
     if (c.key !== state.current) return;
-    const li = $("messages").querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    const li = $("messages").querySelector(`li[data-id="${CSS.escape(m.id)}"][data-from="${CSS.escape(m.from)}"]`);
     if (li) fillState(li, m);
   }
 
@@ -296,7 +301,7 @@
     try {
       const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + HISTORY_LOAD);
       // History first, then what arrived live and is not in it: no gap and no duplicate either way.
-      const live = c.messages.filter((m) => !h.messages.some((x) => x.id === m.id));
+      const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
       c.messages = [];
       c.ids = new Map();
       for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, "sent"));

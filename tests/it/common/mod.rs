@@ -918,3 +918,25 @@ impl Signer {
         self.sign(m)
     }
 }
+
+/// A plain TCP listener on loopback that answers every request with 200 and `body` (JSON), whatever was asked:
+/// what a dishonest member's node serves (a canned catch-up page, say). Returns its port.
+pub fn canned_json_server(body: serde_json::Value) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = body.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
