@@ -8,7 +8,7 @@ mod names;
 mod tracker;
 
 pub use message::{ChatMessage, Destination, MessageError, MessageId, ReceiveAck};
-pub use names::{ChannelName, NameError, PeerName};
+pub use names::{ChannelName, NameError, PeerName, skeleton};
 pub use tracker::*;
 
 /// Largest request body any node accepts; larger bodies are answered with 413.
