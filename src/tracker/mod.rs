@@ -263,6 +263,8 @@ impl Tracker {
 /// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
 /// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
 pub const SWEEP_BATCH: usize = 1_000;
+/// Never-used names unbound per sweep: each one is looked for on every channel's lists, so a few at a time.
+const NAMES_EXPIRED_PER_SWEEP: usize = 100;
 /// Between two batches of a sweep.
 const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Names of swept peers written out in the log line; the rest are counted.
@@ -281,7 +283,9 @@ fn expire_unused(st: &mut State, now: u64) -> Vec<Change> {
     let registry = &st.registry;
     let names = st
         .identities
-        .expire_unused(now, SWEEP_BATCH, |n| registry.live_addr(n, now).is_some());
+        .expire_unused(now, NAMES_EXPIRED_PER_SWEEP, |n| {
+            registry.live_addr(n, now).is_some()
+        });
     if !names.is_empty() {
         tracing::info!(count = names.len(), "names never used were unbound");
         for n in &names {

@@ -172,9 +172,9 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                 .execute([name.as_str()])?;
         }
         Change::NamesExpired { names } => {
-            for n in names {
-                let n = n.as_str();
-                forget(c, &PeerName::new(n).expect("a valid name"))?;
+            for name in names {
+                forget(c, name)?;
+                let n = name.as_str();
                 for sql in [
                     "DELETE FROM identities WHERE name = ?1",
                     "DELETE FROM mailbox_owners WHERE name = ?1",
