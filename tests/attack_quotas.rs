@@ -34,6 +34,16 @@ fn unthrottled(mut req: impl FnMut() -> (u16, serde_json::Value)) -> (u16, serde
     }
 }
 
+/// The tracker's resident memory in KiB (what a flood cost it), from /proc.
+fn rss_kib(p: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn register(s: &Signer, from: IpAddr, tracker: &Proc, port: u16) -> (u16, serde_json::Value) {
     unthrottled(|| s.register_from(from, tracker, port))
 }
@@ -52,6 +62,7 @@ fn join(s: &Signer, from: IpAddr, tracker: &Proc, channel: &str) -> (u16, serde_
 fn one_host_making_identities_meets_the_channel_and_name_quotas_while_another_user_still_creates_a_channel()
  {
     let tracker = Proc::tracker(&[]);
+    let rss_before = rss_kib(&tracker);
     let started = Instant::now();
     // The old flood: fake peers, each creating channels as fast as the tracker lets it.
     let mut created = 0;
@@ -80,8 +91,10 @@ fn one_host_making_identities_meets_the_channel_and_name_quotas_while_another_us
     };
     let took = started.elapsed();
     eprintln!(
-        "channel flood from one address: {created} channels by {} identities, refused after {took:?}: {}",
+        "channel flood from one address: {created} channels by {} identities, refused after {took:?}, tracker RSS {} -> {} KiB: {}",
         eves.len() + 1,
+        rss_before,
+        rss_kib(&tracker),
         refusal.1
     );
     assert_eq!(created, 256, "the address's quota");
@@ -142,6 +155,7 @@ fn one_host_filling_mailboxes_meets_the_mail_quotas_while_another_user_still_get
         assert_eq!(register(s, attacker(), &tracker, 7100).0, 200);
     }
     let text = "x".repeat(15 * 1024);
+    let rss_before = rss_kib(&tracker);
     let started = Instant::now();
     let (mut held, mut deposits) = (0usize, 0);
     let mut refusals = Vec::new();
@@ -174,8 +188,10 @@ fn one_host_filling_mailboxes_meets_the_mail_quotas_while_another_user_still_get
     }
     let took = started.elapsed();
     eprintln!(
-        "mail flood from one address: {deposits} deposits, {} MiB held, refused after {took:?}; first refusal: {}",
+        "mail flood from one address: {deposits} deposits, {} MiB held, refused after {took:?}, tracker RSS {} -> {} KiB; first refusal: {}",
         held / (1024 * 1024),
+        rss_before,
+        rss_kib(&tracker),
         refusals[0]
     );
     assert!(
