@@ -61,7 +61,9 @@ fn join(s: &Signer, from: IpAddr, tracker: &Proc, channel: &str) -> (u16, serde_
 #[test]
 fn one_host_making_identities_meets_the_channel_and_name_quotas_while_another_user_still_creates_a_channel()
  {
-    let tracker = Proc::tracker(&[]);
+    let dir = data_dir();
+    let data = dir.path().to_str().unwrap().to_string();
+    let mut tracker = Proc::tracker(&["--data-dir", &data]);
     let rss_before = rss_kib(&tracker);
     let started = Instant::now();
     // The old flood: fake peers, each creating channels as fast as the tracker lets it.
@@ -131,6 +133,18 @@ fn one_host_making_identities_meets_the_channel_and_name_quotas_while_another_us
     assert_eq!(status, 200, "{body}");
     let channels = get_json(&tracker.url("/channels"), 200);
     assert_eq!(channels["channels"].as_array().unwrap().len(), 257);
+
+    // A restart forgets none of it (killed, as a crash would).
+    tracker.kill();
+    let tracker = Proc::tracker(&["--data-dir", &data]);
+    let eve = &eves[1];
+    assert_eq!(register(eve, attacker(), &tracker, 7000).0, 200);
+    let (status, body) = join(eve, attacker(), &tracker, "after-restart");
+    assert_eq!((status, code(&body)), (429, "channel_quota"), "{body}");
+    let (status, body) = register(&Signer::new("late"), attacker(), &tracker, 7000);
+    assert_eq!((status, code(&body)), (429, "name_quota"), "{body}");
+    assert_eq!(register(&carol, bystander(), &tracker, 7001).0, 200);
+    assert_eq!(join(&carol, bystander(), &tracker, "second").0, 200);
 }
 
 #[test]
