@@ -6,8 +6,8 @@
 //! - [`proto`]: wire types only (validated names, the message envelope, tracker requests and answers, limits).
 //! - [`identity`]: Ed25519 keys, what each signature covers, the `Hchat-Auth` header, the replay guard.
 //! - [`http`]: what every node's HTTP side shares: the JSON error type, extractors, the server loop with its limits.
-//! - [`tracker`]: the registry (pure state: leases, channels), the mailboxes, their stores (memory, SQLite), its
-//!   routes and the running handle.
+//! - [`tracker`]: the registry (pure state: leases, channels), the mailboxes, the name bindings, the quotas per
+//!   identity and per address that bound them, their stores (memory, SQLite), its routes and the running handle.
 //! - [`peer`]: a user's node: tracker client, durable store, outbox and delivery, inbox checks, recovery (mailbox,
 //!   catch-up), events hub, routes.
 //! - [`storage`]: SQLite plumbing both roles share: data dirs, crash-safe settings, migrations, the store thread.

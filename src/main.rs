@@ -11,7 +11,7 @@ use hchat::http::{RateLimit, ServerLimits};
 use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{ChannelName, PeerName};
 use hchat::storage::Storage;
-use hchat::tracker::{Tracker, TrackerConfig};
+use hchat::tracker::{Tracker, TrackerConfig, quota};
 
 /// A hybrid peer-to-peer chat: a tracker knows who is online; peers carry every message straight to each other.
 #[derive(Parser)]
@@ -52,9 +52,65 @@ struct TrackerArgs {
     #[arg(long, env = "HCHAT_MAILBOX_LIMIT", default_value_t = hchat::tracker::mailbox::DEFAULT_MAILBOX_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     mailbox_limit: u64,
     #[command(flatten)]
+    quotas: QuotaArgs,
+    #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     data: DataArgs,
+}
+
+/// What one identity and one client address may hold at the tracker (docs/SECURITY.md says what each protects).
+/// The per-address quotas do not apply to clients on the tracker's own host.
+#[derive(Args)]
+struct QuotaArgs {
+    /// Channels one identity may have created that still exist; more get 429 channel_quota.
+    #[arg(long, env = "HCHAT_CHANNELS_PER_IDENTITY", default_value_t = quota::DEFAULT_CHANNELS_PER_IDENTITY as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    channels_per_identity: u32,
+    /// Channels created from one client address that still exist; more get 429 channel_quota.
+    #[arg(long, env = "HCHAT_CHANNELS_PER_ADDRESS", default_value_t = quota::DEFAULT_CHANNELS_PER_ADDRESS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    channels_per_address: u32,
+    /// New names one client address may register per hour; more get 429 name_quota.
+    #[arg(long, env = "HCHAT_NAMES_PER_ADDRESS", default_value_t = quota::DEFAULT_NAMES_PER_ADDRESS_PER_HOUR as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    names_per_address: u32,
+    /// Bytes of held mail one sender may have at the tracker; more get 429 mail_quota.
+    #[arg(long, env = "HCHAT_MAIL_BYTES_PER_SENDER", default_value_t = quota::DEFAULT_MAIL_BYTES_PER_DEPOSITOR as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    mail_bytes_per_sender: u32,
+    /// Bytes of held mail deposited from one client address; more get 429 mail_quota.
+    #[arg(long, env = "HCHAT_MAIL_BYTES_PER_ADDRESS", default_value_t = quota::DEFAULT_MAIL_BYTES_PER_ADDRESS as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    mail_bytes_per_address: u32,
+    /// Bytes of held mail one recipient's mailbox may hold; more get 429 recipient_quota.
+    #[arg(long, env = "HCHAT_MAIL_BYTES_PER_RECIPIENT", default_value_t = quota::DEFAULT_MAIL_BYTES_PER_RECIPIENT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    mail_bytes_per_recipient: u32,
+    /// Days held mail is kept unfetched before it is dropped.
+    #[arg(long, env = "HCHAT_MAIL_HOLD_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    mail_hold_days: u64,
+    /// Days a name registered once and never used again stays bound.
+    #[arg(long, env = "HCHAT_UNUSED_NAME_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(2..=3650))]
+    unused_name_days: u64,
+    /// Hours an empty channel with no rules is kept (an owner's mode and lists are kept --ruled-channel-days).
+    #[arg(long, env = "HCHAT_EMPTY_CHANNEL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    empty_channel_hours: u64,
+    /// Days an empty channel whose owner set rules (a mode, invited, banned or visitor names) keeps them.
+    #[arg(long, env = "HCHAT_RULED_CHANNEL_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    ruled_channel_days: u64,
+}
+
+impl QuotaArgs {
+    fn quotas(&self) -> quota::Quotas {
+        const HOUR: u64 = 3600;
+        quota::Quotas {
+            channels_per_identity: self.channels_per_identity as usize,
+            channels_per_address: self.channels_per_address as usize,
+            names_per_address_per_hour: self.names_per_address as usize,
+            mail_bytes_per_depositor: self.mail_bytes_per_sender as usize,
+            mail_bytes_per_address: self.mail_bytes_per_address as usize,
+            mail_bytes_per_recipient: self.mail_bytes_per_recipient as usize,
+            mail_hold: Duration::from_secs(self.mail_hold_days * 24 * HOUR),
+            unused_name_expiry: Duration::from_secs(self.unused_name_days * 24 * HOUR),
+            empty_channel_expiry: Duration::from_secs(self.empty_channel_hours * HOUR),
+            ruled_channel_expiry: Duration::from_secs(self.ruled_channel_days * 24 * HOUR),
+        }
+    }
 }
 
 /// How much one client may ask of a node.
@@ -288,6 +344,7 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         port: a.port,
         peer_ttl: Duration::from_secs(a.peer_ttl),
         mailbox_limit: a.mailbox_limit as usize,
+        quotas: a.quotas.quotas(),
         storage: a.data.storage("tracker"),
         ..TrackerConfig::default()
     };

@@ -14,7 +14,9 @@ mod server;
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
 pub use extract::{ApiJson, ApiQuery, parse_json, read_body};
 pub use rate_limit::{DEFAULT_RATE_LIMIT, RateLimit};
-pub use server::{Bound, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve};
+pub use server::{
+    Bound, ClientOrigin, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve,
+};
 
 /// How long our HTTP clients keep an idle pooled connection: shorter than the servers' idle timeout (10 s), so a
 /// client never reuses one the server is closing.

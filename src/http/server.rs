@@ -209,6 +209,14 @@ pub async fn serve(
     connections.abort_all();
 }
 
+/// Where a request came from, as the handlers see it (a request extension): the client's address, and whether
+/// that is this host itself (the address the client reached the node at), which the per-address limits leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOrigin {
+    pub addr: SocketAddr,
+    pub this_host: bool,
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection {
     remote: SocketAddr,
@@ -248,6 +256,10 @@ impl Connection {
                 None => Ok(()),
             };
             req.extensions_mut().insert(ConnectInfo(remote));
+            req.extensions_mut().insert(ClientOrigin {
+                addr: remote,
+                this_host: limiter.is_none(),
+            });
             let app = app.clone();
             async move {
                 let resp = match verdict {

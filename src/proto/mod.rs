@@ -13,7 +13,7 @@ pub use message::{
     ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at,
     id_ms,
 };
-pub use names::{ChannelName, NameError, PeerName};
+pub use names::{ChannelName, NameError, PeerName, skeleton};
 pub use tracker::*;
 
 /// Largest request body any node accepts; larger bodies are answered with 413.

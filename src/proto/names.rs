@@ -20,6 +20,22 @@ pub enum NameError {
     BadCharacter,
 }
 
+/// The form two names share when a reader could take one for the other: lower case, with the letters and digits
+/// that look alike in common fonts folded together (`I`, `l`, `i`, `1` → `l`; `O`, `0` → `o`; `rn` → `m`;
+/// `vv` → `w`). Names are ASCII (see [`check`]), so no other script can pass for Latin. Two names with one
+/// skeleton cannot both be bound: `aIice` is refused while `alice` is.
+pub fn skeleton(s: &str) -> String {
+    let folded: String = s
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            'i' | '1' => 'l',
+            '0' => 'o',
+            c => c,
+        })
+        .collect();
+    folded.replace("rn", "m").replace("vv", "w")
+}
+
 fn check(s: &str) -> Result<(), NameError> {
     if s.is_empty() {
         return Err(NameError::Empty);
@@ -54,6 +70,10 @@ macro_rules! name_type {
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+            /// The form this name shares with every name that looks like it (see [`skeleton`]).
+            pub fn skeleton(&self) -> String {
+                skeleton(&self.0)
             }
         }
         impl TryFrom<String> for $ty {
@@ -129,6 +149,19 @@ mod tests {
             "general"
         );
         assert!(ChannelName::parse_user("##x").is_err());
+    }
+
+    #[test]
+    fn lookalikes_share_a_skeleton_and_others_do_not() {
+        let alice = PeerName::new("alice").unwrap().skeleton();
+        for like in ["aIice", "Alice", "ALICE", "a1ice", "alIce"] {
+            assert_eq!(PeerName::new(like).unwrap().skeleton(), alice, "{like}");
+        }
+        assert_eq!(skeleton("rnoO"), skeleton("moo"));
+        assert_eq!(skeleton("vvill"), skeleton("will"));
+        for other in ["alicee", "alise", "bob", "al-ice"] {
+            assert_ne!(skeleton(other), alice, "{other}");
+        }
     }
 
     #[test]

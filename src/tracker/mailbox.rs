@@ -7,10 +7,14 @@
 //! neither forge nor read what it holds.
 //!
 //! Only names that have registered at least once have a mailbox (a typo does not fill the tracker), every mailbox
-//! holds at most `limit` entries, and all of them together at most [`MAILBOX_TOTAL_BYTES`].
+//! holds at most `limit` entries, and all of them together at most [`MAILBOX_TOTAL_BYTES`]. Before that shared cap,
+//! the [`Quotas`] bound the bytes held per depositor, per depositing address and per recipient, so one sender
+//! cannot fill the tracker for everyone; held mail is dropped after the quotas' `mail_hold`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 
+use super::quota::{self, Origin, QuotaError, Quotas};
 use crate::proto::{MailKey, MessageId, PeerName};
 
 /// Entries one mailbox holds unless `--mailbox-limit` says otherwise.
@@ -28,6 +32,8 @@ pub struct MailEntry {
     /// The envelope as the sender sent it (JSON text), never parsed by the tracker.
     pub envelope: String,
     pub deposited_ms: u64,
+    /// The client address it was deposited from (`None`: the tracker's own host), for the per-address quota.
+    pub origin: Origin,
 }
 
 impl MailEntry {
@@ -55,12 +61,46 @@ pub enum MailboxError {
     },
     #[error("the tracker holds as much mail as it can")]
     TrackerFull,
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
 }
 
 #[derive(Debug, Default, Clone)]
 struct Mailbox {
     entries: VecDeque<MailEntry>,
     keys: HashSet<MailKey>,
+    bytes: usize,
+}
+
+/// Bytes held, counted by who deposited them and from where.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    by_depositor: HashMap<PeerName, usize>,
+    by_origin: HashMap<IpAddr, usize>,
+}
+
+impl Tally {
+    fn add(&mut self, e: &MailEntry) {
+        *self.by_depositor.entry(e.from.clone()).or_default() += e.envelope.len();
+        if let Some(ip) = e.origin {
+            *self.by_origin.entry(ip).or_default() += e.envelope.len();
+        }
+    }
+
+    fn remove(&mut self, e: &MailEntry) {
+        fn sub<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K, n: usize) {
+            if let Some(v) = m.get_mut(k) {
+                *v = v.saturating_sub(n);
+                if *v == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        sub(&mut self.by_depositor, &e.from, e.envelope.len());
+        if let Some(ip) = e.origin {
+            sub(&mut self.by_origin, &ip, e.envelope.len());
+        }
+    }
 }
 
 /// Every peer's mailbox.
@@ -69,6 +109,8 @@ pub struct Mailboxes {
     limit: usize,
     boxes: HashMap<PeerName, Mailbox>,
     bytes: usize,
+    tally: Tally,
+    quotas: Quotas,
 }
 
 impl Mailboxes {
@@ -77,7 +119,13 @@ impl Mailboxes {
             limit: limit.max(1),
             boxes: HashMap::new(),
             bytes: 0,
+            tally: Tally::default(),
+            quotas: Quotas::default(),
         }
+    }
+
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        self.quotas = quotas;
     }
 
     pub fn limit(&self) -> usize {
@@ -124,16 +172,86 @@ impl Mailboxes {
             });
         }
         let bytes: usize = new.iter().map(|e| e.envelope.len()).sum();
+        if let Some(e) = new.first() {
+            let q = &self.quotas;
+            let sent = self.tally.by_depositor.get(&e.from).copied().unwrap_or(0);
+            if sent + bytes > q.mail_bytes_per_depositor {
+                return Err(QuotaError::Mail {
+                    who: e.from.to_string(),
+                    held: sent,
+                    limit: q.mail_bytes_per_depositor,
+                }
+                .into());
+            }
+            if let Some(ip) = e.origin {
+                let sent = self.tally.by_origin.get(&ip).copied().unwrap_or(0);
+                if sent + bytes > q.mail_bytes_per_address {
+                    return Err(QuotaError::Mail {
+                        who: format!("the address {ip}"),
+                        held: sent,
+                        limit: q.mail_bytes_per_address,
+                    }
+                    .into());
+                }
+            }
+            if mb.bytes + bytes > q.mail_bytes_per_recipient {
+                return Err(QuotaError::RecipientMail {
+                    name: to.to_string(),
+                    held: mb.bytes,
+                    limit: q.mail_bytes_per_recipient,
+                }
+                .into());
+            }
+        }
         if total + bytes > MAILBOX_TOTAL_BYTES {
             return Err(MailboxError::TrackerFull);
         }
         let n = new.len();
         for e in new {
             mb.keys.insert(e.key());
+            self.tally.add(&e);
             mb.entries.push_back(e);
         }
+        mb.bytes += bytes;
         self.bytes += bytes;
         Ok(n)
+    }
+
+    /// Drops every entry deposited at or before `cutoff_ms` (held longer than the quotas' `mail_hold` when
+    /// `cutoff_ms` is [`Mailboxes::hold_cutoff`]); returns how many.
+    pub fn expire(&mut self, cutoff_ms: u64) -> usize {
+        let mut dropped = 0;
+        for mb in self.boxes.values_mut() {
+            // Entries are kept in deposit order, so the old ones are at the front.
+            while mb
+                .entries
+                .front()
+                .is_some_and(|e| e.deposited_ms <= cutoff_ms)
+            {
+                let e = mb.entries.pop_front().expect("checked");
+                mb.keys.remove(&e.key());
+                mb.bytes -= e.envelope.len();
+                self.bytes -= e.envelope.len();
+                self.tally.remove(&e);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Mail deposited at or before this was held for the whole `mail_hold` at `now`.
+    pub fn hold_cutoff(&self, now: u64) -> u64 {
+        now.saturating_sub(quota::ms(self.quotas.mail_hold))
+    }
+
+    /// Closes `name`'s mailbox and drops what it held (the name was unbound).
+    pub fn close(&mut self, name: &PeerName) {
+        if let Some(mb) = self.boxes.remove(name) {
+            self.bytes -= mb.bytes;
+            for e in &mb.entries {
+                self.tally.remove(e);
+            }
+        }
     }
 
     /// The oldest `limit` entries held for `name`, and whether more are held.
@@ -155,6 +273,8 @@ impl Mailboxes {
             && mb.keys.insert(entry.key())
         {
             self.bytes += entry.envelope.len();
+            mb.bytes += entry.envelope.len();
+            self.tally.add(&entry);
             mb.entries.push_back(entry);
         }
     }
@@ -184,6 +304,7 @@ impl Mailboxes {
         }
         let mut freed = 0;
         let mut deleted = Vec::with_capacity(gone.len());
+        let tally = &mut self.tally;
         mb.entries.retain(|e| {
             let k = e.key();
             let keep = !gone.contains(&k);
@@ -191,9 +312,11 @@ impl Mailboxes {
                 freed += e.envelope.len();
                 mb.keys.remove(&k);
                 deleted.push(k);
+                tally.remove(e);
             }
             keep
         });
+        mb.bytes -= freed;
         self.bytes -= freed;
         deleted
     }
@@ -227,6 +350,7 @@ mod tests {
             from: n(from),
             envelope: format!("{{\"text\":\"{text}\"}}"),
             deposited_ms: 0,
+            origin: None,
         }
     }
 
@@ -294,5 +418,136 @@ mod tests {
         assert_eq!(m.ack(&n("bob"), &[real.key()], &[]), vec![real.key()]);
         assert_eq!(m.pending(&n("bob")), 0);
         assert_eq!(m.bytes, 0);
+    }
+
+    fn sized(from: &str, bytes: usize, origin: Origin, at: u64) -> MailEntry {
+        MailEntry {
+            id: MessageId::now_v7(),
+            from: n(from),
+            envelope: "x".repeat(bytes),
+            deposited_ms: at,
+            origin,
+        }
+    }
+    const EVE_HOST: Origin = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+
+    fn quotas() -> Mailboxes {
+        let mut m = Mailboxes::new(1_000);
+        m.set_quotas(Quotas {
+            mail_bytes_per_depositor: 100,
+            mail_bytes_per_address: 150,
+            mail_bytes_per_recipient: 250,
+            ..Quotas::default()
+        });
+        for p in ["bob", "carol", "dave", "erin"] {
+            m.open(&n(p));
+        }
+        m
+    }
+
+    #[test]
+    fn given_a_depositor_at_its_quota_then_its_next_deposit_is_refused_and_another_sender_still_gets_through()
+     {
+        let mut m = quotas();
+        assert_eq!(
+            m.deposit(&n("bob"), vec![sized("eve", 100, None, 0)]),
+            Ok(1)
+        );
+        let err = m
+            .deposit(&n("carol"), vec![sized("eve", 1, None, 0)])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            MailboxError::Quota(QuotaError::Mail {
+                held: 100,
+                limit: 100,
+                ..
+            })
+        ));
+        assert_eq!(
+            m.deposit(&n("carol"), vec![sized("alice", 10, None, 0)]),
+            Ok(1)
+        );
+        let first = m.fetch(&n("bob"), 1).0[0].key();
+        m.ack(&n("bob"), &[first], &[]);
+        assert_eq!(
+            m.deposit(&n("carol"), vec![sized("eve", 1, None, 0)]),
+            Ok(1),
+            "fetched mail frees the quota"
+        );
+    }
+
+    #[test]
+    fn given_many_depositors_from_one_address_then_the_address_quota_holds_them_together() {
+        let mut m = quotas();
+        assert_eq!(
+            m.deposit(&n("bob"), vec![sized("eve1", 100, EVE_HOST, 0)]),
+            Ok(1)
+        );
+        let err = m
+            .deposit(&n("bob"), vec![sized("eve2", 60, EVE_HOST, 0)])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            MailboxError::Quota(QuotaError::Mail {
+                held: 100,
+                limit: 150,
+                ..
+            })
+        ));
+        assert_eq!(
+            m.deposit(&n("bob"), vec![sized("eve2", 50, EVE_HOST, 0)]),
+            Ok(1)
+        );
+        assert_eq!(
+            m.deposit(&n("bob"), vec![sized("alice", 60, None, 0)]),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn given_a_full_recipient_then_deposits_to_it_are_refused_and_others_are_not() {
+        let mut m = quotas();
+        for who in ["a", "b"] {
+            m.deposit(&n("bob"), vec![sized(who, 100, None, 0)])
+                .unwrap();
+        }
+        let err = m
+            .deposit(&n("bob"), vec![sized("c", 60, None, 0)])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("bob's mailbox holds 200 bytes"),
+            "{err}"
+        );
+        assert!(matches!(
+            err,
+            MailboxError::Quota(QuotaError::RecipientMail { .. })
+        ));
+        assert_eq!(m.deposit(&n("dave"), vec![sized("c", 60, None, 0)]), Ok(1));
+    }
+
+    #[test]
+    fn given_mail_held_past_its_time_then_it_expires_and_frees_every_quota() {
+        let mut m = quotas();
+        let hold = quota::ms(quota::DEFAULT_MAIL_HOLD);
+        let t = 1_000;
+        m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t)])
+            .unwrap();
+        m.deposit(&n("bob"), vec![sized("alice", 10, None, t + 5)])
+            .unwrap();
+        assert_eq!(m.expire(m.hold_cutoff(t + hold - 1)), 0);
+        assert_eq!(m.expire(m.hold_cutoff(t + hold)), 1);
+        assert_eq!(m.pending(&n("bob")), 1);
+        assert_eq!(
+            m.deposit(&n("carol"), vec![sized("eve", 100, EVE_HOST, t + hold)]),
+            Ok(1)
+        );
+        assert_eq!(m.expire(m.hold_cutoff(t + hold + 5)), 1);
+        m.close(&n("carol"));
+        assert_eq!(m.all().count(), 0);
+        assert_eq!(
+            m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t + hold)]),
+            Ok(1)
+        );
     }
 }

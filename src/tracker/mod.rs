@@ -12,6 +12,7 @@ pub mod acl;
 pub mod auth;
 pub mod identities;
 pub mod mailbox;
+pub mod quota;
 pub mod registry;
 pub mod routes;
 pub mod sqlite_store;
@@ -47,6 +48,8 @@ pub struct TrackerConfig {
     pub mailbox_limit: usize,
     /// Where leases, channels and mailboxes are kept ([`Storage::Memory`]: nowhere).
     pub storage: Storage,
+    /// What one identity and one address may hold, and how long unused things are kept.
+    pub quotas: quota::Quotas,
 }
 
 impl Default for TrackerConfig {
@@ -58,6 +61,7 @@ impl Default for TrackerConfig {
             limits: ServerLimits::default(),
             mailbox_limit: mailbox::DEFAULT_MAILBOX_LIMIT as usize,
             storage: Storage::Memory,
+            quotas: quota::Quotas::default(),
         }
     }
 }
@@ -181,18 +185,22 @@ pub struct Tracker {
 impl Tracker {
     /// Binds (falling back to the wildcard address if `ip` is not on this host) and starts serving.
     pub async fn start(config: TrackerConfig) -> Result<Tracker, StartError> {
-        let (ttl, limit, storage) = (
+        let (ttl, limit, storage, quotas) = (
             config.peer_ttl,
             config.mailbox_limit,
             config.storage.clone(),
+            config.quotas.clone(),
         );
         let (store, state) = tokio::task::spawn_blocking(move || {
             let mut store: Box<dyn Store> = match &storage {
                 Storage::Memory => Box::new(MemoryStore),
                 Storage::Dir(_) => Box::new(sqlite_store::SqliteStore::open(&storage)?),
             };
-            let (registry, mailboxes) = store.load(ttl, limit)?;
-            let identities = store.load_identities()?;
+            let (mut registry, mut mailboxes) = store.load(ttl, limit)?;
+            let mut identities = store.load_identities()?;
+            registry.set_quotas(quotas.clone());
+            mailboxes.set_quotas(quotas.clone());
+            identities.set_quotas(quotas);
             Ok::<_, StoreError>((
                 store,
                 State {
@@ -255,12 +263,53 @@ impl Tracker {
 /// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
 /// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
 pub const SWEEP_BATCH: usize = 1_000;
+/// Never-used names unbound per sweep: each one is looked for on every channel's lists, so a few at a time.
+const NAMES_EXPIRED_PER_SWEEP: usize = 100;
 /// Between two batches of a sweep.
 const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Names of swept peers written out in the log line; the rest are counted.
 const SWEEP_NAMES_LOGGED: usize = 10;
 
-/// Removes expired leases for good, a few times per TTL, so memory follows the live population.
+/// Drops held mail past its time, unbinds names never used past theirs, and forgets channels empty past theirs
+/// (at most [`SWEEP_BATCH`] names and channels a turn), recording each.
+fn expire_unused(st: &mut State, now: u64) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let cutoff = st.mailboxes.hold_cutoff(now);
+    let dropped = st.mailboxes.expire(cutoff);
+    if dropped > 0 {
+        tracing::info!(count = dropped, "held mail expired unfetched");
+        changes.push(Change::MailExpired { cutoff_ms: cutoff });
+    }
+    let registry = &st.registry;
+    let names = st
+        .identities
+        .expire_unused(now, NAMES_EXPIRED_PER_SWEEP, |n| {
+            registry.live_addr(n, now).is_some()
+        });
+    if !names.is_empty() {
+        tracing::info!(count = names.len(), "names never used were unbound");
+        for n in &names {
+            st.registry.forget_name(n);
+            st.mailboxes.close(n);
+        }
+        changes.push(Change::NamesExpired { names });
+    }
+    let (emptied, gone) = st.registry.forget_empty_channels(now, SWEEP_BATCH);
+    if !emptied.is_empty() {
+        changes.push(Change::Emptied {
+            channels: emptied,
+            at_ms: now,
+        });
+    }
+    if !gone.is_empty() {
+        tracing::info!(count = gone.len(), "empty channels forgotten");
+        changes.push(Change::Forgotten { channels: gone });
+    }
+    changes
+}
+
+/// Removes expired leases for good, a few times per TTL, so memory follows the live population; then expires what
+/// the quotas say is unused ([`expire_unused`]).
 async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
@@ -316,6 +365,12 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             // A pause, not just a yield: the registry's mutex is not fair, and a handler waiting for it on another
             // thread must get a turn before the next batch.
             tokio::time::sleep(SWEEP_PAUSE).await;
+        }
+        let expired = shared
+            .change(|s| Ok(((), expire_unused(s, crate::proto::now_ms()))))
+            .await;
+        if let Err(e) = expired {
+            tracing::error!("the sweep could not save what expired: {}", e.message);
         }
     }
 }

@@ -3,11 +3,16 @@
 //!
 //! A lease that has not been renewed for `ttl` is *expired*: it is left out of every answer at once, and
 //! [`Registry::expire`] later removes it for good.
+//!
+//! Channels are bounded by the [`Quotas`]: each identity and each client address may have created only so many that
+//! still exist, and a channel nobody is in is forgotten after a while ([`Registry::forget_empty_channels`]), later
+//! when its owner set rules, so channels made and left (or made by peers that never come back) do not pile up.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use super::acl::{Acl, AclError, AclList, KeyHash};
+use super::quota::{self, Origin, QuotaError, Quotas};
 use crate::proto::{
     ChannelInfo, ChannelMember, ChannelMode, ChannelName, ChannelSummary, GivenRole, MAX_AWAY_LEN,
     PeerInfo, PeerName, PeerStatus,
@@ -40,6 +45,15 @@ pub enum RegistryError {
     Acl(#[from] AclError),
     #[error("{0}")]
     InvalidPresence(&'static str),
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error(
+        "a channel #{like} exists and #{channel} looks like it (case and lookalike characters such as I/l/1, O/0, rn/m do not count); join #{like} or pick a name that looks different"
+    )]
+    Confusable {
+        channel: ChannelName,
+        like: ChannelName,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +68,20 @@ struct Lease {
 struct Channel {
     members: BTreeSet<PeerName>,
     acl: Acl,
+    /// The client address the channel was created from (`None`: this host, or not recorded).
+    origin: Origin,
+    /// Since when the channel has had no members (`None` while it has some).
+    empty_since: Option<u64>,
+}
+
+impl Channel {
+    /// The owner set rules worth keeping longer: a mode other than open, or a name on a list.
+    fn has_rules(&self) -> bool {
+        self.acl.mode != ChannelMode::Open
+            || !self.acl.invited.is_empty()
+            || !self.acl.banned.is_empty()
+            || !self.acl.visitors.is_empty()
+    }
 }
 
 /// What a peer said about how others should see it (kept only when not plain `online`, and only while its lease
@@ -100,6 +128,12 @@ pub struct Registry {
     peers: HashMap<PeerName, Lease>,
     channels: BTreeMap<ChannelName, Channel>,
     presence: HashMap<PeerName, Presence>,
+    /// Every channel by its name's skeleton (more than one only for channels made before lookalikes were refused).
+    skeletons: HashMap<String, Vec<ChannelName>>,
+    /// Channels that exist, counted by who created them (their owner) and from which address.
+    owned: HashMap<PeerName, usize>,
+    created_from: HashMap<IpAddr, usize>,
+    quotas: Quotas,
 }
 
 impl Registry {
@@ -109,7 +143,77 @@ impl Registry {
             peers: HashMap::new(),
             channels: BTreeMap::new(),
             presence: HashMap::new(),
+            skeletons: HashMap::new(),
+            owned: HashMap::new(),
+            created_from: HashMap::new(),
+            quotas: Quotas::default(),
         }
+    }
+
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        self.quotas = quotas;
+    }
+
+    /// Adds a channel to the maps that count channels (by skeleton, owner, address).
+    fn count_in(&mut self, name: &ChannelName) {
+        self.skeletons
+            .entry(name.skeleton())
+            .or_default()
+            .push(name.clone());
+    }
+
+    fn count_owner(&mut self, owner: Option<&PeerName>, origin: Origin, by: isize) {
+        fn bump<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, usize>, k: &K, by: isize) {
+            let v = m.entry(k.clone()).or_default();
+            *v = v.saturating_add_signed(by);
+            if *v == 0 {
+                m.remove(k);
+            }
+        }
+        if let Some(o) = owner {
+            bump(&mut self.owned, o, by);
+        }
+        if let Some(ip) = origin {
+            bump(&mut self.created_from, &ip, by);
+        }
+    }
+
+    /// May `name`, asking from `origin`, create `channel`? Refuses a lookalike of an existing channel and a
+    /// creator over its quota.
+    fn check_create(
+        &self,
+        name: &PeerName,
+        channel: &ChannelName,
+        origin: Origin,
+    ) -> Result<(), RegistryError> {
+        if let Some(like) = self
+            .skeletons
+            .get(&channel.skeleton())
+            .and_then(|v| v.first())
+        {
+            return Err(RegistryError::Confusable {
+                channel: channel.clone(),
+                like: like.clone(),
+            });
+        }
+        let q = &self.quotas;
+        if self.owned.get(name).copied().unwrap_or(0) >= q.channels_per_identity {
+            return Err(QuotaError::Channels {
+                who: name.to_string(),
+                limit: q.channels_per_identity,
+            }
+            .into());
+        }
+        if let Some(ip) = origin
+            && self.created_from.get(&ip).copied().unwrap_or(0) >= q.channels_per_address
+        {
+            return Err(QuotaError::Channels {
+                who: format!("the address {ip}"),
+                limit: q.channels_per_address,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     pub fn ttl(&self) -> std::time::Duration {
@@ -239,12 +343,60 @@ impl Registry {
 
     /// Puts back a channel, and optionally one member whose lease was restored, as a store saved them.
     pub fn restore_channel(&mut self, channel: ChannelName, member: Option<PeerName>) {
-        let ch = self.channels.entry(channel.clone()).or_default();
+        self.restored(&channel);
+        let ch = self.channels.get_mut(&channel).expect("just restored");
         if let Some(m) = member
             && let Some(lease) = self.peers.get_mut(&m)
         {
             lease.channels.insert(channel);
             ch.members.insert(m);
+            ch.empty_since = None;
+        }
+    }
+
+    /// The channel as a store saved it, created (empty since it was restored, until a member is) if new.
+    fn restored(&mut self, channel: &ChannelName) -> &mut Channel {
+        if !self.channels.contains_key(channel) {
+            self.count_in(channel);
+            self.channels.insert(
+                channel.clone(),
+                Channel {
+                    empty_since: None,
+                    ..Channel::default()
+                },
+            );
+        }
+        self.channels.get_mut(channel).expect("inserted")
+    }
+
+    /// Puts back where a channel was created from and since when it has been empty, as a store saved them (after
+    /// its rules, so the owner is known).
+    pub fn restore_channel_times(
+        &mut self,
+        channel: &ChannelName,
+        origin: Origin,
+        empty_since: Option<u64>,
+    ) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        ch.origin = origin;
+        if ch.members.is_empty() {
+            ch.empty_since = empty_since;
+        }
+    }
+
+    /// Counts every restored channel against its creator's quotas (once, after everything is restored).
+    pub fn restore_quotas(&mut self) {
+        let counted: Vec<(Option<PeerName>, Origin)> = self
+            .channels
+            .values()
+            .map(|ch| (ch.acl.owner.clone(), ch.origin))
+            .collect();
+        self.owned.clear();
+        self.created_from.clear();
+        for (owner, origin) in counted {
+            self.count_owner(owner.as_ref(), origin, 1);
         }
     }
 
@@ -256,7 +408,7 @@ impl Registry {
         mode: ChannelMode,
         key: Option<KeyHash>,
     ) {
-        let acl = &mut self.channels.entry(channel).or_default().acl;
+        let acl = &mut self.restored(&channel).acl;
         acl.owner = owner;
         acl.mode = mode;
         acl.key = key;
@@ -264,7 +416,7 @@ impl Registry {
 
     /// Puts back a name on one of a channel's lists as a store saved it.
     pub fn restore_listed(&mut self, channel: ChannelName, list: AclList, peer: PeerName) {
-        let ch = self.channels.entry(channel.clone()).or_default();
+        let ch = self.restored(&channel);
         let _ = ch.acl.set_listed(list, &peer, true, channel.as_str());
     }
 
@@ -295,6 +447,19 @@ impl Registry {
         key: Option<&str>,
         now: u64,
     ) -> Result<Joined, RegistryError> {
+        self.join_from(name, channel, key, None, now)
+    }
+
+    /// [`Registry::join`] asked from `origin`: a join that would create the channel counts against the quotas of
+    /// the peer and of that address.
+    pub fn join_from(
+        &mut self,
+        name: &PeerName,
+        channel: &ChannelName,
+        key: Option<&str>,
+        origin: Origin,
+        now: u64,
+    ) -> Result<Joined, RegistryError> {
         let lease = self
             .live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
@@ -304,6 +469,9 @@ impl Registry {
             if lease.channels.len() >= MAX_CHANNELS_PER_PEER {
                 return Err(RegistryError::Full("this peer is in too many channels"));
             }
+            if created {
+                self.check_create(name, channel, origin)?;
+            }
             if created && self.channels.len() >= MAX_CHANNELS {
                 return Err(RegistryError::Full("too many channels"));
             }
@@ -311,13 +479,20 @@ impl Registry {
                 admitted = ch.acl.admit(name, key, channel.as_str())?;
             }
         }
+        if created {
+            self.count_in(channel);
+            self.count_owner(Some(name), origin, 1);
+        }
         let ch = self
             .channels
             .entry(channel.clone())
             .or_insert_with(|| Channel {
                 members: BTreeSet::new(),
                 acl: Acl::owned_by(name.clone()),
+                origin,
+                empty_since: None,
             });
+        ch.empty_since = None;
         if admitted {
             ch.acl
                 .set_listed(AclList::Invited, name, true, channel.as_str())?;
@@ -723,6 +898,69 @@ impl Registry {
         self.peers.len()
     }
 
+    /// Notes, at `now`, which channels have just become empty and forgets at most `max` of those empty for longer
+    /// than the quotas' expiry (the longer one when the owner set rules). Returns the channels that have just
+    /// become empty (to record since when) and those forgotten.
+    pub fn forget_empty_channels(
+        &mut self,
+        now: u64,
+        max: usize,
+    ) -> (Vec<ChannelName>, Vec<ChannelName>) {
+        let (plain, ruled) = (
+            quota::ms(self.quotas.empty_channel_expiry),
+            quota::ms(self.quotas.ruled_channel_expiry),
+        );
+        let mut emptied = Vec::new();
+        let mut gone = Vec::new();
+        for (name, ch) in &mut self.channels {
+            if !ch.members.is_empty() {
+                ch.empty_since = None;
+                continue;
+            }
+            match ch.empty_since {
+                None => {
+                    ch.empty_since = Some(now);
+                    emptied.push(name.clone());
+                }
+                Some(since) => {
+                    let keep = if ch.has_rules() { ruled } else { plain };
+                    if now.saturating_sub(since) >= keep && gone.len() < max {
+                        gone.push(name.clone());
+                    }
+                }
+            }
+        }
+        for name in &gone {
+            if let Some(ch) = self.channels.remove(name) {
+                self.count_owner(ch.acl.owner.as_ref(), ch.origin, -1);
+            }
+            let skel = name.skeleton();
+            if let Some(v) = self.skeletons.get_mut(&skel) {
+                v.retain(|x| x != name);
+                if v.is_empty() {
+                    self.skeletons.remove(&skel);
+                }
+            }
+        }
+        (emptied, gone)
+    }
+
+    /// Forgets everything about a name that was unbound: its lease, its memberships, its place on every channel's
+    /// lists, and its ownership (its channels keep their rules, with no owner, until they are forgotten).
+    pub fn forget_name(&mut self, name: &PeerName) {
+        self.remove(name);
+        for ch in self.channels.values_mut() {
+            ch.members.remove(name);
+            ch.acl.invited.remove(name);
+            ch.acl.banned.remove(name);
+            ch.acl.visitors.remove(name);
+            if ch.acl.owner.as_ref() == Some(name) {
+                ch.acl.owner = None;
+            }
+        }
+        self.owned.remove(name);
+    }
+
     /// Removes expired leases for good and returns their names.
     pub fn expire(&mut self, now: u64) -> Vec<PeerName> {
         self.expire_some(now, usize::MAX)
@@ -1035,6 +1273,146 @@ mod tests {
         assert!(
             r.set_presence(&n("carol"), PeerStatus::Away, Some("x".repeat(201)), 2)
                 .is_err()
+        );
+    }
+
+    const EVE_HOST: Origin = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+
+    fn quota_reg(per_identity: usize, per_address: usize) -> Registry {
+        let mut r = reg();
+        r.set_quotas(Quotas {
+            channels_per_identity: per_identity,
+            channels_per_address: per_address,
+            ..Quotas::default()
+        });
+        r
+    }
+
+    #[test]
+    fn given_an_identity_at_its_channel_quota_then_it_creates_no_more_but_joins_and_others_create()
+    {
+        let mut r = quota_reg(2, 100);
+        for p in ["eve", "alice"] {
+            r.register(&n(p), LO, 1, 0).unwrap();
+        }
+        r.join_from(&n("eve"), &c("e1"), None, EVE_HOST, 0).unwrap();
+        r.join_from(&n("eve"), &c("e2"), None, EVE_HOST, 0).unwrap();
+        let err = r
+            .join_from(&n("eve"), &c("e3"), None, EVE_HOST, 0)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::Quota(QuotaError::Channels { limit: 2, .. })
+            ),
+            "{err}"
+        );
+        assert!(
+            r.join(&n("eve"), &c("e3"), None, 0).is_err(),
+            "from this host too"
+        );
+        assert!(
+            r.channels(0).iter().all(|ch| ch.name != c("e3")),
+            "a refused join creates nothing"
+        );
+        r.join(&n("alice"), &c("a1"), None, 0).unwrap();
+        r.join(&n("eve"), &c("a1"), None, 0).unwrap();
+    }
+
+    #[test]
+    fn given_an_address_at_its_channel_quota_then_its_new_identities_create_no_more_there() {
+        let mut r = quota_reg(10, 3);
+        for i in 0..4 {
+            let p = n(&format!("eve{i}"));
+            r.register(&p, LO, 1 + i as u16, 0).unwrap();
+            let made = r.join_from(&p, &c(&format!("x{i}")), None, EVE_HOST, 0);
+            assert_eq!(made.is_ok(), i < 3, "{i}: {made:?}");
+        }
+        r.register(&n("alice"), LO, 9, 0).unwrap();
+        let other = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3)));
+        assert!(r.join_from(&n("alice"), &c("mine"), None, other, 0).is_ok());
+        assert!(
+            r.join_from(&n("eve3"), &c("x3"), None, None, 0).is_ok(),
+            "this host is not held to it"
+        );
+    }
+
+    #[test]
+    fn given_a_channel_when_a_lookalike_is_joined_then_it_is_refused_naming_the_channel() {
+        let mut r = reg();
+        r.register(&n("a"), LO, 1, 0).unwrap();
+        r.join(&n("a"), &c("general"), None, 0).unwrap();
+        for like in ["General", "GENERAL", "genera1"] {
+            let err = r.join(&n("a"), &c(like), None, 0).unwrap_err();
+            assert_eq!(
+                err,
+                RegistryError::Confusable {
+                    channel: c(like),
+                    like: c("general")
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn given_empty_channels_then_they_are_forgotten_after_their_time_and_ruled_ones_later() {
+        let (plain, ruled) = (
+            quota::ms(quota::DEFAULT_EMPTY_CHANNEL_EXPIRY),
+            quota::ms(quota::DEFAULT_RULED_CHANNEL_EXPIRY),
+        );
+        let mut r = quota_reg(2, 2);
+        r.register(&n("eve"), LO, 1, 0).unwrap();
+        r.register(&n("bob"), LO, 2, 0).unwrap();
+        for ch in ["plain", "ruled", "busy"] {
+            r.join(
+                &n(if ch == "busy" { "bob" } else { "eve" }),
+                &c(ch),
+                None,
+                0,
+            )
+            .unwrap();
+        }
+        r.set_mode(&n("eve"), &c("ruled"), ChannelMode::Invite, None, 0)
+            .unwrap();
+        r.unregister(&n("eve"), 1).unwrap();
+        assert_eq!(
+            r.forget_empty_channels(10, 100),
+            (vec![c("plain"), c("ruled")], vec![])
+        );
+        assert_eq!(
+            r.forget_empty_channels(10 + plain - 1, 100),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            r.forget_empty_channels(10 + plain, 100),
+            (vec![], vec![c("plain")])
+        );
+        r.register(&n("eve"), LO, 1, 20).unwrap();
+        assert!(
+            r.join(&n("eve"), &c("plain2"), None, 20).is_ok(),
+            "a forgotten channel frees its creator's quota"
+        );
+        r.unregister(&n("eve"), 21).unwrap();
+        r.forget_empty_channels(22, 100);
+        assert!(
+            r.channels(22).iter().any(|ch| ch.name == c("ruled")),
+            "rules are kept longer"
+        );
+        assert_eq!(
+            r.forget_empty_channels(10 + ruled, 100).1,
+            vec![c("plain2"), c("ruled")]
+        );
+        assert_eq!(
+            r.channels(10 + ruled).len(),
+            1,
+            "a channel with members stays"
+        );
+        r.register(&n("bob"), LO, 2, 10 + ruled).unwrap();
+        assert!(
+            r.join(&n("bob"), &c("plain"), None, 10 + ruled)
+                .unwrap()
+                .created,
+            "the name is free again"
         );
     }
 }

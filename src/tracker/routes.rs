@@ -16,16 +16,52 @@ use super::acl::{AclError, AclList};
 use super::auth::{Caller, Signed};
 use super::identities::BindError;
 use super::mailbox::{MailEntry, MailboxError};
+use super::quota::{Origin, QuotaError};
 use super::registry::{Registry, RegistryError, Removed};
 use super::store::Change;
-use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
+use crate::http::{
+    ApiError, ApiJson, ApiQuery, ClientOrigin, fallback_not_found, method_not_allowed,
+};
 use crate::identity::{AuthError, verify_message, verify_registration};
 use crate::proto::*;
+
+impl From<QuotaError> for ApiError {
+    fn from(e: QuotaError) -> Self {
+        ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            e.code(),
+            e.to_string(),
+        )
+    }
+}
+
+/// Where a request came from, for the per-address quotas: `None` for the tracker's own host (see `quota.rs`) and
+/// for a request that did not come through the server (in-process tests).
+struct FromAddr(Origin);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FromAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(FromAddr(
+            parts
+                .extensions
+                .get::<ClientOrigin>()
+                .filter(|o| !o.this_host)
+                .map(|o| o.addr.ip().to_canonical()),
+        ))
+    }
+}
 
 impl From<BindError> for ApiError {
     fn from(e: BindError) -> Self {
         let msg = e.to_string();
         match e {
+            BindError::Quota(q) => q.into(),
+            BindError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
             BindError::NameTaken(_) => ApiError::conflict("name_taken", msg),
             BindError::Full => ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
@@ -40,6 +76,7 @@ impl From<MailboxError> for ApiError {
     fn from(e: MailboxError) -> Self {
         let msg = e.to_string();
         match e {
+            MailboxError::Quota(q) => q.into(),
             MailboxError::UnknownRecipient(_) => ApiError::not_found("unknown_recipient", msg),
             MailboxError::Full { .. } => ApiError::new(
                 axum::http::StatusCode::INSUFFICIENT_STORAGE,
@@ -59,6 +96,8 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let msg = e.to_string();
         match e {
+            RegistryError::Quota(q) => q.into(),
+            RegistryError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
             RegistryError::NameTaken { .. } => ApiError::conflict("name_taken", msg),
             RegistryError::UnknownPeer(_) => ApiError::not_found("unknown_peer", msg),
             RegistryError::UnknownChannel(_) => ApiError::not_found("unknown_channel", msg),
@@ -128,6 +167,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
 
 async fn peer_register(
     State(s): State<Arc<Shared>>,
+    FromAddr(origin): FromAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if req.port == 0 {
@@ -147,17 +187,23 @@ async fn peer_register(
     s.admit(&req.name, nonce, now)?;
     let (reg, ttl, mailbox) = s
         .change(|st| {
-            let unbound = st.identities.check(&req.name, key)?;
+            let unbound = st.identities.check(&req.name, key, origin, now)?;
             let ttl = st.registry.ttl().as_secs().max(1);
             let reg = st.registry.register(&req.name, req.ip, req.port, now)?;
             st.mailboxes.open(&req.name);
             let mut changes = Vec::with_capacity(2);
             if unbound {
-                st.identities.bind(req.name.clone(), key);
+                st.identities.bind(req.name.clone(), key, origin, now);
                 tracing::info!(peer = %req.name, %key, "name bound to its key");
                 changes.push(Change::Bound {
                     name: req.name.clone(),
                     key,
+                    at_ms: now,
+                    origin,
+                });
+            } else if st.identities.seen(&req.name, now) {
+                changes.push(Change::NameUsed {
+                    name: req.name.clone(),
                 });
             }
             changes.push(Change::Registered {
@@ -203,14 +249,15 @@ async fn peer_unregister(
 
 async fn channel_join(
     State(s): State<Arc<Shared>>,
+    FromAddr(origin): FromAddr,
     Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let now = now_ms();
     let joined = s
         .change(|st| {
-            let joined = st
-                .registry
-                .join(&req.name, &req.channel, req.key.as_deref(), now)?;
+            let joined =
+                st.registry
+                    .join_from(&req.name, &req.channel, req.key.as_deref(), origin, now)?;
             let mut changes = vec![Change::Joined {
                 name: req.name.clone(),
                 channel: req.channel.clone(),
@@ -220,6 +267,7 @@ async fn channel_join(
                 changes.push(Change::Owned {
                     channel: req.channel.clone(),
                     owner: req.name.clone(),
+                    origin,
                 });
             }
             if joined.admitted {
@@ -618,6 +666,7 @@ fn batch_size(n: usize) -> Result<(), ApiError> {
 
 async fn mail_deposit(
     State(s): State<Arc<Shared>>,
+    FromAddr(origin): FromAddr,
     Signed { body: req, .. }: Signed<DepositRequest>,
 ) -> Result<Json<DepositResponse>, ApiError> {
     batch_size(req.entries.len())?;
@@ -637,6 +686,7 @@ async fn mail_deposit(
             from: req.from.clone(),
             envelope: e.envelope.get().to_string(),
             deposited_ms: now,
+            origin,
         })
         .collect();
     let (stored, held) = s

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 use super::acl::{AclList, KeyHash};
-use super::identities::Identities;
+use super::identities::{Binding, Identities};
 use super::mailbox::{MailEntry, Mailboxes};
 use super::registry::{Presence, Registry};
 use super::store::{Change, Store, StoreError};
@@ -83,6 +83,16 @@ const MIGRATIONS: &[&str] = &[
         SELECT seq, recipient, id, sender, envelope, deposited_ms FROM mail;
     DROP TABLE mail;
     ALTER TABLE mail_v4 RENAME TO mail",
+    // 5: what the quotas and expiries need (issue 11): when and from where a name was bound and whether it was
+    // used since (names bound before count as used: they are kept), where a channel was created from and since
+    // when it is empty, and where held mail was deposited from.
+    "ALTER TABLE identities ADD COLUMN bound_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN used INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE identities ADD COLUMN origin TEXT;
+    ALTER TABLE channels ADD COLUMN origin TEXT;
+    ALTER TABLE channels ADD COLUMN emptied_ms INTEGER;
+    ALTER TABLE mail ADD COLUMN origin TEXT;
+    CREATE INDEX mail_by_time ON mail (deposited_ms)",
 ];
 
 /// The tracker's SQLite store.
@@ -123,6 +133,8 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
         Change::Joined { name, channel, .. } => {
             c.prepare_cached("INSERT OR IGNORE INTO channels (name) VALUES (?1)")?
                 .execute([channel.as_str()])?;
+            c.prepare_cached("UPDATE channels SET emptied_ms = NULL WHERE name = ?1")?
+                .execute([channel.as_str()])?;
             c.prepare_cached("INSERT OR IGNORE INTO members (channel, peer) VALUES (?1, ?2)")?
                 .execute([channel.as_str(), name.as_str()])?;
         }
@@ -140,8 +152,8 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
         }
         Change::Deposited { to, entries } => {
             let mut q = c.prepare_cached(
-                "INSERT OR IGNORE INTO mail (recipient, id, sender, envelope, deposited_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO mail (recipient, id, sender, envelope, deposited_ms, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for e in entries {
                 q.execute(params![
@@ -149,15 +161,68 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                     e.id.hyphenated().to_string(),
                     e.from.as_str(),
                     e.envelope,
-                    e.deposited_ms as i64
+                    e.deposited_ms as i64,
+                    e.origin.map(|ip| ip.to_string()),
                 ])?;
             }
         }
-        Change::Bound { name, key } => {
+        Change::Bound {
+            name,
+            key,
+            at_ms,
+            origin,
+        } => {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO identities (name, public_key) VALUES (?1, ?2)",
+                "INSERT OR IGNORE INTO identities (name, public_key, bound_ms, used, origin)
+                 VALUES (?1, ?2, ?3, 0, ?4)",
             )?
-            .execute([name.as_str(), key.to_string().as_str()])?;
+            .execute(params![
+                name.as_str(),
+                key.to_string(),
+                *at_ms as i64,
+                origin.map(|ip| ip.to_string())
+            ])?;
+        }
+        Change::NameUsed { name } => {
+            c.prepare_cached("UPDATE identities SET used = 1 WHERE name = ?1")?
+                .execute([name.as_str()])?;
+        }
+        Change::NamesExpired { names } => {
+            for name in names {
+                forget(c, name)?;
+                let n = name.as_str();
+                for sql in [
+                    "DELETE FROM identities WHERE name = ?1",
+                    "DELETE FROM mailbox_owners WHERE name = ?1",
+                    "DELETE FROM mail WHERE recipient = ?1",
+                    "DELETE FROM channel_lists WHERE peer = ?1",
+                    "UPDATE channel_rules SET owner = NULL WHERE owner = ?1",
+                ] {
+                    c.prepare_cached(sql)?.execute([n])?;
+                }
+            }
+        }
+        Change::Emptied { channels, at_ms } => {
+            let mut q = c.prepare_cached("UPDATE channels SET emptied_ms = ?2 WHERE name = ?1")?;
+            for ch in channels {
+                q.execute(params![ch.as_str(), *at_ms as i64])?;
+            }
+        }
+        Change::Forgotten { channels } => {
+            for ch in channels {
+                for sql in [
+                    "DELETE FROM channels WHERE name = ?1",
+                    "DELETE FROM members WHERE channel = ?1",
+                    "DELETE FROM channel_rules WHERE channel = ?1",
+                    "DELETE FROM channel_lists WHERE channel = ?1",
+                ] {
+                    c.prepare_cached(sql)?.execute([ch.as_str()])?;
+                }
+            }
+        }
+        Change::MailExpired { cutoff_ms } => {
+            c.prepare_cached("DELETE FROM mail WHERE deposited_ms <= ?1")?
+                .execute([*cutoff_ms as i64])?;
         }
         Change::Acked { name, keys } => {
             let mut q = c.prepare_cached(
@@ -171,9 +236,15 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
                 ])?;
             }
         }
-        Change::Owned { channel, owner } => {
+        Change::Owned {
+            channel,
+            owner,
+            origin,
+        } => {
             c.prepare_cached("INSERT OR IGNORE INTO channels (name) VALUES (?1)")?
                 .execute([channel.as_str()])?;
+            c.prepare_cached("UPDATE channels SET origin = ?2 WHERE name = ?1")?
+                .execute(params![channel.as_str(), origin.map(|ip| ip.to_string())])?;
             c.prepare_cached(
                 "INSERT INTO channel_rules (channel, owner, mode) VALUES (?1, ?2, 'open')
                  ON CONFLICT (channel) DO UPDATE SET owner = ?2",
@@ -345,6 +416,22 @@ impl Store for SqliteStore {
             }
         }
         load_rules(c, &mut registry)?;
+        let mut q = c.prepare("SELECT name, origin, emptied_ms FROM channels")?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, origin, emptied) = row?;
+            if let Ok(ch) = ChannelName::new(name) {
+                let origin = origin.and_then(|ip| ip.parse().ok());
+                registry.restore_channel_times(&ch, origin, emptied.map(|t| t as u64));
+            }
+        }
+        registry.restore_quotas();
         let mut mailboxes = Mailboxes::new(mailbox_limit);
         let mut q = c.prepare("SELECT name FROM mailbox_owners")?;
         for name in q.query_map([], |r| r.get::<_, String>(0))? {
@@ -353,7 +440,7 @@ impl Store for SqliteStore {
             }
         }
         let mut q = c.prepare(
-            "SELECT recipient, id, sender, envelope, deposited_ms FROM mail ORDER BY seq",
+            "SELECT recipient, id, sender, envelope, deposited_ms, origin FROM mail ORDER BY seq",
         )?;
         let rows = q.query_map([], |r| {
             Ok((
@@ -362,10 +449,11 @@ impl Store for SqliteStore {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?;
         for row in rows {
-            let (to, id, from, envelope, at) = row?;
+            let (to, id, from, envelope, at, origin) = row?;
             let (Ok(to), Ok(id), Ok(from)) = (PeerName::new(to), id.parse(), PeerName::new(from))
             else {
                 continue;
@@ -376,6 +464,7 @@ impl Store for SqliteStore {
                 from,
                 envelope,
                 deposited_ms: at as u64,
+                origin: origin.and_then(|ip| ip.parse().ok()),
             };
             // Restored whatever the limit is now: a lowered --mailbox-limit refuses new mail, it loses none.
             mailboxes.restore(&to, entry);
@@ -385,13 +474,30 @@ impl Store for SqliteStore {
 
     fn load_identities(&mut self) -> Result<Identities, StoreError> {
         let mut identities = Identities::default();
-        let mut q = self
-            .conn
-            .prepare("SELECT name, public_key FROM identities")?;
-        for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (name, key) = row?;
+        let mut q = self.conn.prepare(
+            "SELECT name, public_key, bound_ms, used, origin FROM identities ORDER BY bound_ms",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, key, bound_ms, used, origin) = row?;
             match (PeerName::new(name.clone()), key.parse()) {
-                (Ok(n), Ok(k)) => identities.bind(n, k),
+                (Ok(n), Ok(key)) => identities.restore(
+                    n,
+                    Binding {
+                        key,
+                        bound_ms: bound_ms as u64,
+                        used,
+                        origin: origin.and_then(|ip| ip.parse().ok()),
+                    },
+                ),
                 _ => tracing::warn!("skipping a saved identity that does not parse: {name}"),
             }
         }
@@ -459,6 +565,7 @@ mod tests {
                 from: n(from),
                 envelope: format!("{{\"from\":\"{from}\"}}"),
                 deposited_ms: 5,
+                origin: None,
             })
             .collect();
         let registered = Change::Registered {
@@ -506,6 +613,7 @@ mod tests {
                 from: n("alice"),
                 envelope: format!("{{\"n\":{i}}}"),
                 deposited_ms: 5,
+                origin: None,
             })
             .collect();
         {
@@ -603,6 +711,7 @@ mod tests {
                 Change::Owned {
                     channel: ch.clone(),
                     owner: n("alice"),
+                    origin: None,
                 },
                 Change::ModeSet {
                     channel: ch.clone(),
@@ -656,10 +765,14 @@ mod tests {
                 Change::Bound {
                     name: n("alice"),
                     key: first,
+                    at_ms: 0,
+                    origin: None,
                 },
                 Change::Bound {
                     name: n("alice"),
                     key: second,
+                    at_ms: 0,
+                    origin: None,
                 },
             ])
             .unwrap();
@@ -670,5 +783,110 @@ mod tests {
             .unwrap();
         assert_eq!(ids.key_of(&n("alice")), Some(first));
         assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn given_quotas_used_and_things_expired_when_the_store_is_reopened_then_neither_is_forgotten_nor_back()
+     {
+        use crate::tracker::quota::Quotas;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let eve_host: IpAddr = "10.0.0.2".parse().unwrap();
+        let key = || crate::identity::Identity::ephemeral().public_key();
+        let c = |s: &str| ChannelName::new(s).unwrap();
+        let mail = |at: u64| MailEntry {
+            id: MessageId::now_v7(),
+            from: n("eve"),
+            envelope: "x".repeat(10),
+            deposited_ms: at,
+            origin: Some(eve_host),
+        };
+        {
+            let mut s = SqliteStore::open(&storage).unwrap();
+            let mut changes = vec![];
+            for name in ["eve", "gone", "kept"] {
+                changes.push(Change::Bound {
+                    name: n(name),
+                    key: key(),
+                    at_ms: 100,
+                    origin: Some(eve_host),
+                });
+            }
+            changes.push(Change::NameUsed { name: n("kept") });
+            changes.push(Change::Registered {
+                name: n("eve"),
+                ip: LO,
+                port: 1,
+                at_ms: 100,
+                created: true,
+            });
+            for ch in ["a", "b"] {
+                changes.push(Change::Joined {
+                    name: n("eve"),
+                    channel: c(ch),
+                    at_ms: 100,
+                });
+                changes.push(Change::Owned {
+                    channel: c(ch),
+                    owner: n("eve"),
+                    origin: Some(eve_host),
+                });
+            }
+            changes.push(Change::Left {
+                name: n("eve"),
+                channel: c("b"),
+            });
+            changes.push(Change::Emptied {
+                channels: vec![c("b")],
+                at_ms: 200,
+            });
+            changes.push(Change::Deposited {
+                to: n("kept"),
+                entries: vec![mail(100), mail(300)],
+            });
+            changes.push(Change::MailExpired { cutoff_ms: 100 });
+            changes.push(Change::NamesExpired {
+                names: vec![n("gone")],
+            });
+            s.record(&changes).unwrap();
+        }
+        let mut s = SqliteStore::open(&storage).unwrap();
+        let (mut registry, mut mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
+        let ids = s.load_identities().unwrap();
+        assert_eq!(
+            ids.key_of(&n("gone")),
+            None,
+            "an expired name stays unbound"
+        );
+        assert!(!ids.binding(&n("eve")).unwrap().used);
+        assert!(ids.binding(&n("kept")).unwrap().used);
+        assert_eq!(
+            mailboxes.pending(&n("kept")),
+            1,
+            "expired mail stays dropped"
+        );
+        mailboxes.set_quotas(Quotas {
+            mail_bytes_per_address: 15,
+            ..Quotas::default()
+        });
+        assert!(
+            mailboxes.deposit(&n("kept"), vec![mail(400)]).is_err(),
+            "the address's held bytes are counted again"
+        );
+        registry.set_quotas(Quotas {
+            channels_per_identity: 2,
+            empty_channel_expiry: Duration::from_millis(1_000),
+            ..Quotas::default()
+        });
+        registry.register(&n("eve"), LO, 1, 300).unwrap();
+        assert!(
+            matches!(
+                registry.join_from(&n("eve"), &c("third"), None, Some(eve_host), 300),
+                Err(crate::tracker::registry::RegistryError::Quota(_))
+            ),
+            "eve's channels are counted again"
+        );
+        let (_, gone) = registry.forget_empty_channels(1_200, 10);
+        assert_eq!(gone, vec![c("b")], "b was empty since 200, saved");
     }
 }

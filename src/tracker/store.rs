@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::acl::{AclList, KeyHash};
 use super::identities::Identities;
 use super::mailbox::{MailEntry, Mailboxes};
+use super::quota::Origin;
 use super::registry::{Presence, Registry};
 use crate::proto::{ChannelMode, ChannelName, MailKey, PeerName, PublicKey};
 
@@ -50,10 +51,32 @@ pub enum Change {
         name: PeerName,
         keys: Vec<MailKey>,
     },
-    /// A join created the channel: its creator owns it.
+    /// A join created the channel: its creator owns it (asking from `origin`, counted against its quotas).
     Owned {
         channel: ChannelName,
         owner: PeerName,
+        origin: Origin,
+    },
+    /// The sweep found these channels empty at `at_ms` (a join makes them non-empty again).
+    Emptied {
+        channels: Vec<ChannelName>,
+        at_ms: u64,
+    },
+    /// Channels empty for longer than their expiry: forgotten with their rules and lists.
+    Forgotten {
+        channels: Vec<ChannelName>,
+    },
+    /// Mail deposited at or before `cutoff_ms` was held for its whole time and dropped.
+    MailExpired {
+        cutoff_ms: u64,
+    },
+    /// A name registered again a day or more after it was bound: it is kept for good.
+    NameUsed {
+        name: PeerName,
+    },
+    /// Names bound and never used, unbound after their expiry with everything about them.
+    NamesExpired {
+        names: Vec<PeerName>,
     },
     /// The owner set the mode (and, for `key`, the salted hash of the key; never the key).
     ModeSet {
@@ -73,10 +96,13 @@ pub enum Change {
         name: PeerName,
         presence: Option<Presence>,
     },
-    /// A name was claimed by a key for the first time: it belongs to that key for good.
+    /// A name was claimed by a key for the first time, at `at_ms` from `origin`: it belongs to that key (for good
+    /// once it is used).
     Bound {
         name: PeerName,
         key: PublicKey,
+        at_ms: u64,
+        origin: Origin,
     },
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 mod access;
 mod attack_message_identity;
+mod attack_quotas;
 mod attack_terminal;
 mod bad_input;
 mod bench_smoke;

@@ -940,3 +940,39 @@ pub fn canned_json_server(body: serde_json::Value) -> u16 {
     });
     port
 }
+
+impl Signer {
+    /// POSTs JSON signed as this peer from the client address `local` (another host to a tracker on 127.0.0.1).
+    pub fn post_from(
+        &self,
+        local: std::net::IpAddr,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = body.to_string();
+        let r = http_from(local)
+            .post(url)
+            .header("content-type", "application/json")
+            .header("hchat-auth", self.auth("POST", url, body.as_bytes()))
+            .body(body)
+            .send()
+            .unwrap();
+        status_and_json("POST", url, r)
+    }
+
+    /// Registers from the client address `local`, advertising it; returns status and answer.
+    pub fn register_from(
+        &self,
+        local: std::net::IpAddr,
+        tracker: &Proc,
+        port: u16,
+    ) -> (u16, serde_json::Value) {
+        let url = tracker.url("/submit-info");
+        let r = http_from(local)
+            .post(&url)
+            .json(&self.registration(&local.to_string(), port))
+            .send()
+            .unwrap();
+        status_and_json("POST", &url, r)
+    }
+}
