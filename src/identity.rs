@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::proto::{ChatMessage, Destination, PeerName, RegisterRequest};
+use crate::proto::{ChatMessage, Destination, MessageId, PeerName, RegisterRequest};
 
 /// The key file inside a peer's data dir: the 32-byte secret seed, readable by its owner only.
 pub const KEY_FILE: &str = "identity.key";
@@ -355,6 +355,43 @@ pub fn request_bytes(
     bytes
 }
 
+/// What a receiver did with one pushed message, as its receipt states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptVerdict {
+    /// Stored now.
+    Stored,
+    /// Held already (the same sender and id).
+    Duplicate,
+    /// Refused, with the stable code the answer gives.
+    Refused(String),
+}
+
+impl fmt::Display for ReceiptVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReceiptVerdict::Stored => f.write_str("stored"),
+            ReceiptVerdict::Duplicate => f.write_str("duplicate"),
+            ReceiptVerdict::Refused(code) => write!(f, "refused:{code}"),
+        }
+    }
+}
+
+/// What a delivery receipt's signature covers: the receiver's name, the sender (the `from` of the first message
+/// pushed), then one line per message pushed, in order: its `from`, its id and the verdict. Signed with the
+/// receiver's key, it proves that the node which answered at the address holds the key the tracker binds to the
+/// name the message was for; an address that does not hold it (a puppet's) cannot make one.
+pub fn receipt_bytes<'a>(
+    receiver: &PeerName,
+    sender: &PeerName,
+    entries: impl IntoIterator<Item = (&'a PeerName, &'a MessageId, &'a ReceiptVerdict)>,
+) -> Vec<u8> {
+    let mut s = format!("hchat-receipt-v1\n{receiver}\n{sender}");
+    for (from, id, verdict) in entries {
+        s.push_str(&format!("\n{from} {} {verdict}", id.hyphenated()));
+    }
+    s.into_bytes()
+}
+
 /// Checks a message's signature against its sender's key.
 pub fn verify_message(msg: &ChatMessage, key: &PublicKey) -> Result<(), AuthError> {
     let sig = msg.sig.as_ref().ok_or(AuthError::Unsigned)?;
@@ -547,6 +584,45 @@ mod tests {
         assert_eq!(serde_json::from_value::<Signature>(text).unwrap(), sig);
         assert!(serde_json::from_value::<PublicKey>("abc".into()).is_err());
         assert!(serde_json::from_value::<Signature>("!!".into()).is_err());
+    }
+
+    #[test]
+    fn a_receipt_has_the_documented_bytes_and_binds_receiver_messages_and_verdicts() {
+        let (alice, bob) = (n("alice"), n("bob"));
+        let id = uuid::Uuid::nil();
+        let refused = ReceiptVerdict::Refused("not_joined".into());
+        let entries = [
+            (&alice, &id, &ReceiptVerdict::Stored),
+            (&alice, &id, &ReceiptVerdict::Duplicate),
+            (&alice, &id, &refused),
+        ];
+        assert_eq!(
+            String::from_utf8(receipt_bytes(&bob, &alice, entries)).unwrap(),
+            "hchat-receipt-v1\nbob\nalice\n\
+             alice 00000000-0000-0000-0000-000000000000 stored\n\
+             alice 00000000-0000-0000-0000-000000000000 duplicate\n\
+             alice 00000000-0000-0000-0000-000000000000 refused:not_joined"
+        );
+        let key = Identity::ephemeral();
+        let sig = key.sign(&receipt_bytes(&bob, &alice, entries));
+        let public = key.public_key();
+        public
+            .verify(&receipt_bytes(&bob, &alice, entries), &sig)
+            .unwrap();
+        let other_verdict = [(&alice, &id, &ReceiptVerdict::Stored)];
+        for wrong in [
+            receipt_bytes(&n("carol"), &alice, entries),
+            receipt_bytes(&bob, &alice, other_verdict),
+            receipt_bytes(&bob, &bob, entries),
+        ] {
+            assert_eq!(public.verify(&wrong, &sig), Err(AuthError::BadSignature));
+        }
+        let puppet = Identity::ephemeral().public_key();
+        assert!(
+            puppet
+                .verify(&receipt_bytes(&bob, &alice, entries), &sig)
+                .is_err()
+        );
     }
 
     #[test]
