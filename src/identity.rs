@@ -38,8 +38,13 @@ pub enum AuthError {
     MalformedHeader(String),
     #[error("the registration carries no identity: public_key, ts, nonce and sig are all needed")]
     MissingIdentity,
-    #[error("ts is {skew_ms} ms away from the tracker's clock (at most {REQUEST_WINDOW_MS} ms)")]
-    Stale { skew_ms: u64 },
+    #[error("{}", stale_message(*ts, *now))]
+    Stale {
+        /// The request's stamp (the sender's clock).
+        ts: u64,
+        /// The tracker's clock.
+        now: u64,
+    },
     #[error("this request was seen before (same name and nonce)")]
     Replayed,
     #[error("the signature does not verify")]
@@ -249,7 +254,7 @@ impl Identity {
                 Ok(Identity::from_seed(seed))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
+                crate::storage::create_private_dir(dir).map_err(io)?;
                 let identity = Identity::ephemeral();
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -419,11 +424,35 @@ pub fn verify_registration(
 
 /// Refuses a stamp further than [`REQUEST_WINDOW_MS`] from `now`.
 pub fn check_window(ts: u64, now: u64) -> Result<(), AuthError> {
-    let skew_ms = ts.abs_diff(now);
-    if skew_ms > REQUEST_WINDOW_MS {
-        return Err(AuthError::Stale { skew_ms });
+    if ts.abs_diff(now) > REQUEST_WINDOW_MS {
+        return Err(AuthError::Stale { ts, now });
     }
     Ok(())
+}
+
+/// What a peer whose clock is off is told: by how much and which way, and how to fix it. A request's stamp is
+/// the sender's clock, so a stamp behind the tracker's means the sender's clock is behind.
+fn stale_message(ts: u64, now: u64) -> String {
+    let (skew, way) = match ts < now {
+        true => (now - ts, "behind"),
+        false => (ts - now, "ahead of"),
+    };
+    format!(
+        "your clock is {} {way} the tracker's (requests must be stamped within {} s of it, and this one is {skew}          ms off): set this machine's clock right, best by NTP (e.g. `timedatectl set-ntp true`), then start again",
+        human_duration(skew),
+        REQUEST_WINDOW_MS / 1000
+    )
+}
+
+/// A length of time as people say it, rounded: `45 s`, `2 min`, `3 h`, `2 days`.
+fn human_duration(ms: u64) -> String {
+    let s = (ms + 500) / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7_200 => format!("{} min", (s + 30) / 60),
+        7_200..172_800 => format!("{} h", (s + 1_800) / 3_600),
+        _ => format!("{} days", (s + 43_200) / 86_400),
+    }
 }
 
 /// The parsed `Hchat-Auth` header: `name=<peer>; ts=<unix ms>; nonce=<b64url>; sig=<b64url>`.
@@ -584,6 +613,29 @@ mod tests {
         assert_eq!(serde_json::from_value::<Signature>(text).unwrap(), sig);
         assert!(serde_json::from_value::<PublicKey>("abc".into()).is_err());
         assert!(serde_json::from_value::<Signature>("!!".into()).is_err());
+    }
+
+    #[test]
+    fn a_stale_stamp_says_how_far_and_which_way_the_clock_is_off_and_how_to_fix_it() {
+        let now = 1_800_000_000_000;
+        let behind = check_window(now - 120_000, now).unwrap_err();
+        assert_eq!(behind.code(), "stale_request");
+        let text = behind.to_string();
+        assert!(
+            text.starts_with("your clock is 2 min behind the tracker's"),
+            "{text}"
+        );
+        assert!(text.contains("NTP"), "{text}");
+        let ahead = check_window(now + 3 * 86_400_000, now).unwrap_err();
+        assert!(
+            ahead
+                .to_string()
+                .starts_with("your clock is 3 days ahead of the tracker's"),
+            "{ahead}"
+        );
+        assert!(check_window(now - REQUEST_WINDOW_MS, now).is_ok());
+        assert_eq!(human_duration(61_000), "61 s");
+        assert_eq!(human_duration(5 * 3_600_000), "5 h");
     }
 
     #[test]

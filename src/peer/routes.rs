@@ -56,10 +56,11 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
             }
-            NodeError::Bind(..)
-            | NodeError::NoAdvertiseAddress(_)
-            | NodeError::Store(_)
-            | NodeError::Identity(_) => {
+            // This node could not save (its disk is full, its database failed): nothing was kept, try again.
+            NodeError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", msg)
+            }
+            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Identity(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }
@@ -194,5 +195,21 @@ pub fn parse_conversation(s: &str) -> Result<Destination, NameError> {
     match s.strip_prefix('@') {
         Some(p) => PeerName::new(p).map(Destination::Direct),
         None => ChannelName::parse_user(s).map(Destination::Channel),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DbError;
+
+    #[test]
+    fn a_store_that_cannot_save_answers_store_failed_not_internal() {
+        let e: ApiError = NodeError::Store(DbError::Full("database or disk is full".into())).into();
+        assert_eq!(
+            (e.status, e.code.as_ref()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_failed")
+        );
+        assert!(e.message.contains("free some space"), "{}", e.message);
     }
 }
