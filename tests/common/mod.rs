@@ -918,3 +918,9 @@ impl Signer {
         self.sign(m)
     }
 }
+
+/// Starts any command that runs an `hchat` node (under a wrapper such as `prlimit`, say) as a [`Proc`], once it
+/// prints where it listens.
+pub fn spawn_node(name: &str, cmd: Command) -> Proc {
+    Proc::spawn(name, cmd, None)
+}
