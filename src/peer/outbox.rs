@@ -431,3 +431,61 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn given_an_unproven_address_then_one_probe_at_a_time_goes_there() {
+        let book = Addresses::default();
+        let Gate::Go(Some(probe)) = book.gate(addr(1)) else {
+            panic!("the first push is the probe")
+        };
+        assert!(matches!(book.gate(addr(1)), Gate::Busy));
+        assert!(
+            matches!(book.gate(addr(2)), Gate::Go(Some(_))),
+            "another address is not held up"
+        );
+        drop(probe);
+        book.proven(addr(1));
+        assert!(matches!(book.gate(addr(1)), Gate::Go(None)));
+        assert!(
+            matches!(book.gate(addr(1)), Gate::Go(None)),
+            "proven: pushes in parallel"
+        );
+    }
+
+    #[test]
+    fn given_a_bad_answer_then_the_address_is_backed_off_longer_each_time_up_to_the_most() {
+        let book = Addresses::default();
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MIN);
+        assert!(
+            matches!(book.gate(addr(1)), Gate::Barred(left) if left <= BAD_ADDRESS_BACKOFF_MIN)
+        );
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MIN * 2);
+        for _ in 0..10 {
+            book.bad(addr(1));
+        }
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MAX);
+        book.proven(addr(1));
+        assert_eq!(
+            book.bad(addr(1)),
+            BAD_ADDRESS_BACKOFF_MIN,
+            "a receipt resets the back-off"
+        );
+    }
+
+    #[test]
+    fn the_address_book_is_bounded() {
+        let book = Addresses::default();
+        for port in 0..=MAX_ADDRESSES as u16 {
+            book.gate(addr(port));
+        }
+        assert_eq!(lock(&book.0).len(), MAX_ADDRESSES);
+    }
+}
