@@ -690,4 +690,69 @@ mod tests {
         assert_eq!(ids.key_of(&n("alice")), Some(first));
         assert_eq!(ids.len(), 1);
     }
+
+    #[test]
+    fn a_corrupt_database_refuses_the_start_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let mut store = SqliteStore::open(&storage).unwrap();
+        let changes: Vec<Change> = (0..2_000)
+            .map(|i| Change::Registered {
+                name: n(&format!("peer{i}")),
+                ip: LO,
+                port: 1,
+                at_ms: 10,
+                created: true,
+            })
+            .collect();
+        store.record(&changes).unwrap();
+        drop(store);
+        // Garbage over a page in the middle of the file, as a bad disk or a stray write would leave it.
+        let path = dir.path().join(DB_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 5 * 4096, "{} bytes", bytes.len());
+        bytes[3 * 4096..4 * 4096].fill(0x5a);
+        std::fs::write(&path, bytes).unwrap();
+        let e = SqliteStore::open(&storage)
+            .err()
+            .expect("a corrupt database is refused");
+        assert!(
+            e.0.contains("is corrupt") && e.0.contains("move it away"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_database_removed_under_the_store_is_written_back_and_refuses_saves_while_it_cannot_be() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("tracker");
+        let storage = Storage::Dir(dir.clone());
+        let mut store = SqliteStore::open(&storage).unwrap();
+        let registered = |name: &str| Change::Registered {
+            name: n(name),
+            ip: LO,
+            port: 1,
+            at_ms: 10,
+            created: true,
+        };
+        store.record(&[registered("alice")]).unwrap();
+        // The whole data dir removed, and a file where it was: nothing can be written back there.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a dir").unwrap();
+        let e = store.record(&[registered("bob")]).unwrap_err();
+        assert!(e.0.contains("could not be written back"), "{e}");
+        std::fs::remove_file(&dir).unwrap();
+        store.record(&[registered("carol")]).unwrap();
+        drop(store);
+        let (registry, _) = SqliteStore::open(&storage)
+            .unwrap()
+            .load(Duration::from_secs(3600), 10)
+            .unwrap();
+        let known = |name: &str| registry.lookup(&n(name), 10).is_ok();
+        assert!(
+            known("alice") && known("carol"),
+            "written back with everything"
+        );
+        assert!(!known("bob"), "refused, so not kept");
+    }
 }
