@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::proto::{ChatMessage, Destination, PeerName, RegisterRequest};
+use crate::proto::{ChatMessage, Destination, MessageId, PeerName, RegisterRequest};
 
 /// The key file inside a peer's data dir: the 32-byte secret seed, readable by its owner only.
 pub const KEY_FILE: &str = "identity.key";
@@ -38,8 +38,13 @@ pub enum AuthError {
     MalformedHeader(String),
     #[error("the registration carries no identity: public_key, ts, nonce and sig are all needed")]
     MissingIdentity,
-    #[error("ts is {skew_ms} ms away from the tracker's clock (at most {REQUEST_WINDOW_MS} ms)")]
-    Stale { skew_ms: u64 },
+    #[error("{}", stale_message(*ts, *now))]
+    Stale {
+        /// The request's stamp (the sender's clock).
+        ts: u64,
+        /// The tracker's clock.
+        now: u64,
+    },
     #[error("this request was seen before (same name and nonce)")]
     Replayed,
     #[error("the signature does not verify")]
@@ -292,7 +297,7 @@ impl Identity {
                 Ok(Identity::from_seed(seed))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
+                crate::storage::create_private_dir(dir).map_err(io)?;
                 let identity = Identity::ephemeral();
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -398,6 +403,43 @@ pub fn request_bytes(
     bytes
 }
 
+/// What a receiver did with one pushed message, as its receipt states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptVerdict {
+    /// Stored now.
+    Stored,
+    /// Held already (the same sender and id).
+    Duplicate,
+    /// Refused, with the stable code the answer gives.
+    Refused(String),
+}
+
+impl fmt::Display for ReceiptVerdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReceiptVerdict::Stored => f.write_str("stored"),
+            ReceiptVerdict::Duplicate => f.write_str("duplicate"),
+            ReceiptVerdict::Refused(code) => write!(f, "refused:{code}"),
+        }
+    }
+}
+
+/// What a delivery receipt's signature covers: the receiver's name, the sender (the `from` of the first message
+/// pushed), then one line per message pushed, in order: its `from`, its id and the verdict. Signed with the
+/// receiver's key, it proves that the node which answered at the address holds the key the tracker binds to the
+/// name the message was for; an address that does not hold it (a puppet's) cannot make one.
+pub fn receipt_bytes<'a>(
+    receiver: &PeerName,
+    sender: &PeerName,
+    entries: impl IntoIterator<Item = (&'a PeerName, &'a MessageId, &'a ReceiptVerdict)>,
+) -> Vec<u8> {
+    let mut s = format!("hchat-receipt-v1\n{receiver}\n{sender}");
+    for (from, id, verdict) in entries {
+        s.push_str(&format!("\n{from} {} {verdict}", id.hyphenated()));
+    }
+    s.into_bytes()
+}
+
 /// Checks a message's signature against its sender's key.
 pub fn verify_message(msg: &ChatMessage, key: &PublicKey) -> Result<(), AuthError> {
     let sig = msg.sig.as_ref().ok_or(AuthError::Unsigned)?;
@@ -425,11 +467,35 @@ pub fn verify_registration(
 
 /// Refuses a stamp further than [`REQUEST_WINDOW_MS`] from `now`.
 pub fn check_window(ts: u64, now: u64) -> Result<(), AuthError> {
-    let skew_ms = ts.abs_diff(now);
-    if skew_ms > REQUEST_WINDOW_MS {
-        return Err(AuthError::Stale { skew_ms });
+    if ts.abs_diff(now) > REQUEST_WINDOW_MS {
+        return Err(AuthError::Stale { ts, now });
     }
     Ok(())
+}
+
+/// What a peer whose clock is off is told: by how much and which way, and how to fix it. A request's stamp is
+/// the sender's clock, so a stamp behind the tracker's means the sender's clock is behind.
+fn stale_message(ts: u64, now: u64) -> String {
+    let (skew, way) = match ts < now {
+        true => (now - ts, "behind"),
+        false => (ts - now, "ahead of"),
+    };
+    format!(
+        "your clock is {} {way} the tracker's (requests must be stamped within {} s of it, and this one is {skew}          ms off): set this machine's clock right, best by NTP (e.g. `timedatectl set-ntp true`), then start again",
+        human_duration(skew),
+        REQUEST_WINDOW_MS / 1000
+    )
+}
+
+/// A length of time as people say it, rounded: `45 s`, `2 min`, `3 h`, `2 days`.
+fn human_duration(ms: u64) -> String {
+    let s = (ms + 500) / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7_200 => format!("{} min", (s + 30) / 60),
+        7_200..172_800 => format!("{} h", (s + 1_800) / 3_600),
+        _ => format!("{} days", (s + 43_200) / 86_400),
+    }
 }
 
 /// The parsed `Hchat-Auth` header: `name=<peer>; ts=<unix ms>; nonce=<b64url>; sig=<b64url>`.
@@ -590,6 +656,68 @@ mod tests {
         assert_eq!(serde_json::from_value::<Signature>(text).unwrap(), sig);
         assert!(serde_json::from_value::<PublicKey>("abc".into()).is_err());
         assert!(serde_json::from_value::<Signature>("!!".into()).is_err());
+    }
+
+    #[test]
+    fn a_stale_stamp_says_how_far_and_which_way_the_clock_is_off_and_how_to_fix_it() {
+        let now = 1_800_000_000_000;
+        let behind = check_window(now - 120_000, now).unwrap_err();
+        assert_eq!(behind.code(), "stale_request");
+        let text = behind.to_string();
+        assert!(
+            text.starts_with("your clock is 2 min behind the tracker's"),
+            "{text}"
+        );
+        assert!(text.contains("NTP"), "{text}");
+        let ahead = check_window(now + 3 * 86_400_000, now).unwrap_err();
+        assert!(
+            ahead
+                .to_string()
+                .starts_with("your clock is 3 days ahead of the tracker's"),
+            "{ahead}"
+        );
+        assert!(check_window(now - REQUEST_WINDOW_MS, now).is_ok());
+        assert_eq!(human_duration(61_000), "61 s");
+        assert_eq!(human_duration(5 * 3_600_000), "5 h");
+    }
+
+    #[test]
+    fn a_receipt_has_the_documented_bytes_and_binds_receiver_messages_and_verdicts() {
+        let (alice, bob) = (n("alice"), n("bob"));
+        let id = uuid::Uuid::nil();
+        let refused = ReceiptVerdict::Refused("not_joined".into());
+        let entries = [
+            (&alice, &id, &ReceiptVerdict::Stored),
+            (&alice, &id, &ReceiptVerdict::Duplicate),
+            (&alice, &id, &refused),
+        ];
+        assert_eq!(
+            String::from_utf8(receipt_bytes(&bob, &alice, entries)).unwrap(),
+            "hchat-receipt-v1\nbob\nalice\n\
+             alice 00000000-0000-0000-0000-000000000000 stored\n\
+             alice 00000000-0000-0000-0000-000000000000 duplicate\n\
+             alice 00000000-0000-0000-0000-000000000000 refused:not_joined"
+        );
+        let key = Identity::ephemeral();
+        let sig = key.sign(&receipt_bytes(&bob, &alice, entries));
+        let public = key.public_key();
+        public
+            .verify(&receipt_bytes(&bob, &alice, entries), &sig)
+            .unwrap();
+        let other_verdict = [(&alice, &id, &ReceiptVerdict::Stored)];
+        for wrong in [
+            receipt_bytes(&n("carol"), &alice, entries),
+            receipt_bytes(&bob, &alice, other_verdict),
+            receipt_bytes(&bob, &bob, entries),
+        ] {
+            assert_eq!(public.verify(&wrong, &sig), Err(AuthError::BadSignature));
+        }
+        let puppet = Identity::ephemeral().public_key();
+        assert!(
+            puppet
+                .verify(&receipt_bytes(&bob, &alice, entries), &sig)
+                .is_err()
+        );
     }
 
     #[test]

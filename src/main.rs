@@ -312,6 +312,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -334,6 +335,36 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hchat: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one. Every connection is a descriptor; under a common default
+/// soft limit (1,024) a flood of connections took the last ones, and the node could then neither accept nor reach
+/// its tracker, though the hard limit allowed many more.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current == limit.maximum {
+            return;
+        }
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(
+                "raised the limit on open files from {:?} to {:?}",
+                limit.current,
+                limit.maximum
+            ),
+            Err(e) => tracing::warn!(
+                "cannot raise the limit on open files from {:?} to {:?}: {e}",
+                limit.current,
+                limit.maximum
+            ),
         }
     }
 }

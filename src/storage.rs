@@ -62,14 +62,54 @@ pub enum DbError {
     Owner { dir: String, owner: String },
     #[error("database error: {0}")]
     Sql(String),
+    /// The disk (or the database's size limit) is full: nothing more can be saved until space is freed.
+    #[error("the disk holding the data is full; free some space ({0})")]
+    Full(String),
     #[error("the store has stopped")]
     Stopped,
 }
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        DbError::Sql(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => DbError::Full(e.to_string()),
+            _ => DbError::Sql(e.to_string()),
+        }
     }
+}
+
+/// Makes `dir` (and its missing parents) readable by its owner only (0700): a data dir holds the identity key,
+/// the history and the outbox, which are nobody else's business.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
+/// Makes a database file and its companions (`-wal`, `-shm`) readable by their owner only (0600). SQLite creates
+/// them 0644 (less the umask), and gives the companions the main file's mode.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    let _ = path;
+    Ok(())
 }
 
 /// Opens (creating if needed) `file` in `storage`, applies the settings above and brings the schema up to date:
@@ -78,8 +118,18 @@ pub fn open(storage: &Storage, file: &str, migrations: &[&str]) -> Result<Connec
     let (conn, path) = match storage {
         Storage::Memory => (Connection::open_in_memory()?, PathBuf::from(":memory:")),
         Storage::Dir(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| DbError::Open(dir.clone(), e.to_string()))?;
+            create_private_dir(dir).map_err(|e| DbError::Open(dir.clone(), e.to_string()))?;
             let path = dir.join(file);
+            let open_err = |e: std::io::Error| DbError::Open(path.clone(), e.to_string());
+            if !path.exists() {
+                // Made 0600 before SQLite makes it 0644, so it is never readable by others, even for a moment.
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                options.open(&path).map_err(open_err)?;
+            }
+            make_private(&path).map_err(open_err)?;
             let conn =
                 Connection::open(&path).map_err(|e| DbError::Open(path.clone(), e.to_string()))?;
             (conn, path)
@@ -97,6 +147,7 @@ pub fn open(storage: &Storage, file: &str, migrations: &[&str]) -> Result<Connec
         // Take the exclusive lock now, so a second process fails at start rather than at its first write.
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
             .map_err(|e| busy_or(&path, e))?;
+        make_private(&path).map_err(|e| DbError::Open(path.clone(), e.to_string()))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&conn, &path, migrations)?;
@@ -277,6 +328,48 @@ mod tests {
         "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)",
         "ALTER TABLE t ADD COLUMN w TEXT",
     ];
+
+    #[cfg(unix)]
+    #[test]
+    fn a_data_dir_is_private_and_its_database_files_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("alice");
+        let conn = open(&Storage::Dir(dir.clone()), "x.sqlite3", SCHEMA).unwrap();
+        conn.execute("INSERT INTO t (k, v) VALUES (1, 'a')", [])
+            .unwrap();
+        let mode = |p: PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.clone()), 0o700);
+        assert_eq!(mode(dir.join("x.sqlite3")), 0o600);
+        assert_eq!(mode(dir.join("x.sqlite3-wal")), 0o600);
+        drop(conn);
+        // A database made by an older hchat, readable by all, is made private when opened.
+        std::fs::set_permissions(
+            dir.join("x.sqlite3"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let _conn = open(&Storage::Dir(dir.clone()), "x.sqlite3", SCHEMA).unwrap();
+        assert_eq!(mode(dir.join("x.sqlite3")), 0o600);
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error() {
+        let conn = open(&Storage::Memory, "x.sqlite3", SCHEMA).unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        // The database may not grow: what a full disk does to a write.
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+        let big = "x".repeat(100_000);
+        let e: DbError = conn
+            .execute("INSERT INTO t (k, v) VALUES (1, ?1)", [&big])
+            .unwrap_err()
+            .into();
+        assert!(matches!(e, DbError::Full(_)), "{e:?}");
+        assert!(e.to_string().contains("free some space"), "{e}");
+    }
 
     #[test]
     fn migrations_run_once_in_order_and_a_second_process_is_refused() {

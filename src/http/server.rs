@@ -148,6 +148,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let mut connections = JoinSet::new();
+    let mut accept_failures = AcceptFailures::default();
 
     loop {
         let permit = tokio::select! {
@@ -158,14 +159,20 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and say so once per run
+                    // of failures rather than once per failure.
+                    let pause = accept_failures.failed(&e);
+                    drop(permit);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                     continue;
                 }
             },
             _ = shutdown.cancelled() => break,
         };
+        accept_failures.accepted();
         while connections.try_join_next().is_some() {}
         let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
@@ -215,6 +222,48 @@ pub async fn serve(
 pub struct ClientOrigin {
     pub addr: SocketAddr,
     pub this_host: bool,
+}
+
+/// First pause after a failed accept; it doubles with each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accepts while they keep failing.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A run of failed accepts (out of file descriptors, mostly): one warning when it starts, one line when it ends.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+    since: Option<Instant>,
+    pause: Duration,
+}
+
+impl AcceptFailures {
+    /// Counts a failure; returns how long to pause before the next accept.
+    fn failed(&mut self, e: &io::Error) -> Duration {
+        self.count += 1;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            self.pause = ACCEPT_BACKOFF_MIN;
+            tracing::warn!(
+                "accept failed: {e}; backing off (up to {ACCEPT_BACKOFF_MAX:?} between tries) until it works again"
+            );
+        } else {
+            self.pause = (self.pause * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        self.pause
+    }
+
+    /// An accept worked: ends the run of failures, if there was one.
+    fn accepted(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                "accepting again after {} failed accept(s) over {:?}",
+                self.count,
+                since.elapsed()
+            );
+            self.count = 0;
+        }
+    }
 }
 
 /// One accepted connection and what serving it needs.

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::tracker_client::root_cause;
-use crate::proto::{ChatMessage, ErrorBody, ErrorDetail, MAX_BODY_BYTES, MessageId};
+use crate::identity::{PublicKey, ReceiptVerdict, Signature, receipt_bytes};
+use crate::proto::{
+    ChatMessage, ErrorBody, ErrorDetail, MAX_BODY_BYTES, MessageId, PeerName, ReceiveAck,
+};
 
 /// How long one push may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,6 +26,10 @@ pub enum DeliveryError {
     Unreachable(String),
     #[error("not accepted now: {message} ({code})")]
     Unavailable { code: String, message: String },
+    /// What answered is not the peer the message is for (no valid receipt signed with its key): a puppet's
+    /// address, or a peer that moved away. Nothing counts as delivered, and the address is backed off.
+    #[error("the address did not answer as the recipient: {0}")]
+    BadAnswer(String),
 }
 
 /// The receiver's verdict on one message.
@@ -56,6 +63,9 @@ pub struct BatchResult {
 pub struct BatchResponse {
     pub ok: bool,
     pub results: Vec<BatchResult>,
+    /// The receiver's signature over its verdicts ([`crate::identity::receipt_bytes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Signature>,
 }
 
 /// The longest prefix of `msgs` that fits one request body (at least one message).
@@ -94,58 +104,85 @@ impl Default for Courier {
 }
 
 impl Courier {
-    /// Pushes `msgs` (in order) to the peer at `addr` and returns its verdict on each.
+    /// Pushes `msgs` (in order) to `to`, reached at `addr`, and returns its verdict on each. The answer must carry
+    /// a receipt signed with `key`, the key the tracker binds to `to`; anything else is
+    /// [`DeliveryError::BadAnswer`]: whatever answered there is not `to`, and nothing counts as delivered.
     pub async fn push(
         &self,
         addr: SocketAddr,
+        to: &PeerName,
+        key: Option<PublicKey>,
         msgs: &[ChatMessage],
     ) -> Result<Vec<Pushed>, DeliveryError> {
+        let key = key.ok_or_else(|| bad(format!("the tracker vouches for no key for {to}")))?;
         if let [one] = msgs {
             let url = format!("http://{addr}/p2p/receive");
-            return match self.post(&url, one).await? {
-                Ok(_) => Ok(vec![Pushed::Stored]),
-                Err(e) => Ok(vec![e]),
+            let bytes = match self.post(&url, one).await? {
+                Ok(bytes) => bytes,
+                Err(refused) => return Ok(vec![refused]),
             };
+            let ack: ReceiveAck = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(format!("not an answer to a push: {e}")))?;
+            let verdict = match ack.duplicate {
+                true => ReceiptVerdict::Duplicate,
+                false => ReceiptVerdict::Stored,
+            };
+            check_receipt(to, &key, msgs, std::slice::from_ref(&verdict), ack.receipt)?;
+            return Ok(vec![Pushed::Stored]);
         }
         let url = format!("http://{addr}/p2p/receive-batch");
         let body = BatchRequest {
             messages: msgs.to_vec(),
         };
-        match self.post(&url, &body).await? {
-            Ok(bytes) => {
-                let answer: BatchResponse =
-                    serde_json::from_slice(&bytes).map_err(|e| DeliveryError::Unavailable {
-                        code: "bad_answer".into(),
-                        message: e.to_string(),
-                    })?;
-                Ok(msgs
-                    .iter()
-                    .map(|m| match answer.results.iter().find(|r| r.id == m.id) {
-                        Some(r) if r.ok => Pushed::Stored,
-                        Some(r) => {
-                            let e = r.error.clone().unwrap_or(ErrorDetail {
-                                code: "refused".into(),
-                                message: "refused".into(),
-                            });
-                            Pushed::Refused {
-                                code: e.code,
-                                message: e.message,
-                            }
-                        }
-                        None => Pushed::Refused {
-                            code: "no_answer".into(),
-                            message: "the receiver said nothing about this message".into(),
-                        },
-                    })
-                    .collect())
-            }
+        let bytes = match self.post(&url, &body).await? {
+            Ok(bytes) => bytes,
             // A refusal of the whole batch is a refusal of each message in it.
-            Err(e) => Ok(vec![e; msgs.len()]),
+            Err(refused) => return Ok(vec![refused; msgs.len()]),
+        };
+        let answer: BatchResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not an answer to a batch: {e}")))?;
+        // One result per message, in order: what the receipt signs.
+        if answer.results.len() != msgs.len()
+            || answer.results.iter().zip(msgs).any(|(r, m)| r.id != m.id)
+        {
+            return Err(bad("its results do not match the messages pushed".into()));
         }
+        let verdicts: Vec<ReceiptVerdict> = answer
+            .results
+            .iter()
+            .map(|r| match (r.ok, r.duplicate) {
+                (true, true) => ReceiptVerdict::Duplicate,
+                (true, false) => ReceiptVerdict::Stored,
+                (false, _) => ReceiptVerdict::Refused(
+                    r.error
+                        .as_ref()
+                        .map_or_else(|| "refused".into(), |e| e.code.clone()),
+                ),
+            })
+            .collect();
+        check_receipt(to, &key, msgs, &verdicts, answer.receipt)?;
+        Ok(answer
+            .results
+            .into_iter()
+            .map(|r| match r.ok {
+                true => Pushed::Stored,
+                false => {
+                    let e = r.error.unwrap_or(ErrorDetail {
+                        code: "refused".into(),
+                        message: "refused".into(),
+                    });
+                    Pushed::Refused {
+                        code: e.code,
+                        message: e.message,
+                    }
+                }
+            })
+            .collect())
     }
 
     /// One request, retried once at once when a kept-alive connection turned out to be closed. `Ok(Ok(body))` on
-    /// 2xx, `Ok(Err(refusal))` on a 4xx, `Err` when worth retrying later (no answer, 5xx, 503).
+    /// 2xx, `Ok(Err(refusal))` on a 4xx with an error body, `Err` when worth retrying later (no answer, 5xx, 429)
+    /// or when the answer is not one a peer gives (an error that is not the documented JSON).
     async fn post<B: Serialize>(
         &self,
         url: &str,
@@ -163,14 +200,20 @@ impl Courier {
                     if status.is_success() {
                         return Ok(Ok(bytes));
                     }
-                    let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                        Ok(b) => (b.error.code, b.error.message),
-                        Err(_) => ("unknown".into(), format!("status {status}")),
+                    let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&bytes)
+                    else {
+                        return Err(bad(format!("status {status} without an hchat error")));
                     };
                     if status.is_server_error() || status.as_u16() == 429 {
-                        return Err(DeliveryError::Unavailable { code, message });
+                        return Err(DeliveryError::Unavailable {
+                            code: error.code,
+                            message: error.message,
+                        });
                     }
-                    return Ok(Err(Pushed::Refused { code, message }));
+                    return Ok(Err(Pushed::Refused {
+                        code: error.code,
+                        message: error.message,
+                    }));
                 }
                 Err(e) if e.is_timeout() => {
                     return Err(DeliveryError::Unreachable("timed out".into()));
@@ -180,4 +223,23 @@ impl Courier {
         }
         Err(DeliveryError::Unreachable(last))
     }
+}
+
+fn bad(why: String) -> DeliveryError {
+    DeliveryError::BadAnswer(why)
+}
+
+/// Checks that `receipt` is `to`'s signature over `verdicts` on `msgs`.
+fn check_receipt(
+    to: &PeerName,
+    key: &PublicKey,
+    msgs: &[ChatMessage],
+    verdicts: &[ReceiptVerdict],
+    receipt: Option<Signature>,
+) -> Result<(), DeliveryError> {
+    let receipt = receipt.ok_or_else(|| bad("no receipt".into()))?;
+    let sender = &msgs[0].from;
+    let entries = msgs.iter().zip(verdicts).map(|(m, v)| (&m.from, &m.id, v));
+    key.verify(&receipt_bytes(to, sender, entries), &receipt)
+        .map_err(|_| bad(format!("its receipt is not signed by {to}'s key")))
 }

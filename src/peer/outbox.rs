@@ -10,13 +10,14 @@
 //! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`].
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use super::delivery::{MAX_PUSH_BATCH, Pushed, fitting};
+use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, lock};
 use crate::proto::{ChatMessage, MAX_MAIL_BATCH, MessageId, PeerName};
@@ -33,6 +34,14 @@ pub const GIVE_UP_DIRECT: Duration = Duration::from_secs(2);
 pub const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// A worker with nothing to send stops after this long.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// An address that answered a push without the recipient's signed receipt is not pushed to again for this long
+/// (then twice as long each time it answers so again, up to [`BAD_ADDRESS_BACKOFF_MAX`]); meanwhile its
+/// messages go through the tracker's mailbox.
+pub const BAD_ADDRESS_BACKOFF_MIN: Duration = Duration::from_secs(30);
+/// Longest back-off of an address that keeps answering badly.
+pub const BAD_ADDRESS_BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// Most addresses whose record ([`Address`]) is kept; the least recently used goes first.
+pub const MAX_ADDRESSES: usize = 10_000;
 
 /// What became of a message for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +64,98 @@ pub(super) struct Worker {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What pushes to one ip:port have shown. Any name can advertise any address, so an address earns trust only by
+/// answering with the recipient's signed receipt; until it has, one push at a time goes there, and when it
+/// answers badly it is backed off for every name that advertises it.
+struct Address {
+    /// It answered a push with a valid receipt (and has not answered badly since).
+    proven: bool,
+    /// Backed off until then, after a bad answer.
+    bad_until: Option<Instant>,
+    /// The back-off after the next bad answer.
+    backoff: Duration,
+    /// Held by the one push in flight to an address not proven yet.
+    probe: Arc<tokio::sync::Mutex<()>>,
+    last_used: Instant,
+}
+
+impl Address {
+    fn new() -> Address {
+        Address {
+            proven: false,
+            bad_until: None,
+            backoff: BAD_ADDRESS_BACKOFF_MIN,
+            probe: Arc::default(),
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// Every address pushed to lately (bounded by [`MAX_ADDRESSES`]).
+#[derive(Default)]
+struct Addresses(Mutex<HashMap<SocketAddr, Address>>);
+
+/// May a push go to an address now?
+enum Gate {
+    /// Yes: proven, or this is the one probe (holding the guard until it is answered).
+    Go(Option<tokio::sync::OwnedMutexGuard<()>>),
+    /// Backed off after a bad answer, for this long yet.
+    Barred(Duration),
+    /// Another worker's first push to it is under way.
+    Busy,
+}
+
+impl Addresses {
+    fn gate(&self, addr: SocketAddr) -> Gate {
+        let mut map = lock(&self.0);
+        if map.len() >= MAX_ADDRESSES && !map.contains_key(&addr) {
+            let oldest = map.iter().min_by_key(|(_, a)| a.last_used).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let a = map.entry(addr).or_insert_with(Address::new);
+        a.last_used = Instant::now();
+        if let Some(left) = a
+            .bad_until
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+        {
+            return Gate::Barred(left);
+        }
+        if a.proven {
+            return Gate::Go(None);
+        }
+        match a.probe.clone().try_lock_owned() {
+            Ok(guard) => Gate::Go(Some(guard)),
+            Err(_) => Gate::Busy,
+        }
+    }
+
+    /// The address answered with the recipient's receipt.
+    fn proven(&self, addr: SocketAddr) {
+        if let Some(a) = lock(&self.0).get_mut(&addr) {
+            a.proven = true;
+            a.backoff = BAD_ADDRESS_BACKOFF_MIN;
+        }
+    }
+
+    /// The address answered, but not as the recipient: back it off. Returns for how long.
+    fn bad(&self, addr: SocketAddr) -> Duration {
+        let mut map = lock(&self.0);
+        let a = map.entry(addr).or_insert_with(Address::new);
+        let backoff = a.backoff;
+        a.proven = false;
+        a.bad_until = Some(Instant::now() + backoff);
+        a.backoff = (backoff * 2).min(BAD_ADDRESS_BACKOFF_MAX);
+        backoff
+    }
+}
+
 /// Every recipient's worker, and the senders waiting to hear what became of their message.
 #[derive(Default)]
 pub(super) struct Outboxes {
     workers: Mutex<HashMap<PeerName, Arc<Worker>>>,
+    addresses: Addresses,
     waiting: Mutex<HashMap<(PeerName, MessageId), oneshot::Sender<Outcome>>>,
     /// Messages waiting, all recipients together (kept in step with the store).
     pub(super) len: std::sync::atomic::AtomicUsize,
@@ -234,8 +331,28 @@ impl Node {
                 if failed.as_ref().is_some_and(|(a, _)| *a == info.addr()) {
                     break;
                 }
-                match self.inner.courier.push(info.addr(), batch).await {
+                let addr = info.addr();
+                let _probe = match self.inner.outboxes.addresses.gate(addr) {
+                    Gate::Go(probe) => probe,
+                    // Whatever answers there is not the recipient: the mailbox, at once.
+                    Gate::Barred(left) => {
+                        tracing::debug!(peer = %self.name(), to = %to, %addr, "address backed off for {left:?}");
+                        break;
+                    }
+                    // Do not pile onto an address nobody has heard a receipt from yet; its probe's answer
+                    // decides for everyone.
+                    Gate::Busy => {
+                        return Attempt::Stuck(format!("waiting for a first answer from {addr}"));
+                    }
+                };
+                match self
+                    .inner
+                    .courier
+                    .push(addr, to, info.public_key, batch)
+                    .await
+                {
                     Ok(verdicts) => {
+                        self.inner.outboxes.addresses.proven(addr);
                         *path = Path::default();
                         return Attempt::Done(
                             verdicts
@@ -249,9 +366,15 @@ impl Node {
                                 .collect(),
                         );
                     }
+                    Err(DeliveryError::BadAnswer(why)) => {
+                        let backoff = self.inner.outboxes.addresses.bad(addr);
+                        tracing::warn!(peer = %self.name(), to = %to, %addr, "{addr} did not answer as {to} ({why}); not pushing there for {backoff:?}, using the mailbox");
+                        self.forget_address(to);
+                        break;
+                    }
                     Err(e) => {
                         self.forget_address(to);
-                        failed = Some((info.addr(), e.to_string()));
+                        failed = Some((addr, e.to_string()));
                     }
                 }
             }
@@ -306,5 +429,63 @@ impl Node {
             self.kick(&r);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn given_an_unproven_address_then_one_probe_at_a_time_goes_there() {
+        let book = Addresses::default();
+        let Gate::Go(Some(probe)) = book.gate(addr(1)) else {
+            panic!("the first push is the probe")
+        };
+        assert!(matches!(book.gate(addr(1)), Gate::Busy));
+        assert!(
+            matches!(book.gate(addr(2)), Gate::Go(Some(_))),
+            "another address is not held up"
+        );
+        drop(probe);
+        book.proven(addr(1));
+        assert!(matches!(book.gate(addr(1)), Gate::Go(None)));
+        assert!(
+            matches!(book.gate(addr(1)), Gate::Go(None)),
+            "proven: pushes in parallel"
+        );
+    }
+
+    #[test]
+    fn given_a_bad_answer_then_the_address_is_backed_off_longer_each_time_up_to_the_most() {
+        let book = Addresses::default();
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MIN);
+        assert!(
+            matches!(book.gate(addr(1)), Gate::Barred(left) if left <= BAD_ADDRESS_BACKOFF_MIN)
+        );
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MIN * 2);
+        for _ in 0..10 {
+            book.bad(addr(1));
+        }
+        assert_eq!(book.bad(addr(1)), BAD_ADDRESS_BACKOFF_MAX);
+        book.proven(addr(1));
+        assert_eq!(
+            book.bad(addr(1)),
+            BAD_ADDRESS_BACKOFF_MIN,
+            "a receipt resets the back-off"
+        );
+    }
+
+    #[test]
+    fn the_address_book_is_bounded() {
+        let book = Addresses::default();
+        for port in 0..=MAX_ADDRESSES as u16 {
+            book.gate(addr(port));
+        }
+        assert_eq!(lock(&book.0).len(), MAX_ADDRESSES);
     }
 }

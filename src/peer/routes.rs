@@ -15,6 +15,7 @@ use super::recovery::{HistoryPage, HistoryRequest};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError};
 use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
+use crate::identity::{ReceiptVerdict, Signature, receipt_bytes};
 use crate::proto::*;
 
 impl From<NodeError> for ApiError {
@@ -54,10 +55,11 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
             }
-            NodeError::Bind(..)
-            | NodeError::NoAdvertiseAddress(_)
-            | NodeError::Store(_)
-            | NodeError::Identity(_) => {
+            // This node could not save (its disk is full, its database failed): nothing was kept, try again.
+            NodeError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", msg)
+            }
+            NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Identity(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
             }
         }
@@ -81,10 +83,16 @@ async fn message_receive(
     State(node): State<Node>,
     ApiJson(msg): ApiJson<ChatMessage>,
 ) -> Result<Json<ReceiveAck>, ApiError> {
+    let (from, id) = (msg.from.clone(), msg.id);
     let duplicate = node.receive(msg).await?;
+    let verdict = match duplicate {
+        true => ReceiptVerdict::Duplicate,
+        false => ReceiptVerdict::Stored,
+    };
     Ok(Json(ReceiveAck {
         ok: true,
         duplicate,
+        receipt: Some(node.sign_receipt(&from, [(&from, &id, &verdict)])),
     }))
 }
 
@@ -98,14 +106,30 @@ async fn message_receive_batch(
             format!("messages: from 1 to {MAX_PUSH_BATCH} at a time"),
         ));
     }
-    let ids: Vec<MessageId> = req.messages.iter().map(|m| m.id).collect();
+    let ids: Vec<(PeerName, MessageId)> = req
+        .messages
+        .iter()
+        .map(|m| (m.from.clone(), m.id))
+        .collect();
     let verdicts = node
         .receive_many(req.messages.into_iter().map(|m| (m, Via::Direct)).collect())
         .await?;
+    let stated: Vec<ReceiptVerdict> = verdicts
+        .iter()
+        .map(|v| match v {
+            Ok(true) => ReceiptVerdict::Duplicate,
+            Ok(false) => ReceiptVerdict::Stored,
+            Err(e) => ReceiptVerdict::Refused(e.code.to_string()),
+        })
+        .collect();
+    let receipt = node.sign_receipt(
+        &ids[0].0,
+        ids.iter().zip(&stated).map(|((from, id), v)| (from, id, v)),
+    );
     let results = ids
         .into_iter()
         .zip(verdicts)
-        .map(|(id, v)| match v {
+        .map(|((_, id), v)| match v {
             Ok(duplicate) => BatchResult {
                 id,
                 ok: true,
@@ -123,7 +147,11 @@ async fn message_receive_batch(
             },
         })
         .collect();
-    Ok(Json(BatchResponse { ok: true, results }))
+    Ok(Json(BatchResponse {
+        ok: true,
+        results,
+        receipt: Some(receipt),
+    }))
 }
 
 async fn channel_history_serve(
@@ -147,10 +175,40 @@ async fn health(State(node): State<Node>) -> Json<NodeHealth> {
     })
 }
 
+impl Node {
+    /// This node's receipt for what it did with pushed messages: signed with its key, so the sender can tell the
+    /// answer came from the node that holds this name and not from whatever listens at the address.
+    fn sign_receipt<'a>(
+        &self,
+        sender: &PeerName,
+        entries: impl IntoIterator<Item = (&'a PeerName, &'a MessageId, &'a ReceiptVerdict)>,
+    ) -> Signature {
+        self.inner
+            .identity
+            .sign(&receipt_bytes(self.name(), sender, entries))
+    }
+}
+
 /// Parses a conversation as users write it: `#general`, `@bob`, or a bare channel name.
 pub fn parse_conversation(s: &str) -> Result<Destination, NameError> {
     match s.strip_prefix('@') {
         Some(p) => PeerName::new(p).map(Destination::Direct),
         None => ChannelName::parse_user(s).map(Destination::Channel),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::DbError;
+
+    #[test]
+    fn a_store_that_cannot_save_answers_store_failed_not_internal() {
+        let e: ApiError = NodeError::Store(DbError::Full("database or disk is full".into())).into();
+        assert_eq!(
+            (e.status, e.code.as_ref()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_failed")
+        );
+        assert!(e.message.contains("free some space"), "{}", e.message);
     }
 }

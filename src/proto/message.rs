@@ -159,6 +159,10 @@ pub struct ReceiveAck {
     pub ok: bool,
     /// True when this message (the same sender and id) had been received before: accepted again, shown once.
     pub duplicate: bool,
+    /// The receiver's signature over what it did ([`crate::identity::receipt_bytes`]): without a valid one, the
+    /// sender does not count the message as delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::identity::Signature>,
 }
 
 #[cfg(test)]

@@ -229,11 +229,12 @@ impl Tracker {
             shutdown.clone(),
             config.limits,
         ));
+        let watcher = tokio::spawn(watch_store(shared.log.clone(), shutdown.clone()));
         let sweeper = tokio::spawn(sweep(shared, config.peer_ttl, shutdown.clone()));
         Ok(Tracker {
             local_addr: bound.local_addr,
             shutdown,
-            tasks: vec![server, sweeper],
+            tasks: vec![server, sweeper, watcher],
         })
     }
 
@@ -257,6 +258,25 @@ impl Tracker {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// How often the store checks that its database file is still its own when nothing is being saved (it checks
+/// before every save too): a file removed under a quiet tracker is noticed, and written back, within this.
+pub const STORE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Nudges the store thread with an empty record every [`STORE_CHECK_EVERY`], so it checks its file.
+async fn watch_store(log: mpsc::Sender<Record>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (done, _) = oneshot::channel();
+        // A full queue is a busy store: it checks before those saves anyway.
+        let _ = log.try_send((Vec::new(), done));
     }
 }
 

@@ -2,6 +2,7 @@
 //! names that have a mailbox, the mailboxes themselves, and the key each name is bound to. Each batch of changes
 //! is one transaction, fsynced before the requests that made them are answered (see [`crate::storage`]).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
@@ -98,14 +99,126 @@ const MIGRATIONS: &[&str] = &[
 /// The tracker's SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    storage: Storage,
+    /// The database file, and which file it was when opened (device and inode): a file removed or replaced under
+    /// the running tracker is noticed before the next save (see [`SqliteStore::check_file`]).
+    file: Option<(PathBuf, FileId)>,
+}
+
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok((0, meta.len()))
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database in `storage`.
+    /// Opens (creating if needed) the database in `storage`, and checks it (`PRAGMA quick_check`): a corrupt
+    /// database refuses the start with a sentence saying what to do, rather than failing at some later save.
     pub fn open(storage: &Storage) -> Result<SqliteStore, StoreError> {
+        let conn = open(storage, DB_FILE, MIGRATIONS)?;
+        let file = match storage {
+            Storage::Memory => None,
+            Storage::Dir(dir) => {
+                let path = dir.join(DB_FILE);
+                let verdict: String = conn
+                    .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                    .unwrap_or_else(|e| e.to_string());
+                if verdict != "ok" {
+                    return Err(StoreError(format!(
+                        "{} is corrupt (quick_check: {verdict}); move it away to start with an empty tracker, or \
+                         put back a backup",
+                        path.display()
+                    )));
+                }
+                let id =
+                    file_id(&path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+                Some((path, id))
+            }
+        };
         Ok(SqliteStore {
-            conn: open(storage, DB_FILE, MIGRATIONS)?,
+            conn,
+            storage: storage.clone(),
+            file,
         })
+    }
+
+    /// Checks that the database file at its path is still the one this tracker has open. SQLite keeps writing to
+    /// a file removed under it, and every save would then be lost at the next restart (held mail included), so a
+    /// file that was removed or replaced is written back at once from the open one, which holds everything
+    /// (`VACUUM INTO`), and the store goes on with it. Said loudly either way; `Err` (and no save) only if it
+    /// cannot be written back.
+    pub fn check_file(&mut self) -> Result<(), StoreError> {
+        let Some((path, id)) = self.file.clone() else {
+            return Ok(());
+        };
+        let what = match file_id(&path) {
+            Ok(now) if now == id => return Ok(()),
+            Ok(_) => "was replaced by another file",
+            Err(_) => "was removed",
+        };
+        tracing::error!(
+            "the tracker's database {} {what} while the tracker runs; writing everything it holds back there",
+            path.display()
+        );
+        match self.write_back(&path) {
+            Ok(()) => {
+                tracing::error!(
+                    "the tracker's database is back at {}; nothing was lost (find out what {what} it)",
+                    path.display()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!(
+                    "the tracker's database {} {what} and could not be written back ({e}); nothing more can be \
+                     saved, so changes are refused (store_failed) until it can: free the disk or restore the data \
+                     dir",
+                    path.display()
+                );
+                tracing::error!("{e}");
+                Err(StoreError(e))
+            }
+        }
+    }
+
+    fn write_back(&mut self, path: &Path) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError(e.to_string());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::storage::create_private_dir(dir).map_err(io)?;
+        if path.exists() {
+            let aside = path.with_extension(format!("sqlite3.foreign-{}", crate::proto::now_ms()));
+            std::fs::rename(path, &aside).map_err(io)?;
+            tracing::error!("the file found there was moved to {}", aside.display());
+        }
+        let fresh = dir.join(format!("{DB_FILE}.restoring"));
+        let _ = std::fs::remove_file(&fresh);
+        let target = fresh
+            .to_str()
+            .ok_or_else(|| StoreError("the data dir's path is not UTF-8".into()))?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        // Close the old file (its write-ahead log, under the same name, goes with it) before the new one takes
+        // the name.
+        let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        if let Err((_, e)) = old.close() {
+            tracing::warn!("closing the removed database: {e}");
+        }
+        for leftover in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{leftover}", path.display()));
+        }
+        std::fs::rename(&fresh, path).map_err(io)?;
+        self.conn = open(&self.storage, DB_FILE, MIGRATIONS)?;
+        self.file = Some((path.to_path_buf(), file_id(path).map_err(io)?));
+        Ok(())
     }
 }
 
@@ -505,6 +618,10 @@ impl Store for SqliteStore {
     }
 
     fn record(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        self.check_file()?;
+        if changes.is_empty() {
+            return Ok(());
+        }
         let tx = self.conn.transaction()?;
         for c in changes {
             apply(&tx, c)?;
@@ -888,5 +1005,70 @@ mod tests {
         );
         let (_, gone) = registry.forget_empty_channels(1_200, 10);
         assert_eq!(gone, vec![c("b")], "b was empty since 200, saved");
+    }
+
+    #[test]
+    fn a_corrupt_database_refuses_the_start_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::Dir(dir.path().to_path_buf());
+        let mut store = SqliteStore::open(&storage).unwrap();
+        let changes: Vec<Change> = (0..2_000)
+            .map(|i| Change::Registered {
+                name: n(&format!("peer{i}")),
+                ip: LO,
+                port: 1,
+                at_ms: 10,
+                created: true,
+            })
+            .collect();
+        store.record(&changes).unwrap();
+        drop(store);
+        // Garbage over a page in the middle of the file, as a bad disk or a stray write would leave it.
+        let path = dir.path().join(DB_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 5 * 4096, "{} bytes", bytes.len());
+        bytes[3 * 4096..4 * 4096].fill(0x5a);
+        std::fs::write(&path, bytes).unwrap();
+        let e = SqliteStore::open(&storage)
+            .err()
+            .expect("a corrupt database is refused");
+        assert!(
+            e.0.contains("is corrupt") && e.0.contains("move it away"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_database_removed_under_the_store_is_written_back_and_refuses_saves_while_it_cannot_be() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("tracker");
+        let storage = Storage::Dir(dir.clone());
+        let mut store = SqliteStore::open(&storage).unwrap();
+        let registered = |name: &str| Change::Registered {
+            name: n(name),
+            ip: LO,
+            port: 1,
+            at_ms: 10,
+            created: true,
+        };
+        store.record(&[registered("alice")]).unwrap();
+        // The whole data dir removed, and a file where it was: nothing can be written back there.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a dir").unwrap();
+        let e = store.record(&[registered("bob")]).unwrap_err();
+        assert!(e.0.contains("could not be written back"), "{e}");
+        std::fs::remove_file(&dir).unwrap();
+        store.record(&[registered("carol")]).unwrap();
+        drop(store);
+        let (registry, _) = SqliteStore::open(&storage)
+            .unwrap()
+            .load(Duration::from_secs(3600), 10)
+            .unwrap();
+        let known = |name: &str| registry.lookup(&n(name), 10).is_ok();
+        assert!(
+            known("alice") && known("carol"),
+            "written back with everything"
+        );
+        assert!(!known("bob"), "refused, so not kept");
     }
 }

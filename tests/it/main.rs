@@ -6,7 +6,10 @@
 mod common;
 
 mod access;
+mod attack_descriptors;
+mod attack_environment;
 mod attack_message_identity;
+mod attack_puppets;
 mod attack_quotas;
 mod attack_terminal;
 mod bad_input;

@@ -391,7 +391,7 @@ pub fn get_json(url: &str, status: u16) -> serde_json::Value {
 }
 
 /// The status of an answer and its body, which must be JSON (`what url` names the request in the failure).
-fn status_and_json(
+pub fn status_and_json(
     what: &str,
     url: &str,
     r: reqwest::blocking::Response,
@@ -975,4 +975,10 @@ impl Signer {
             .unwrap();
         status_and_json("POST", &url, r)
     }
+}
+
+/// Starts any command that runs an `hchat` node (under a wrapper such as `prlimit`, say) as a [`Proc`], once it
+/// prints where it listens.
+pub fn spawn_node(name: &str, cmd: Command) -> Proc {
+    Proc::spawn(name, cmd, None)
 }
