@@ -94,6 +94,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::ErrorCode;
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
@@ -104,8 +105,8 @@ mod tests {
 
     #[test]
     fn not_json_is_a_400_and_wrong_shape_a_422_naming_the_field() {
-        assert_eq!(parse_json::<Req>(b"{nope").unwrap_err().code, "bad_json");
-        assert_eq!(parse_json::<Req>(b"").unwrap_err().code, "bad_json");
+        assert_eq!(parse_json::<Req>(b"{nope").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse_json::<Req>(b"").unwrap_err().code, ErrorCode::BadJson);
         let e = parse_json::<Req>(br#"{"name":"al ice","port":1}"#).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code.as_ref()), (422, "invalid_field"));
         assert!(e.message.starts_with("name:"), "{}", e.message);
@@ -113,7 +114,7 @@ mod tests {
         assert!(e.message.starts_with("port:"), "{}", e.message);
         assert_eq!(
             parse_json::<Req>(b"[1,2]").unwrap_err().code,
-            "invalid_field"
+            ErrorCode::InvalidField
         );
     }
 }

@@ -73,6 +73,7 @@ error_codes! {
     NotYou = "not_you", 403;
     MissingIdentity = "missing_identity", 400;
     NameTaken = "name_taken", 409;
+    NameConfusable = "name_confusable", 409;
     // The tracker's registry, channels and their rules.
     UnknownPeer = "unknown_peer", 404;
     UnknownChannel = "unknown_channel", 404;
@@ -85,11 +86,17 @@ error_codes! {
     ReadOnly = "read_only", 403;
     TrackerFull = "tracker_full", 507;
     TrackerBusy = "tracker_busy", 503;
+    // Quotas per identity and per address.
+    ChannelQuota = "channel_quota", 429;
+    NameQuota = "name_quota", 429;
+    MailQuota = "mail_quota", 429;
+    RecipientQuota = "recipient_quota", 429;
     // The mailbox.
     UnknownRecipient = "unknown_recipient", 404;
     MailboxFull = "mailbox_full", 507;
     // A peer receiving a message.
     WrongRecipient = "wrong_recipient", 404;
+    FutureMessage = "future_message", 422;
     UnknownSender = "unknown_sender", 403;
     ForgedSender = "forged_sender", 403;
     WrongChannel = "wrong_channel", 403;
@@ -98,6 +105,7 @@ error_codes! {
     CannotVerifySender = "cannot_verify_sender", 503;
     // A peer's local API.
     Forbidden = "forbidden", 403;
+    LinkExpired = "link_expired", 403;
     NotJoined = "not_joined", 403;
     PeerOffline = "peer_offline", 404;
     BadLastEventId = "bad_last_event_id", 400;
@@ -113,6 +121,12 @@ error_codes! {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for ErrorCode {
+    fn as_ref(&self) -> &str {
+        self.as_str()
     }
 }
 

@@ -360,7 +360,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `bad_json`, `unknown_peer`, ... (`docs/PROTOCOL.md` lists them all).
+    /// Stable, machine-readable (`docs/PROTOCOL.md` lists them all; `ErrorCode::parse` reads it). Kept as sent: a receipt signs it.
     pub code: String,
     /// For people.
     pub message: String,
