@@ -86,6 +86,8 @@ pub struct Endpoint {
     inbox: Arc<dyn Inbox>,
     transport: Arc<quinn::TransportConfig>,
     pool: pool::Pool,
+    /// Handshakes this endpoint completed as the listener.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -159,6 +161,7 @@ impl Endpoint {
             inbox,
             transport,
             pool: pool::Pool::new(config.max_connections),
+            accepted: Default::default(),
         });
         tokio::spawn(accept_loop(quic, Arc::downgrade(&endpoint)));
         Ok(endpoint)
@@ -257,6 +260,11 @@ impl Endpoint {
         self.pool.get(key)
     }
 
+    /// Sessions this endpoint accepted (handshakes completed with it as the listener), ever.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// QUIC connections open on this endpoint, pooled or not (a replaced one lingers until idle).
     pub fn open_connections(&self) -> usize {
         self.quic.open_connections()
@@ -294,6 +302,9 @@ async fn accept_loop(quic: quinn::Endpoint, endpoint: std::sync::Weak<Endpoint>)
             let Some(remote) = tls::peer_key(&conn) else {
                 return conn.close(CLOSE_NORMAL, b"no key");
             };
+            endpoint
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let link = Arc::new(Link::new(conn, remote, remote));
             endpoint.pool.offer(link.clone());
             serve_connection(link, Arc::downgrade(&endpoint)).await;

@@ -106,6 +106,11 @@ impl Link {
         self.remote
     }
 
+    /// Who opened the connection: the remote key, or ours.
+    pub fn dialler(&self) -> PublicKey {
+        self.dialler
+    }
+
     pub fn remote_address(&self) -> std::net::SocketAddr {
         self.conn.remote_address()
     }

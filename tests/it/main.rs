@@ -14,6 +14,7 @@ mod durability;
 mod hardening;
 mod identity;
 mod limits;
+mod link;
 mod messaging;
 mod quick_start;
 mod store_and_forward;
