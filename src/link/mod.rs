@@ -287,9 +287,14 @@ fn is_wrong_key(e: &quinn::ConnectionError) -> bool {
 }
 
 async fn accept_loop(quic: quinn::Endpoint, endpoint: std::sync::Weak<Endpoint>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     while let Some(incoming) = quic.accept().await {
         let Some(endpoint) = endpoint.upgrade() else {
             break;
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
         };
         tokio::spawn(async move {
             let addr = incoming.remote_address();
@@ -299,6 +304,7 @@ async fn accept_loop(quic: quinn::Endpoint, endpoint: std::sync::Weak<Endpoint>)
                 Ok(Err(e)) => return tracing::debug!("session from {addr} refused: {e}"),
                 Err(_) => return tracing::debug!("session from {addr}: handshake timed out"),
             };
+            drop(permit);
             let Some(remote) = tls::peer_key(&conn) else {
                 return conn.close(CLOSE_NORMAL, b"no key");
             };

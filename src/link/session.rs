@@ -356,7 +356,7 @@ async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, o
                 ),
             )),
             None => Some(ErrorBody::new(
-                ErrorCode::UnknownSender.as_str(),
+                ErrorCode::UnknownIdentity.as_str(),
                 format!("no key is known for {}", m.from),
             )),
         };

@@ -225,7 +225,7 @@ async fn a_message_whose_from_is_not_the_sessions_identity_is_refused() {
     let mut stranger = dm(&alice, &bob, "who am I");
     stranger.from = PeerName::new("stranger").unwrap();
     match link.send(&stranger).await {
-        Err(SendError::Refused(e)) => assert_eq!(e.code, "unknown_sender"),
+        Err(SendError::Refused(e)) => assert_eq!(e.code, "unknown_identity"),
         other => panic!("{other:?}"),
     }
     // The session goes on: alice's own message is stored, and only it.
