@@ -112,7 +112,7 @@ fn parse(kind: u8, payload: &[u8]) -> Result<Frame, ErrorBody> {
             .map(Frame::Message)
             .map_err(|e| bad("MESSAGE", &e)),
         TYPE_ACK => {
-            if payload.is_empty() || payload.len() % 16 != 0 {
+            if payload.is_empty() || !payload.len().is_multiple_of(16) {
                 return Err(bad("ACK", &"not a whole number (≥ 1) of 16-byte ids"));
             }
             Ok(Frame::Ack(

@@ -210,11 +210,7 @@ impl Endpoint {
         expected: PublicKey,
         msg: &ChatMessage,
     ) -> Result<(), SendError> {
-        let link = self.link(addr, expected).await.map_err(|e| {
-            tracing::debug!("no link to {addr}: {e}");
-            SendError::Lost
-        })?;
-        link.send(msg).await
+        self.link(addr, expected).await?.send(msg).await
     }
 
     /// A new connection to `addr`, not pooled (the pool offers it; tests use it directly).
@@ -272,6 +268,12 @@ impl Endpoint {
 
     /// Closes every connection and stops listening.
     pub fn close(&self) {
+        self.quic.close(CLOSE_NORMAL, b"closing");
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
         self.quic.close(CLOSE_NORMAL, b"closing");
     }
 }

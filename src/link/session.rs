@@ -48,6 +48,9 @@ pub enum SendError {
     Lost,
     #[error("no acknowledgement within {ACK_TIMEOUT:?}")]
     Timeout,
+    /// No session could be had with the node (not sent at all).
+    #[error(transparent)]
+    NoLink(#[from] super::LinkError),
 }
 
 type Waiter = oneshot::Sender<Result<(), SendError>>;
@@ -181,14 +184,17 @@ async fn write_loop(conn: quinn::Connection, mut rx: mpsc::Receiver<Queued>) {
                 if p.dead {
                     return;
                 }
-                if p.waiters.contains_key(&q.id) {
-                    let _ = q.done.send(Err(SendError::Refused(ErrorBody::new(
-                        frame::code::DUPLICATE_IN_FLIGHT,
-                        "this id is already waiting for an ack on this session",
-                    ))));
-                } else {
-                    p.waiters.insert(q.id, q.done);
-                    buf.extend_from_slice(&q.frame);
+                match p.waiters.entry(q.id) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        let _ = q.done.send(Err(SendError::Refused(ErrorBody::new(
+                            frame::code::DUPLICATE_IN_FLIGHT,
+                            "this id is already waiting for an ack on this session",
+                        ))));
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(q.done);
+                        buf.extend_from_slice(&q.frame);
+                    }
                 }
                 count += 1;
                 if buf.len() >= frame::MAX_PAYLOAD || count >= MAX_BATCH {

@@ -188,7 +188,10 @@ async fn a_dialler_that_reaches_another_key_gets_an_error_and_sends_nothing() {
             &dm(&alice, &bob, "for bob only"),
         )
         .await;
-    assert!(matches!(sent, Err(SendError::Lost)), "{sent:?}");
+    assert!(
+        matches!(sent, Err(SendError::NoLink(LinkError::WrongKey { .. }))),
+        "{sent:?}"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(texts(&mallory).is_empty());
     assert_eq!(
