@@ -298,6 +298,11 @@ async fn when_both_dial_at_once_both_keep_the_same_connection() {
     let (a, b) = (a.unwrap(), b.unwrap());
     // Each side's pool settles once both handshakes are done.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        (alice.ep.accepted(), bob.ep.accepted()),
+        (1, 1),
+        "two connections were made"
+    );
     let a = alice.ep.pooled_link(&bob.id.public_key()).unwrap_or(a);
     let b = bob.ep.pooled_link(&alice.id.public_key()).unwrap_or(b);
     let smaller = std::cmp::min(
