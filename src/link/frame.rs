@@ -266,6 +266,22 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic_and_never_claim_more_than_they_hold() {
+        for _ in 0..20_000 {
+            let len = rand::random::<u8>() as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+            if len >= HEADER_LEN && rand::random::<bool>() {
+                // Mostly plausible lengths, so the payload parsers are reached too.
+                buf[..4].copy_from_slice(&((len.saturating_sub(HEADER_LEN)) as u32).to_be_bytes());
+                buf[4] = rand::random::<u8>() % 4;
+            }
+            if let Ok(Decoded::Frame(n, _)) = decode(&buf) {
+                assert!(n <= buf.len());
+            }
+        }
+    }
+
+    #[test]
     fn many_acks_split_over_frames() {
         let ids: Vec<_> = (0..MAX_ACK_IDS + 1).map(|_| MessageId::now_v7()).collect();
         let mut buf = Vec::new();
