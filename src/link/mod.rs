@@ -65,11 +65,13 @@ pub enum LinkError {
     Tls(#[from] rustls::Error),
     #[error("cannot dial {0}: {1}")]
     Connect(SocketAddr, quinn::ConnectError),
-    /// The node at the address proved another key than the one expected: it is not who we wanted.
-    #[error("{addr} is not the node we expected (it cannot prove key {expected})")]
+    /// The node at the address presented another key than the one expected (`found`, when it got that far):
+    /// it is not who we wanted. Nothing was sent to it.
+    #[error("{addr} is not the node we expected: it presented key {} instead of {expected}", found.map_or("none".to_string(), |k| k.to_string()))]
     WrongKey {
         addr: SocketAddr,
         expected: PublicKey,
+        found: Option<PublicKey>,
     },
     #[error("the session handshake with {0} failed: {1}")]
     Handshake(SocketAddr, quinn::ConnectionError),
@@ -219,27 +221,35 @@ impl Endpoint {
         addr: SocketAddr,
         expected: PublicKey,
     ) -> Result<Arc<Link>, LinkError> {
-        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls::client_config(
-            &self.identity,
-            expected,
-        )?))
-        .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
+        let (tls, seen) = tls::client_config(&self.identity, expected)?;
+        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+            .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
         let mut config = quinn::ClientConfig::new(Arc::new(tls));
         config.transport_config(self.transport.clone());
         let connecting = self
             .quic
             .connect_with(config, addr, SERVER_NAME)
             .map_err(|e| LinkError::Connect(addr, e))?;
+        let wrong_key = |found| LinkError::WrongKey {
+            addr,
+            expected,
+            found,
+        };
         let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
             Err(_) => return Err(LinkError::Timeout(addr)),
-            Ok(Err(e)) if is_wrong_key(&e) => return Err(LinkError::WrongKey { addr, expected }),
-            Ok(Err(e)) => return Err(LinkError::Handshake(addr, e)),
+            Ok(Err(e)) => {
+                return Err(match seen.get() {
+                    Some(found) if *found != expected => wrong_key(Some(*found)),
+                    _ => LinkError::Handshake(addr, e),
+                });
+            }
             Ok(Ok(conn)) => conn,
         };
         // The verifier accepted only `expected`; checked again here so no later change can loosen it silently.
-        if tls::peer_key(&conn) != Some(expected) {
+        let found = tls::peer_key(&conn);
+        if found != Some(expected) {
             conn.close(CLOSE_NORMAL, b"wrong key");
-            return Err(LinkError::WrongKey { addr, expected });
+            return Err(wrong_key(found));
         }
         let link = Arc::new(Link::new(conn, expected, self.public_key()));
         tokio::spawn(serve_connection(link.clone(), Arc::downgrade(self)));
@@ -275,16 +285,6 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.quic.close(CLOSE_NORMAL, b"closing");
-    }
-}
-
-/// A handshake refused by our verifier because the server's key is not the expected one.
-fn is_wrong_key(e: &quinn::ConnectionError) -> bool {
-    match e {
-        quinn::ConnectionError::TransportError(t) => {
-            t.reason.contains("ApplicationVerificationFailure")
-        }
-        _ => false,
     }
 }
 

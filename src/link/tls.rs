@@ -88,22 +88,30 @@ pub fn server_config(identity: &Arc<Identity>) -> Result<rustls::ServerConfig, T
     Ok(config)
 }
 
-/// The dialler's TLS config for one dial: presents `identity`, accepts only `expected`.
+/// What the dialler's verifier saw: the key the server presented, once it has (set whether accepted or not).
+pub type Seen = Arc<std::sync::OnceLock<PublicKey>>;
+
+/// The dialler's TLS config for one dial: presents `identity`, accepts only `expected`. The returned cell
+/// receives the key the server presented, so a refused handshake can say which key answered.
 pub fn client_config(
     identity: &Arc<Identity>,
     expected: PublicKey,
-) -> Result<rustls::ClientConfig, TlsError> {
+) -> Result<(rustls::ClientConfig, Seen), TlsError> {
+    let seen = Seen::default();
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ExpectedServer(expected)))
+        .with_custom_certificate_verifier(Arc::new(ExpectedServer {
+            expected,
+            seen: seen.clone(),
+        }))
         .with_client_cert_resolver(Arc::new(
             rustls::client::AlwaysResolvesClientRawPublicKeys::new(certified_key(identity)),
         ));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_early_data = false;
-    Ok(config)
+    Ok((config, seen))
 }
 
 /// Checks a TLS 1.3 CertificateVerify signature made with the key in `cert`.
@@ -129,7 +137,10 @@ fn verify_signature(
 
 /// The dialler's check: the server's raw public key is exactly the expected one.
 #[derive(Debug)]
-struct ExpectedServer(PublicKey);
+struct ExpectedServer {
+    expected: PublicKey,
+    seen: Seen,
+}
 
 impl ServerCertVerifier for ExpectedServer {
     fn verify_server_cert(
@@ -143,13 +154,15 @@ impl ServerCertVerifier for ExpectedServer {
         if !intermediates.is_empty() {
             return Err(TlsError::InvalidCertificate(CertificateError::BadEncoding));
         }
-        match key_of_spki(end_entity.as_ref()) {
-            Some(key) if key == self.0 => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(TlsError::InvalidCertificate(
+        let key = key_of_spki(end_entity.as_ref())
+            .ok_or(TlsError::InvalidCertificate(CertificateError::BadEncoding))?;
+        let _ = self.seen.set(key);
+        if key != self.expected {
+            return Err(TlsError::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
-            )),
-            None => Err(TlsError::InvalidCertificate(CertificateError::BadEncoding)),
+            ));
         }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

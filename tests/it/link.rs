@@ -179,7 +179,15 @@ async fn a_dialler_that_reaches_another_key_gets_an_error_and_sends_nothing() {
         .link(mallory.ep.local_addr(), bob.id.public_key())
         .await
         .unwrap_err();
-    assert!(matches!(err, LinkError::WrongKey { .. }), "{err}");
+    match err {
+        LinkError::WrongKey {
+            expected, found, ..
+        } => assert_eq!(
+            (expected, found),
+            (bob.id.public_key(), Some(mallory.id.public_key()))
+        ),
+        other => panic!("{other}"),
+    }
     let sent = alice
         .ep
         .send(
