@@ -177,3 +177,33 @@ async fn many_messages_are_acked_in_few_frames_and_stored_in_order() {
     let stored: Vec<_> = book.stored.lock().unwrap().iter().map(|m| m.id).collect();
     assert_eq!(stored, ids);
 }
+
+#[tokio::test]
+async fn a_dialler_that_presents_no_key_gets_no_session() {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let bob = Endpoint::bind(
+        lo,
+        Arc::new(Identity::ephemeral()),
+        Arc::new(Book::default()),
+    )
+    .unwrap();
+    let tls = super::tls::client_config_without_key(bob.public_key());
+    let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let client = quinn::Endpoint::client(lo).unwrap();
+    let connecting = client
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(tls)),
+            bob.local_addr(),
+            super::SERVER_NAME,
+        )
+        .unwrap();
+    // TLS 1.3 lets the client finish first; the listener then refuses the missing key and closes.
+    if let Ok(conn) = connecting.await {
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+        assert!(
+            matches!(closed, Ok(quinn::ConnectionError::TransportError(_))),
+            "{closed:?}"
+        );
+    }
+    assert_eq!((bob.accepted(), bob.pooled()), (0, 0));
+}

@@ -114,6 +114,23 @@ pub fn client_config(
     Ok((config, seen))
 }
 
+/// A dialler that checks the server like [`client_config`] but presents no key of its own (tests: the listener
+/// must refuse it).
+#[cfg(test)]
+pub(super) fn client_config_without_key(expected: PublicKey) -> rustls::ClientConfig {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3 is supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExpectedServer {
+            expected,
+            seen: Seen::default(),
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    config
+}
+
 /// Checks a TLS 1.3 CertificateVerify signature made with the key in `cert`.
 fn verify_signature(
     message: &[u8],
