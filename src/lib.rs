@@ -24,6 +24,7 @@ pub mod demo;
 pub mod fuzzing;
 pub mod http;
 pub mod identity;
+pub mod link;
 pub mod peer;
 pub mod proto;
 pub mod storage;

@@ -113,6 +113,11 @@ error_codes! {
     NotDelivered = "not_delivered", 502;
     TrackerUnreachable = "tracker_unreachable", 503;
     TrackerError = "tracker_error", 502;
+    // Sessions (docs/SESSIONS.md): errors about a frame, sent as an ERROR frame; the status is the HTTP equivalent.
+    BadFrame = "bad_frame", 400;
+    UnknownFrameType = "unknown_frame_type", 400;
+    FrameTooLarge = "frame_too_large", 413;
+    DuplicateInFlight = "duplicate_in_flight", 409;
     // Our own faults.
     StoreFailed = "store_failed", 500;
     Internal = "internal", 500;

@@ -20,10 +20,10 @@ mod durability;
 mod hardening;
 mod identity;
 mod limits;
+mod link;
 mod messaging;
 mod quick_start;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;
 mod web_login;
-

@@ -1,0 +1,341 @@
+//! Sessions: identity-bound QUIC connections between nodes (issue 13; the protocol is docs/SESSIONS.md).
+//!
+//! An [`Endpoint`] listens on one UDP socket and dials from it. Its TLS key is the node's Ed25519 [`Identity`],
+//! presented as a raw public key (RFC 7250); both sides must present one, so each side of a connection knows the
+//! other's key for certain ([`tls`]). The dialler names the key it expects and gets an error unless it reached
+//! exactly that key. On a connection, each side sends its messages on one long-lived stream of length-delimited
+//! frames ([`frame`]) and the other side acks each once stored ([`session`]). The [`pool`] keeps one connection
+//! per remote key, used both ways, until it has been idle for [`IDLE_TIMEOUT`].
+//!
+//! Not wired into the peer or the tracker yet: what they must supply is an [`Inbox`] (who a name is, and how a
+//! batch of messages is stored).
+
+pub mod frame;
+pub mod pool;
+pub mod session;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use frame::ErrorBody;
+pub use session::{Inbox, Link, SendError};
+
+use crate::identity::{Identity, PublicKey};
+use crate::proto::ChatMessage;
+
+/// The one ALPN protocol a session speaks; a handshake offering anything else fails.
+pub const ALPN: &[u8] = b"hchat/1";
+/// The server name (SNI) every dialler sends: a constant, so the handshake does not show whom it wants (the key
+/// it expects is checked in the verifier, not named on the wire). The listener ignores it.
+pub const SERVER_NAME: &str = "hchat.invalid";
+/// Bidirectional streams the other side may have open at once on one connection (each side uses one for its
+/// messages; the rest is room for a stream replaced after an error, and for the tracker's requests later).
+pub const MAX_STREAMS: u32 = 8;
+/// A connection with no packet either way for this long is closed (no keep-alives: idle means closed).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A dial whose handshake has not finished in this time fails.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A sent message with no ACK or ERROR in this time is reported [`SendError::Timeout`] (it may still be stored).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the pool keeps at once; past it, the least recently used is closed.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Handshakes a listener runs at once; more incoming connections are refused until some finish.
+pub const MAX_HANDSHAKES: usize = 128;
+/// Messages a receiver hands its inbox at once (and so acks in one frame), and a sender writes in one go.
+pub const MAX_BATCH: usize = 256;
+/// Messages one link has waiting for acks at once; more senders wait for room.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// QUIC application codes (docs/SESSIONS.md, "Closing").
+pub const CLOSE_NORMAL: quinn::VarInt = quinn::VarInt::from_u32(0);
+pub const CLOSE_EVICTED: quinn::VarInt = quinn::VarInt::from_u32(1);
+pub const STREAM_CLOSED_FRAME_TOO_LARGE: quinn::VarInt = quinn::VarInt::from_u32(1);
+
+/// Why a link could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cannot listen for sessions: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("TLS set-up: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot dial {0}: {1}")]
+    Connect(SocketAddr, quinn::ConnectError),
+    /// The node at the address presented another key than the one expected (`found`, when it got that far):
+    /// it is not who we wanted. Nothing was sent to it.
+    #[error("{addr} is not the node we expected: it presented key {} instead of {expected}", found.map_or("none".to_string(), |k| k.to_string()))]
+    WrongKey {
+        addr: SocketAddr,
+        expected: PublicKey,
+        found: Option<PublicKey>,
+    },
+    #[error("the session handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, quinn::ConnectionError),
+    #[error("{0} did not complete a session handshake within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout(SocketAddr),
+    #[error("this endpoint is closed")]
+    Closed,
+}
+
+/// A node's session endpoint: listens, dials, and keeps the pool.
+pub struct Endpoint {
+    quic: quinn::Endpoint,
+    identity: Arc<Identity>,
+    inbox: Arc<dyn Inbox>,
+    transport: Arc<quinn::TransportConfig>,
+    pool: pool::Pool,
+    /// Handshakes this endpoint completed as the listener.
+    accepted: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("key", &self.identity.public_key())
+            .field("addr", &self.quic.local_addr().ok())
+            .finish()
+    }
+}
+
+/// The limits an endpoint runs with; [`Config::default`] is the named constants above. A tracker may hold
+/// more connections than a peer; tests shorten the idle timeout.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .max_idle_timeout(Some(
+            config
+                .idle_timeout
+                .try_into()
+                .expect("the idle timeout fits QUIC's"),
+        ))
+        .keep_alive_interval(None);
+    Arc::new(t)
+}
+
+impl Endpoint {
+    /// Listens on UDP `addr` (port 0: any) and serves every authenticated connection with `inbox`. Needs a
+    /// Tokio runtime; the accept loop ends when the endpoint is closed or dropped.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: Arc<Identity>,
+        inbox: Arc<dyn Inbox>,
+    ) -> Result<Arc<Endpoint>, LinkError> {
+        Endpoint::bind_with(addr, identity, inbox, Config::default())
+    }
+
+    /// [`Endpoint::bind`] with other limits.
+    pub fn bind_with(
+        addr: SocketAddr,
+        identity: Arc<Identity>,
+        inbox: Arc<dyn Inbox>,
+        config: Config,
+    ) -> Result<Arc<Endpoint>, LinkError> {
+        let tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(&identity)?)
+            .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
+        let transport = transport(&config);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
+        server.transport_config(transport.clone());
+        server.max_incoming(MAX_HANDSHAKES);
+        let quic = quinn::Endpoint::server(server, addr).map_err(LinkError::Bind)?;
+        let endpoint = Arc::new(Endpoint {
+            quic: quic.clone(),
+            identity,
+            inbox,
+            transport,
+            pool: pool::Pool::new(config.max_connections),
+            accepted: Default::default(),
+        });
+        tokio::spawn(accept_loop(quic, Arc::downgrade(&endpoint)));
+        Ok(endpoint)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.quic
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    /// The pooled link to `expected`, or a new one dialled at `addr`. Fails unless the node there proves
+    /// `expected`: then nothing at all has been sent to it.
+    pub async fn link(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: PublicKey,
+    ) -> Result<Arc<Link>, LinkError> {
+        if let Some(link) = self.pool.get(&expected) {
+            return Ok(link);
+        }
+        let slot = self.pool.slot(expected);
+        let _dialling = slot.dialling.lock().await;
+        if let Some(link) = self.pool.get(&expected) {
+            return Ok(link);
+        }
+        let result = self.dial(addr, expected).await;
+        match result {
+            Ok(link) => Ok(self.pool.offer(link)),
+            Err(e) => {
+                drop(_dialling);
+                self.pool.forget_slot_if_empty(&expected);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one message to `expected` at `addr` over the pooled link, waiting for its ack.
+    pub async fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: PublicKey,
+        msg: &ChatMessage,
+    ) -> Result<(), SendError> {
+        self.link(addr, expected).await?.send(msg).await
+    }
+
+    /// A new connection to `addr`, not pooled (the pool offers it; tests use it directly).
+    pub async fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: PublicKey,
+    ) -> Result<Arc<Link>, LinkError> {
+        let (tls, seen) = tls::client_config(&self.identity, expected)?;
+        let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+            .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(tls));
+        config.transport_config(self.transport.clone());
+        let connecting = self
+            .quic
+            .connect_with(config, addr, SERVER_NAME)
+            .map_err(|e| LinkError::Connect(addr, e))?;
+        let wrong_key = |found| LinkError::WrongKey {
+            addr,
+            expected,
+            found,
+        };
+        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Err(_) => return Err(LinkError::Timeout(addr)),
+            Ok(Err(e)) => {
+                return Err(match seen.get() {
+                    Some(found) if *found != expected => wrong_key(Some(*found)),
+                    _ => LinkError::Handshake(addr, e),
+                });
+            }
+            Ok(Ok(conn)) => conn,
+        };
+        // The verifier accepted only `expected`; checked again here so no later change can loosen it silently.
+        let found = tls::peer_key(&conn);
+        if found != Some(expected) {
+            conn.close(CLOSE_NORMAL, b"wrong key");
+            return Err(wrong_key(found));
+        }
+        let link = Arc::new(Link::new(conn, expected, self.public_key()));
+        tokio::spawn(serve_connection(link.clone(), Arc::downgrade(self)));
+        Ok(link)
+    }
+
+    /// Links in the pool now.
+    pub fn pooled(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The pooled link to `key`, if there is a live one.
+    pub fn pooled_link(&self, key: &PublicKey) -> Option<Arc<Link>> {
+        self.pool.get(key)
+    }
+
+    /// Sessions this endpoint accepted (handshakes completed with it as the listener), ever.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// QUIC connections open on this endpoint, pooled or not (a replaced one lingers until idle).
+    pub fn open_connections(&self) -> usize {
+        self.quic.open_connections()
+    }
+
+    /// Closes every connection and stops listening.
+    pub fn close(&self) {
+        self.quic.close(CLOSE_NORMAL, b"closing");
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.quic.close(CLOSE_NORMAL, b"closing");
+    }
+}
+
+async fn accept_loop(quic: quinn::Endpoint, endpoint: std::sync::Weak<Endpoint>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    while let Some(incoming) = quic.accept().await {
+        let Some(endpoint) = endpoint.upgrade() else {
+            break;
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, async { incoming.await }).await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return tracing::debug!("session from {addr} refused: {e}"),
+                Err(_) => return tracing::debug!("session from {addr}: handshake timed out"),
+            };
+            drop(permit);
+            let Some(remote) = tls::peer_key(&conn) else {
+                return conn.close(CLOSE_NORMAL, b"no key");
+            };
+            endpoint
+                .accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let link = Arc::new(Link::new(conn, remote, remote));
+            endpoint.pool.offer(link.clone());
+            serve_connection(link, Arc::downgrade(&endpoint)).await;
+        });
+    }
+}
+
+/// Serves the streams the other side opens on `link` until the connection ends, then drops it from the pool.
+async fn serve_connection(link: Arc<Link>, endpoint: std::sync::Weak<Endpoint>) {
+    let inbox = match endpoint.upgrade() {
+        Some(e) => e.inbox.clone(),
+        None => return,
+    };
+    while let Ok((send, recv)) = link.conn.accept_bi().await {
+        link.touch();
+        tokio::spawn(session::serve_stream(
+            send,
+            recv,
+            link.remote_key(),
+            inbox.clone(),
+        ));
+    }
+    if let Some(e) = endpoint.upgrade() {
+        e.pool.forget(&link);
+    }
+}

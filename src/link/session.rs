@@ -1,0 +1,391 @@
+//! One authenticated connection to one remote key ([`Link`]), and the two stream loops on it:
+//!
+//! - **Sending** ([`Link::send`]): the first message opens this side's long-lived bidirectional stream; a writer
+//!   task writes every queued MESSAGE frame in one write (so frames coalesce under load and order is kept), and
+//!   an ack task reads ACK and ERROR frames from the same stream and resolves each message's waiter by id.
+//! - **Receiving** ([`serve_stream`]): every stream the other side opens is read in chunks; all the whole frames in
+//!   a chunk form one batch, checked (text rules, `from` bound to the handshake's key), handed to the [`Inbox`]
+//!   at once, and answered with one ACK frame for all that were stored plus one ERROR frame per refusal.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::frame::{self, Decoded, ErrorBody, Frame, TooLarge};
+use super::{ACK_TIMEOUT, MAX_BATCH, MAX_IN_FLIGHT, STREAM_CLOSED_FRAME_TOO_LARGE};
+use crate::identity::PublicKey;
+use crate::proto::{ChatMessage, ErrorCode, MessageId, PeerName};
+
+/// What the node behind an endpoint does with what arrives: who a name is, and storing messages.
+pub trait Inbox: Send + Sync + 'static {
+    /// The key bound to `name` (the tracker's word, or a pin), or `None` if none is known.
+    fn key_of<'a>(&'a self, name: &'a PeerName) -> BoxFuture<'a, Option<PublicKey>>;
+
+    /// Stores `batch` (in order, all sent by the holder of `from`, each already checked to be from it); one
+    /// result per message, in the same order. `Ok` means stored (or stored before: a duplicate id): it is acked.
+    fn deliver(
+        &self,
+        from: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> BoxFuture<'_, Vec<Result<(), ErrorBody>>>;
+}
+
+/// Why a message sent over a link is not known to be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    /// The receiver answered with an ERROR frame for this message: it is not stored.
+    #[error("refused: {} ({})", .0.code, .0.message)]
+    Refused(ErrorBody),
+    /// The stream or connection ended before the ack: it may or may not be stored (resending is safe: ids are
+    /// deduplicated).
+    #[error("the session ended before the message was acknowledged")]
+    Lost,
+    #[error("no acknowledgement within {ACK_TIMEOUT:?}")]
+    Timeout,
+    /// No session could be had with the node (not sent at all).
+    #[error(transparent)]
+    NoLink(#[from] super::LinkError),
+}
+
+type Waiter = oneshot::Sender<Result<(), SendError>>;
+
+struct Queued {
+    id: MessageId,
+    frame: Vec<u8>,
+    done: Waiter,
+}
+
+/// The waiters of one sending stream; `dead` once its ack task has ended (nothing more will be acked there).
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<MessageId, Waiter>,
+    dead: bool,
+}
+
+/// One connection to one remote key, usable both ways; shared by the pool.
+pub struct Link {
+    pub(super) conn: quinn::Connection,
+    remote: PublicKey,
+    /// Who opened the connection (us or them): the pool's tie-break when both dialled at once.
+    pub(super) dialler: PublicKey,
+    pub(super) born: Instant,
+    /// Milliseconds since `born` at the last use, for the pool's least-recently-used eviction.
+    pub(super) last_used: AtomicU64,
+    writer: Mutex<Option<mpsc::Sender<Queued>>>,
+    in_flight: Semaphore,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("remote", &self.remote)
+            .field("addr", &self.conn.remote_address())
+            .field("dialled_by_remote", &(self.dialler == self.remote))
+            .finish()
+    }
+}
+
+impl Link {
+    pub(super) fn new(conn: quinn::Connection, remote: PublicKey, dialler: PublicKey) -> Link {
+        Link {
+            conn,
+            remote,
+            dialler,
+            born: Instant::now(),
+            last_used: AtomicU64::new(0),
+            writer: Mutex::new(None),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// The key the other side proved in the handshake.
+    pub fn remote_key(&self) -> PublicKey {
+        self.remote
+    }
+
+    /// Who opened the connection: the remote key, or ours.
+    pub fn dialler(&self) -> PublicKey {
+        self.dialler
+    }
+
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        self.conn.remote_address()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    pub(super) fn touch(&self) {
+        self.last_used
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Sends `msg` and waits for the receiver's ack (it is stored) or its refusal. Messages sent from one task
+    /// one after another arrive in that order; at most [`MAX_IN_FLIGHT`] wait for acks at once.
+    pub async fn send(&self, msg: &ChatMessage) -> Result<(), SendError> {
+        let mut buf = Vec::new();
+        frame::encode_message(msg, &mut buf)?;
+        self.send_frame(msg.id, buf).await
+    }
+
+    /// Sends an already encoded MESSAGE frame for the message `id` (benchmarks, and re-sends of a stored frame).
+    pub async fn send_frame(&self, id: MessageId, frame: Vec<u8>) -> Result<(), SendError> {
+        let _permit = self.in_flight.acquire().await.expect("never closed");
+        self.touch();
+        let (done, rx) = oneshot::channel();
+        self.writer()
+            .send(Queued { id, frame, done })
+            .await
+            .map_err(|_| SendError::Lost)?;
+        match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SendError::Lost),
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+
+    /// The queue of this side's sending stream, starting a new stream if there is none or it has ended.
+    fn writer(&self) -> mpsc::Sender<Queued> {
+        let mut writer = self.writer.lock().expect("not poisoned");
+        if let Some(tx) = writer.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+        tokio::spawn(write_loop(self.conn.clone(), rx));
+        *writer = Some(tx.clone());
+        tx
+    }
+}
+
+/// Opens a stream, then writes whatever is queued, as many frames per write as are waiting.
+async fn write_loop(conn: quinn::Connection, mut rx: mpsc::Receiver<Queued>) {
+    let Some(first) = rx.recv().await else {
+        return;
+    };
+    let Ok((mut send, recv)) = conn.open_bi().await else {
+        return; // dropping `first` and `rx` resolves their waiters as Lost
+    };
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    tokio::spawn(ack_loop(recv, pending.clone()));
+    let mut buf = Vec::with_capacity(frame::MAX_PAYLOAD);
+    let mut next = Some(first);
+    loop {
+        {
+            let mut p = pending.lock().expect("not poisoned");
+            let mut count = 0;
+            while let Some(q) = next.take() {
+                if p.dead {
+                    return;
+                }
+                match p.waiters.entry(q.id) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        let _ = q.done.send(Err(SendError::Refused(ErrorBody::new(
+                            frame::code::DUPLICATE_IN_FLIGHT,
+                            "this id is already waiting for an ack on this session",
+                        ))));
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(q.done);
+                        buf.extend_from_slice(&q.frame);
+                    }
+                }
+                count += 1;
+                if buf.len() >= frame::MAX_PAYLOAD || count >= MAX_BATCH {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() && send.write_all(&buf).await.is_err() {
+            return; // the ack task sees the stream end and fails the waiters
+        }
+        buf.clear();
+        match rx.recv().await {
+            Some(q) => next = Some(q),
+            None => break,
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Reads ACK and ERROR frames and resolves waiters; when the stream ends, every waiter left is Lost.
+async fn ack_loop(mut recv: quinn::RecvStream, pending: Arc<Mutex<Pending>>) {
+    let mut buf = Vec::new();
+    'read: while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+        buf.extend_from_slice(&chunk.bytes);
+        let mut at = 0;
+        loop {
+            match frame::decode(&buf[at..]) {
+                Ok(Decoded::Partial) => break,
+                Err(_) => break 'read,
+                Ok(Decoded::Frame(n, f)) => {
+                    at += n;
+                    let mut p = pending.lock().expect("not poisoned");
+                    match f {
+                        Ok(Frame::Ack(ids)) => {
+                            for id in ids {
+                                if let Some(w) = p.waiters.remove(&id) {
+                                    let _ = w.send(Ok(()));
+                                }
+                            }
+                        }
+                        Ok(Frame::Error(e)) => match e.id.and_then(|id| p.waiters.remove(&id)) {
+                            Some(w) => {
+                                let _ = w.send(Err(SendError::Refused(e)));
+                            }
+                            None => tracing::debug!(code = %e.code, "session error: {}", e.message),
+                        },
+                        Ok(Frame::Message(_)) | Err(_) => {
+                            tracing::debug!("unexpected frame on a sending stream, ignored")
+                        }
+                    }
+                }
+            }
+        }
+        buf.drain(..at);
+    }
+    let mut p = pending.lock().expect("not poisoned");
+    p.dead = true;
+    p.waiters.clear();
+}
+
+/// Serves one stream the other side opened: reads MESSAGE frames in batches, answers ACK / ERROR frames.
+pub(super) async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    remote: PublicKey,
+    inbox: Arc<dyn Inbox>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+        buf.extend_from_slice(&chunk.bytes);
+        let mut batch = Vec::new();
+        let mut at = 0;
+        let mut too_large = None;
+        loop {
+            match frame::decode(&buf[at..]) {
+                Ok(Decoded::Partial) => break,
+                Err(e) => {
+                    too_large = Some(e);
+                    break;
+                }
+                Ok(Decoded::Frame(n, f)) => {
+                    at += n;
+                    match f {
+                        Ok(Frame::Message(m)) => batch.push(m),
+                        Ok(Frame::Ack(_) | Frame::Error(_)) => frame::encode_error(
+                            &ErrorBody::new(
+                                frame::code::UNKNOWN_FRAME_TYPE,
+                                "ACK and ERROR frames go only from the receiver to the stream's opener",
+                            ),
+                            &mut out,
+                        ),
+                        Err(e) => frame::encode_error(&e, &mut out),
+                    }
+                }
+            }
+        }
+        buf.drain(..at);
+        for group in chunks(batch) {
+            answer(group, remote, &*inbox, &mut out).await;
+        }
+        if let Some(e) = too_large {
+            frame::encode_error(
+                &ErrorBody::new(
+                    frame::code::FRAME_TOO_LARGE,
+                    format!("{e}; this stream is closed, open another"),
+                ),
+                &mut out,
+            );
+            let _ = send.write_all(&out).await;
+            let _ = send.finish();
+            let _ = recv.stop(STREAM_CLOSED_FRAME_TOO_LARGE);
+            return;
+        }
+        if !out.is_empty() {
+            if send.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+    let _ = send.finish();
+}
+
+fn chunks(mut batch: Vec<ChatMessage>) -> Vec<Vec<ChatMessage>> {
+    let mut groups = Vec::new();
+    while batch.len() > MAX_BATCH {
+        let rest = batch.split_off(MAX_BATCH);
+        groups.push(batch);
+        batch = rest;
+    }
+    if !batch.is_empty() {
+        groups.push(batch);
+    }
+    groups
+}
+
+/// Checks each message of a batch, hands the good ones to the inbox, and writes the ACK and ERROR frames.
+async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, out: &mut Vec<u8>) {
+    let mut accepted = Vec::with_capacity(batch.len());
+    // Most batches come from one sender name: look its key up once.
+    let mut known: Option<(PeerName, Option<PublicKey>)> = None;
+    for m in batch {
+        if let Err(e) = m.check() {
+            let err = ErrorBody::new(ErrorCode::InvalidField, e.to_string());
+            frame::encode_error(&err.with_id(m.id), out);
+            continue;
+        }
+        let key = match &known {
+            Some((name, key)) if *name == m.from => *key,
+            _ => {
+                let key = inbox.key_of(&m.from).await;
+                known = Some((m.from.clone(), key));
+                key
+            }
+        };
+        let refusal = match key {
+            Some(k) if k == remote => None,
+            Some(_) => Some(ErrorBody::new(
+                ErrorCode::ForgedSender,
+                format!(
+                    "this session is authenticated as another key than {}'s",
+                    m.from
+                ),
+            )),
+            None => Some(ErrorBody::new(
+                ErrorCode::UnknownIdentity,
+                format!("no key is known for {}", m.from),
+            )),
+        };
+        match refusal {
+            Some(err) => frame::encode_error(&err.with_id(m.id), out),
+            None => accepted.push(m),
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    let ids: Vec<MessageId> = accepted.iter().map(|m| m.id).collect();
+    let results = inbox.deliver(remote, accepted).await;
+    let mut acked = Vec::with_capacity(ids.len());
+    for (i, id) in ids.into_iter().enumerate() {
+        match results.get(i) {
+            Some(Ok(())) => acked.push(id),
+            Some(Err(e)) => frame::encode_error(&e.clone().with_id(id), out),
+            None => frame::encode_error(
+                &ErrorBody::new(ErrorCode::Internal, "the inbox gave no answer").with_id(id),
+                out,
+            ),
+        }
+    }
+    frame::encode_ack(&acked, out);
+}

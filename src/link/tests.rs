@@ -1,0 +1,209 @@
+//! Raw frames on a real session: what a receiver answers to frames no well-behaved sender writes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+
+use super::frame::{self, Decoded, ErrorBody, Frame};
+use super::{Endpoint, Inbox};
+use crate::identity::{Identity, PublicKey};
+use crate::proto::{ChatMessage, Destination, PeerName};
+
+#[derive(Default)]
+struct Book {
+    keys: HashMap<PeerName, PublicKey>,
+    stored: Mutex<Vec<ChatMessage>>,
+}
+
+impl Inbox for Book {
+    fn key_of<'a>(&'a self, name: &'a PeerName) -> BoxFuture<'a, Option<PublicKey>> {
+        Box::pin(async move { self.keys.get(name).copied() })
+    }
+    fn deliver(
+        &self,
+        _from: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> BoxFuture<'_, Vec<Result<(), ErrorBody>>> {
+        Box::pin(async move {
+            let n = batch.len();
+            self.stored.lock().unwrap().extend(batch);
+            vec![Ok(()); n]
+        })
+    }
+}
+
+fn name(s: &str) -> PeerName {
+    PeerName::new(s).unwrap()
+}
+
+/// Reads frames until `n` have arrived (or the stream ends).
+async fn read_frames(recv: &mut quinn::RecvStream, n: usize) -> Vec<Frame> {
+    let (mut buf, mut frames) = (Vec::new(), Vec::new());
+    while frames.len() < n {
+        match recv.read_chunk(usize::MAX, true).await.unwrap() {
+            Some(c) => buf.extend_from_slice(&c.bytes),
+            None => break,
+        }
+        while let Ok(Decoded::Frame(len, f)) = frame::decode(&buf) {
+            frames.push(f.unwrap());
+            buf.drain(..len);
+        }
+    }
+    frames
+}
+
+fn codes(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Frame::Error(e) => e.code.clone(),
+            Frame::Ack(ids) => format!("ack×{}", ids.len()),
+            Frame::Message(_) => "message".into(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_in_step_and_oversize_closes_only_that_stream() {
+    let alice = Arc::new(Identity::ephemeral());
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let mut bobs_book = Book::default();
+    bobs_book.keys.insert(name("alice"), alice.public_key());
+    let bobs_book = Arc::new(bobs_book);
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), bobs_book.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let good = |text: &str| {
+        let mut m =
+            ChatMessage::new(name("alice"), Destination::Direct(name("bob")), text.into()).unwrap();
+        alice.sign_message(&mut m);
+        m
+    };
+
+    // Not JSON, an ACK the wrong way, an unknown type, then a good message: three errors and its ack, in order.
+    let (mut send, mut recv) = link.conn.open_bi().await.unwrap();
+    let mut out = Vec::new();
+    frame::encode_raw(frame::TYPE_MESSAGE, b"{\"id\":", &mut out).unwrap();
+    frame::encode_ack(&[uuid::Uuid::now_v7()], &mut out);
+    frame::encode_raw(0x42, b"from the future", &mut out).unwrap();
+    let first = good("after the junk");
+    frame::encode_message(&first, &mut out).unwrap();
+    send.write_all(&out).await.unwrap();
+    let got = read_frames(&mut recv, 4).await;
+    assert_eq!(
+        codes(&got),
+        [
+            "bad_frame",
+            "unknown_frame_type",
+            "unknown_frame_type",
+            "ack×1"
+        ]
+    );
+    assert_eq!(got[3], Frame::Ack(vec![first.id]));
+
+    // A length past the limit: the error, then the receiver ends this stream.
+    let mut out = ((frame::MAX_PAYLOAD + 1) as u32).to_be_bytes().to_vec();
+    out.push(frame::TYPE_MESSAGE);
+    send.write_all(&out).await.unwrap();
+    let got = read_frames(&mut recv, 2).await;
+    assert_eq!(codes(&got), ["frame_too_large"], "then the stream ends");
+    assert!(send.stopped().await.unwrap().is_some(), "and stops reading");
+
+    // The connection goes on serving: a new stream works, and so does the link's own.
+    let (mut send2, mut recv2) = link.conn.open_bi().await.unwrap();
+    let second = good("on a new stream");
+    let mut out = Vec::new();
+    frame::encode_message(&second, &mut out).unwrap();
+    send2.write_all(&out).await.unwrap();
+    assert_eq!(
+        read_frames(&mut recv2, 1).await,
+        [Frame::Ack(vec![second.id])]
+    );
+    link.send(&good("through the api")).await.unwrap();
+    let stored: Vec<String> = bobs_book
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(
+        stored,
+        ["after the junk", "on a new stream", "through the api"]
+    );
+}
+
+#[tokio::test]
+async fn many_messages_are_acked_in_few_frames_and_stored_in_order() {
+    let alice = Arc::new(Identity::ephemeral());
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let mut book = Book::default();
+    book.keys.insert(name("alice"), alice.public_key());
+    let book = Arc::new(book);
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), book.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let (mut send, mut recv) = link.conn.open_bi().await.unwrap();
+    let mut out = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..500 {
+        let mut m = ChatMessage::new(
+            name("alice"),
+            Destination::Direct(name("bob")),
+            format!("m{i}"),
+        )
+        .unwrap();
+        alice.sign_message(&mut m);
+        ids.push(m.id);
+        frame::encode_message(&m, &mut out).unwrap();
+    }
+    send.write_all(&out).await.unwrap();
+    send.finish().unwrap();
+    let frames = read_frames(&mut recv, usize::MAX).await;
+    let acked: Vec<_> = frames
+        .iter()
+        .flat_map(|f| match f {
+            Frame::Ack(ids) => ids.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(acked, ids);
+    assert!(
+        frames.len() < 500,
+        "{} ack frames for 500 messages",
+        frames.len()
+    );
+    let stored: Vec<_> = book.stored.lock().unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(stored, ids);
+}
+
+#[tokio::test]
+async fn a_dialler_that_presents_no_key_gets_no_session() {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let bob = Endpoint::bind(
+        lo,
+        Arc::new(Identity::ephemeral()),
+        Arc::new(Book::default()),
+    )
+    .unwrap();
+    let tls = super::tls::client_config_without_key(bob.public_key());
+    let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+    let client = quinn::Endpoint::client(lo).unwrap();
+    let connecting = client
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(tls)),
+            bob.local_addr(),
+            super::SERVER_NAME,
+        )
+        .unwrap();
+    // TLS 1.3 lets the client finish first; the listener then refuses the missing key and closes.
+    if let Ok(conn) = connecting.await {
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+        assert!(
+            matches!(closed, Ok(quinn::ConnectionError::TransportError(_))),
+            "{closed:?}"
+        );
+    }
+    assert_eq!((bob.accepted(), bob.pooled()), (0, 0));
+}
