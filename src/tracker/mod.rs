@@ -19,7 +19,7 @@ pub mod sqlite_store;
 pub mod store;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
 use crate::identity::{AuthError, Nonce, ReplayGuard};
 use crate::proto::PeerName;
-use crate::storage::{GROUP_COMMIT_MAX, STORE_QUEUE, Storage};
+use crate::storage::{self, Storage};
 use identities::Identities;
 use mailbox::Mailboxes;
 use registry::Registry;
@@ -76,24 +76,61 @@ pub enum StartError {
 }
 
 /// The tracker's state: who is online and where, channels, mailboxes, and which key each name belongs to.
-pub struct State {
+pub struct TrackerState {
     pub registry: Registry,
     pub mailboxes: Mailboxes,
     pub identities: Identities,
 }
 
+impl TrackerState {
+    /// The state `store` saved (empty on first start), held to `config`'s limits and quotas.
+    fn load(store: &mut dyn Store, config: &TrackerConfig) -> Result<TrackerState, StoreError> {
+        let (mut registry, mut mailboxes) = store.load(config.peer_ttl, config.mailbox_limit)?;
+        let mut identities = store.load_identities()?;
+        registry.set_quotas(config.quotas.clone());
+        mailboxes.set_quotas(config.quotas.clone());
+        identities.set_quotas(config.quotas.clone());
+        Ok(TrackerState {
+            registry,
+            mailboxes,
+            identities,
+        })
+    }
+}
+
+/// A batch of changes for the store, and where to say whether it was saved.
 type Record = (Vec<Change>, oneshot::Sender<Result<(), String>>);
 
 /// The state the handlers share, and the queue to the thread that records its changes.
 pub struct Shared {
-    state: Mutex<State>,
+    state: Mutex<TrackerState>,
     log: mpsc::Sender<Record>,
     /// Nonces of signed requests seen within the window; apart from the state so a check does not wait for it.
     replay: Mutex<ReplayGuard>,
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    /// Shares `state`, and starts the store thread that records its changes in `store` ([`storage::group_commit`]:
+    /// everything queued at once in one transaction). The thread ends when the last handle to the queue is gone.
+    fn start(mut store: Box<dyn Store>, state: TrackerState) -> std::io::Result<Arc<Shared>> {
+        let (log, _thread) = storage::group_commit("tracker-store", move |batch: Vec<Record>| {
+            let changes: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+            let result = store.record(&changes).map_err(|e| {
+                tracing::error!("{e}");
+                e.to_string()
+            });
+            for (_, done) in batch {
+                let _ = done.send(result.clone());
+            }
+        })?;
+        Ok(Arc::new(Shared {
+            state: Mutex::new(state),
+            log,
+            replay: Mutex::default(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -111,7 +148,7 @@ impl Shared {
     }
 
     /// Reads the state.
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&TrackerState) -> R) -> R {
         f(&self.lock())
     }
 
@@ -119,7 +156,7 @@ impl Shared {
     /// record is queued before the lock is let go, so the store sees changes in the order they were made.
     pub async fn change<R>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<(R, Vec<Change>), ApiError>,
+        f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), ApiError>,
     ) -> Result<R, ApiError> {
         let (result, saved) = {
             let permit = self.log.try_reserve().map_err(|_| {
@@ -154,27 +191,6 @@ impl Shared {
     }
 }
 
-/// The store thread: records queued changes, everything queued at once in one transaction (group commit).
-fn record_changes(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Record>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let changes: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-        let result = store.record(&changes).map_err(|e| {
-            tracing::error!("{e}");
-            e.to_string()
-        });
-        for (_, done) in batch {
-            let _ = done.send(result.clone());
-        }
-    }
-}
-
 /// A running tracker.
 pub struct Tracker {
     local_addr: SocketAddr,
@@ -185,43 +201,20 @@ pub struct Tracker {
 impl Tracker {
     /// Binds (falling back to the wildcard address if `ip` is not on this host) and starts serving.
     pub async fn start(config: TrackerConfig) -> Result<Tracker, StartError> {
-        let (ttl, limit, storage, quotas) = (
-            config.peer_ttl,
-            config.mailbox_limit,
-            config.storage.clone(),
-            config.quotas.clone(),
-        );
+        let storage = config.storage.clone();
+        let loaded = config.clone();
         let (store, state) = tokio::task::spawn_blocking(move || {
             let mut store: Box<dyn Store> = match &storage {
                 Storage::Memory => Box::new(MemoryStore),
                 Storage::Dir(_) => Box::new(sqlite_store::SqliteStore::open(&storage)?),
             };
-            let (mut registry, mut mailboxes) = store.load(ttl, limit)?;
-            let mut identities = store.load_identities()?;
-            registry.set_quotas(quotas.clone());
-            mailboxes.set_quotas(quotas.clone());
-            identities.set_quotas(quotas);
-            Ok::<_, StoreError>((
-                store,
-                State {
-                    registry,
-                    mailboxes,
-                    identities,
-                },
-            ))
+            let state = TrackerState::load(store.as_mut(), &loaded)?;
+            Ok::<_, StoreError>((store, state))
         })
         .await
         .map_err(|e| StoreError(e.to_string()))??;
         let bound = bind_with_fallback(config.ip, config.port).await?;
-        let (log, records) = mpsc::channel(STORE_QUEUE);
-        std::thread::Builder::new()
-            .name("tracker-store".into())
-            .spawn(move || record_changes(store, records))?;
-        let shared = std::sync::Arc::new(Shared {
-            state: Mutex::new(state),
-            log,
-            replay: Mutex::default(),
-        });
+        let shared = Shared::start(store, state)?;
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(
             bound.listener,
@@ -236,6 +229,15 @@ impl Tracker {
             shutdown,
             tasks: vec![server, sweeper, watcher],
         })
+    }
+
+    /// An in-memory tracker's router, with no socket and no sweep: for tests that send it requests with
+    /// `app.oneshot(req)`. `config.storage` is not read (nothing is kept); its limits and quotas are. Requests carry no
+    /// client address, so the per-address quotas do not apply (as for the tracker's own host).
+    pub fn router_in_memory(config: TrackerConfig) -> Result<axum::Router, StartError> {
+        let mut store = MemoryStore;
+        let state = TrackerState::load(&mut store, &config)?;
+        Ok(routes::app(Shared::start(Box::new(store), state)?))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -292,7 +294,7 @@ const SWEEP_NAMES_LOGGED: usize = 10;
 
 /// Drops held mail past its time, unbinds names never used past theirs, and forgets channels empty past theirs
 /// (at most [`SWEEP_BATCH`] names and channels a turn), recording each.
-fn expire_unused(st: &mut State, now: u64) -> Vec<Change> {
+fn expire_unused(st: &mut TrackerState, now: u64) -> Vec<Change> {
     let mut changes = Vec::new();
     let cutoff = st.mailboxes.hold_cutoff(now);
     let dropped = st.mailboxes.expire(cutoff);
@@ -330,7 +332,7 @@ fn expire_unused(st: &mut State, now: u64) -> Vec<Change> {
 
 /// Removes expired leases for good, a few times per TTL, so memory follows the live population; then expires what
 /// the quotas say is unused ([`expire_unused`]).
-async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
+async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

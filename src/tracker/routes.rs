@@ -557,7 +557,7 @@ async fn peers_online(State(s): State<Arc<Shared>>) -> Json<PeerList> {
 }
 
 /// Adds to each peer the key its name is bound to, so receivers can check its messages without asking again.
-fn with_keys(st: &super::State, mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
+fn with_keys(st: &super::TrackerState, mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
     for p in &mut peers {
         p.public_key = st.identities.key_of(&p.name);
     }
@@ -603,7 +603,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
 }
 
 /// Only a live peer acts on a mailbox (the signature has already shown it is that peer).
-fn check_caller(s: &super::State, name: &PeerName, now: u64) -> Result<(), ApiError> {
+fn check_caller(s: &super::TrackerState, name: &PeerName, now: u64) -> Result<(), ApiError> {
     match s.registry.live_addr(name, now) {
         None => Err(RegistryError::UnknownPeer(name.clone()).into()),
         Some(_) => Ok(()),
@@ -612,7 +612,7 @@ fn check_caller(s: &super::State, name: &PeerName, now: u64) -> Result<(), ApiEr
 
 /// Every envelope of a deposit must be a chat message from the depositor to the recipient, with the entry's id,
 /// signed by the depositor's key: the tracker cannot be handed mail a peer did not write.
-fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiError> {
+fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), ApiError> {
     let key = s
         .identities
         .key_of(&req.from)
