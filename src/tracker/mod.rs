@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod auth;
+mod errors;
 pub mod identities;
 pub mod mailbox;
 pub mod quota;
@@ -22,7 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
 use crate::identity::{AuthError, Nonce, ReplayGuard};
 use crate::proto::PeerName;
 use crate::storage::{self, Storage};
+use errors::SaveError;
 use identities::Identities;
 use mailbox::Mailboxes;
 use registry::Registry;
@@ -159,13 +160,7 @@ impl Shared {
         f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), ApiError>,
     ) -> Result<R, ApiError> {
         let (result, saved) = {
-            let permit = self.log.try_reserve().map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "tracker_busy",
-                    "the tracker is saving too much at once; try again in a moment",
-                )
-            })?;
+            let permit = self.log.try_reserve().map_err(|_| SaveError::Busy)?;
             let mut state = self.lock();
             let (result, changes) = f(&mut state)?;
             if changes.is_empty() {
@@ -177,16 +172,8 @@ impl Shared {
         };
         match saved.await {
             Ok(Ok(())) => Ok(result),
-            Ok(Err(e)) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_failed",
-                format!("the change could not be saved: {e}"),
-            )),
-            Err(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopping",
-                "the tracker is stopping",
-            )),
+            Ok(Err(e)) => Err(SaveError::Failed(e).into()),
+            Err(_) => Err(SaveError::Stopping.into()),
         }
     }
 }

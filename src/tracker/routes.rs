@@ -7,16 +7,16 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::Shared;
-use super::acl::{AclError, AclList};
+use super::acl::AclList;
 use super::auth::{Caller, Signed};
-use super::identities::BindError;
-use super::mailbox::{MailEntry, MailboxError};
-use super::quota::{Origin, QuotaError};
+use super::mailbox::MailEntry;
+use super::quota::Origin;
 use super::registry::{Registry, RegistryError, Removed};
 use super::store::Change;
 use crate::http::{
@@ -24,16 +24,6 @@ use crate::http::{
 };
 use crate::identity::{AuthError, verify_message, verify_registration};
 use crate::proto::*;
-
-impl From<QuotaError> for ApiError {
-    fn from(e: QuotaError) -> Self {
-        ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            e.code(),
-            e.to_string(),
-        )
-    }
-}
 
 /// Where a request came from, for the per-address quotas: `None` for the tracker's own host (see `quota.rs`) and
 /// for a request that did not come through the server (in-process tests).
@@ -53,85 +43,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FromAddr {
                 .filter(|o| !o.this_host)
                 .map(|o| o.addr.ip().to_canonical()),
         ))
-    }
-}
-
-impl From<BindError> for ApiError {
-    fn from(e: BindError) -> Self {
-        let msg = e.to_string();
-        match e {
-            BindError::Quota(q) => q.into(),
-            BindError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
-            BindError::NameTaken(_) => ApiError::conflict("name_taken", msg),
-            BindError::Full => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
-    }
-}
-
-impl From<MailboxError> for ApiError {
-    fn from(e: MailboxError) -> Self {
-        let msg = e.to_string();
-        match e {
-            MailboxError::Quota(q) => q.into(),
-            MailboxError::UnknownRecipient(_) => ApiError::not_found("unknown_recipient", msg),
-            MailboxError::Full { .. } => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "mailbox_full",
-                msg,
-            ),
-            MailboxError::TrackerFull => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        let msg = e.to_string();
-        match e {
-            RegistryError::Quota(q) => q.into(),
-            RegistryError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
-            RegistryError::NameTaken { .. } => ApiError::conflict("name_taken", msg),
-            RegistryError::UnknownPeer(_) => ApiError::not_found("unknown_peer", msg),
-            RegistryError::UnknownChannel(_) => ApiError::not_found("unknown_channel", msg),
-            RegistryError::NotMember { .. } => ApiError::forbidden("not_member", msg),
-            RegistryError::Full(_) => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-            RegistryError::InvalidPresence(_) => ApiError::unprocessable("invalid_field", msg),
-            RegistryError::Acl(e) => e.into(),
-        }
-    }
-}
-
-impl From<AclError> for ApiError {
-    fn from(e: AclError) -> Self {
-        let msg = e.to_string();
-        match e {
-            AclError::NotOwner { .. } => ApiError::forbidden("not_owner", msg),
-            AclError::Banned { .. } => ApiError::forbidden("banned", msg),
-            AclError::InviteOnly(_) => ApiError::forbidden("invite_only", msg),
-            AclError::KeyRequired(_) | AclError::BadKey(_) => ApiError::forbidden("bad_key", msg),
-            AclError::ReadOnly { .. } => ApiError::forbidden("read_only", msg),
-            AclError::MembersOnly(_) => ApiError::forbidden("members_only", msg),
-            AclError::InvalidKey(_) | AclError::IsOwner(_) => {
-                ApiError::unprocessable("invalid_field", msg)
-            }
-            AclError::TooMany(_) => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
     }
 }
 
@@ -171,14 +82,14 @@ async fn peer_register(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if req.port == 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             "port: 0 is not a port a peer can be reached on",
         ));
     }
     if req.ip.is_unspecified() || req.ip.is_multicast() {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("ip: {} is not an address a peer can be reached on", req.ip),
         ));
     }
@@ -324,7 +235,7 @@ struct ChannelQuery {
 impl ChannelQuery {
     fn channel(&self) -> Result<ChannelName, ApiError> {
         ChannelName::parse_user(&self.channel)
-            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))
+            .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))
     }
 }
 
@@ -575,10 +486,11 @@ async fn identity_lookup(
     ApiQuery(q): ApiQuery<NameQuery>,
 ) -> Result<Json<IdentityAnswer>, ApiError> {
     let name = PeerName::new(q.name.as_str())
-        .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("name: {e}")))?;
     let public_key = s.read(|st| st.identities.key_of(&name)).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_identity",
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownIdentity,
             format!("no key is bound to the name {name}"),
         )
     })?;
@@ -619,16 +531,16 @@ fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), 
         .ok_or_else(|| AuthError::UnknownIdentity(req.from.clone()))?;
     for (i, e) in req.entries.iter().enumerate() {
         let msg: ChatMessage = serde_json::from_str(e.envelope.get()).map_err(|err| {
-            ApiError::unprocessable(
-                "invalid_field",
+            ApiError::of(
+                ErrorCode::InvalidField,
                 format!("entries[{i}].envelope: not a chat message: {err}"),
             )
         })?;
         // A channel message is held for each member it could not reach; a DM only for its addressee.
         let misaddressed = matches!(&msg.dest, Destination::Direct(p) if p != &req.to);
         if msg.id != e.id || misaddressed {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
+            return Err(ApiError::of(
+                ErrorCode::InvalidField,
                 format!(
                     "entries[{i}].envelope: its id must be the entry's, and a direct message's \"to\" must be {}",
                     req.to
@@ -644,7 +556,10 @@ fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), 
         }
         // Held mail from the future would be refused by the recipient anyway: refuse it here, and say so.
         msg.check_clock(now_ms()).map_err(|err| {
-            ApiError::unprocessable(err.code(), format!("entries[{i}].envelope: {err}"))
+            ApiError::of(
+                ErrorCode::FutureMessage,
+                format!("entries[{i}].envelope: {err}"),
+            )
         })?;
         verify_message(&msg, &key).map_err(|err| {
             tracing::warn!(from = %req.from, id = %e.id, "refused a deposit: {err}");
@@ -656,8 +571,8 @@ fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), 
 
 fn batch_size(n: usize) -> Result<(), ApiError> {
     if n == 0 || n > MAX_MAIL_BATCH {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("entries: from 1 to {MAX_MAIL_BATCH} at a time"),
         ));
     }
@@ -671,8 +586,8 @@ async fn mail_deposit(
 ) -> Result<Json<DepositResponse>, ApiError> {
     batch_size(req.entries.len())?;
     if req.from == req.to {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             "to: a peer does not leave mail for itself",
         ));
     }
@@ -719,8 +634,8 @@ async fn mail_fetch(
 ) -> Result<Json<FetchResponse>, ApiError> {
     let limit = req.limit.unwrap_or(MAX_MAIL_BATCH);
     batch_size(limit).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_field",
+        ApiError::of(
+            ErrorCode::InvalidField,
             format!("limit: from 1 to {MAX_MAIL_BATCH}"),
         )
     })?;
@@ -746,8 +661,8 @@ async fn mail_ack(
     Signed { body: req, .. }: Signed<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     batch_size(req.ids.len() + req.entries.len()).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_field",
+        ApiError::of(
+            ErrorCode::InvalidField,
             format!("entries and ids: from 1 to {MAX_MAIL_BATCH} in all"),
         )
     })?;
