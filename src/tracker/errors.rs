@@ -1,5 +1,5 @@
 //! How the tracker answers each refusal of its domain: every domain error ([`RegistryError`], [`AclError`],
-//! [`MailboxError`], [`QuotaError`], [`BindError`]) and every way a save can fail ([`SaveError`]) is mapped to its
+//! [`MailboxError`], [`QuotaError`], [`BindError`], and [`Refused`], which is one of them) and every way a save can fail ([`SaveError`]) is mapped to its
 //! [`ApiError`] here, once. The codes and statuses are those of `docs/PROTOCOL.md` ([`ErrorCode`]).
 
 use axum::http::StatusCode;
@@ -9,6 +9,7 @@ use super::identities::BindError;
 use super::mailbox::MailboxError;
 use super::quota::QuotaError;
 use super::registry::RegistryError;
+use super::state::Refused;
 use crate::http::ApiError;
 use crate::proto::ErrorCode;
 
@@ -31,6 +32,16 @@ impl From<SaveError> for ApiError {
             SaveError::Stopping => ErrorCode::Stopping,
         };
         ApiError::of(code, e.to_string())
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Registry(e) => e.into(),
+            Refused::Identity(e) => e.into(),
+            Refused::Mailbox(e) => e.into(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::quota::{self, Origin, QuotaError, Quotas};
+use super::store::Change;
 use crate::identity::PublicKey;
 use crate::proto::PeerName;
 
@@ -130,6 +131,32 @@ impl Identities {
                 origin,
             },
         );
+    }
+
+    /// `name` registered with `key` from `origin` at `now`, after [`Identities::check`] said whether it was `free`:
+    /// a free name is bound to the key; a bound one may become used ([`Identities::seen`]). Returns what to record.
+    pub fn registered(
+        &mut self,
+        name: &PeerName,
+        key: PublicKey,
+        origin: Origin,
+        now: u64,
+        free: bool,
+    ) -> Option<Change> {
+        if free {
+            self.bind(name.clone(), key, origin, now);
+            tracing::info!(peer = %name, %key, "name bound to its key");
+            Some(Change::Bound {
+                name: name.clone(),
+                key,
+                at_ms: now,
+                origin,
+            })
+        } else if self.seen(name, now) {
+            Some(Change::NameUsed { name: name.clone() })
+        } else {
+            None
+        }
     }
 
     /// Puts back a binding as a store saved it (a name already bound keeps its first key).

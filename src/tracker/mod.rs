@@ -17,7 +17,10 @@ pub mod quota;
 pub mod registry;
 pub mod routes;
 pub mod sqlite_store;
+mod state;
 pub mod store;
+
+pub use state::TrackerState;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -32,8 +35,6 @@ use crate::identity::{AuthError, Nonce, ReplayGuard};
 use crate::proto::PeerName;
 use crate::storage::{self, Storage};
 use errors::SaveError;
-use identities::Identities;
-use mailbox::Mailboxes;
 use registry::Registry;
 use store::{Change, MemoryStore, Store, StoreError};
 
@@ -74,29 +75,6 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The tracker's state: who is online and where, channels, mailboxes, and which key each name belongs to.
-pub struct TrackerState {
-    pub registry: Registry,
-    pub mailboxes: Mailboxes,
-    pub identities: Identities,
-}
-
-impl TrackerState {
-    /// The state `store` saved (empty on first start), held to `config`'s limits and quotas.
-    fn load(store: &mut dyn Store, config: &TrackerConfig) -> Result<TrackerState, StoreError> {
-        let (mut registry, mut mailboxes) = store.load(config.peer_ttl, config.mailbox_limit)?;
-        let mut identities = store.load_identities()?;
-        registry.set_quotas(config.quotas.clone());
-        mailboxes.set_quotas(config.quotas.clone());
-        identities.set_quotas(config.quotas.clone());
-        Ok(TrackerState {
-            registry,
-            mailboxes,
-            identities,
-        })
-    }
 }
 
 /// A batch of changes for the store, and where to say whether it was saved.
@@ -155,14 +133,14 @@ impl Shared {
 
     /// Makes a change and answers once it is durable. `f` decides under the lock and returns what to record; the
     /// record is queued before the lock is let go, so the store sees changes in the order they were made.
-    pub async fn change<R>(
+    pub async fn change<R, E: Into<ApiError>>(
         &self,
-        f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), ApiError>,
+        f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, ApiError> {
         let (result, saved) = {
             let permit = self.log.try_reserve().map_err(|_| SaveError::Busy)?;
             let mut state = self.lock();
-            let (result, changes) = f(&mut state)?;
+            let (result, changes) = f(&mut state).map_err(Into::into)?;
             if changes.is_empty() {
                 return Ok(result);
             }
@@ -272,53 +250,13 @@ async fn watch_store(log: mpsc::Sender<Record>, shutdown: CancellationToken) {
 /// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
 /// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
 pub const SWEEP_BATCH: usize = 1_000;
-/// Never-used names unbound per sweep: each one is looked for on every channel's lists, so a few at a time.
-const NAMES_EXPIRED_PER_SWEEP: usize = 100;
 /// Between two batches of a sweep.
 const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Names of swept peers written out in the log line; the rest are counted.
 const SWEEP_NAMES_LOGGED: usize = 10;
 
-/// Drops held mail past its time, unbinds names never used past theirs, and forgets channels empty past theirs
-/// (at most [`SWEEP_BATCH`] names and channels a turn), recording each.
-fn expire_unused(st: &mut TrackerState, now: u64) -> Vec<Change> {
-    let mut changes = Vec::new();
-    let cutoff = st.mailboxes.hold_cutoff(now);
-    let dropped = st.mailboxes.expire(cutoff);
-    if dropped > 0 {
-        tracing::info!(count = dropped, "held mail expired unfetched");
-        changes.push(Change::MailExpired { cutoff_ms: cutoff });
-    }
-    let registry = &st.registry;
-    let names = st
-        .identities
-        .expire_unused(now, NAMES_EXPIRED_PER_SWEEP, |n| {
-            registry.live_addr(n, now).is_some()
-        });
-    if !names.is_empty() {
-        tracing::info!(count = names.len(), "names never used were unbound");
-        for n in &names {
-            st.registry.forget_name(n);
-            st.mailboxes.close(n);
-        }
-        changes.push(Change::NamesExpired { names });
-    }
-    let (emptied, gone) = st.registry.forget_empty_channels(now, SWEEP_BATCH);
-    if !emptied.is_empty() {
-        changes.push(Change::Emptied {
-            channels: emptied,
-            at_ms: now,
-        });
-    }
-    if !gone.is_empty() {
-        tracing::info!(count = gone.len(), "empty channels forgotten");
-        changes.push(Change::Forgotten { channels: gone });
-    }
-    changes
-}
-
 /// Removes expired leases for good, a few times per TTL, so memory follows the live population; then expires what
-/// the quotas say is unused ([`expire_unused`]).
+/// the quotas say is unused ([`TrackerState::expire_unused`]).
 async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
@@ -331,15 +269,7 @@ async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) 
         loop {
             let swept = shared
                 .change(|s| {
-                    let names = s.registry.expire_some(crate::proto::now_ms(), SWEEP_BATCH);
-                    let changes = if names.is_empty() {
-                        vec![]
-                    } else {
-                        vec![Change::Expired {
-                            names: names.clone(),
-                        }]
-                    };
-                    Ok((names, changes))
+                    Ok::<_, ApiError>(s.registry.expire_some(crate::proto::now_ms(), SWEEP_BATCH))
                 })
                 .await;
             let names = match swept {
@@ -376,7 +306,10 @@ async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) 
             tokio::time::sleep(SWEEP_PAUSE).await;
         }
         let expired = shared
-            .change(|s| Ok(((), expire_unused(s, crate::proto::now_ms()))))
+            .change(|s| {
+                let changes = s.expire_unused(crate::proto::now_ms(), SWEEP_BATCH);
+                Ok::<_, ApiError>(((), changes))
+            })
             .await;
         if let Err(e) = expired {
             tracing::error!("the sweep could not save what expired: {}", e.message);
