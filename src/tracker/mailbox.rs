@@ -407,7 +407,10 @@ mod tests {
         let mut m = Mailboxes::new(10);
         m.open(&n("bob"));
         let (a, b) = (entry("a"), entry("b"));
-        assert_eq!(m.deposit(&n("bob"), vec![a.clone(), b.clone()]).answer(), Ok(2));
+        assert_eq!(
+            m.deposit(&n("bob"), vec![a.clone(), b.clone()]).answer(),
+            Ok(2)
+        );
         assert_eq!(m.deposit(&n("bob"), vec![a.clone()]).answer(), Ok(0));
         assert_eq!(m.fetch(&n("bob"), 1), (vec![a.clone()], true));
         assert_eq!(m.pending(&n("bob")), 2);
@@ -449,7 +452,11 @@ mod tests {
             Ok(1),
             "not a retry"
         );
-        assert_eq!(m.deposit(&n("bob"), vec![real.clone()]).answer(), Ok(0), "a retry");
+        assert_eq!(
+            m.deposit(&n("bob"), vec![real.clone()]).answer(),
+            Ok(0),
+            "a retry"
+        );
         assert_eq!(m.fetch(&n("bob"), 10).0, vec![squat.clone(), real.clone()]);
         // Acknowledging mallory's entry leaves alice's held.
         assert_eq!(m.ack(&n("bob"), &[squat.key()], &[]).0, vec![squat.key()]);
@@ -489,11 +496,13 @@ mod tests {
      {
         let mut m = quotas();
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve", 100, None, 0)]).answer(),
+            m.deposit(&n("bob"), vec![sized("eve", 100, None, 0)])
+                .answer(),
             Ok(1)
         );
         let err = m
-            .deposit(&n("carol"), vec![sized("eve", 1, None, 0)]).answer()
+            .deposit(&n("carol"), vec![sized("eve", 1, None, 0)])
+            .answer()
             .unwrap_err();
         assert!(matches!(
             err,
@@ -504,13 +513,15 @@ mod tests {
             })
         ));
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("alice", 10, None, 0)]).answer(),
+            m.deposit(&n("carol"), vec![sized("alice", 10, None, 0)])
+                .answer(),
             Ok(1)
         );
         let first = m.fetch(&n("bob"), 1).0[0].key();
         m.ack(&n("bob"), &[first], &[]);
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("eve", 1, None, 0)]).answer(),
+            m.deposit(&n("carol"), vec![sized("eve", 1, None, 0)])
+                .answer(),
             Ok(1),
             "fetched mail frees the quota"
         );
@@ -520,11 +531,13 @@ mod tests {
     fn given_many_depositors_from_one_address_then_the_address_quota_holds_them_together() {
         let mut m = quotas();
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve1", 100, EVE_HOST, 0)]).answer(),
+            m.deposit(&n("bob"), vec![sized("eve1", 100, EVE_HOST, 0)])
+                .answer(),
             Ok(1)
         );
         let err = m
-            .deposit(&n("bob"), vec![sized("eve2", 60, EVE_HOST, 0)]).answer()
+            .deposit(&n("bob"), vec![sized("eve2", 60, EVE_HOST, 0)])
+            .answer()
             .unwrap_err();
         assert!(matches!(
             err,
@@ -535,11 +548,13 @@ mod tests {
             })
         ));
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve2", 50, EVE_HOST, 0)]).answer(),
+            m.deposit(&n("bob"), vec![sized("eve2", 50, EVE_HOST, 0)])
+                .answer(),
             Ok(1)
         );
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("alice", 60, None, 0)]).answer(),
+            m.deposit(&n("bob"), vec![sized("alice", 60, None, 0)])
+                .answer(),
             Ok(1)
         );
     }
@@ -548,11 +563,13 @@ mod tests {
     fn given_a_full_recipient_then_deposits_to_it_are_refused_and_others_are_not() {
         let mut m = quotas();
         for who in ["a", "b"] {
-            m.deposit(&n("bob"), vec![sized(who, 100, None, 0)]).answer()
+            m.deposit(&n("bob"), vec![sized(who, 100, None, 0)])
+                .answer()
                 .unwrap();
         }
         let err = m
-            .deposit(&n("bob"), vec![sized("c", 60, None, 0)]).answer()
+            .deposit(&n("bob"), vec![sized("c", 60, None, 0)])
+            .answer()
             .unwrap_err();
         assert!(
             err.to_string().contains("bob's mailbox holds 200 bytes"),
@@ -562,7 +579,11 @@ mod tests {
             err,
             MailboxError::Quota(QuotaError::RecipientMail { .. })
         ));
-        assert_eq!(m.deposit(&n("dave"), vec![sized("c", 60, None, 0)]).answer(), Ok(1));
+        assert_eq!(
+            m.deposit(&n("dave"), vec![sized("c", 60, None, 0)])
+                .answer(),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -578,14 +599,16 @@ mod tests {
         assert_eq!(m.expire(m.hold_cutoff(t + hold)), 1);
         assert_eq!(m.pending(&n("bob")), 1);
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("eve", 100, EVE_HOST, t + hold)]).answer(),
+            m.deposit(&n("carol"), vec![sized("eve", 100, EVE_HOST, t + hold)])
+                .answer(),
             Ok(1)
         );
         assert_eq!(m.expire(m.hold_cutoff(t + hold + 5)), 1);
         m.close(&n("carol"));
         assert_eq!(m.all().count(), 0);
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t + hold)]).answer(),
+            m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t + hold)])
+                .answer(),
             Ok(1)
         );
     }

@@ -316,3 +316,32 @@ async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(app: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(uri).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_router_answers_without_a_socket() {
+        let app = Tracker::router_in_memory(TrackerConfig::default()).unwrap();
+        let (status, health) = get(&app, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(health["peers"], 0);
+        let (status, body) = get(&app, "/identity?name=nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "unknown_identity");
+    }
+}

@@ -1127,7 +1127,12 @@ mod tests {
     #[test]
     fn given_a_live_name_when_another_address_registers_it_then_it_is_refused() {
         let mut r = reg();
-        assert!(r.register(&n("alice"), LO, 8000, 0).answer().unwrap().created);
+        assert!(
+            r.register(&n("alice"), LO, 8000, 0)
+                .answer()
+                .unwrap()
+                .created
+        );
         let err = r.register(&n("alice"), LO, 8001, 10).answer().unwrap_err();
         assert!(matches!(err, RegistryError::NameTaken { .. }));
     }
@@ -1316,8 +1321,17 @@ mod tests {
             r.invite(&n("bob"), &c("x"), &n("bob"), 1).answer(),
             Err(RegistryError::Acl(AclError::NotOwner { .. }))
         ));
-        assert!(r.invite(&n("alice"), &c("x"), &n("bob"), 1).answer().unwrap());
-        assert!(!r.join(&n("bob"), &c("x"), None, 1).answer().unwrap().created);
+        assert!(
+            r.invite(&n("alice"), &c("x"), &n("bob"), 1)
+                .answer()
+                .unwrap()
+        );
+        assert!(
+            !r.join(&n("bob"), &c("x"), None, 1)
+                .answer()
+                .unwrap()
+                .created
+        );
         assert!(matches!(
             r.members(&c("x"), Some(&n("carol")), 1),
             Err(RegistryError::Acl(AclError::MembersOnly(_)))
@@ -1330,7 +1344,12 @@ mod tests {
     fn given_a_key_channel_then_the_key_admits_for_good() {
         let mut r = three_in(ChannelMode::Key, Some("pw"));
         assert!(r.join(&n("bob"), &c("x"), Some("no"), 1).is_err());
-        assert!(r.join(&n("bob"), &c("x"), Some("pw"), 1).answer().unwrap().admitted);
+        assert!(
+            r.join(&n("bob"), &c("x"), Some("pw"), 1)
+                .answer()
+                .unwrap()
+                .admitted
+        );
         r.leave(&n("bob"), &c("x"), 2).unwrap();
         assert!(
             r.join(&n("bob"), &c("x"), None, 3).is_ok(),
@@ -1352,7 +1371,8 @@ mod tests {
         assert_eq!(to.len(), 1, "the visitor still receives");
         assert_eq!(to[0].role, Some(crate::proto::Role::Visitor));
         assert!(
-            r.set_role(&n("alice"), &c("x"), &n("alice"), GivenRole::Visitor, 1).answer()
+            r.set_role(&n("alice"), &c("x"), &n("alice"), GivenRole::Visitor, 1)
+                .answer()
                 .is_err()
         );
     }
@@ -1379,7 +1399,11 @@ mod tests {
             r.join(&n("bob"), &c("x"), None, 1).answer(),
             Err(RegistryError::Acl(AclError::Banned { .. }))
         ));
-        assert!(r.unban(&n("alice"), &c("x"), &n("bob"), 1).answer().unwrap());
+        assert!(
+            r.unban(&n("alice"), &c("x"), &n("bob"), 1)
+                .answer()
+                .unwrap()
+        );
         assert!(r.join(&n("bob"), &c("x"), None, 1).is_ok());
         r.remove_member(&n("alice"), &c("x"), &n("bob"), 2).unwrap();
         assert!(r.channels_of(&n("bob")).is_empty());
@@ -1417,7 +1441,8 @@ mod tests {
             "a renewal keeps the status"
         );
         assert!(
-            r.set_presence(&n("carol"), PeerStatus::Away, Some("x".repeat(201)), 2).answer()
+            r.set_presence(&n("carol"), PeerStatus::Away, Some("x".repeat(201)), 2)
+                .answer()
                 .is_err()
         );
     }
@@ -1444,7 +1469,8 @@ mod tests {
         r.join_from(&n("eve"), &c("e1"), None, EVE_HOST, 0).unwrap();
         r.join_from(&n("eve"), &c("e2"), None, EVE_HOST, 0).unwrap();
         let err = r
-            .join_from(&n("eve"), &c("e3"), None, EVE_HOST, 0).answer()
+            .join_from(&n("eve"), &c("e3"), None, EVE_HOST, 0)
+            .answer()
             .unwrap_err();
         assert!(
             matches!(
@@ -1555,7 +1581,8 @@ mod tests {
         );
         r.register(&n("bob"), LO, 2, 10 + ruled).unwrap();
         assert!(
-            r.join(&n("bob"), &c("plain"), None, 10 + ruled).answer()
+            r.join(&n("bob"), &c("plain"), None, 10 + ruled)
+                .answer()
                 .unwrap()
                 .created,
             "the name is free again"

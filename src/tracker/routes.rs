@@ -132,8 +132,13 @@ async fn channel_join(
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let joined = s
         .change(|st| {
-            st.registry
-                .join_from(&req.name, &req.channel, req.key.as_deref(), origin, now_ms())
+            st.registry.join_from(
+                &req.name,
+                &req.channel,
+                req.key.as_deref(),
+                origin,
+                now_ms(),
+            )
         })
         .await?;
     if joined.created {
