@@ -2,8 +2,6 @@
 //! [`MailboxError`], [`QuotaError`], [`BindError`], and [`Refused`], which is one of them) and every way a save can fail ([`SaveError`]) is mapped to its
 //! [`ApiError`] here, once. The codes and statuses are those of `docs/PROTOCOL.md` ([`ErrorCode`]).
 
-use axum::http::StatusCode;
-
 use super::acl::AclError;
 use super::identities::BindError;
 use super::mailbox::MailboxError;
@@ -53,7 +51,7 @@ impl From<QuotaError> for ApiError {
             QuotaError::Mail { .. } => ErrorCode::MailQuota,
             QuotaError::RecipientMail { .. } => ErrorCode::RecipientQuota,
         };
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
+        ApiError::of(code, e.to_string())
     }
 }
 

@@ -71,8 +71,8 @@ impl Identities {
     }
 
     /// May `key` act as `name`, registering from `origin` at `now`? `Ok(true)` when the name is free and
-    /// [`Identities::bind`] must be called (and recorded) once the registration is accepted; `Ok(false)` when it
-    /// is already `key`'s. A free name that looks like a bound one, or one more new name from an address that
+    /// [`Identities::registered`] must bind it once the registration is accepted; `Ok(false)` when it is already
+    /// `key`'s. A free name that looks like a bound one, or one more new name from an address that
     /// bound its hourly quota, is refused.
     pub fn check(
         &mut self,
