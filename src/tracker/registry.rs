@@ -623,11 +623,15 @@ impl Registry {
     }
 
     /// Removes a live peer at once (it said goodbye).
-    pub fn unregister(&mut self, name: &PeerName, now: u64) -> Result<Vec<Change>, RegistryError> {
+    pub fn unregister(
+        &mut self,
+        name: &PeerName,
+        now: u64,
+    ) -> Result<((), Vec<Change>), RegistryError> {
         self.live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
         self.remove(name);
-        Ok(vec![Change::Unregistered { name: name.clone() }])
+        Ok(((), vec![Change::Unregistered { name: name.clone() }]))
     }
 
     fn remove(&mut self, name: &PeerName) {

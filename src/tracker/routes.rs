@@ -119,7 +119,7 @@ async fn peer_unregister(
     State(s): State<Arc<Shared>>,
     Signed { body: req, .. }: Signed<PeerRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.change(|st| Ok::<_, RegistryError>(((), st.registry.unregister(&req.name, now_ms())?)))
+    s.change(|st| st.registry.unregister(&req.name, now_ms()))
         .await?;
     tracing::info!(peer = %req.name, "peer unregistered");
     Ok(Json(serde_json::json!({ "ok": true })))
