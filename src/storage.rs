@@ -214,11 +214,11 @@ impl DbThread {
 impl Db {
     /// Starts the thread that owns `conn`.
     pub fn start(conn: Connection, name: &str) -> Result<(Db, DbThread), DbError> {
-        let (tx, rx) = mpsc::channel(STORE_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-store"))
-            .spawn(move || run(conn, rx))
-            .map_err(|e| DbError::Sql(format!("cannot start the store thread: {e}")))?;
+        let mut synced = true;
+        let (tx, thread) = group_commit(&format!("{name}-store"), move |jobs| {
+            commit_jobs(&conn, &mut synced, jobs)
+        })
+        .map_err(|e| DbError::Sql(format!("cannot start the store thread: {e}")))?;
         Ok((Db { tx }, DbThread(Some(thread))))
     }
 
@@ -282,41 +282,57 @@ impl Db {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut synced = true;
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+/// The group-commit loop, the one every store runs: a thread named `name` waits for a job, takes whatever else
+/// is queued with it (at most [`GROUP_COMMIT_MAX`]) and hands the batch to `commit`, which saves it in one
+/// transaction and answers each job's caller. The queue holds [`STORE_QUEUE`] jobs; the thread ends once every
+/// sender is dropped and the queue is empty. Used by [`Db`] (the peer's store) and by the tracker's store.
+pub fn group_commit<J: Send + 'static>(
+    name: &str,
+    mut commit: impl FnMut(Vec<J>) + Send + 'static,
+) -> std::io::Result<(mpsc::Sender<J>, std::thread::JoinHandle<()>)> {
+    let (tx, mut rx) = mpsc::channel(STORE_QUEUE);
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < GROUP_COMMIT_MAX {
+                    match rx.try_recv() {
+                        Ok(j) => batch.push(j),
+                        Err(_) => break,
+                    }
+                }
+                commit(batch);
             }
+        })?;
+    Ok((tx, thread))
+}
+
+/// [`Db`]'s commit: runs a batch of jobs in one transaction, fsynced unless every job is relaxed.
+fn commit_jobs(conn: &Connection, synced: &mut bool, jobs: Vec<Job>) {
+    // FULL unless every job in the group is relaxed (on an in-memory database the setting does nothing).
+    let durable = jobs.iter().any(|j| j.durable);
+    if durable != *synced {
+        let level = if durable { "FULL" } else { "NORMAL" };
+        match conn.pragma_update(None, "synchronous", level) {
+            Ok(()) => *synced = durable,
+            Err(e) => tracing::error!("store: cannot set synchronous={level}: {e}"),
         }
-        // FULL unless every job in the group is relaxed (on an in-memory database the setting does nothing).
-        let durable = jobs.iter().any(|j| j.durable);
-        if durable != synced {
-            let level = if durable { "FULL" } else { "NORMAL" };
-            match conn.pragma_update(None, "synchronous", level) {
-                Ok(()) => synced = durable,
-                Err(e) => tracing::error!("store: cannot set synchronous={level}: {e}"),
-            }
-        }
-        let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from);
-        if let Err(e) = began {
-            // Run nothing outside a transaction: dropping the jobs answers every caller with an error.
-            tracing::error!("store: {e}");
-            drop(jobs);
-            continue;
-        }
-        let done: Vec<_> = jobs.into_iter().map(|job| (job.run)(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
-        if let Err(e) = &committed {
-            tracing::error!("store: commit failed: {e}");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for d in done {
-            d(committed.clone());
-        }
+    }
+    let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from);
+    if let Err(e) = began {
+        // Run nothing outside a transaction: dropping the jobs answers every caller with an error.
+        tracing::error!("store: {e}");
+        return;
+    }
+    let done: Vec<_> = jobs.into_iter().map(|job| (job.run)(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
+    if let Err(e) = &committed {
+        tracing::error!("store: commit failed: {e}");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for d in done {
+        d(committed.clone());
     }
 }
 

@@ -86,6 +86,7 @@ error_codes! {
     ReadOnly = "read_only", 403;
     TrackerFull = "tracker_full", 507;
     TrackerBusy = "tracker_busy", 503;
+    Stopping = "stopping", 503;
     // Quotas per identity and per address.
     ChannelQuota = "channel_quota", 429;
     NameQuota = "name_quota", 429;

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use super::quota::{self, Origin, QuotaError, Quotas};
+use super::store::Change;
 use crate::identity::PublicKey;
 use crate::proto::PeerName;
 
@@ -70,8 +71,8 @@ impl Identities {
     }
 
     /// May `key` act as `name`, registering from `origin` at `now`? `Ok(true)` when the name is free and
-    /// [`Identities::bind`] must be called (and recorded) once the registration is accepted; `Ok(false)` when it
-    /// is already `key`'s. A free name that looks like a bound one, or one more new name from an address that
+    /// [`Identities::registered`] must bind it once the registration is accepted; `Ok(false)` when it is already
+    /// `key`'s. A free name that looks like a bound one, or one more new name from an address that
     /// bound its hourly quota, is refused.
     pub fn check(
         &mut self,
@@ -130,6 +131,32 @@ impl Identities {
                 origin,
             },
         );
+    }
+
+    /// `name` registered with `key` from `origin` at `now`, after [`Identities::check`] said whether it was `free`:
+    /// a free name is bound to the key; a bound one may become used ([`Identities::seen`]). Returns what to record.
+    pub fn registered(
+        &mut self,
+        name: &PeerName,
+        key: PublicKey,
+        origin: Origin,
+        now: u64,
+        free: bool,
+    ) -> Option<Change> {
+        if free {
+            self.bind(name.clone(), key, origin, now);
+            tracing::info!(peer = %name, %key, "name bound to its key");
+            Some(Change::Bound {
+                name: name.clone(),
+                key,
+                at_ms: now,
+                origin,
+            })
+        } else if self.seen(name, now) {
+            Some(Change::NameUsed { name: name.clone() })
+        } else {
+            None
+        }
     }
 
     /// Puts back a binding as a store saved it (a name already bound keeps its first key).

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use super::quota::{self, Origin, QuotaError, Quotas};
+use super::store::Change;
 use crate::proto::{MailKey, MessageId, PeerName};
 
 /// Entries one mailbox holds unless `--mailbox-limit` says otherwise.
@@ -144,12 +145,12 @@ impl Mailboxes {
     }
 
     /// Holds `entries` for `to`, all or none. An entry already held (the same depositor and id) is not stored
-    /// again. Returns how many were new.
+    /// again. Returns how many were new, and the change to record (none when nothing was).
     pub fn deposit(
         &mut self,
         to: &PeerName,
         entries: Vec<MailEntry>,
-    ) -> Result<usize, MailboxError> {
+    ) -> Result<(usize, Vec<Change>), MailboxError> {
         let limit = self.limit;
         let total = self.bytes;
         let mb = self
@@ -207,6 +208,14 @@ impl Mailboxes {
             return Err(MailboxError::TrackerFull);
         }
         let n = new.len();
+        let changes = if new.is_empty() {
+            vec![]
+        } else {
+            vec![Change::Deposited {
+                to: to.clone(),
+                entries: new.clone(),
+            }]
+        };
         for e in new {
             mb.keys.insert(e.key());
             self.tally.add(&e);
@@ -214,7 +223,7 @@ impl Mailboxes {
         }
         mb.bytes += bytes;
         self.bytes += bytes;
-        Ok(n)
+        Ok((n, changes))
     }
 
     /// Drops every entry deposited at or before `cutoff_ms` (held longer than the quotas' `mail_hold` when
@@ -285,8 +294,27 @@ impl Mailboxes {
     }
 
     /// Deletes the entries `name` has acknowledged: each of `keys`, and every entry under one of `ids` whoever
-    /// deposited it (the older form of an acknowledgement). Returns the entries deleted.
-    pub fn ack(&mut self, name: &PeerName, keys: &[MailKey], ids: &[MessageId]) -> Vec<MailKey> {
+    /// deposited it (the older form of an acknowledgement). Returns the entries deleted, and the change to record
+    /// (none when nothing was).
+    pub fn ack(
+        &mut self,
+        name: &PeerName,
+        keys: &[MailKey],
+        ids: &[MessageId],
+    ) -> (Vec<MailKey>, Vec<Change>) {
+        let deleted = self.delete(name, keys, ids);
+        let changes = if deleted.is_empty() {
+            vec![]
+        } else {
+            vec![Change::Acked {
+                name: name.clone(),
+                keys: deleted.clone(),
+            }]
+        };
+        (deleted, changes)
+    }
+
+    fn delete(&mut self, name: &PeerName, keys: &[MailKey], ids: &[MessageId]) -> Vec<MailKey> {
         let Some(mb) = self.boxes.get_mut(name) else {
             return Vec::new();
         };
@@ -338,6 +366,17 @@ impl Mailboxes {
 mod tests {
     use super::*;
 
+    /// A mutation's answer without what it changed (what a change records is the store's tests' business).
+    trait Answer<T, E> {
+        fn answer(self) -> Result<T, E>;
+    }
+
+    impl<T, E> Answer<T, E> for Result<(T, Vec<Change>), E> {
+        fn answer(self) -> Result<T, E> {
+            self.map(|(a, _)| a)
+        }
+    }
+
     fn n(s: &str) -> PeerName {
         PeerName::new(s).unwrap()
     }
@@ -358,7 +397,7 @@ mod tests {
     fn given_a_name_that_never_registered_then_a_deposit_is_refused() {
         let mut m = Mailboxes::new(10);
         assert_eq!(
-            m.deposit(&n("bbo"), vec![entry("x")]),
+            m.deposit(&n("bbo"), vec![entry("x")]).answer(),
             Err(MailboxError::UnknownRecipient(n("bbo")))
         );
     }
@@ -368,8 +407,11 @@ mod tests {
         let mut m = Mailboxes::new(10);
         m.open(&n("bob"));
         let (a, b) = (entry("a"), entry("b"));
-        assert_eq!(m.deposit(&n("bob"), vec![a.clone(), b.clone()]), Ok(2));
-        assert_eq!(m.deposit(&n("bob"), vec![a.clone()]), Ok(0));
+        assert_eq!(
+            m.deposit(&n("bob"), vec![a.clone(), b.clone()]).answer(),
+            Ok(2)
+        );
+        assert_eq!(m.deposit(&n("bob"), vec![a.clone()]).answer(), Ok(0));
         assert_eq!(m.fetch(&n("bob"), 1), (vec![a.clone()], true));
         assert_eq!(m.pending(&n("bob")), 2);
     }
@@ -380,7 +422,7 @@ mod tests {
         m.open(&n("bob"));
         let held = vec![entry("1"), entry("2")];
         m.deposit(&n("bob"), held.clone()).unwrap();
-        let err = m.deposit(&n("bob"), vec![entry("3")]).unwrap_err();
+        let err = m.deposit(&n("bob"), vec![entry("3")]).answer().unwrap_err();
         assert!(matches!(
             err,
             MailboxError::Full {
@@ -390,10 +432,10 @@ mod tests {
             }
         ));
         assert_eq!(
-            m.ack(&n("bob"), &[], &[held[0].id, MessageId::now_v7()]),
+            m.ack(&n("bob"), &[], &[held[0].id, MessageId::now_v7()]).0,
             vec![held[0].key()]
         );
-        assert_eq!(m.deposit(&n("bob"), vec![entry("3")]), Ok(1));
+        assert_eq!(m.deposit(&n("bob"), vec![entry("3")]).answer(), Ok(1));
         assert_eq!(m.fetch(&n("bob"), 10).0.len(), 2);
     }
 
@@ -404,18 +446,22 @@ mod tests {
         let id = MessageId::now_v7();
         let squat = entry_from("mallory", id, "mine now");
         let real = entry_from("alice", id, "the real one");
-        assert_eq!(m.deposit(&n("bob"), vec![squat.clone()]), Ok(1));
+        assert_eq!(m.deposit(&n("bob"), vec![squat.clone()]).answer(), Ok(1));
         assert_eq!(
-            m.deposit(&n("bob"), vec![real.clone()]),
+            m.deposit(&n("bob"), vec![real.clone()]).answer(),
             Ok(1),
             "not a retry"
         );
-        assert_eq!(m.deposit(&n("bob"), vec![real.clone()]), Ok(0), "a retry");
+        assert_eq!(
+            m.deposit(&n("bob"), vec![real.clone()]).answer(),
+            Ok(0),
+            "a retry"
+        );
         assert_eq!(m.fetch(&n("bob"), 10).0, vec![squat.clone(), real.clone()]);
         // Acknowledging mallory's entry leaves alice's held.
-        assert_eq!(m.ack(&n("bob"), &[squat.key()], &[]), vec![squat.key()]);
+        assert_eq!(m.ack(&n("bob"), &[squat.key()], &[]).0, vec![squat.key()]);
         assert_eq!(m.fetch(&n("bob"), 10).0, vec![real.clone()]);
-        assert_eq!(m.ack(&n("bob"), &[real.key()], &[]), vec![real.key()]);
+        assert_eq!(m.ack(&n("bob"), &[real.key()], &[]).0, vec![real.key()]);
         assert_eq!(m.pending(&n("bob")), 0);
         assert_eq!(m.bytes, 0);
     }
@@ -450,11 +496,13 @@ mod tests {
      {
         let mut m = quotas();
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve", 100, None, 0)]),
+            m.deposit(&n("bob"), vec![sized("eve", 100, None, 0)])
+                .answer(),
             Ok(1)
         );
         let err = m
             .deposit(&n("carol"), vec![sized("eve", 1, None, 0)])
+            .answer()
             .unwrap_err();
         assert!(matches!(
             err,
@@ -465,13 +513,15 @@ mod tests {
             })
         ));
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("alice", 10, None, 0)]),
+            m.deposit(&n("carol"), vec![sized("alice", 10, None, 0)])
+                .answer(),
             Ok(1)
         );
         let first = m.fetch(&n("bob"), 1).0[0].key();
         m.ack(&n("bob"), &[first], &[]);
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("eve", 1, None, 0)]),
+            m.deposit(&n("carol"), vec![sized("eve", 1, None, 0)])
+                .answer(),
             Ok(1),
             "fetched mail frees the quota"
         );
@@ -481,11 +531,13 @@ mod tests {
     fn given_many_depositors_from_one_address_then_the_address_quota_holds_them_together() {
         let mut m = quotas();
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve1", 100, EVE_HOST, 0)]),
+            m.deposit(&n("bob"), vec![sized("eve1", 100, EVE_HOST, 0)])
+                .answer(),
             Ok(1)
         );
         let err = m
             .deposit(&n("bob"), vec![sized("eve2", 60, EVE_HOST, 0)])
+            .answer()
             .unwrap_err();
         assert!(matches!(
             err,
@@ -496,11 +548,13 @@ mod tests {
             })
         ));
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve2", 50, EVE_HOST, 0)]),
+            m.deposit(&n("bob"), vec![sized("eve2", 50, EVE_HOST, 0)])
+                .answer(),
             Ok(1)
         );
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("alice", 60, None, 0)]),
+            m.deposit(&n("bob"), vec![sized("alice", 60, None, 0)])
+                .answer(),
             Ok(1)
         );
     }
@@ -510,10 +564,12 @@ mod tests {
         let mut m = quotas();
         for who in ["a", "b"] {
             m.deposit(&n("bob"), vec![sized(who, 100, None, 0)])
+                .answer()
                 .unwrap();
         }
         let err = m
             .deposit(&n("bob"), vec![sized("c", 60, None, 0)])
+            .answer()
             .unwrap_err();
         assert!(
             err.to_string().contains("bob's mailbox holds 200 bytes"),
@@ -523,7 +579,11 @@ mod tests {
             err,
             MailboxError::Quota(QuotaError::RecipientMail { .. })
         ));
-        assert_eq!(m.deposit(&n("dave"), vec![sized("c", 60, None, 0)]), Ok(1));
+        assert_eq!(
+            m.deposit(&n("dave"), vec![sized("c", 60, None, 0)])
+                .answer(),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -539,14 +599,16 @@ mod tests {
         assert_eq!(m.expire(m.hold_cutoff(t + hold)), 1);
         assert_eq!(m.pending(&n("bob")), 1);
         assert_eq!(
-            m.deposit(&n("carol"), vec![sized("eve", 100, EVE_HOST, t + hold)]),
+            m.deposit(&n("carol"), vec![sized("eve", 100, EVE_HOST, t + hold)])
+                .answer(),
             Ok(1)
         );
         assert_eq!(m.expire(m.hold_cutoff(t + hold + 5)), 1);
         m.close(&n("carol"));
         assert_eq!(m.all().count(), 0);
         assert_eq!(
-            m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t + hold)]),
+            m.deposit(&n("bob"), vec![sized("eve", 100, EVE_HOST, t + hold)])
+                .answer(),
             Ok(1)
         );
     }

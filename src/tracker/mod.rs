@@ -10,19 +10,22 @@
 
 pub mod acl;
 pub mod auth;
+mod errors;
 pub mod identities;
 pub mod mailbox;
 pub mod quota;
 pub mod registry;
 pub mod routes;
 pub mod sqlite_store;
+mod state;
 pub mod store;
 
+pub use state::TrackerState;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,9 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
 use crate::identity::{AuthError, Nonce, ReplayGuard};
 use crate::proto::PeerName;
-use crate::storage::{GROUP_COMMIT_MAX, STORE_QUEUE, Storage};
-use identities::Identities;
-use mailbox::Mailboxes;
+use crate::storage::{self, Storage};
+use errors::SaveError;
 use registry::Registry;
 use store::{Change, MemoryStore, Store, StoreError};
 
@@ -75,25 +77,39 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-/// The tracker's state: who is online and where, channels, mailboxes, and which key each name belongs to.
-pub struct State {
-    pub registry: Registry,
-    pub mailboxes: Mailboxes,
-    pub identities: Identities,
-}
-
+/// A batch of changes for the store, and where to say whether it was saved.
 type Record = (Vec<Change>, oneshot::Sender<Result<(), String>>);
 
 /// The state the handlers share, and the queue to the thread that records its changes.
 pub struct Shared {
-    state: Mutex<State>,
+    state: Mutex<TrackerState>,
     log: mpsc::Sender<Record>,
     /// Nonces of signed requests seen within the window; apart from the state so a check does not wait for it.
     replay: Mutex<ReplayGuard>,
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    /// Shares `state`, and starts the store thread that records its changes in `store` ([`storage::group_commit`]:
+    /// everything queued at once in one transaction). The thread ends when the last handle to the queue is gone.
+    fn start(mut store: Box<dyn Store>, state: TrackerState) -> std::io::Result<Arc<Shared>> {
+        let (log, _thread) = storage::group_commit("tracker-store", move |batch: Vec<Record>| {
+            let changes: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+            let result = store.record(&changes).map_err(|e| {
+                tracing::error!("{e}");
+                e.to_string()
+            });
+            for (_, done) in batch {
+                let _ = done.send(result.clone());
+            }
+        })?;
+        Ok(Arc::new(Shared {
+            state: Mutex::new(state),
+            log,
+            replay: Mutex::default(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -111,26 +127,20 @@ impl Shared {
     }
 
     /// Reads the state.
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&TrackerState) -> R) -> R {
         f(&self.lock())
     }
 
     /// Makes a change and answers once it is durable. `f` decides under the lock and returns what to record; the
     /// record is queued before the lock is let go, so the store sees changes in the order they were made.
-    pub async fn change<R>(
+    pub async fn change<R, E: Into<ApiError>>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<(R, Vec<Change>), ApiError>,
+        f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, ApiError> {
         let (result, saved) = {
-            let permit = self.log.try_reserve().map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "tracker_busy",
-                    "the tracker is saving too much at once; try again in a moment",
-                )
-            })?;
+            let permit = self.log.try_reserve().map_err(|_| SaveError::Busy)?;
             let mut state = self.lock();
-            let (result, changes) = f(&mut state)?;
+            let (result, changes) = f(&mut state).map_err(Into::into)?;
             if changes.is_empty() {
                 return Ok(result);
             }
@@ -140,37 +150,8 @@ impl Shared {
         };
         match saved.await {
             Ok(Ok(())) => Ok(result),
-            Ok(Err(e)) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_failed",
-                format!("the change could not be saved: {e}"),
-            )),
-            Err(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopping",
-                "the tracker is stopping",
-            )),
-        }
-    }
-}
-
-/// The store thread: records queued changes, everything queued at once in one transaction (group commit).
-fn record_changes(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Record>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let changes: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-        let result = store.record(&changes).map_err(|e| {
-            tracing::error!("{e}");
-            e.to_string()
-        });
-        for (_, done) in batch {
-            let _ = done.send(result.clone());
+            Ok(Err(e)) => Err(SaveError::Failed(e).into()),
+            Err(_) => Err(SaveError::Stopping.into()),
         }
     }
 }
@@ -185,43 +166,20 @@ pub struct Tracker {
 impl Tracker {
     /// Binds (falling back to the wildcard address if `ip` is not on this host) and starts serving.
     pub async fn start(config: TrackerConfig) -> Result<Tracker, StartError> {
-        let (ttl, limit, storage, quotas) = (
-            config.peer_ttl,
-            config.mailbox_limit,
-            config.storage.clone(),
-            config.quotas.clone(),
-        );
+        let storage = config.storage.clone();
+        let loaded = config.clone();
         let (store, state) = tokio::task::spawn_blocking(move || {
             let mut store: Box<dyn Store> = match &storage {
                 Storage::Memory => Box::new(MemoryStore),
                 Storage::Dir(_) => Box::new(sqlite_store::SqliteStore::open(&storage)?),
             };
-            let (mut registry, mut mailboxes) = store.load(ttl, limit)?;
-            let mut identities = store.load_identities()?;
-            registry.set_quotas(quotas.clone());
-            mailboxes.set_quotas(quotas.clone());
-            identities.set_quotas(quotas);
-            Ok::<_, StoreError>((
-                store,
-                State {
-                    registry,
-                    mailboxes,
-                    identities,
-                },
-            ))
+            let state = TrackerState::load(store.as_mut(), &loaded)?;
+            Ok::<_, StoreError>((store, state))
         })
         .await
         .map_err(|e| StoreError(e.to_string()))??;
         let bound = bind_with_fallback(config.ip, config.port).await?;
-        let (log, records) = mpsc::channel(STORE_QUEUE);
-        std::thread::Builder::new()
-            .name("tracker-store".into())
-            .spawn(move || record_changes(store, records))?;
-        let shared = std::sync::Arc::new(Shared {
-            state: Mutex::new(state),
-            log,
-            replay: Mutex::default(),
-        });
+        let shared = Shared::start(store, state)?;
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(
             bound.listener,
@@ -236,6 +194,15 @@ impl Tracker {
             shutdown,
             tasks: vec![server, sweeper, watcher],
         })
+    }
+
+    /// An in-memory tracker's router, with no socket and no sweep: for tests that send it requests with
+    /// `app.oneshot(req)`. `config.storage` is not read (nothing is kept); its limits and quotas are. Requests carry no
+    /// client address, so the per-address quotas do not apply (as for the tracker's own host).
+    pub fn router_in_memory(config: TrackerConfig) -> Result<axum::Router, StartError> {
+        let mut store = MemoryStore;
+        let state = TrackerState::load(&mut store, &config)?;
+        Ok(routes::app(Shared::start(Box::new(store), state)?))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -283,54 +250,14 @@ async fn watch_store(log: mpsc::Sender<Record>, shutdown: CancellationToken) {
 /// Lapsed leases removed per hold of the registry: when many lapse at once (a whole lab going home), requests
 /// wait for one batch at a time instead of the whole sweep (100,000 in one go held it ~300 ms, docs/BENCHMARKS.md).
 pub const SWEEP_BATCH: usize = 1_000;
-/// Never-used names unbound per sweep: each one is looked for on every channel's lists, so a few at a time.
-const NAMES_EXPIRED_PER_SWEEP: usize = 100;
 /// Between two batches of a sweep.
 const SWEEP_PAUSE: Duration = Duration::from_millis(1);
 /// Names of swept peers written out in the log line; the rest are counted.
 const SWEEP_NAMES_LOGGED: usize = 10;
 
-/// Drops held mail past its time, unbinds names never used past theirs, and forgets channels empty past theirs
-/// (at most [`SWEEP_BATCH`] names and channels a turn), recording each.
-fn expire_unused(st: &mut State, now: u64) -> Vec<Change> {
-    let mut changes = Vec::new();
-    let cutoff = st.mailboxes.hold_cutoff(now);
-    let dropped = st.mailboxes.expire(cutoff);
-    if dropped > 0 {
-        tracing::info!(count = dropped, "held mail expired unfetched");
-        changes.push(Change::MailExpired { cutoff_ms: cutoff });
-    }
-    let registry = &st.registry;
-    let names = st
-        .identities
-        .expire_unused(now, NAMES_EXPIRED_PER_SWEEP, |n| {
-            registry.live_addr(n, now).is_some()
-        });
-    if !names.is_empty() {
-        tracing::info!(count = names.len(), "names never used were unbound");
-        for n in &names {
-            st.registry.forget_name(n);
-            st.mailboxes.close(n);
-        }
-        changes.push(Change::NamesExpired { names });
-    }
-    let (emptied, gone) = st.registry.forget_empty_channels(now, SWEEP_BATCH);
-    if !emptied.is_empty() {
-        changes.push(Change::Emptied {
-            channels: emptied,
-            at_ms: now,
-        });
-    }
-    if !gone.is_empty() {
-        tracing::info!(count = gone.len(), "empty channels forgotten");
-        changes.push(Change::Forgotten { channels: gone });
-    }
-    changes
-}
-
 /// Removes expired leases for good, a few times per TTL, so memory follows the live population; then expires what
-/// the quotas say is unused ([`expire_unused`]).
-async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
+/// the quotas say is unused ([`TrackerState::expire_unused`]).
+async fn sweep(shared: Arc<Shared>, ttl: Duration, shutdown: CancellationToken) {
     let every = (ttl / 4).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -342,15 +269,7 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
         loop {
             let swept = shared
                 .change(|s| {
-                    let names = s.registry.expire_some(crate::proto::now_ms(), SWEEP_BATCH);
-                    let changes = if names.is_empty() {
-                        vec![]
-                    } else {
-                        vec![Change::Expired {
-                            names: names.clone(),
-                        }]
-                    };
-                    Ok((names, changes))
+                    Ok::<_, ApiError>(s.registry.expire_some(crate::proto::now_ms(), SWEEP_BATCH))
                 })
                 .await;
             let names = match swept {
@@ -387,10 +306,42 @@ async fn sweep(shared: std::sync::Arc<Shared>, ttl: Duration, shutdown: Cancella
             tokio::time::sleep(SWEEP_PAUSE).await;
         }
         let expired = shared
-            .change(|s| Ok(((), expire_unused(s, crate::proto::now_ms()))))
+            .change(|s| {
+                let changes = s.expire_unused(crate::proto::now_ms(), SWEEP_BATCH);
+                Ok::<_, ApiError>(((), changes))
+            })
             .await;
         if let Err(e) = expired {
             tracing::error!("the sweep could not save what expired: {}", e.message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(app: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(uri).body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_router_answers_without_a_socket() {
+        let app = Tracker::router_in_memory(TrackerConfig::default()).unwrap();
+        let (status, health) = get(&app, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(health["peers"], 0);
+        let (status, body) = get(&app, "/identity?name=nobody").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "unknown_identity");
     }
 }

@@ -82,7 +82,7 @@ impl Default for Quotas {
 /// per-address quotas).
 pub type Origin = Option<IpAddr>;
 
-/// A quota a request would pass. Each variant is answered 429 with its own code (see `routes.rs`).
+/// A quota a request would pass. Each variant is answered 429 with its own code (see `errors.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
     #[error(
@@ -113,18 +113,6 @@ pub enum QuotaError {
         held: usize,
         limit: usize,
     },
-}
-
-impl QuotaError {
-    /// The stable error code naming the quota.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QuotaError::Channels { .. } => "channel_quota",
-            QuotaError::Names { .. } => "name_quota",
-            QuotaError::Mail { .. } => "mail_quota",
-            QuotaError::RecipientMail { .. } => "recipient_quota",
-        }
-    }
 }
 
 /// Milliseconds of a duration, as the pure cores count time.

@@ -1,6 +1,9 @@
 //! The tracker's state as a pure value: leases, channels and their members. No I/O and no clock of its own
 //! (every call takes `now` in Unix ms), so every rule is unit-tested here without a network.
 //!
+//! Each mutation returns its answer and what it changed ([`Change`]s, in order): the caller queues those for the
+//! store before answering, so a new kind of change is written here and in the store's mapping only.
+//!
 //! A lease that has not been renewed for `ttl` is *expired*: it is left out of every answer at once, and
 //! [`Registry::expire`] later removes it for good.
 //!
@@ -13,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::acl::{Acl, AclError, AclList, KeyHash};
 use super::quota::{self, Origin, QuotaError, Quotas};
+use super::store::Change;
 use crate::proto::{
     ChannelInfo, ChannelMember, ChannelMode, ChannelName, ChannelSummary, GivenRole, MAX_AWAY_LEN,
     PeerInfo, PeerName, PeerStatus,
@@ -110,6 +114,49 @@ pub struct Removed {
     pub was_member: bool,
     /// The peer had been invited (or admitted by key) and is not any more.
     pub was_invited: bool,
+}
+
+impl Removed {
+    /// What a removal of `peer` from `channel` changed, to record.
+    fn changes(&self, channel: &ChannelName, peer: &PeerName) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.was_member {
+            changes.push(Change::Left {
+                name: peer.clone(),
+                channel: channel.clone(),
+            });
+        }
+        if self.was_invited {
+            changes.push(listed(channel, AclList::Invited, peer, false));
+        }
+        changes
+    }
+}
+
+/// `peer` was put on (`on`) or taken off one of `channel`'s lists.
+fn listed(channel: &ChannelName, list: AclList, peer: &PeerName, on: bool) -> Change {
+    Change::Listed {
+        channel: channel.clone(),
+        list,
+        peer: peer.clone(),
+        on,
+    }
+}
+
+/// `changed`, and the [`listed`] change to record if it did.
+fn listed_if(
+    changed: bool,
+    channel: &ChannelName,
+    list: AclList,
+    peer: &PeerName,
+    on: bool,
+) -> (bool, Vec<Change>) {
+    let changes = if changed {
+        vec![listed(channel, list, peer, on)]
+    } else {
+        vec![]
+    };
+    (changed, changes)
 }
 
 /// The result of a registration.
@@ -288,6 +335,24 @@ impl Registry {
         ip: IpAddr,
         port: u16,
         now: u64,
+    ) -> Result<(Registered, Vec<Change>), RegistryError> {
+        let registered = self.renew_or_lease(name, ip, port, now)?;
+        let change = Change::Registered {
+            name: name.clone(),
+            ip,
+            port,
+            at_ms: now,
+            created: registered.created,
+        };
+        Ok((registered, vec![change]))
+    }
+
+    fn renew_or_lease(
+        &mut self,
+        name: &PeerName,
+        ip: IpAddr,
+        port: u16,
+        now: u64,
     ) -> Result<Registered, RegistryError> {
         if let Some(lease) = self.peers.get(name) {
             let live = self.is_live(lease, now);
@@ -446,7 +511,7 @@ impl Registry {
         channel: &ChannelName,
         key: Option<&str>,
         now: u64,
-    ) -> Result<Joined, RegistryError> {
+    ) -> Result<(Joined, Vec<Change>), RegistryError> {
         self.join_from(name, channel, key, None, now)
     }
 
@@ -459,7 +524,7 @@ impl Registry {
         key: Option<&str>,
         origin: Origin,
         now: u64,
-    ) -> Result<Joined, RegistryError> {
+    ) -> Result<(Joined, Vec<Change>), RegistryError> {
         let lease = self
             .live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
@@ -503,11 +568,27 @@ impl Registry {
             .expect("live")
             .channels
             .insert(channel.clone());
-        Ok(Joined {
+        let mut changes = vec![Change::Joined {
+            name: name.clone(),
+            channel: channel.clone(),
+            at_ms: now,
+        }];
+        if created {
+            changes.push(Change::Owned {
+                channel: channel.clone(),
+                owner: name.clone(),
+                origin,
+            });
+        }
+        if admitted {
+            changes.push(listed(channel, AclList::Invited, name, true));
+        }
+        let joined = Joined {
             members: self.live_count(channel, now),
             created,
             admitted,
-        })
+        };
+        Ok((joined, changes))
     }
 
     /// Takes a peer out of a channel. The channel itself stays known.
@@ -516,7 +597,7 @@ impl Registry {
         name: &PeerName,
         channel: &ChannelName,
         now: u64,
-    ) -> Result<usize, RegistryError> {
+    ) -> Result<(usize, Vec<Change>), RegistryError> {
         self.live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
         let ch = self
@@ -534,15 +615,23 @@ impl Registry {
             .expect("live")
             .channels
             .remove(channel);
-        Ok(self.live_count(channel, now))
+        let left = Change::Left {
+            name: name.clone(),
+            channel: channel.clone(),
+        };
+        Ok((self.live_count(channel, now), vec![left]))
     }
 
     /// Removes a live peer at once (it said goodbye).
-    pub fn unregister(&mut self, name: &PeerName, now: u64) -> Result<(), RegistryError> {
+    pub fn unregister(
+        &mut self,
+        name: &PeerName,
+        now: u64,
+    ) -> Result<((), Vec<Change>), RegistryError> {
         self.live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
         self.remove(name);
-        Ok(())
+        Ok(((), vec![Change::Unregistered { name: name.clone() }]))
     }
 
     fn remove(&mut self, name: &PeerName) {
@@ -703,8 +792,8 @@ impl Registry {
     }
 
     /// The owner sets how the channel admits. Closing a channel admits its members of the moment for good (they
-    /// are put on the invited list), so one whose lease lapses can still join again. Returns the key hash to
-    /// record (never the key) and the names newly invited.
+    /// are put on the invited list), so one whose lease lapses can still join again. Returns the names newly
+    /// invited (the change records the key's salted hash, never the key).
     pub fn set_mode(
         &mut self,
         actor: &PeerName,
@@ -712,7 +801,7 @@ impl Registry {
         mode: ChannelMode,
         key: Option<&str>,
         now: u64,
-    ) -> Result<(Option<KeyHash>, Vec<PeerName>), RegistryError> {
+    ) -> Result<(Vec<PeerName>, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.set_mode(mode, key)?;
         let mut admitted = Vec::new();
@@ -728,7 +817,17 @@ impl Registry {
                 }
             }
         }
-        Ok((ch.acl.key.clone(), admitted))
+        let mut changes = vec![Change::ModeSet {
+            channel: channel.clone(),
+            mode,
+            key: ch.acl.key.clone(),
+        }];
+        changes.extend(
+            admitted
+                .iter()
+                .map(|p| listed(channel, AclList::Invited, p, true)),
+        );
+        Ok((admitted, changes))
     }
 
     /// The owner invites a name (it may join an invite or key channel without the key). Returns whether it is new.
@@ -738,12 +837,13 @@ impl Registry {
         channel: &ChannelName,
         peer: &PeerName,
         now: u64,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<(bool, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.check_not_banned(peer, channel.as_str())?;
-        Ok(ch
+        let new = ch
             .acl
-            .set_listed(AclList::Invited, peer, true, channel.as_str())?)
+            .set_listed(AclList::Invited, peer, true, channel.as_str())?;
+        Ok(listed_if(new, channel, AclList::Invited, peer, true))
     }
 
     fn drop_member(&mut self, peer: &PeerName, channel: &ChannelName) -> Removed {
@@ -768,7 +868,7 @@ impl Registry {
         channel: &ChannelName,
         peer: &PeerName,
         now: u64,
-    ) -> Result<Removed, RegistryError> {
+    ) -> Result<(Removed, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.check_not_owner_target(peer, channel.as_str())?;
         if !ch.members.contains(peer) && !ch.acl.invited.contains(peer) {
@@ -777,7 +877,9 @@ impl Registry {
                 channel: channel.clone(),
             });
         }
-        Ok(self.drop_member(peer, channel))
+        let removed = self.drop_member(peer, channel);
+        let changes = removed.changes(channel, peer);
+        Ok((removed, changes))
     }
 
     /// The owner bans a name: it is removed at once and refused everywhere in the channel until unbanned.
@@ -788,16 +890,19 @@ impl Registry {
         channel: &ChannelName,
         peer: &PeerName,
         now: u64,
-    ) -> Result<Option<Removed>, RegistryError> {
+    ) -> Result<(Option<Removed>, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.check_not_owner_target(peer, channel.as_str())?;
         if !ch
             .acl
             .set_listed(AclList::Banned, peer, true, channel.as_str())?
         {
-            return Ok(None);
+            return Ok((None, vec![]));
         }
-        Ok(Some(self.drop_member(peer, channel)))
+        let removed = self.drop_member(peer, channel);
+        let mut changes = vec![listed(channel, AclList::Banned, peer, true)];
+        changes.extend(removed.changes(channel, peer));
+        Ok((Some(removed), changes))
     }
 
     /// The owner lifts a ban. Returns whether the name was banned.
@@ -807,11 +912,12 @@ impl Registry {
         channel: &ChannelName,
         peer: &PeerName,
         now: u64,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<(bool, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
-        Ok(ch
+        let was = ch
             .acl
-            .set_listed(AclList::Banned, peer, false, channel.as_str())?)
+            .set_listed(AclList::Banned, peer, false, channel.as_str())?;
+        Ok(listed_if(was, channel, AclList::Banned, peer, false))
     }
 
     /// The owner makes a member a visitor (read-only) or a member again. Returns whether it changed.
@@ -822,7 +928,7 @@ impl Registry {
         peer: &PeerName,
         role: GivenRole,
         now: u64,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<(bool, Vec<Change>), RegistryError> {
         let ch = self.owned(actor, channel, now)?;
         ch.acl.check_not_owner_target(peer, channel.as_str())?;
         if !ch.members.contains(peer) {
@@ -831,12 +937,11 @@ impl Registry {
                 channel: channel.clone(),
             });
         }
-        Ok(ch.acl.set_listed(
-            AclList::Visitor,
-            peer,
-            role == GivenRole::Visitor,
-            channel.as_str(),
-        )?)
+        let visitor = role == GivenRole::Visitor;
+        let changed = ch
+            .acl
+            .set_listed(AclList::Visitor, peer, visitor, channel.as_str())?;
+        Ok(listed_if(changed, channel, AclList::Visitor, peer, visitor))
     }
 
     /// A live peer says how others should see it. Returns what to record (`None`: plain online).
@@ -846,7 +951,7 @@ impl Registry {
         status: PeerStatus,
         message: Option<String>,
         now: u64,
-    ) -> Result<Option<Presence>, RegistryError> {
+    ) -> Result<(Option<Presence>, Vec<Change>), RegistryError> {
         self.live(name, now)
             .ok_or_else(|| RegistryError::UnknownPeer(name.clone()))?;
         let message = message.filter(|m| !m.trim().is_empty());
@@ -882,7 +987,11 @@ impl Registry {
             Some(p) => self.presence.insert(name.clone(), p.clone()),
             None => self.presence.remove(name),
         };
-        Ok(presence)
+        let change = Change::PresenceSet {
+            name: name.clone(),
+            presence: presence.clone(),
+        };
+        Ok((presence, vec![change]))
     }
 
     /// Counts for `/health`: live peers, channels.
@@ -963,12 +1072,12 @@ impl Registry {
 
     /// Removes expired leases for good and returns their names.
     pub fn expire(&mut self, now: u64) -> Vec<PeerName> {
-        self.expire_some(now, usize::MAX)
+        self.expire_some(now, usize::MAX).0
     }
 
     /// Removes at most `max` expired leases for good and returns their names. The sweep calls it until it returns
     /// fewer than `max`, letting go of the registry in between, so a mass expiry never stalls requests for long.
-    pub fn expire_some(&mut self, now: u64, max: usize) -> Vec<PeerName> {
+    pub fn expire_some(&mut self, now: u64, max: usize) -> (Vec<PeerName>, Vec<Change>) {
         let dead: Vec<PeerName> = self
             .peers
             .iter()
@@ -979,13 +1088,31 @@ impl Registry {
         for n in &dead {
             self.remove(n);
         }
-        dead
+        let changes = if dead.is_empty() {
+            vec![]
+        } else {
+            vec![Change::Expired {
+                names: dead.clone(),
+            }]
+        };
+        (dead, changes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mutation's answer without what it changed (what a change records is the store's tests' business).
+    trait Answer<T, E> {
+        fn answer(self) -> Result<T, E>;
+    }
+
+    impl<T, E> Answer<T, E> for Result<(T, Vec<Change>), E> {
+        fn answer(self) -> Result<T, E> {
+            self.map(|(a, _)| a)
+        }
+    }
     use crate::proto::PeerStatus;
     use std::time::Duration;
 
@@ -1004,8 +1131,13 @@ mod tests {
     #[test]
     fn given_a_live_name_when_another_address_registers_it_then_it_is_refused() {
         let mut r = reg();
-        assert!(r.register(&n("alice"), LO, 8000, 0).unwrap().created);
-        let err = r.register(&n("alice"), LO, 8001, 10).unwrap_err();
+        assert!(
+            r.register(&n("alice"), LO, 8000, 0)
+                .answer()
+                .unwrap()
+                .created
+        );
+        let err = r.register(&n("alice"), LO, 8001, 10).answer().unwrap_err();
         assert!(matches!(err, RegistryError::NameTaken { .. }));
     }
 
@@ -1014,7 +1146,7 @@ mod tests {
         let mut r = reg();
         r.register(&n("alice"), LO, 8000, 0).unwrap();
         r.join(&n("alice"), &c("general"), None, 0).unwrap();
-        let again = r.register(&n("alice"), LO, 8000, TTL - 1).unwrap();
+        let again = r.register(&n("alice"), LO, 8000, TTL - 1).answer().unwrap();
         assert_eq!(
             again,
             Registered {
@@ -1048,7 +1180,7 @@ mod tests {
             }]
         );
         assert_eq!(r.online(now).len(), 1);
-        let taken = r.register(&n("alice"), LO, 9999, now).unwrap();
+        let taken = r.register(&n("alice"), LO, 9999, now).answer().unwrap();
         assert_eq!(
             taken,
             Registered {
@@ -1096,9 +1228,9 @@ mod tests {
         r.register(&n("b"), LO, 2, 0).unwrap();
         r.join(&n("a"), &c("x"), None, 0).unwrap();
         r.join(&n("b"), &c("x"), None, 0).unwrap();
-        assert_eq!(r.leave(&n("a"), &c("x"), 1).unwrap(), 1);
+        assert_eq!(r.leave(&n("a"), &c("x"), 1).answer().unwrap(), 1);
         assert!(matches!(
-            r.leave(&n("a"), &c("x"), 1),
+            r.leave(&n("a"), &c("x"), 1).answer(),
             Err(RegistryError::NotMember { .. })
         ));
         r.unregister(&n("b"), 2).unwrap();
@@ -1127,7 +1259,7 @@ mod tests {
         }
         r.register(&n("fresh"), LO, 9, TTL).unwrap();
         r.join(&n("fresh"), &c("x"), None, TTL).unwrap();
-        let sizes: Vec<usize> = (0..4).map(|_| r.expire_some(TTL, 2).len()).collect();
+        let sizes: Vec<usize> = (0..4).map(|_| r.expire_some(TTL, 2).0.len()).collect();
         assert_eq!(sizes, vec![2, 2, 1, 0]);
         assert_eq!(r.held(), 1);
         assert_eq!(r.members(&c("x"), None, TTL).unwrap().len(), 1);
@@ -1137,7 +1269,7 @@ mod tests {
     fn joining_needs_a_live_peer() {
         let mut r = reg();
         assert!(matches!(
-            r.join(&n("ghost"), &c("x"), None, 0),
+            r.join(&n("ghost"), &c("x"), None, 0).answer(),
             Err(RegistryError::UnknownPeer(_))
         ));
         assert!(
@@ -1151,7 +1283,7 @@ mod tests {
         for (i, p) in ["alice", "bob", "carol"].iter().enumerate() {
             r.register(&n(p), LO, 8000 + i as u16, 0).unwrap();
         }
-        let j = r.join(&n("alice"), &c("x"), None, 0).unwrap();
+        let j = r.join(&n("alice"), &c("x"), None, 0).answer().unwrap();
         assert!(j.created, "the first join creates, and alice owns");
         r.set_mode(&n("alice"), &c("x"), mode, key, 0).unwrap();
         r
@@ -1161,10 +1293,22 @@ mod tests {
     fn given_members_when_the_owner_closes_the_channel_then_they_are_admitted_for_good() {
         let mut r = three_in(ChannelMode::Open, None);
         r.join(&n("bob"), &c("x"), None, 1).unwrap();
-        let (_, admitted) = r
+        let (admitted, changes) = r
             .set_mode(&n("alice"), &c("x"), ChannelMode::Invite, None, 1)
             .unwrap();
         assert_eq!(admitted, vec![n("bob")]);
+        assert_eq!(
+            changes,
+            vec![
+                Change::ModeSet {
+                    channel: c("x"),
+                    mode: ChannelMode::Invite,
+                    key: None
+                },
+                listed(&c("x"), AclList::Invited, &n("bob"), true)
+            ],
+            "what the store records: the mode, then each name admitted"
+        );
         r.leave(&n("bob"), &c("x"), 2).unwrap();
         assert!(r.join(&n("bob"), &c("x"), None, 2).is_ok());
         assert!(r.join(&n("carol"), &c("x"), None, 2).is_err());
@@ -1174,15 +1318,24 @@ mod tests {
     fn given_an_invite_channel_when_a_stranger_joins_then_it_is_refused_until_invited() {
         let mut r = three_in(ChannelMode::Invite, None);
         assert!(matches!(
-            r.join(&n("bob"), &c("x"), None, 1),
+            r.join(&n("bob"), &c("x"), None, 1).answer(),
             Err(RegistryError::Acl(AclError::InviteOnly(_)))
         ));
         assert!(matches!(
-            r.invite(&n("bob"), &c("x"), &n("bob"), 1),
+            r.invite(&n("bob"), &c("x"), &n("bob"), 1).answer(),
             Err(RegistryError::Acl(AclError::NotOwner { .. }))
         ));
-        assert!(r.invite(&n("alice"), &c("x"), &n("bob"), 1).unwrap());
-        assert!(!r.join(&n("bob"), &c("x"), None, 1).unwrap().created);
+        assert!(
+            r.invite(&n("alice"), &c("x"), &n("bob"), 1)
+                .answer()
+                .unwrap()
+        );
+        assert!(
+            !r.join(&n("bob"), &c("x"), None, 1)
+                .answer()
+                .unwrap()
+                .created
+        );
         assert!(matches!(
             r.members(&c("x"), Some(&n("carol")), 1),
             Err(RegistryError::Acl(AclError::MembersOnly(_)))
@@ -1195,7 +1348,12 @@ mod tests {
     fn given_a_key_channel_then_the_key_admits_for_good() {
         let mut r = three_in(ChannelMode::Key, Some("pw"));
         assert!(r.join(&n("bob"), &c("x"), Some("no"), 1).is_err());
-        assert!(r.join(&n("bob"), &c("x"), Some("pw"), 1).unwrap().admitted);
+        assert!(
+            r.join(&n("bob"), &c("x"), Some("pw"), 1)
+                .answer()
+                .unwrap()
+                .admitted
+        );
         r.leave(&n("bob"), &c("x"), 2).unwrap();
         assert!(
             r.join(&n("bob"), &c("x"), None, 3).is_ok(),
@@ -1218,6 +1376,7 @@ mod tests {
         assert_eq!(to[0].role, Some(crate::proto::Role::Visitor));
         assert!(
             r.set_role(&n("alice"), &c("x"), &n("alice"), GivenRole::Visitor, 1)
+                .answer()
                 .is_err()
         );
     }
@@ -1226,14 +1385,29 @@ mod tests {
     fn given_a_ban_then_the_peer_is_out_at_once_and_cannot_come_back_until_unbanned() {
         let mut r = three_in(ChannelMode::Open, None);
         r.join(&n("bob"), &c("x"), None, 1).unwrap();
-        let removed = r.ban(&n("alice"), &c("x"), &n("bob"), 1).unwrap().unwrap();
-        assert!(removed.was_member);
+        let (removed, changes) = r.ban(&n("alice"), &c("x"), &n("bob"), 1).unwrap();
+        assert!(removed.unwrap().was_member);
+        assert_eq!(
+            changes,
+            vec![
+                listed(&c("x"), AclList::Banned, &n("bob"), true),
+                Change::Left {
+                    name: n("bob"),
+                    channel: c("x")
+                }
+            ],
+            "what the store records: on the banned list, out of the channel"
+        );
         assert!(r.channels_of(&n("bob")).is_empty());
         assert!(matches!(
-            r.join(&n("bob"), &c("x"), None, 1),
+            r.join(&n("bob"), &c("x"), None, 1).answer(),
             Err(RegistryError::Acl(AclError::Banned { .. }))
         ));
-        assert!(r.unban(&n("alice"), &c("x"), &n("bob"), 1).unwrap());
+        assert!(
+            r.unban(&n("alice"), &c("x"), &n("bob"), 1)
+                .answer()
+                .unwrap()
+        );
         assert!(r.join(&n("bob"), &c("x"), None, 1).is_ok());
         r.remove_member(&n("alice"), &c("x"), &n("bob"), 2).unwrap();
         assert!(r.channels_of(&n("bob")).is_empty());
@@ -1264,7 +1438,7 @@ mod tests {
         assert!(r.lookup(&n("bob"), 1).is_ok());
         let info = r.channel_info(&c("x"), None, 1).unwrap();
         assert_eq!(info.members[1].status, PeerStatus::Offline);
-        let renewed = r.register(&n("bob"), LO, 8001, 2).unwrap();
+        let renewed = r.register(&n("bob"), LO, 8001, 2).answer().unwrap();
         assert!(!renewed.created);
         assert!(
             r.online(2).iter().all(|p| p.name != n("bob")),
@@ -1272,6 +1446,7 @@ mod tests {
         );
         assert!(
             r.set_presence(&n("carol"), PeerStatus::Away, Some("x".repeat(201)), 2)
+                .answer()
                 .is_err()
         );
     }
@@ -1299,6 +1474,7 @@ mod tests {
         r.join_from(&n("eve"), &c("e2"), None, EVE_HOST, 0).unwrap();
         let err = r
             .join_from(&n("eve"), &c("e3"), None, EVE_HOST, 0)
+            .answer()
             .unwrap_err();
         assert!(
             matches!(
@@ -1343,7 +1519,7 @@ mod tests {
         r.register(&n("a"), LO, 1, 0).unwrap();
         r.join(&n("a"), &c("general"), None, 0).unwrap();
         for like in ["General", "GENERAL", "genera1"] {
-            let err = r.join(&n("a"), &c(like), None, 0).unwrap_err();
+            let err = r.join(&n("a"), &c(like), None, 0).answer().unwrap_err();
             assert_eq!(
                 err,
                 RegistryError::Confusable {
@@ -1410,6 +1586,7 @@ mod tests {
         r.register(&n("bob"), LO, 2, 10 + ruled).unwrap();
         assert!(
             r.join(&n("bob"), &c("plain"), None, 10 + ruled)
+                .answer()
                 .unwrap()
                 .created,
             "the name is free again"

@@ -1,5 +1,5 @@
-//! The tracker's HTTP API: thin handlers that parse, call the [`Registry`](super::registry::Registry), record the
-//! change and answer. Every endpoint and error is listed in `docs/PROTOCOL.md`.
+//! The tracker's HTTP API: thin handlers that parse, call the state ([`TrackerState`](super::TrackerState) or
+//! one of its parts), queue for the store what the call says it changed, and answer. Every endpoint and error is listed in `docs/PROTOCOL.md`.
 //!
 //! Registration proves possession of the key the name is bound to; every other request that acts as a peer is
 //! a [`Signed`] body (the `Hchat-Auth` header), so no peer can act under another's name.
@@ -7,33 +7,23 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::Shared;
-use super::acl::{AclError, AclList};
 use super::auth::{Caller, Signed};
-use super::identities::BindError;
-use super::mailbox::{MailEntry, MailboxError};
-use super::quota::{Origin, QuotaError};
-use super::registry::{Registry, RegistryError, Removed};
+use super::mailbox::MailEntry;
+use super::quota::Origin;
+use super::registry::{Registry, RegistryError};
+use super::state::Registration;
 use super::store::Change;
 use crate::http::{
     ApiError, ApiJson, ApiQuery, ClientOrigin, fallback_not_found, method_not_allowed,
 };
 use crate::identity::{AuthError, verify_message, verify_registration};
 use crate::proto::*;
-
-impl From<QuotaError> for ApiError {
-    fn from(e: QuotaError) -> Self {
-        ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            e.code(),
-            e.to_string(),
-        )
-    }
-}
 
 /// Where a request came from, for the per-address quotas: `None` for the tracker's own host (see `quota.rs`) and
 /// for a request that did not come through the server (in-process tests).
@@ -53,85 +43,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FromAddr {
                 .filter(|o| !o.this_host)
                 .map(|o| o.addr.ip().to_canonical()),
         ))
-    }
-}
-
-impl From<BindError> for ApiError {
-    fn from(e: BindError) -> Self {
-        let msg = e.to_string();
-        match e {
-            BindError::Quota(q) => q.into(),
-            BindError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
-            BindError::NameTaken(_) => ApiError::conflict("name_taken", msg),
-            BindError::Full => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
-    }
-}
-
-impl From<MailboxError> for ApiError {
-    fn from(e: MailboxError) -> Self {
-        let msg = e.to_string();
-        match e {
-            MailboxError::Quota(q) => q.into(),
-            MailboxError::UnknownRecipient(_) => ApiError::not_found("unknown_recipient", msg),
-            MailboxError::Full { .. } => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "mailbox_full",
-                msg,
-            ),
-            MailboxError::TrackerFull => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        let msg = e.to_string();
-        match e {
-            RegistryError::Quota(q) => q.into(),
-            RegistryError::Confusable { .. } => ApiError::conflict("name_confusable", msg),
-            RegistryError::NameTaken { .. } => ApiError::conflict("name_taken", msg),
-            RegistryError::UnknownPeer(_) => ApiError::not_found("unknown_peer", msg),
-            RegistryError::UnknownChannel(_) => ApiError::not_found("unknown_channel", msg),
-            RegistryError::NotMember { .. } => ApiError::forbidden("not_member", msg),
-            RegistryError::Full(_) => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-            RegistryError::InvalidPresence(_) => ApiError::unprocessable("invalid_field", msg),
-            RegistryError::Acl(e) => e.into(),
-        }
-    }
-}
-
-impl From<AclError> for ApiError {
-    fn from(e: AclError) -> Self {
-        let msg = e.to_string();
-        match e {
-            AclError::NotOwner { .. } => ApiError::forbidden("not_owner", msg),
-            AclError::Banned { .. } => ApiError::forbidden("banned", msg),
-            AclError::InviteOnly(_) => ApiError::forbidden("invite_only", msg),
-            AclError::KeyRequired(_) | AclError::BadKey(_) => ApiError::forbidden("bad_key", msg),
-            AclError::ReadOnly { .. } => ApiError::forbidden("read_only", msg),
-            AclError::MembersOnly(_) => ApiError::forbidden("members_only", msg),
-            AclError::InvalidKey(_) | AclError::IsOwner(_) => {
-                ApiError::unprocessable("invalid_field", msg)
-            }
-            AclError::TooMany(_) => ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                "tracker_full",
-                msg,
-            ),
-        }
     }
 }
 
@@ -171,58 +82,33 @@ async fn peer_register(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     if req.port == 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             "port: 0 is not a port a peer can be reached on",
         ));
     }
     if req.ip.is_unspecified() || req.ip.is_multicast() {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("ip: {} is not an address a peer can be reached on", req.ip),
         ));
     }
     let now = now_ms();
     let (key, nonce, _) = verify_registration(&req, now)?;
     s.admit(&req.name, nonce, now)?;
-    let (reg, ttl, mailbox) = s
-        .change(|st| {
-            let unbound = st.identities.check(&req.name, key, origin, now)?;
-            let ttl = st.registry.ttl().as_secs().max(1);
-            let reg = st.registry.register(&req.name, req.ip, req.port, now)?;
-            st.mailboxes.open(&req.name);
-            let mut changes = Vec::with_capacity(2);
-            if unbound {
-                st.identities.bind(req.name.clone(), key, origin, now);
-                tracing::info!(peer = %req.name, %key, "name bound to its key");
-                changes.push(Change::Bound {
-                    name: req.name.clone(),
-                    key,
-                    at_ms: now,
-                    origin,
-                });
-            } else if st.identities.seen(&req.name, now) {
-                changes.push(Change::NameUsed {
-                    name: req.name.clone(),
-                });
-            }
-            changes.push(Change::Registered {
-                name: req.name.clone(),
-                ip: req.ip,
-                port: req.port,
-                at_ms: now,
-                created: reg.created,
-            });
-            let mailbox = st.mailboxes.pending(&req.name);
-            Ok(((reg, ttl, mailbox), changes))
-        })
+    let Registration {
+        registered: reg,
+        ttl_secs,
+        mailbox,
+    } = s
+        .change(|st| st.register(&req.name, (req.ip, req.port), key, origin, now))
         .await?;
     if reg.created {
         tracing::info!(peer = %req.name, addr = %std::net::SocketAddr::from((req.ip, req.port)), "peer registered");
     }
     Ok(Json(RegisterResponse {
         ok: true,
-        ttl_secs: ttl,
+        ttl_secs,
         created: reg.created,
         channels: reg.channels,
         mailbox,
@@ -233,16 +119,8 @@ async fn peer_unregister(
     State(s): State<Arc<Shared>>,
     Signed { body: req, .. }: Signed<PeerRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.change(|st| {
-        st.registry.unregister(&req.name, now_ms())?;
-        Ok((
-            (),
-            vec![Change::Unregistered {
-                name: req.name.clone(),
-            }],
-        ))
-    })
-    .await?;
+    s.change(|st| st.registry.unregister(&req.name, now_ms()))
+        .await?;
     tracing::info!(peer = %req.name, "peer unregistered");
     Ok(Json(serde_json::json!({ "ok": true })))
 }
@@ -252,28 +130,15 @@ async fn channel_join(
     FromAddr(origin): FromAddr,
     Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
-    let now = now_ms();
     let joined = s
         .change(|st| {
-            let joined =
-                st.registry
-                    .join_from(&req.name, &req.channel, req.key.as_deref(), origin, now)?;
-            let mut changes = vec![Change::Joined {
-                name: req.name.clone(),
-                channel: req.channel.clone(),
-                at_ms: now,
-            }];
-            if joined.created {
-                changes.push(Change::Owned {
-                    channel: req.channel.clone(),
-                    owner: req.name.clone(),
-                    origin,
-                });
-            }
-            if joined.admitted {
-                changes.push(listed(&req.channel, AclList::Invited, &req.name, true));
-            }
-            Ok((joined, changes))
+            st.registry.join_from(
+                &req.name,
+                &req.channel,
+                req.key.as_deref(),
+                origin,
+                now_ms(),
+            )
         })
         .await?;
     if joined.created {
@@ -286,28 +151,12 @@ async fn channel_join(
     }))
 }
 
-fn listed(channel: &ChannelName, list: AclList, peer: &PeerName, on: bool) -> Change {
-    Change::Listed {
-        channel: channel.clone(),
-        list,
-        peer: peer.clone(),
-        on,
-    }
-}
-
 async fn channel_leave(
     State(s): State<Arc<Shared>>,
     Signed { body: req, .. }: Signed<MembershipRequest>,
 ) -> Result<Json<MembershipResponse>, ApiError> {
     let members = s
-        .change(|st| {
-            let members = st.registry.leave(&req.name, &req.channel, now_ms())?;
-            let change = Change::Left {
-                name: req.name.clone(),
-                channel: req.channel.clone(),
-            };
-            Ok((members, vec![change]))
-        })
+        .change(|st| st.registry.leave(&req.name, &req.channel, now_ms()))
         .await?;
     Ok(Json(MembershipResponse {
         ok: true,
@@ -324,7 +173,7 @@ struct ChannelQuery {
 impl ChannelQuery {
     fn channel(&self) -> Result<ChannelName, ApiError> {
         ChannelName::parse_user(&self.channel)
-            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))
+            .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))
     }
 }
 
@@ -338,7 +187,7 @@ async fn channel_members(
     let peers = s.read(|st| {
         st.registry
             .members(&channel, caller.as_ref(), now_ms())
-            .map(|p| with_keys(st, p))
+            .map(|p| st.with_keys(p))
     })?;
     Ok(Json(ChannelPeers { channel, peers }))
 }
@@ -361,23 +210,13 @@ async fn channel_mode(
     let now = now_ms();
     let info = s
         .change(|st| {
-            let (key, admitted) =
+            let (_, changes) =
                 st.registry
                     .set_mode(&req.name, &req.channel, req.mode, req.key.as_deref(), now)?;
-            let mut changes = vec![Change::ModeSet {
-                channel: req.channel.clone(),
-                mode: req.mode,
-                key,
-            }];
-            changes.extend(
-                admitted
-                    .iter()
-                    .map(|p| listed(&req.channel, AclList::Invited, p, true)),
-            );
             let info = st
                 .registry
                 .channel_info(&req.channel, Some(&req.name), now)?;
-            Ok((info, changes))
+            Ok::<_, RegistryError>((info, changes))
         })
         .await?;
     tracing::info!(peer = %req.name, channel = %req.channel, mode = req.mode.as_str(), "channel mode set");
@@ -385,36 +224,22 @@ async fn channel_mode(
 }
 
 /// Runs one owner's action on a peer and answers the channel as it is after it.
-async fn owner_acts(
+async fn owner_acts<T>(
     s: &Shared,
     req: &ChannelPeerRequest,
-    act: impl FnOnce(&mut Registry, u64) -> Result<Vec<Change>, RegistryError>,
+    act: impl FnOnce(&mut Registry, u64) -> Result<(T, Vec<Change>), RegistryError>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let now = now_ms();
     let info = s
         .change(|st| {
-            let changes = act(&mut st.registry, now)?;
+            let (_, changes) = act(&mut st.registry, now)?;
             let info = st
                 .registry
                 .channel_info(&req.channel, Some(&req.name), now)?;
-            Ok((info, changes))
+            Ok::<_, RegistryError>((info, changes))
         })
         .await?;
     Ok(Json(info))
-}
-
-fn removal(req: &ChannelPeerRequest, r: Removed) -> Vec<Change> {
-    let mut changes = Vec::new();
-    if r.was_member {
-        changes.push(Change::Left {
-            name: req.peer.clone(),
-            channel: req.channel.clone(),
-        });
-    }
-    if r.was_invited {
-        changes.push(listed(&req.channel, AclList::Invited, &req.peer, false));
-    }
-    changes
 }
 
 async fn channel_invite(
@@ -422,12 +247,7 @@ async fn channel_invite(
     Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     owner_acts(&s, &req, |r, now| {
-        let new = r.invite(&req.name, &req.channel, &req.peer, now)?;
-        Ok(if new {
-            vec![listed(&req.channel, AclList::Invited, &req.peer, true)]
-        } else {
-            vec![]
-        })
+        r.invite(&req.name, &req.channel, &req.peer, now)
     })
     .await
 }
@@ -437,8 +257,7 @@ async fn channel_remove(
     Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let answer = owner_acts(&s, &req, |r, now| {
-        let removed = r.remove_member(&req.name, &req.channel, &req.peer, now)?;
-        Ok(removal(&req, removed))
+        r.remove_member(&req.name, &req.channel, &req.peer, now)
     })
     .await?;
     tracing::info!(owner = %req.name, channel = %req.channel, peer = %req.peer, "member removed");
@@ -450,14 +269,7 @@ async fn channel_ban(
     Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let answer = owner_acts(&s, &req, |r, now| {
-        Ok(match r.ban(&req.name, &req.channel, &req.peer, now)? {
-            None => vec![],
-            Some(removed) => {
-                let mut changes = vec![listed(&req.channel, AclList::Banned, &req.peer, true)];
-                changes.extend(removal(&req, removed));
-                changes
-            }
-        })
+        r.ban(&req.name, &req.channel, &req.peer, now)
     })
     .await?;
     tracing::info!(owner = %req.name, channel = %req.channel, peer = %req.peer, "peer banned");
@@ -469,11 +281,7 @@ async fn channel_unban(
     Signed { body: req, .. }: Signed<ChannelPeerRequest>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     owner_acts(&s, &req, |r, now| {
-        Ok(if r.unban(&req.name, &req.channel, &req.peer, now)? {
-            vec![listed(&req.channel, AclList::Banned, &req.peer, false)]
-        } else {
-            vec![]
-        })
+        r.unban(&req.name, &req.channel, &req.peer, now)
     })
     .await
 }
@@ -488,17 +296,7 @@ async fn channel_role(
         peer: req.peer.clone(),
     };
     owner_acts(&s, &target, |r, now| {
-        let changed = r.set_role(&req.name, &req.channel, &req.peer, req.role, now)?;
-        Ok(if changed {
-            vec![listed(
-                &req.channel,
-                AclList::Visitor,
-                &req.peer,
-                req.role == GivenRole::Visitor,
-            )]
-        } else {
-            vec![]
-        })
+        r.set_role(&req.name, &req.channel, &req.peer, req.role, now)
     })
     .await
 }
@@ -507,18 +305,9 @@ async fn presence_set(
     State(s): State<Arc<Shared>>,
     Signed { body: req, .. }: Signed<PresenceRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let now = now_ms();
     s.change(|st| {
-        let presence = st
-            .registry
-            .set_presence(&req.name, req.status, req.message.clone(), now)?;
-        Ok((
-            (),
-            vec![Change::PresenceSet {
-                name: req.name.clone(),
-                presence,
-            }],
-        ))
+        st.registry
+            .set_presence(&req.name, req.status, req.message.clone(), now_ms())
     })
     .await?;
     Ok(Json(
@@ -533,7 +322,7 @@ async fn channel_fan_out(
     let peers = s.read(|st| {
         st.registry
             .fan_out(&req.name, &req.channel, now_ms())
-            .map(|p| with_keys(st, p))
+            .map(|p| st.with_keys(p))
     })?;
     Ok(Json(PeerList { peers }))
 }
@@ -545,23 +334,15 @@ async fn peer_lookup(
     let peer = s.read(|st| {
         st.registry
             .lookup(&req.name, now_ms())
-            .map(|p| with_keys(st, vec![p]).remove(0))
+            .map(|p| st.with_keys(vec![p]).remove(0))
     })?;
     Ok(Json(PeerFound { peer }))
 }
 
 async fn peers_online(State(s): State<Arc<Shared>>) -> Json<PeerList> {
     Json(PeerList {
-        peers: s.read(|st| with_keys(st, st.registry.online(now_ms()))),
+        peers: s.read(|st| st.with_keys(st.registry.online(now_ms()))),
     })
-}
-
-/// Adds to each peer the key its name is bound to, so receivers can check its messages without asking again.
-fn with_keys(st: &super::State, mut peers: Vec<PeerInfo>) -> Vec<PeerInfo> {
-    for p in &mut peers {
-        p.public_key = st.identities.key_of(&p.name);
-    }
-    peers
 }
 
 #[derive(Deserialize)]
@@ -575,10 +356,11 @@ async fn identity_lookup(
     ApiQuery(q): ApiQuery<NameQuery>,
 ) -> Result<Json<IdentityAnswer>, ApiError> {
     let name = PeerName::new(q.name.as_str())
-        .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("name: {e}")))?;
     let public_key = s.read(|st| st.identities.key_of(&name)).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_identity",
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownIdentity,
             format!("no key is bound to the name {name}"),
         )
     })?;
@@ -602,33 +384,25 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
     })
 }
 
-/// Only a live peer acts on a mailbox (the signature has already shown it is that peer).
-fn check_caller(s: &super::State, name: &PeerName, now: u64) -> Result<(), ApiError> {
-    match s.registry.live_addr(name, now) {
-        None => Err(RegistryError::UnknownPeer(name.clone()).into()),
-        Some(_) => Ok(()),
-    }
-}
-
 /// Every envelope of a deposit must be a chat message from the depositor to the recipient, with the entry's id,
 /// signed by the depositor's key: the tracker cannot be handed mail a peer did not write.
-fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiError> {
+fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), ApiError> {
     let key = s
         .identities
         .key_of(&req.from)
         .ok_or_else(|| AuthError::UnknownIdentity(req.from.clone()))?;
     for (i, e) in req.entries.iter().enumerate() {
         let msg: ChatMessage = serde_json::from_str(e.envelope.get()).map_err(|err| {
-            ApiError::unprocessable(
-                "invalid_field",
+            ApiError::of(
+                ErrorCode::InvalidField,
                 format!("entries[{i}].envelope: not a chat message: {err}"),
             )
         })?;
         // A channel message is held for each member it could not reach; a DM only for its addressee.
         let misaddressed = matches!(&msg.dest, Destination::Direct(p) if p != &req.to);
         if msg.id != e.id || misaddressed {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
+            return Err(ApiError::of(
+                ErrorCode::InvalidField,
                 format!(
                     "entries[{i}].envelope: its id must be the entry's, and a direct message's \"to\" must be {}",
                     req.to
@@ -644,7 +418,10 @@ fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiErro
         }
         // Held mail from the future would be refused by the recipient anyway: refuse it here, and say so.
         msg.check_clock(now_ms()).map_err(|err| {
-            ApiError::unprocessable(err.code(), format!("entries[{i}].envelope: {err}"))
+            ApiError::of(
+                ErrorCode::FutureMessage,
+                format!("entries[{i}].envelope: {err}"),
+            )
         })?;
         verify_message(&msg, &key).map_err(|err| {
             tracing::warn!(from = %req.from, id = %e.id, "refused a deposit: {err}");
@@ -656,8 +433,8 @@ fn check_envelopes(s: &super::State, req: &DepositRequest) -> Result<(), ApiErro
 
 fn batch_size(n: usize) -> Result<(), ApiError> {
     if n == 0 || n > MAX_MAIL_BATCH {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("entries: from 1 to {MAX_MAIL_BATCH} at a time"),
         ));
     }
@@ -671,8 +448,8 @@ async fn mail_deposit(
 ) -> Result<Json<DepositResponse>, ApiError> {
     batch_size(req.entries.len())?;
     if req.from == req.to {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             "to: a peer does not leave mail for itself",
         ));
     }
@@ -690,20 +467,7 @@ async fn mail_deposit(
         })
         .collect();
     let (stored, held) = s
-        .change(|st| {
-            check_caller(st, &req.from, now)?;
-            let stored = st.mailboxes.deposit(&req.to, entries.clone())?;
-            let held = st.mailboxes.pending(&req.to);
-            let changes = if stored == 0 {
-                vec![]
-            } else {
-                vec![Change::Deposited {
-                    to: req.to.clone(),
-                    entries,
-                }]
-            };
-            Ok(((stored, held), changes))
-        })
+        .change(|st| st.deposit(&req.from, &req.to, entries, now))
         .await?;
     tracing::debug!(from = %req.from, to = %req.to, stored, held, "mail deposited");
     Ok(Json(DepositResponse {
@@ -719,14 +483,14 @@ async fn mail_fetch(
 ) -> Result<Json<FetchResponse>, ApiError> {
     let limit = req.limit.unwrap_or(MAX_MAIL_BATCH);
     batch_size(limit).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_field",
+        ApiError::of(
+            ErrorCode::InvalidField,
             format!("limit: from 1 to {MAX_MAIL_BATCH}"),
         )
     })?;
     let (held, more) = s.read(|st| {
-        check_caller(st, &req.name, now_ms())?;
-        Ok::<_, ApiError>(st.mailboxes.fetch(&req.name, limit))
+        st.check_live(&req.name, now_ms())?;
+        Ok::<_, RegistryError>(st.mailboxes.fetch(&req.name, limit))
     })?;
     let entries = held
         .into_iter()
@@ -746,27 +510,13 @@ async fn mail_ack(
     Signed { body: req, .. }: Signed<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     batch_size(req.ids.len() + req.entries.len()).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_field",
+        ApiError::of(
+            ErrorCode::InvalidField,
             format!("entries and ids: from 1 to {MAX_MAIL_BATCH} in all"),
         )
     })?;
     let (deleted, held) = s
-        .change(|st| {
-            check_caller(st, &req.name, now_ms())?;
-            let keys = st.mailboxes.ack(&req.name, &req.entries, &req.ids);
-            let held = st.mailboxes.pending(&req.name);
-            let deleted = keys.len();
-            let changes = if keys.is_empty() {
-                vec![]
-            } else {
-                vec![Change::Acked {
-                    name: req.name.clone(),
-                    keys,
-                }]
-            };
-            Ok(((deleted, held), changes))
-        })
+        .change(|st| st.ack(&req.name, &req.entries, &req.ids, now_ms()))
         .await?;
     Ok(Json(AckResponse {
         ok: true,
