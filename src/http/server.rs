@@ -115,6 +115,15 @@ pub async fn bind_with_fallback(ip: IpAddr, port: u16) -> io::Result<Bound> {
     }
 }
 
+/// What every node's router is served with, socket or not: the request deadline and the body limit. [`serve`]
+/// adds them; a test that calls a router in-process (`oneshot`) adds them the same way.
+pub fn with_limits(app: Router, request_timeout: Duration) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| deadline(req, next, request_timeout),
+    ))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets open requests finish for
 /// [`ServerLimits::drain_timeout`] and cuts the rest. Handlers see the client's address as
 /// `ConnectInfo<SocketAddr>`.
@@ -128,12 +137,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     limits: ServerLimits,
 ) {
-    let request_timeout = limits.request_timeout;
-    let app = app
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| deadline(req, next, request_timeout),
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let app = with_limits(app, limits.request_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = ClientConnections::new(limits.max_connections_per_client);
     let limiter = Arc::new(RateLimiter::new(limits.rate_limit));
