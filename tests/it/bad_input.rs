@@ -206,7 +206,7 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
         401,
         "unknown_identity",
     );
-    let status = t.post_with_auth("/add-list", "name=ghost; ts=1", &in_general);
+    let (status, _) = t.post_with_auth("/add-list", "name=ghost; ts=1", in_general.to_string());
     assert_eq!(status, 400, "a malformed Hchat-Auth header");
     let get = |p: &str| t.get(p);
     refused(

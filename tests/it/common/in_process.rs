@@ -129,15 +129,15 @@ impl Endpoint {
         self.call("POST", path, body, Some(auth))
     }
 
-    /// POSTs JSON with a given `Hchat-Auth` value; returns the status.
-    pub fn post_with_auth(&self, path: &str, auth: &str, body: &serde_json::Value) -> u16 {
-        self.call(
-            "POST",
-            path,
-            body.to_string().into_bytes(),
-            Some(auth.to_string()),
-        )
-        .0
+    /// POSTs a body with a given `Hchat-Auth` value (a malformed one, or one replayed); returns status and JSON
+    /// answer.
+    pub fn post_with_auth(
+        &self,
+        path: &str,
+        auth: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
+        self.call("POST", path, body.into(), Some(auth.to_string()))
     }
 
     /// GETs `path`; returns status and JSON answer.
