@@ -158,7 +158,7 @@ mod tests {
     fn a_receipt_has_the_documented_bytes_and_binds_receiver_messages_and_verdicts() {
         let (alice, bob) = (n("alice"), n("bob"));
         let id = uuid::Uuid::nil();
-        let refused = ReceiptVerdict::Refused("not_joined".into());
+        let refused = ReceiptVerdict::Refused(crate::proto::ErrorCode::NotJoined.to_string());
         let entries = [
             (&alice, &id, &ReceiptVerdict::Stored),
             (&alice, &id, &ReceiptVerdict::Duplicate),
