@@ -30,7 +30,7 @@ struct Call<'a> {
     method: &'a str,
     path: &'a str,
     body: Vec<u8>,
-    auth: Option<String>,
+    headers: Vec<(&'a str, String)>,
 }
 
 /// How a node is called: its router in-process, or its socket.
@@ -40,16 +40,17 @@ enum Target {
 }
 
 impl Target {
-    fn send(&self, rt: &tokio::runtime::Runtime, call: Call<'_>) -> (u16, serde_json::Value) {
+    /// Sends `call`; returns the answer's status, headers and body.
+    fn send(&self, rt: &tokio::runtime::Runtime, call: Call<'_>) -> Answer {
         let what = format!("{} {}", call.method, call.path);
-        let (status, bytes) = match self {
+        match self {
             Target::Router(app) => {
                 let mut req = axum::http::Request::builder()
                     .method(call.method)
                     .uri(call.path)
                     .header("content-type", "application/json");
-                if let Some(auth) = &call.auth {
-                    req = req.header("hchat-auth", auth);
+                for (k, v) in &call.headers {
+                    req = req.header(*k, v);
                 }
                 let mut req = req.body(Body::from(call.body)).expect("a valid request");
                 req.extensions_mut().insert(ConnectInfo(CALLER));
@@ -61,11 +62,11 @@ impl Target {
                     hchat::http::with_limits(app.clone(), ServerLimits::default().request_timeout);
                 rt.block_on(async {
                     let resp = app.oneshot(req).await.expect("a router always answers");
-                    let status = resp.status().as_u16();
+                    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
                     let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
                         .await
                         .expect("the body arrives");
-                    (status, body.to_vec())
+                    (status, headers, body.to_vec())
                 })
             }
             Target::Socket(addr) => rt.block_on(async {
@@ -79,25 +80,30 @@ impl Target {
                     .request(method, format!("http://{addr}{}", call.path))
                     .header("content-type", "application/json")
                     .body(call.body);
-                if let Some(auth) = &call.auth {
-                    req = req.header("hchat-auth", auth);
+                for (k, v) in &call.headers {
+                    req = req.header(*k, v);
                 }
                 let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
-                let status = resp.status().as_u16();
-                (
-                    status,
-                    resp.bytes().await.expect("the body arrives").to_vec(),
-                )
+                let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+                let body = resp.bytes().await.expect("the body arrives").to_vec();
+                (status, headers, body)
             }),
-        };
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "{what}: answer is not JSON: {:?}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, json)
+        }
     }
+}
+
+/// An answer: its status, headers and body.
+pub type Answer = (u16, axum::http::HeaderMap, Vec<u8>);
+
+/// The status and JSON body of an answer (`what` names the request in the failure).
+fn json_answer(what: &str, (status, _, bytes): Answer) -> (u16, serde_json::Value) {
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{what}: answer is not JSON: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, json)
 }
 
 /// What both kinds of node offer a test: requests and their JSON answers.
@@ -109,7 +115,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// POSTs a raw body; returns status and JSON answer.
     pub fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> (u16, serde_json::Value) {
-        self.call("POST", path, body.into(), None)
+        self.call("POST", path, body.into(), vec![])
     }
 
     /// POSTs JSON; returns status and JSON answer.
@@ -126,7 +132,7 @@ impl Endpoint {
     ) -> (u16, serde_json::Value) {
         let body = body.to_string().into_bytes();
         let auth = signer.auth("POST", &format!("http://in-process{path}"), &body);
-        self.call("POST", path, body, Some(auth))
+        self.call("POST", path, body, vec![("hchat-auth", auth)])
     }
 
     /// POSTs a body with a given `Hchat-Auth` value (a malformed one, or one replayed); returns status and JSON
@@ -137,12 +143,23 @@ impl Endpoint {
         auth: &str,
         body: impl Into<Vec<u8>>,
     ) -> (u16, serde_json::Value) {
-        self.call("POST", path, body.into(), Some(auth.to_string()))
+        self.call(
+            "POST",
+            path,
+            body.into(),
+            vec![("hchat-auth", auth.to_string())],
+        )
     }
 
     /// GETs `path`; returns status and JSON answer.
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        self.call("GET", path, Vec::new(), None)
+        self.call("GET", path, Vec::new(), vec![])
+    }
+
+    /// GETs `path` with extra request headers; returns status, headers and body, whatever the body is.
+    pub fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let headers = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.send("GET", path, Vec::new(), headers)
     }
 
     /// GETs `path`, asserting the status; returns the JSON answer.
@@ -157,15 +174,28 @@ impl Endpoint {
         method: &str,
         path: &str,
         body: Vec<u8>,
-        auth: Option<String>,
+        headers: Vec<(&str, String)>,
     ) -> (u16, serde_json::Value) {
+        json_answer(
+            &format!("{method} {path}"),
+            self.send(method, path, body, headers),
+        )
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: Vec<(&str, String)>,
+    ) -> Answer {
         self.target.send(
             &self.rt,
             Call {
                 method,
                 path,
                 body,
-                auth,
+                headers,
             },
         )
     }
@@ -270,6 +300,11 @@ pub struct InPeer {
 }
 
 impl InPeer {
+    /// A fresh link that logs a browser in to the web chat, as the peer prints it at start.
+    pub fn chat_url(&self) -> String {
+        self.node.chat_url()
+    }
+
     /// The lines the chat window shows of others' messages, so far.
     pub fn shown(&self) -> Vec<String> {
         self.shown.lock().unwrap().clone()
