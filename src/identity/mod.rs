@@ -4,12 +4,12 @@
 //! and receivers check messages against that key.
 //!
 //! Pure: no HTTP and no network here, one file per concern:
-//! - [`keys`]: the key types and their wire form (base64url without padding), fingerprints;
-//! - [`key_file`]: the secret key kept in a peer's data dir;
-//! - [`signed`]: the exact bytes each kind of signature covers (registration, request, message, receipt) and
+//! - `keys`: the key types and their wire form (base64url without padding), fingerprints;
+//! - `key_file`: the secret key kept in a peer's data dir;
+//! - `signed`: the exact bytes each kind of signature covers (registration, request, message, receipt) and
 //!   their checks;
-//! - [`auth_header`]: the `Hchat-Auth` header's syntax;
-//! - [`replay`]: the guard that accepts each signed request once.
+//! - `auth_header`: the `Hchat-Auth` header's syntax;
+//! - `replay`: the guard that accepts each signed request once.
 //!
 //! The HTTP layer maps [`AuthError`] to its answer (`crate::http`); the tracker's extractor and the peer's key
 //! cache build on what is here.

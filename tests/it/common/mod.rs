@@ -1,12 +1,12 @@
 //! Shared by the integration tests, one module per harness:
-//! - [`lines`]: waiting on conditions with deadlines, and a process's output as lines;
-//! - [`process`]: the real `hchat` binary as a tracker or a peer on port 0 ([`Proc`]);
-//! - [`http`]: blocking requests and their JSON answers;
-//! - [`sse`]: a peer's event stream read over a plain socket;
-//! - [`lan`]: a second host in a network namespace;
-//! - [`browser`]: the browser test's tools and driver;
-//! - [`signer`]: speaking the protocol by hand, signed;
-//! - [`in_process`]: a tracker and a peer in this process, their routers answered without a socket.
+//! - `lines`: waiting on conditions with deadlines, and a process's output as lines;
+//! - `process`: the real `hchat` binary as a tracker or a peer on port 0 ([`Proc`]);
+//! - `http`: blocking requests and their JSON answers;
+//! - `sse`: a peer's event stream read over a plain socket;
+//! - `lan`: a second host in a network namespace;
+//! - `browser`: the browser test's tools and driver;
+//! - `signer`: speaking the protocol by hand, signed;
+//! - `in_process`: a tracker and peers in this process; a peer's router answers without a socket.
 
 pub mod browser;
 pub mod http;
