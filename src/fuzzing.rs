@@ -101,7 +101,7 @@ fn accepted_message(m: &ChatMessage) {
 fn assert_refusal(e: &ApiError) {
     assert!(e.status.is_client_error(), "{e}");
     assert!(
-        e.code != crate::proto::ErrorCode::Unknown && !e.message.is_empty(),
+        e.code != ErrorCode::Unknown && !e.message.is_empty(),
         "{e:?}"
     );
 }
@@ -216,7 +216,10 @@ fn call(req: reqwest::RequestBuilder) {
                 String::from_utf8_lossy(&body)
             )
         });
-        assert!(!e.error.code.is_empty() && !e.error.message.is_empty());
+        assert!(
+            ErrorCode::parse(&e.error.code) != ErrorCode::Unknown && !e.error.message.is_empty(),
+            "a refusal with a code not in the protocol: {e:?}"
+        );
     });
 }
 

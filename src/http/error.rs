@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::identity::AuthError;
 use crate::proto::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// What names an error's code where an [`ApiError`] is made: an [`ErrorCode`], or (while the last call sites move to
@@ -89,19 +90,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A refused identity or signature is answered with its code's status.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::of(e.code(), e.to_string())
+    }
+}
+
 /// The answer for a path no route serves.
 pub async fn fallback_not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(
-        "no_such_endpoint",
+    ApiError::of(
+        ErrorCode::NoSuchEndpoint,
         format!("nothing is served at {}", uri.path()),
     )
 }
 
 /// The answer for a known path asked with the wrong method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    ApiError::of(
+        ErrorCode::MethodNotAllowed,
         format!(
             "{method} is not allowed on {} (see docs/PROTOCOL.md)",
             uri.path()

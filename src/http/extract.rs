@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
-use crate::proto::MAX_BODY_BYTES;
+use crate::proto::{ErrorCode, MAX_BODY_BYTES};
 
 /// A JSON body. The `Content-Type` is not insisted on (scripts often send none), but the body must be JSON of the
 /// documented shape and at most [`MAX_BODY_BYTES`].
@@ -31,14 +31,13 @@ where
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+            ApiError::of(
+                ErrorCode::BodyTooLarge,
                 format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             )
         } else {
-            ApiError::bad_request(
-                "bad_body",
+            ApiError::of(
+                ErrorCode::BadBody,
                 format!("the body could not be read: {rejection}"),
             )
         }
@@ -49,8 +48,8 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 /// (422 `invalid_field`, naming the field).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "bad_json",
+        return Err(ApiError::of(
+            ErrorCode::BadJson,
             "the body is empty; a JSON object is expected",
         ));
     }
@@ -64,9 +63,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             } else {
                 format!("{path}: ")
             };
-            ApiError::unprocessable("invalid_field", format!("{at}{inner}"))
+            ApiError::of(ErrorCode::InvalidField, format!("{at}{inner}"))
         } else {
-            ApiError::bad_request("bad_json", format!("the body is not valid JSON: {inner}"))
+            ApiError::of(
+                ErrorCode::BadJson,
+                format!("the body is not valid JSON: {inner}"),
+            )
         }
     })
 }
@@ -86,7 +88,10 @@ where
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
             .map_err(|e| {
-                ApiError::bad_request("bad_query", format!("the query string is not valid: {e}"))
+                ApiError::of(
+                    ErrorCode::BadQuery,
+                    format!("the query string is not valid: {e}"),
+                )
             })
     }
 }
@@ -94,7 +99,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::ErrorCode;
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
@@ -111,7 +115,7 @@ mod tests {
         );
         assert_eq!(parse_json::<Req>(b"").unwrap_err().code, ErrorCode::BadJson);
         let e = parse_json::<Req>(br#"{"name":"al ice","port":1}"#).unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code.as_ref()), (422, "invalid_field"));
+        assert_eq!((e.status.as_u16(), e.code), (422, ErrorCode::InvalidField));
         assert!(e.message.starts_with("name:"), "{}", e.message);
         let e = parse_json::<Req>(br#"{"name":"alice","port":70000}"#).unwrap_err();
         assert!(e.message.starts_with("port:"), "{}", e.message);

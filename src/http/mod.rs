@@ -16,6 +16,7 @@ pub use extract::{ApiJson, ApiQuery, parse_json, read_body};
 pub use rate_limit::{DEFAULT_RATE_LIMIT, RateLimit};
 pub use server::{
     Bound, ClientOrigin, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve,
+    with_limits,
 };
 
 /// How long our HTTP clients keep an idle pooled connection: shorter than the servers' idle timeout (10 s), so a

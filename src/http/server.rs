@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use super::ApiError;
 use super::connections::{Activity, Busy, ClientConnections};
 use super::rate_limit::{RateLimit, RateLimiter};
-use crate::proto::MAX_BODY_BYTES;
+use crate::proto::{ErrorBody, ErrorCode, ErrorDetail, MAX_BODY_BYTES};
 
 /// The limits of one server; [`Default`] is what the binaries use.
 #[derive(Debug, Clone)]
@@ -115,6 +115,15 @@ pub async fn bind_with_fallback(ip: IpAddr, port: u16) -> io::Result<Bound> {
     }
 }
 
+/// What every node's router is served with, socket or not: the request deadline and the body limit. [`serve`]
+/// adds them; a test that calls a router in-process (`oneshot`) adds them the same way.
+pub fn with_limits(app: Router, request_timeout: Duration) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| deadline(req, next, request_timeout),
+    ))
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets open requests finish for
 /// [`ServerLimits::drain_timeout`] and cuts the rest. Handlers see the client's address as
 /// `ConnectInfo<SocketAddr>`.
@@ -128,12 +137,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     limits: ServerLimits,
 ) {
-    let request_timeout = limits.request_timeout;
-    let app = app
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| deadline(req, next, request_timeout),
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let app = with_limits(app, limits.request_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = ClientConnections::new(limits.max_connections_per_client);
     let limiter = Arc::new(RateLimiter::new(limits.rate_limit));
@@ -376,9 +380,8 @@ impl hyper::body::Body for Tracked {
 /// 429 `rate_limited`, with `Retry-After` in whole seconds (at least 1).
 fn rate_limited(remote: SocketAddr, per_second: u32, wait: Duration) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut resp = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+    let mut resp = ApiError::of(
+        ErrorCode::RateLimited,
         format!(
             "more than {per_second} requests a second from {}; try again in {secs} s",
             remote.ip()
@@ -393,14 +396,28 @@ fn rate_limited(remote: SocketAddr, per_second: u32, wait: Duration) -> Response
 /// Answers a connection over its client's cap with 429 `too_many_connections` (written without waiting: a fresh
 /// socket's buffer takes it) and closes it.
 fn refuse_connection(stream: &TcpStream, cap: usize) {
-    let body = format!(
-        r#"{{"error":{{"code":"too_many_connections","message":"your address has {cap} connections open to this node already; close some or reuse them (keep-alive)"}}}}"#
+    let body = error_json(
+        ErrorCode::TooManyConnections,
+        format!(
+            "your address has {cap} connections open to this node already; close some or reuse them (keep-alive)"
+        ),
     );
     let reply = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.try_write(reply.as_bytes());
+}
+
+/// The documented error body, for the answers written on a raw socket before HTTP is spoken.
+fn error_json(code: ErrorCode, message: String) -> String {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.as_str().to_string(),
+            message,
+        },
+    };
+    serde_json::to_string(&body).expect("an error body serializes")
 }
 
 /// Looks at the first byte of a new connection. Bytes that cannot begin an HTTP request (a method is upper-case
@@ -411,7 +428,10 @@ async fn screen(stream: TcpStream, wait: Duration) -> Option<TcpStream> {
     match tokio::time::timeout(wait, stream.peek(&mut first)).await {
         Ok(Ok(1)) if may_begin_http(first[0]) => Some(stream),
         Ok(Ok(1)) => {
-            let body = r#"{"error":{"code":"not_http","message":"this port speaks HTTP/1.1 (see docs/PROTOCOL.md)"}}"#;
+            let body = error_json(
+                ErrorCode::NotHttp,
+                "this port speaks HTTP/1.1 (see docs/PROTOCOL.md)".into(),
+            );
             let reply = format!(
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -434,9 +454,8 @@ fn may_begin_http(first: u8) -> bool {
 async fn deadline(req: Request, next: Next, limit: Duration) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
+        Err(_) => ApiError::of(
+            ErrorCode::Timeout,
             format!("the request was not completed within {} s", limit.as_secs()),
         )
         .into_response(),

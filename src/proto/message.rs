@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChannelName, MAX_TEXT_BYTES, PeerName};
+use super::{ChannelName, ErrorCode, MAX_TEXT_BYTES, PeerName};
 
 /// A message's id, unique among its sender's messages: a UUIDv7, so ids also sort by creation time.
 pub type MessageId = uuid::Uuid;
@@ -83,10 +83,10 @@ pub enum MessageError {
 
 impl MessageError {
     /// The stable code a refusal for this reason carries (`docs/PROTOCOL.md`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            MessageError::FromTheFuture { .. } => "future_message",
-            MessageError::EmptyText | MessageError::TextTooLong => "invalid_field",
+            MessageError::FromTheFuture { .. } => ErrorCode::FutureMessage,
+            MessageError::EmptyText | MessageError::TextTooLong => ErrorCode::InvalidField,
         }
     }
 }
@@ -221,7 +221,7 @@ mod tests {
         assert_eq!(m.check_clock(now), Ok(()), "within the skew");
         m.id = first_id_at(now + 5 * 365 * 24 * 3600 * 1000);
         let err = m.check_clock(now).unwrap_err();
-        assert_eq!(err.code(), "future_message");
+        assert_eq!(err.code(), ErrorCode::FutureMessage);
         assert!(err.to_string().contains("id's time"), "{err}");
         m.id = first_id_at(now);
         m.ts = now + MAX_CLOCK_AHEAD_MS + 1;

@@ -1,10 +1,14 @@
 //! Bad input on every endpoint, tracker and peer: malformed JSON, wrong shapes, missing and mistyped fields,
 //! invalid names, IPs and ports, unknown peers and channels, oversize bodies, garbage on the socket. Each gets a
 //! 4xx with a JSON error body; nothing of it reaches a chat window; the node serves on.
+//!
+//! In-process (`common::in_process`): what is checked is each request's answer, so no process is started; the
+//! peer's router answers without a socket. Garbage is still sent to each node's real socket, where it arrives.
 
 use crate::common;
 use std::io::{Read, Write};
 
+use common::in_process::InTracker;
 use common::*;
 use serde_json::json;
 
@@ -60,27 +64,26 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn garbage_is_refused_and_the_node_serves_on(node: &Proc) {
-    let answer = raw(node.addr, b"\x00\xff\x13garbage\r\n\r\n");
+fn garbage_is_refused_and_the_node_serves_on(name: &str, addr: std::net::SocketAddr) {
+    let answer = raw(addr, b"\x00\xff\x13garbage\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert!(answer.contains(r#""code":"not_http""#), "{answer:?}");
-    let answer = raw(node.addr, b"GET / HTTP/9.9 nonsense\r\n\x01\x02\r\n\r\n");
+    let answer = raw(addr, b"GET / HTTP/9.9 nonsense\r\n\x01\x02\r\n\r\n");
     assert!(
         answer.starts_with("HTTP/1.1 4"),
         "a request line that is not HTTP/1.x: {answer:?}"
     );
     assert_eq!(
-        get_json(&node.url("/health"), 200)["ok"],
+        get_json(&format!("http://{addr}/health"), 200)["ok"],
         true,
-        "{} still serves",
-        node.name
+        "{name} still serves"
     );
 }
 
 #[test]
 fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
-    let tracker = Proc::tracker(&[]);
-    let t = |p: &str| tracker.url(p);
+    let tracker = InTracker::start();
+    let t = &tracker.endpoint;
     for path in [
         "/submit-info",
         "/unregister",
@@ -102,7 +105,7 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
         for (what, body, status, code) in malformed() {
             refused(
                 &format!("POST {path} with {what}"),
-                post_raw(&t(path), body),
+                t.post_raw(path, body),
                 status,
                 code,
             );
@@ -136,24 +139,21 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     ] {
         refused(
             &format!("register with {what}"),
-            post_json(&t("/submit-info"), &body),
+            t.post_json("/submit-info", &body),
             422,
             "invalid_field",
         );
     }
     refused(
         "a bad channel name",
-        post_json(
-            &t("/add-list"),
-            &json!({"name": "a", "channel": "no spaces"}),
-        ),
+        t.post_json("/add-list", &json!({"name": "a", "channel": "no spaces"})),
         422,
         "invalid_field",
     );
     refused(
         "a registration without an identity",
-        post_json(
-            &t("/submit-info"),
+        t.post_json(
+            "/submit-info",
             &json!({"name": "alice", "ip": "127.0.0.1", "port": 8000}),
         ),
         400,
@@ -162,8 +162,8 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
 
     // Names that are not (or no longer) online. A name bound to a key but without a lease acts nowhere.
     let ghost = Signer::new("ghost");
-    ghost.register(&tracker, 7999);
-    let (s, _) = ghost.post(&t("/unregister"), &json!({"name": "ghost"}));
+    tracker.register(&ghost, 7999);
+    let (s, _) = t.post_as(&ghost, "/unregister", &json!({"name": "ghost"}));
     assert_eq!(s, 200);
     let in_general = json!({"name": "ghost", "channel": "general"});
     for (what, path) in [
@@ -173,44 +173,42 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     ] {
         refused(
             &format!("{what} as a peer that is not online"),
-            ghost.post(&t(path), &in_general),
+            t.post_as(&ghost, path, &in_general),
             404,
             "unknown_peer",
         );
         refused(
             &format!("{what} unsigned"),
-            post_json(&t(path), &in_general),
+            t.post_json(path, &in_general),
             401,
             "unauthenticated",
         );
     }
     refused(
         "look up a peer that is not online",
-        ghost.post(&t("/connect-peer"), &json!({"name": "ghost"})),
+        t.post_as(&ghost, "/connect-peer", &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
         "unregister a peer that is not online",
-        ghost.post(&t("/unregister"), &json!({"name": "ghost"})),
+        t.post_as(&ghost, "/unregister", &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
         "act as a name no key is bound to",
-        Signer::new("nobody").post(&t("/connect-peer"), &json!({"name": "ghost"})),
+        t.post_as(
+            &Signer::new("nobody"),
+            "/connect-peer",
+            &json!({"name": "ghost"}),
+        ),
         401,
         "unknown_identity",
     );
-    let (status, _) = http()
-        .post(t("/add-list"))
-        .header("hchat-auth", "name=ghost; ts=1")
-        .body(in_general.to_string())
-        .send()
-        .map(|r| (r.status().as_u16(), ()))
-        .unwrap();
+    let (status, _) = t.post_with_auth("/add-list", "name=ghost; ts=1", in_general.to_string());
     assert_eq!(status, 400, "a malformed Hchat-Auth header");
-    let get = |p: &str| try_get_json(&t(p)).unwrap();
+    let get = |p: &str| t.get(p);
     refused(
         "list an unknown channel",
         get("/get-list?channel=nowhere"),
@@ -234,17 +232,17 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
 
     // A real peer, then requests it is not allowed to make.
     let alice = Signer::new("alice");
-    alice.register(&tracker, 8000);
+    tracker.register(&alice, 8000);
     refused(
         "take a live name from another address",
-        post_json(&t("/submit-info"), &alice.registration("127.0.0.1", 8001)),
+        t.post_json("/submit-info", &alice.registration("127.0.0.1", 8001)),
         409,
         "name_taken",
     );
     refused(
         "take a name bound to another key",
-        post_json(
-            &t("/submit-info"),
+        t.post_json(
+            "/submit-info",
             &Signer::new("alice").registration("127.0.0.1", 8000),
         ),
         409,
@@ -252,21 +250,23 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     );
     refused(
         "fan out to an unknown channel",
-        alice.post(
-            &t("/broadcast-peer"),
+        t.post_as(
+            &alice,
+            "/broadcast-peer",
             &json!({"name": "alice", "channel": "x"}),
         ),
         404,
         "unknown_channel",
     );
     let bob = Signer::new("bob");
-    bob.register(&tracker, 8002);
-    let (s, _) = bob.post(&t("/add-list"), &json!({"name": "bob", "channel": "x"}));
+    tracker.register(&bob, 8002);
+    let (s, _) = t.post_as(&bob, "/add-list", &json!({"name": "bob", "channel": "x"}));
     assert_eq!(s, 200);
     refused(
         "fan out to a channel one is not in",
-        alice.post(
-            &t("/broadcast-peer"),
+        t.post_as(
+            &alice,
+            "/broadcast-peer",
             &json!({"name": "alice", "channel": "x"}),
         ),
         403,
@@ -274,51 +274,49 @@ fn the_tracker_refuses_bad_input_on_every_endpoint_and_serves_on() {
     );
     refused(
         "leave a channel one is not in",
-        alice.post(&t("/leave"), &json!({"name": "alice", "channel": "x"})),
+        t.post_as(&alice, "/leave", &json!({"name": "alice", "channel": "x"})),
         403,
         "not_member",
     );
     refused(
         "act as another peer",
-        alice.post(&t("/leave"), &json!({"name": "bob", "channel": "x"})),
+        t.post_as(&alice, "/leave", &json!({"name": "bob", "channel": "x"})),
         403,
         "not_you",
     );
 
-    garbage_is_refused_and_the_node_serves_on(&tracker);
+    garbage_is_refused_and_the_node_serves_on("the tracker", tracker.addr);
     // Nothing of it corrupted the state: exactly the two real peers, bob alone in #x.
-    assert_eq!(names(&get_json(&t("/peers"), 200)), ["alice", "bob"]);
-    assert_eq!(names(&get_json(&t("/get-list?channel=x"), 200)), ["bob"]);
+    assert_eq!(names(&t.get_json("/peers", 200)), ["alice", "bob"]);
+    assert_eq!(names(&t.get_json("/get-list?channel=x", 200)), ["bob"]);
     assert_eq!(
-        get_json(&t("/channels"), 200)["channels"],
+        t.get_json("/channels", 200)["channels"],
         json!([{"name": "x", "members": 1, "mode": "open"}])
     );
 }
 
 #[test]
 fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
-    let tracker = Proc::tracker(&[]);
-    let mut bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
-    let alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
-    for p in [&bob, &alice] {
-        p.out.wait_for("the peer to join", SOON, |l| {
-            l.starts_with("* joined #general")
-        });
-    }
-    let receive = bob.url("/p2p/receive");
+    let tracker = InTracker::start();
+    // Both in #general once started.
+    let bob = tracker.peer("bob", &["general"]);
+    let _alice = tracker.peer("alice", &["general"]);
+    let b = &bob.endpoint;
+    let receive = "/p2p/receive";
     // carol speaks by hand, with a key of her own the tracker binds her name to, as a member of #general (so the
     // channel's rules let her post).
     let carol = Signer::new("carol");
-    carol.register(&tracker, 7001);
-    let (status, body) = carol.post(
-        &tracker.url("/add-list"),
+    tracker.register(&carol, 7001);
+    let (status, body) = tracker.endpoint.post_as(
+        &carol,
+        "/add-list",
         &json!({"name": "carol", "channel": "general"}),
     );
     assert_eq!(status, 200, "carol joins #general: {body}");
     for (what, body, status, code) in malformed() {
         refused(
             &format!("receive {what}"),
-            post_raw(&receive, body),
+            b.post_raw(receive, body),
             status,
             code,
         );
@@ -389,7 +387,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
     ] {
         refused(
             &format!("receive {what}"),
-            post_json(&receive, &body),
+            b.post_json(receive, &body),
             status,
             code,
         );
@@ -397,7 +395,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
     let text_too_long = msg("alice", general.clone(), &"x".repeat(17 * 1024));
     refused(
         "receive a text over 16 KiB",
-        post_json(&receive, &text_too_long),
+        b.post_json(receive, &text_too_long),
         422,
         "invalid_field",
     );
@@ -407,7 +405,7 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
         for (what, body, status, code) in malformed() {
             refused(
                 &format!("POST {path} with {what}"),
-                post_raw(&bob.url(path), body),
+                b.post_raw(path, body),
                 status,
                 code,
             );
@@ -415,37 +413,34 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
     }
     refused(
         "send to a channel bob is not in",
-        post_json(
-            &bob.url("/send-peer"),
-            &json!({"channel": "secret", "text": "x"}),
-        ),
+        b.post_json("/send-peer", &json!({"channel": "secret", "text": "x"})),
         403,
         "not_joined",
     );
     refused(
         "send to a peer the tracker has never seen",
-        post_json(&bob.url("/send-peer"), &json!({"to": "ghost", "text": "x"})),
+        b.post_json("/send-peer", &json!({"to": "ghost", "text": "x"})),
         404,
         "unknown_recipient",
     );
     refused(
         "send to oneself",
-        post_json(&bob.url("/send-peer"), &json!({"to": "bob", "text": "x"})),
+        b.post_json("/send-peer", &json!({"to": "bob", "text": "x"})),
         422,
         "invalid_field",
     );
     refused(
         "history of a bad name",
-        try_get_json(&bob.url("/api/history?with=%40a%20b")).unwrap(),
+        b.get("/api/history?with=%40a%20b"),
         400,
         "bad_query",
     );
-    garbage_is_refused_and_the_node_serves_on(&bob);
+    garbage_is_refused_and_the_node_serves_on("bob", bob.addr);
 
     // A good message still goes through, once, even when it arrives twice.
     let good = carol.message(general, "the only line");
     for duplicate in [false, true] {
-        let (status, mut answer) = post_json(&receive, &good);
+        let (status, mut answer) = b.post_json(receive, &good);
         // The receipt (bob's signature of what he did) is checked in tests/it/attack_puppets.rs.
         let receipt = answer.as_object_mut().unwrap().remove("receipt").unwrap();
         assert_eq!(receipt.as_str().unwrap().len(), 86, "{receipt}");
@@ -454,15 +449,10 @@ fn a_peer_refuses_bad_messages_shows_none_of_them_and_serves_on() {
             (200, json!({"ok": true, "duplicate": duplicate}))
         );
     }
-    bob.out.wait_line("[#general] carol: the only line");
-    bob.type_line("/quit");
-    bob.wait_exit(SOON);
-    let shown: Vec<String> = bob
-        .out
-        .all()
-        .into_iter()
-        .filter(|l| l.starts_with('['))
-        .collect();
+    // What bob's chat window shows of others' messages, line for line; events keep their order, so every line
+    // the bad input could have caused is in before this one.
+    bob.wait_shown("[#general] carol: the only line");
+    let shown = bob.shown();
     assert_eq!(
         shown,
         ["[#general] carol: the only line"],
@@ -476,46 +466,46 @@ fn uuid_v7() -> String {
 
 #[test]
 fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
-    let tracker = Proc::tracker(&[]);
-    let t = |p: &str| tracker.url(p);
-    let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
-    bob.out
-        .wait_for("bob to join", SOON, |l| l.starts_with("* joined #general"));
+    let tracker = InTracker::start();
+    let t = &tracker.endpoint;
+    let bob = tracker.peer("bob", &["general"]);
     let carol = Signer::new("carol");
-    carol.register(&tracker, 7001);
+    tracker.register(&carol, 7001);
     let ghost = Signer::new("ghost");
-    ghost.register(&tracker, 7002);
+    tracker.register(&ghost, 7002);
     assert_eq!(
-        ghost.post(&t("/unregister"), &json!({"name": "ghost"})).0,
+        t.post_as(&ghost, "/unregister", &json!({"name": "ghost"}))
+            .0,
         200
     );
     let letter = |from: &Signer, to: &str| {
         let m = from.message(json!({"to": to}), "x");
         json!({"from": from.name, "to": to, "entries": [{"id": m["id"], "envelope": m}]})
     };
-    let deposit = t("/mailbox/deposit");
+    let deposit = "/mailbox/deposit";
     refused(
         "deposit from a peer that is not online",
-        ghost.post(&deposit, &letter(&ghost, "bob")),
+        t.post_as(&ghost, deposit, &letter(&ghost, "bob")),
         404,
         "unknown_peer",
     );
     refused(
         "deposit for a name never seen",
-        carol.post(&deposit, &letter(&carol, "nobody")),
+        t.post_as(&carol, deposit, &letter(&carol, "nobody")),
         404,
         "unknown_recipient",
     );
     refused(
         "deposit for oneself",
-        carol.post(&deposit, &letter(&carol, "carol")),
+        t.post_as(&carol, deposit, &letter(&carol, "carol")),
         422,
         "invalid_field",
     );
     refused(
         "deposit with no entries",
-        carol.post(
-            &deposit,
+        t.post_as(
+            &carol,
+            deposit,
             &json!({"from": "carol", "to": "bob", "entries": []}),
         ),
         422,
@@ -523,8 +513,9 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
     );
     refused(
         "an envelope id that is not a UUID",
-        carol.post(
-            &deposit,
+        t.post_as(
+            &carol,
+            deposit,
             &json!({"from": "carol", "to": "bob", "entries": [{"id": "7", "envelope": {}}]}),
         ),
         422,
@@ -532,8 +523,7 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
     );
     refused(
         "an envelope that is not a message",
-        carol.post(
-            &deposit,
+        t.post_as(&carol, deposit,
             &json!({"from": "carol", "to": "bob", "entries": [{"id": uuid_v7(), "envelope": {"n": 1}}]}),
         ),
         422,
@@ -541,29 +531,33 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
     );
     refused(
         "fetch for a peer that is not online",
-        ghost.post(&t("/mailbox/fetch"), &json!({"name": "ghost"})),
+        t.post_as(&ghost, "/mailbox/fetch", &json!({"name": "ghost"})),
         404,
         "unknown_peer",
     );
     refused(
         "fetch zero entries",
-        carol.post(&t("/mailbox/fetch"), &json!({"name": "carol", "limit": 0})),
+        t.post_as(
+            &carol,
+            "/mailbox/fetch",
+            &json!({"name": "carol", "limit": 0}),
+        ),
         422,
         "invalid_field",
     );
     refused(
         "ack nothing",
-        carol.post(&t("/mailbox/ack"), &json!({"name": "carol", "ids": []})),
+        t.post_as(&carol, "/mailbox/ack", &json!({"name": "carol", "ids": []})),
         422,
         "invalid_field",
     );
     refused(
         "fetch another's mail",
-        carol.post(&t("/mailbox/fetch"), &json!({"name": "bob"})),
+        t.post_as(&carol, "/mailbox/fetch", &json!({"name": "bob"})),
         403,
         "not_you",
     );
-    let (status, answer) = carol.post(&t("/mailbox/fetch"), &json!({"name": "carol"}));
+    let (status, answer) = t.post_as(&carol, "/mailbox/fetch", &json!({"name": "carol"}));
     assert_eq!(
         (status, answer["entries"].as_array().map(Vec::len)),
         (200, Some(0)),
@@ -573,18 +567,19 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
     for (what, body, status, code) in malformed() {
         refused(
             &format!("receive-batch {what}"),
-            post_raw(&bob.url("/p2p/receive-batch"), body),
+            bob.endpoint.post_raw("/p2p/receive-batch", body),
             status,
             code,
         );
     }
     refused(
         "an empty batch",
-        post_json(&bob.url("/p2p/receive-batch"), &json!({"messages": []})),
+        bob.endpoint
+            .post_json("/p2p/receive-batch", &json!({"messages": []})),
         422,
         "invalid_field",
     );
-    let h = |q: &str| try_get_json(&bob.url(&format!("/p2p/history{q}"))).unwrap();
+    let h = |q: &str| bob.endpoint.get(&format!("/p2p/history{q}"));
     refused("history with no query", h(""), 400, "bad_query");
     refused(
         "history of a bad channel",
@@ -616,6 +611,6 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
         400,
         "bad_query",
     );
-    garbage_is_refused_and_the_node_serves_on(&tracker);
-    garbage_is_refused_and_the_node_serves_on(&bob);
+    garbage_is_refused_and_the_node_serves_on("the tracker", tracker.addr);
+    garbage_is_refused_and_the_node_serves_on("bob", bob.addr);
 }

@@ -1,10 +1,12 @@
 //! Identities nobody can forge, with real processes: a message with a bad signature or a spoofed sender is refused
 //! with a 4xx and never shown; a replayed registration fails; a name bound to one key cannot be taken by another,
 //! before or after a tracker restart; a forged mailbox deposit is refused, and a broken envelope that somehow sits
-//! in a mailbox is dropped by its recipient.
+//! in a mailbox is dropped by its recipient. The replayed registration only asks the tracker, which runs
+//! in-process.
 
 use crate::common;
 
+use common::in_process::InTracker;
 use common::*;
 use serde_json::json;
 
@@ -129,36 +131,30 @@ fn a_message_with_a_bad_signature_or_a_spoofed_sender_is_refused_and_never_shown
 
 #[test]
 fn a_replayed_registration_fails_and_a_fresh_one_renews() {
-    let tracker = Proc::tracker(&[]);
+    // Only the tracker's answers matter here: it runs in this process.
+    let tracker = InTracker::start();
+    let t = &tracker.endpoint;
     let alice = Signer::new("alice");
     let body = alice.registration("127.0.0.1", 7001);
-    let url = tracker.url("/submit-info");
-    assert_eq!(post_json(&url, &body).0, 200);
-    let (status, answer) = post_json(&url, &body);
+    let url = "/submit-info";
+    assert_eq!(t.post_json(url, &body).0, 200);
+    let (status, answer) = t.post_json(url, &body);
     assert_eq!((status, code(&answer)), (401, "replayed"), "{answer}");
     // A renewal is a registration with a fresh nonce.
-    let (status, answer) = post_json(&url, &alice.registration("127.0.0.1", 7001));
+    let (status, answer) = t.post_json(url, &alice.registration("127.0.0.1", 7001));
     assert_eq!((status, answer["created"].as_bool()), (200, Some(false)));
     // A signed request replayed byte for byte (same header) is refused the same way.
-    let join = tracker.url("/add-list");
+    let join = "/add-list";
     let body = json!({"name": "alice", "channel": "general"}).to_string();
-    let auth = alice.auth("POST", &join, body.as_bytes());
-    let send = || {
-        let r = http()
-            .post(&join)
-            .header("hchat-auth", &auth)
-            .body(body.clone())
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
-    };
+    let auth = alice.auth("POST", &format!("http://in-process{join}"), body.as_bytes());
+    let send = || t.post_with_auth(join, &auth, body.clone());
     assert_eq!(send().0, 200);
     let (status, answer) = send();
     assert_eq!((status, code(&answer)), (401, "replayed"), "{answer}");
     // A registration whose signature does not match its fields is refused.
     let mut moved = alice.registration("127.0.0.1", 7001);
     moved["port"] = 7002.into();
-    let (status, answer) = post_json(&url, &moved);
+    let (status, answer) = t.post_json(url, &moved);
     assert_eq!((status, code(&answer)), (401, "bad_signature"), "{answer}");
 }
 

@@ -1,6 +1,8 @@
 //! hchat's integration tests, one binary (linking one test binary instead of fifteen saves most of the rebuild time
-//! after a change). Each module is one behaviour, told as what users do and what they see; `common` starts real
-//! `hchat` processes on port 0 and waits on conditions with deadlines. The fuzz test is the other binary
+//! after a change). Each module is one behaviour, told as what users do and what they see. `common` starts real
+//! `hchat` processes on port 0 where a process is the point (the CLI, exit codes, kill -9, restarts, the browser),
+//! nodes in this process where only a request's answer is (`common::in_process`), and waits on conditions with
+//! deadlines. The fuzz test is the other binary
 //! (`tests/fuzz.rs`): it keeps both cores busy for minutes and would skew the timing-sensitive tests here.
 
 mod common;

@@ -1,8 +1,9 @@
 //! The local API the web page uses, against real nodes: who may act as the user (a LAN caller needs the token; a
 //! loopback one does not, unless a page of another site is behind it), the event stream's resume promise (exactly
-//! the missed events, or `resync`), presence, and the page's files.
+//! the missed events, or `resync`), presence, and the page's files (in-process: only the answers matter there).
 
 use crate::common;
+use common::in_process::InTracker;
 use common::*;
 use serde_json::json;
 
@@ -220,16 +221,28 @@ fn the_user_acting_api_answers_a_lan_caller_only_with_the_token() {
 
 #[test]
 fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
-    let tracker = Proc::tracker(&[]);
-    let alice = Proc::peer("alice", tracker.addr, &[]);
-    let url = chat_url(&alice);
+    // Only the answers matter: alice runs in this process and her router answers without a socket.
+    let tracker = InTracker::start();
+    let alice = tracker.peer("alice", &[]);
+    let a = &alice.endpoint;
+    let url = alice.chat_url();
     assert!(
         url.starts_with(&format!("http://{}/chat?login=", alice.addr)),
         "{url}"
     );
-    let r = http().get(&url).send().unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let csp = r.headers()["content-security-policy"]
+    // Opened as a browser opens it, following where the link leads.
+    let mut target = url
+        .trim_start_matches(&format!("http://{}", alice.addr))
+        .to_string();
+    let (status, headers, html) = loop {
+        let (status, headers, body) = a.get_raw(&target, &[]);
+        match (300..400).contains(&status) {
+            true => target = headers["location"].to_str().unwrap().to_string(),
+            false => break (status, headers, body),
+        }
+    };
+    assert_eq!(status, 200);
+    let csp = headers["content-security-policy"]
         .to_str()
         .unwrap()
         .to_string();
@@ -237,14 +250,14 @@ fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
         csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
         "{csp}"
     );
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
     assert!(
-        r.headers()["content-type"]
+        headers["content-type"]
             .to_str()
             .unwrap()
             .starts_with("text/html")
     );
-    let html = r.text().unwrap();
+    let html = String::from_utf8(html).unwrap();
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "the page links nothing outside"
@@ -253,49 +266,42 @@ fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
         ("/chat/app.js", "text/javascript"),
         ("/chat/app.css", "text/css"),
     ] {
-        let r = http().get(alice.url(path)).send().unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let (status, headers, _) = a.get_raw(path, &[]);
+        assert_eq!(status, 200, "{path}");
         assert!(
-            r.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with(kind),
+            headers["content-type"].to_str().unwrap().starts_with(kind),
             "{path}"
         );
     }
     // The page's own calls, refused cleanly when wrong.
-    let (status, v) = try_get_json(&alice.url("/api/members?channel=general")).unwrap();
+    let (status, v) = a.get("/api/members?channel=general");
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (403, Some("not_joined"))
     );
-    let (status, v) = try_get_json(&alice.url("/api/members")).unwrap();
+    let (status, v) = a.get("/api/members");
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (400, Some("bad_query"))
     );
-    let (status, v) = try_get_json(&alice.url("/api/members?channel=a%20b")).unwrap();
+    let (status, v) = a.get("/api/members?channel=a%20b");
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (400, Some("bad_query"))
     );
-    let (status, v) = post_json(
-        &alice.url("/api/send"),
+    let (status, v) = a.post_json(
+        "/api/send",
         &json!({"to": "bob", "text": "x", "id": "not-a-uuid"}),
     );
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (422, Some("invalid_field"))
     );
-    let r = http()
-        .get(alice.url("/api/events"))
-        .header("last-event-id", "twelve")
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 400);
-    let v: serde_json::Value = r.json().unwrap();
+    let (status, _, body) = a.get_raw("/api/events", &[("last-event-id", "twelve")]);
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "bad_last_event_id");
-    let (status, _) = try_get_json(&alice.url("/api/events?since=-1")).unwrap();
+    let (status, _) = a.get("/api/events?since=-1");
     assert_eq!(status, 400);
 }
 

@@ -1,0 +1,222 @@
+//! The key types and their wire form: a peer's secret [`Identity`], its [`PublicKey`] (and the fingerprint people
+//! compare), a [`Signature`] and a [`Nonce`], each base64url without padding on the wire.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::AuthError;
+
+fn b64_decode<const N: usize>(s: &str, what: &str) -> Result<[u8; N], String> {
+    let bytes = B64
+        .decode(s)
+        .map_err(|e| format!("{what} is not base64url without padding: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("{what} is {} bytes, not {N}", b.len()))
+}
+
+macro_rules! b64_serde {
+    ($t:ty, $what:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", $what, self)
+            }
+        }
+    };
+}
+
+/// A peer's public key: 43 characters of base64url on the wire. Kept as its 32 compressed bytes (checked to be a
+/// point of the curve when made), so tables of many keys stay small and answers that list keys cost nothing to
+/// write; it is expanded (a few µs) only to verify.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 32]);
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&B64.encode(self.0))
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bytes = b64_decode::<32>(s, "a public key")?;
+        PublicKey::from_bytes(&bytes).ok_or_else(|| "not an Ed25519 public key".to_string())
+    }
+}
+b64_serde!(PublicKey, "PublicKey");
+
+/// Hex digits in a key's fingerprint: 128 bits, enough that nobody can make a key with a chosen fingerprint.
+pub const FINGERPRINT_HEX: usize = 32;
+
+impl PublicKey {
+    /// How people compare keys by eye or over the phone: the first 128 bits of the SHA-256 of the key's 32 bytes,
+    /// as 8 groups of 4 hex digits (`3f2a 9c1b 77d0 e4a5 0b6c 1d2e 4f5a 6b7c`). The page shows it on hover.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        hex.as_bytes()[..FINGERPRINT_HEX]
+            .chunks(4)
+            .map(|g| std::str::from_utf8(g).expect("hex is ASCII"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl PublicKey {
+    /// The 32 bytes of the compressed key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The key from its 32 compressed bytes, if they are one.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<PublicKey> {
+        VerifyingKey::from_bytes(bytes)
+            .ok()
+            .map(|_| PublicKey(*bytes))
+    }
+
+    /// Checks `sig` over `bytes` (strictly: no malleable or weak-key signatures).
+    pub fn verify(&self, bytes: &[u8], sig: &Signature) -> Result<(), AuthError> {
+        VerifyingKey::from_bytes(&self.0)
+            .and_then(|key| key.verify_strict(bytes, &sig.0))
+            .map_err(|_| AuthError::BadSignature)
+    }
+}
+
+/// A signature: 86 characters of base64url on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(ed25519_dalek::Signature);
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&B64.encode(self.0.to_bytes()))
+    }
+}
+
+impl std::str::FromStr for Signature {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bytes = b64_decode::<64>(s, "a signature")?;
+        Ok(Signature(ed25519_dalek::Signature::from_bytes(&bytes)))
+    }
+}
+b64_serde!(Signature, "Signature");
+
+/// 16 random bytes that make each signed request unique (22 characters of base64url).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce(pub [u8; 16]);
+
+impl Nonce {
+    pub fn random() -> Nonce {
+        Nonce(rand::random())
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&B64.encode(self.0))
+    }
+}
+
+impl std::str::FromStr for Nonce {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        b64_decode::<16>(s, "a nonce").map(Nonce)
+    }
+}
+b64_serde!(Nonce, "Nonce");
+
+/// A peer's secret key. Never leaves the peer: not logged, not serialized.
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.public_key())
+    }
+}
+
+impl Identity {
+    /// A key kept nowhere: gone when the process ends (`--in-memory`, the demo, benchmarks).
+    pub fn ephemeral() -> Identity {
+        Identity::from_seed(rand::random())
+    }
+
+    /// The key made from a 32-byte secret seed.
+    pub fn from_seed(seed: [u8; 32]) -> Identity {
+        Identity {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, bytes: &[u8]) -> Signature {
+        Signature(self.key.sign(bytes))
+    }
+
+    /// The 32-byte secret seed, for the key file.
+    pub(super) fn seed(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_eight_groups_of_four_hex_digits_and_differs_per_key() {
+        let a = Identity::ephemeral().public_key();
+        let b = Identity::ephemeral().public_key();
+        let fa = a.fingerprint();
+        assert_eq!(fa.len(), FINGERPRINT_HEX + 7, "{fa}");
+        assert!(
+            fa.split(' ')
+                .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_hexdigit()))
+        );
+        assert_eq!(fa, a.fingerprint(), "the same key, the same fingerprint");
+        assert_ne!(fa, b.fingerprint());
+        // Fixed by the format: the SHA-256 of 32 zero bytes begins 66687aadf862bd776c8fc18b8e9f8e20.
+        let zero = PublicKey([0; 32]);
+        assert_eq!(
+            zero.fingerprint(),
+            "6668 7aad f862 bd77 6c8f c18b 8e9f 8e20"
+        );
+    }
+
+    #[test]
+    fn keys_and_signatures_have_the_documented_wire_form_and_round_trip() {
+        let id = Identity::ephemeral();
+        let key = id.public_key();
+        let text = serde_json::to_value(key).unwrap();
+        assert_eq!(text.as_str().unwrap().len(), 43);
+        assert_eq!(serde_json::from_value::<PublicKey>(text).unwrap(), key);
+        let sig = id.sign(b"x");
+        let text = serde_json::to_value(sig).unwrap();
+        assert_eq!(text.as_str().unwrap().len(), 86);
+        assert_eq!(serde_json::from_value::<Signature>(text).unwrap(), sig);
+        assert!(serde_json::from_value::<PublicKey>("abc".into()).is_err());
+        assert!(serde_json::from_value::<Signature>("!!".into()).is_err());
+    }
+}
