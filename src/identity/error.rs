@@ -58,7 +58,7 @@ fn stale_message(ts: u64, now: u64) -> String {
         false => (ts - now, "ahead of"),
     };
     format!(
-        "your clock is {} {way} the tracker's (requests must be stamped within {} s of it, and this one is {skew}          ms off): set this machine's clock right, best by NTP (e.g. `timedatectl set-ntp true`), then start again",
+        "your clock is {} {way} the tracker's (requests must be stamped within {} s of it, and this one is {skew} ms off): set this machine's clock right, best by NTP (e.g. `timedatectl set-ntp true`), then start again",
         human_duration(skew),
         REQUEST_WINDOW_MS / 1000
     )
