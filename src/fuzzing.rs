@@ -100,7 +100,10 @@ fn accepted_message(m: &ChatMessage) {
 
 fn assert_refusal(e: &ApiError) {
     assert!(e.status.is_client_error(), "{e}");
-    assert!(e.code != crate::proto::ErrorCode::Unknown && !e.message.is_empty(), "{e:?}");
+    assert!(
+        e.code != crate::proto::ErrorCode::Unknown && !e.message.is_empty(),
+        "{e:?}"
+    );
 }
 
 /// The tracker's answers as a peer parses them (a tracker is trusted to route, not to be well-formed): the

@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
-
 use super::events::Event;
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, lock};
@@ -45,7 +43,7 @@ pub(super) struct MyPresence {
 }
 
 fn not_allowed(msg: String) -> ApiError {
-    ApiError::forbidden("not_allowed", msg)
+    ApiError::of(ErrorCode::NotAllowed, msg)
 }
 
 impl Roles {
@@ -211,15 +209,14 @@ impl Node {
                     .map(|m| (m.name, m.role))
                     .collect(),
             },
-            Err(TrackerError::Refused { code, .. })
-                if code == "members_only" || code == "unknown_channel" =>
-            {
-                Roles {
-                    at: Instant::now(),
-                    me_member: false,
-                    roles: HashMap::new(),
-                }
-            }
+            Err(TrackerError::Refused {
+                code: ErrorCode::MembersOnly | ErrorCode::UnknownChannel,
+                ..
+            }) => Roles {
+                at: Instant::now(),
+                me_member: false,
+                roles: HashMap::new(),
+            },
             Err(e) => return Err(e),
         };
         let mut cache = lock(&self.inner.roles);
@@ -254,9 +251,8 @@ impl Node {
                 // The tracker is down: its last word stands, however old.
                 Err(TrackerError::Unreachable(..)) if cached.is_some() => cached.expect("checked"),
                 Err(e) => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot_verify_sender",
+                    return Err(ApiError::of(
+                        ErrorCode::CannotVerifySender,
                         format!("who may post in #{channel} cannot be checked now: {e}"),
                     ));
                 }

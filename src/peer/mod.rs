@@ -108,7 +108,7 @@ pub enum NodeError {
     #[error("{peer} refused it: {message}")]
     Refused {
         peer: PeerName,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     #[error("{0} messages already wait in the outbox; try again once some are delivered")]
@@ -427,9 +427,11 @@ impl Node {
                     self.removed_from(channel, "removed by its owner").await;
                     return Ok(());
                 }
-                Err(TrackerError::Refused { code, message, .. })
-                    if code == "members_only" || code == "unknown_channel" =>
-                {
+                Err(TrackerError::Refused {
+                    code: ErrorCode::MembersOnly | ErrorCode::UnknownChannel,
+                    message,
+                    ..
+                }) => {
                     self.removed_from(channel, &message).await;
                     return Ok(());
                 }
@@ -542,7 +544,10 @@ impl Node {
         match self.tracked(|| t.leave(me, channel)).await {
             Ok(_) => {}
             // The tracker had already dropped us from it: the user's wish holds all the same.
-            Err(TrackerError::Refused { code, .. }) if code == "not_member" => {}
+            Err(TrackerError::Refused {
+                code: ErrorCode::NotMember,
+                ..
+            }) => {}
             Err(e) => return Err(e.into()),
         }
         self.inner.store.set_joined(channel, None).await?;
@@ -638,7 +643,13 @@ impl Node {
             }
             Err(e)
                 if e.forgot_us()
-                    || matches!(&e, TrackerError::Refused { code, .. } if code == "unknown_peer") =>
+                    || matches!(
+                        &e,
+                        TrackerError::Refused {
+                            code: ErrorCode::UnknownPeer,
+                            ..
+                        }
+                    ) =>
             {
                 lock(&self.inner.known).remove(peer);
                 Err(NodeError::PeerOffline { peer: peer.clone() })
@@ -660,7 +671,13 @@ impl Node {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
         let mut answer = self.tracked(|| t.fan_out(me, channel)).await;
-        if matches!(&answer, Err(TrackerError::Refused { code, .. }) if code == "not_member") {
+        if matches!(
+            &answer,
+            Err(TrackerError::Refused {
+                code: ErrorCode::NotMember,
+                ..
+            })
+        ) {
             // A tracker that has just forgotten us says `not_member` until the renewal under way has joined
             // this peer again: wait for that renewal, then ask once more before taking it as a removal.
             drop(self.inner.renewing.lock().await);
@@ -677,9 +694,11 @@ impl Node {
                 .cloned()
                 .ok_or(NodeError::Tracker(e)),
             // Removed or banned by the owner: no need to wait for the next renewal to stop showing the channel.
-            Err(TrackerError::Refused { code, message, .. })
-                if code == "banned" || code == "not_member" =>
-            {
+            Err(TrackerError::Refused {
+                code: ErrorCode::Banned | ErrorCode::NotMember,
+                message,
+                ..
+            }) => {
                 self.removed_from(channel, &message).await;
                 Err(NodeError::NotJoined(channel.clone()))
             }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError, lock};
-use crate::proto::{ChatMessage, MAX_MAIL_BATCH, MessageId, PeerName};
+use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
 
 /// Most messages waiting in the outbox, all recipients together; a send beyond it is refused.
 pub const OUTBOX_LIMIT: usize = 100_000;
@@ -53,7 +53,7 @@ pub enum Outcome {
     /// Not yet: it waits in the outbox and is retried (the reason the last attempt failed).
     Queued(String),
     /// Refused for good (a stable `code` and a sentence); it is no longer retried.
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
 }
 
 /// One recipient's worker, as the node sees it.
@@ -399,12 +399,16 @@ impl Node {
         let me = self.name();
         match self.tracked(|| t.deposit(me, to, batch)).await {
             Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),
-            Err(TrackerError::Refused { code, message, .. })
-                if code == "unknown_recipient" || code == "invalid_field" =>
-            {
-                Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()])
-            }
-            Err(TrackerError::Refused { code, message, .. }) if code == "mailbox_full" => {
+            Err(TrackerError::Refused {
+                code: code @ (ErrorCode::UnknownRecipient | ErrorCode::InvalidField),
+                message,
+                ..
+            }) => Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]),
+            Err(TrackerError::Refused {
+                code: ErrorCode::MailboxFull,
+                message,
+                ..
+            }) => {
                 self.notice(format!(
                     "{message}; {} message(s) wait in your outbox and are retried",
                     batch.len()

@@ -22,26 +22,24 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
-            NodeError::NotJoined(_) => ApiError::forbidden("not_joined", msg),
+            NodeError::NotJoined(_) => ApiError::of(ErrorCode::NotJoined, msg),
             NodeError::BadMessage(e) => ApiError::unprocessable(e.code(), msg),
-            NodeError::SelfMessage => ApiError::unprocessable("invalid_field", msg),
-            NodeError::PeerOffline { .. } => ApiError::not_found("peer_offline", msg),
+            NodeError::SelfMessage => ApiError::of(ErrorCode::InvalidField, msg),
+            NodeError::PeerOffline { .. } => ApiError::of(ErrorCode::PeerOffline, msg),
             NodeError::Refused { code, message, .. } => {
-                let status = match code.as_str() {
-                    "unknown_recipient" | "wrong_recipient" => StatusCode::NOT_FOUND,
-                    "invalid_field" => StatusCode::UNPROCESSABLE_ENTITY,
+                let status = match code {
+                    ErrorCode::UnknownRecipient | ErrorCode::WrongRecipient => {
+                        StatusCode::NOT_FOUND
+                    }
+                    ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
                     _ => StatusCode::FORBIDDEN,
                 };
                 ApiError::new(status, code, message)
             }
-            NodeError::OutboxFull(_) => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "outbox_full", msg)
-            }
-            NodeError::NotDelivered { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "not_delivered", msg)
-            }
+            NodeError::OutboxFull(_) => ApiError::of(ErrorCode::OutboxFull, msg),
+            NodeError::NotDelivered { .. } => ApiError::of(ErrorCode::NotDelivered, msg),
             NodeError::Tracker(TrackerError::Unreachable(..)) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "tracker_unreachable", msg)
+                ApiError::of(ErrorCode::TrackerUnreachable, msg)
             }
             NodeError::Tracker(TrackerError::Refused {
                 status,
@@ -53,14 +51,12 @@ impl From<NodeError> for ApiError {
                 format!("the tracker refused: {message}"),
             ),
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
+                ApiError::of(ErrorCode::TrackerError, msg)
             }
             // This node could not save (its disk is full, its database failed): nothing was kept, try again.
-            NodeError::Store(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", msg)
-            }
+            NodeError::Store(_) => ApiError::of(ErrorCode::StoreFailed, msg),
             NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Identity(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+                ApiError::of(ErrorCode::Internal, msg)
             }
         }
     }
@@ -101,8 +97,8 @@ async fn message_receive_batch(
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if req.messages.is_empty() || req.messages.len() > MAX_PUSH_BATCH {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("messages: from 1 to {MAX_PUSH_BATCH} at a time"),
         ));
     }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::http::{ApiError, ApiQuery};
 use crate::peer::Node;
+use crate::proto::ErrorCode;
 
 const CHAT_HTML: &str = include_str!("assets/chat.html");
 const CHAT_CSS: &str = include_str!("assets/chat.css");
@@ -52,8 +53,8 @@ pub(super) async fn chat_page(
     };
     let login = node.web_login();
     if !login.redeem(&code, Instant::now()) {
-        return Err(ApiError::forbidden(
-            "link_expired",
+        return Err(ApiError::of(
+            ErrorCode::LinkExpired,
             format!(
                 "this web chat link is not valid or has expired (a link works for {}): type /web in the peer's CLI for a fresh one",
                 super::login::spoken(login.ttl())

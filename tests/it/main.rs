@@ -26,4 +26,3 @@ mod store_and_forward;
 mod tracker_restart;
 mod web_api;
 mod web_login;
-
