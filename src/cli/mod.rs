@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::peer::Node;
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, Destination};
+use crate::web::Web;
 use command::{Command, HELP, parse};
 pub use visible::visible;
 
@@ -143,8 +144,10 @@ struct Typed {
     next: Option<oneshot::Sender<()>>,
 }
 
-/// Runs the CLI for `node` until `/quit`, end of input or a termination signal, then deregisters the node.
-pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result<()> {
+/// Runs the CLI for the node of `web` until `/quit`, end of input or a termination signal, then deregisters the
+/// node. (`/web` prints a login link of `web`.)
+pub async fn run(web: Web, mut current: Option<ChannelName>) -> anyhow::Result<()> {
+    let node = web.node().clone();
     let prompt = Arc::new(Mutex::new(prompt_for(&current)));
     let (typed_tx, mut typed) = mpsc::channel::<Typed>(16);
     let out = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
@@ -176,7 +179,7 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
             t = typed.recv() => {
                 let Some(Typed { line, next }) = t else { break };
                 let keep_going = match parse(&line) {
-                    Ok(cmd) => handle(&node, cmd, &mut current, &send_tx, &out).await,
+                    Ok(cmd) => handle(&web, cmd, &mut current, &send_tx, &out).await,
                     Err(e) => { out.status(e.to_string()); true }
                 };
                 *prompt.lock().unwrap_or_else(|p| p.into_inner()) = prompt_for(&current);
@@ -262,19 +265,20 @@ async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>
 
 /// Carries out one command; false means quit.
 async fn handle(
-    node: &Node,
+    web: &Web,
     cmd: Command,
     current: &mut Option<ChannelName>,
     send: &mpsc::Sender<(Destination, String)>,
     out: &Out,
 ) -> bool {
+    let node = web.node();
     match cmd {
         Command::Nothing => {}
         Command::Quit => return false,
         Command::Help => HELP.iter().for_each(|l| out.status(l)),
         Command::Web => {
-            out.status(format!("web chat: {}", node.chat_url()));
-            out.status(web_link_note(node));
+            out.status(format!("web chat: {}", web.chat_url()));
+            out.status(web_link_note(web));
         }
         Command::Join(c) => match node.join(&c).await {
             Ok(n) => {
@@ -361,10 +365,10 @@ async fn handle(
 }
 
 /// What the CLI says under a printed web chat link.
-pub fn web_link_note(node: &Node) -> String {
+pub fn web_link_note(web: &Web) -> String {
     format!(
         "the link logs a browser in within {}; /web prints a fresh one",
-        crate::web::login::spoken(node.web_login().ttl())
+        crate::web::login::spoken(web.login().ttl())
     )
 }
 

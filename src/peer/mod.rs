@@ -1,7 +1,8 @@
 //! A peer node: one user's end of the chat. It registers with the tracker and keeps its lease alive, receives
 //! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients
 //! (through a durable outbox, with the tracker's mailbox as the fallback), keeps its history on disk, catches up
-//! on what it missed, and serves the local API that its front ends (CLI, web page) act through.
+//! on what it missed. Its own HTTP serves other peers (`/p2p/*`) and `/health`; whoever starts it may merge a
+//! front end's routes on top ([`Node::start_with`]: the binary adds the local API and web page of `web`).
 //!
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
@@ -24,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,8 +53,6 @@ pub struct PeerConfig {
     pub tracker: SocketAddr,
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
-    /// How long a printed web chat link logs a browser in.
-    pub web_link_ttl: Duration,
     pub limits: ServerLimits,
     /// Where history, outbox, joined channels and the identity key are kept.
     pub storage: Storage,
@@ -72,7 +72,6 @@ impl PeerConfig {
             advertise_ip: None,
             tracker,
             token: None,
-            web_link_ttl: crate::web::login::DEFAULT_LINK_TTL,
             limits: ServerLimits::default(),
             storage: Storage::Memory,
             identity: None,
@@ -152,7 +151,6 @@ struct Inner {
     advertised: SocketAddr,
     local_addr: SocketAddr,
     token: String,
-    web_login: crate::web::login::WebLogin,
     tracker: TrackerClient,
     courier: Courier,
     outboxes: Outboxes,
@@ -193,9 +191,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Node {
-    /// Binds, registers with the tracker and starts serving. Fails if the tracker cannot be reached or refuses the
-    /// name, so a user learns at once.
+    /// Binds, registers with the tracker and starts serving the peer's own routes. Fails if the tracker cannot be
+    /// reached or refuses the name, so a user learns at once.
     pub async fn start(config: PeerConfig) -> Result<Node, NodeError> {
+        Self::start_with(config, |_| Router::new()).await
+    }
+
+    /// [`Node::start`] with a front end: `front` is called once with the node, before it serves, and the routes it
+    /// returns are served beside the peer's own.
+    pub async fn start_with(
+        config: PeerConfig,
+        front: impl FnOnce(&Node) -> Router + Send,
+    ) -> Result<Node, NodeError> {
         let advertised_ip = config.advertise_ip.unwrap_or(config.ip);
         if advertised_ip.is_unspecified() {
             return Err(NodeError::NoAdvertiseAddress(advertised_ip));
@@ -244,11 +251,6 @@ impl Node {
             identity: identity.clone(),
             advertised: SocketAddr::new(advertised_ip, bound.local_addr.port()),
             local_addr: bound.local_addr,
-            web_login: crate::web::login::WebLogin::new(
-                &token,
-                bound.local_addr.port(),
-                config.web_link_ttl,
-            ),
             token,
             tracker: TrackerClient::new(config.tracker, config.name.clone(), identity),
             courier: Courier::default(),
@@ -286,7 +288,7 @@ impl Node {
         }
         let server = tokio::spawn(serve(
             bound.listener,
-            routes::app(node.clone()),
+            routes::app(node.clone(), front(&node)),
             shutdown.clone(),
             config.limits,
         ));
@@ -324,27 +326,6 @@ impl Node {
     /// The token that lets a non-loopback caller act as this user.
     pub fn token(&self) -> &str {
         &self.inner.token
-    }
-
-    /// The web chat's address, without any secret (a browser on this host needs none).
-    pub fn chat_page(&self) -> String {
-        let host = if self.inner.local_addr.ip().is_unspecified() {
-            self.inner.advertised
-        } else {
-            self.inner.local_addr
-        };
-        format!("http://{host}/chat")
-    }
-
-    /// A fresh link that logs a browser in to the web chat for a short time, as printed at start-up and by `/web`.
-    pub fn chat_url(&self) -> String {
-        let code = self.inner.web_login.mint(Instant::now());
-        format!("{}?login={code}", self.chat_page())
-    }
-
-    /// The web chat's login links and session cookie.
-    pub fn web_login(&self) -> &crate::web::login::WebLogin {
-        &self.inner.web_login
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Stamped>> {

@@ -1,5 +1,6 @@
-//! The peer's HTTP surface: `POST /p2p/receive` for other peers and `GET /health`, merged with the local API its
-//! user acts through (the web page, scripts via `POST /send-peer`), which lives in [`crate::web`].
+//! The peer's own HTTP surface: `POST /p2p/receive` (and its batch) and `GET /p2p/history` for other peers, and
+//! `GET /health`. A front end (the local API and web page) is merged on top by whoever starts the node
+//! ([`Node::start_with`]); the peer never names it.
 
 use std::net::SocketAddr;
 
@@ -62,17 +63,18 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// The peer's router: the peer-to-peer routes here, the user's local API and web page from [`crate::web`].
-pub fn app(node: Node) -> Router {
+/// The peer's router: the peer-to-peer routes and `/health`, with `front` (a front end's routes, already given
+/// their state) merged on top, and the JSON answers for an unknown path or method.
+pub fn app(node: Node, front: Router) -> Router {
     Router::new()
         .route("/p2p/receive", post(message_receive))
         .route("/p2p/receive-batch", post(message_receive_batch))
         .route("/p2p/history", get(channel_history_serve))
         .route("/health", get(health))
-        .merge(crate::web::routes(node.clone()))
+        .with_state(node)
+        .merge(front)
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(node)
 }
 
 async fn message_receive(
@@ -182,14 +184,6 @@ impl Node {
         self.inner
             .identity
             .sign(&receipt_bytes(self.name(), sender, entries))
-    }
-}
-
-/// Parses a conversation as users write it: `#general`, `@bob`, or a bare channel name.
-pub fn parse_conversation(s: &str) -> Result<Destination, NameError> {
-    match s.strip_prefix('@') {
-        Some(p) => PeerName::new(p).map(Destination::Direct),
-        None => ChannelName::parse_user(s).map(Destination::Channel),
     }
 }
 

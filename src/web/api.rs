@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use crate::peer::presence::MemberList;
-use crate::peer::routes::parse_conversation;
 use crate::peer::{Node, SendReport};
 use crate::proto::*;
 
