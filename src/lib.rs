@@ -27,6 +27,7 @@ pub mod identity;
 pub mod peer;
 pub mod proto;
 pub mod storage;
+mod sync;
 pub mod tracker;
 pub mod web;
 

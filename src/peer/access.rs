@@ -10,14 +10,15 @@
 //! refuses its fan-out at once.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::events::Event;
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::http::ApiError;
 use crate::proto::*;
+use crate::sync::lock;
 
 /// How long the roles of a channel's members are trusted before the tracker is asked again.
 pub const ROLES_FRESH: Duration = Duration::from_secs(3);
@@ -33,6 +34,38 @@ pub(super) struct Roles {
     /// False when the tracker no longer lists this node as a member (removed, banned).
     me_member: bool,
     roles: HashMap<PeerName, Role>,
+}
+
+/// The roles of each joined channel as the tracker last said, bounded by [`ROLES_CACHED_CHANNELS`] (the oldest
+/// answer goes first).
+#[derive(Default)]
+pub(super) struct RolesCache(Mutex<HashMap<ChannelName, Arc<Roles>>>);
+
+impl RolesCache {
+    pub(super) fn get(&self, channel: &ChannelName) -> Option<Arc<Roles>> {
+        lock(&self.0).get(channel).cloned()
+    }
+
+    pub(super) fn forget(&self, channel: &ChannelName) {
+        lock(&self.0).remove(channel);
+    }
+
+    /// Keeps `roles` as `channel`'s latest answer; returns it, shared.
+    fn keep(&self, channel: &ChannelName, roles: Roles) -> Arc<Roles> {
+        let mut cache = lock(&self.0);
+        if cache.len() >= ROLES_CACHED_CHANNELS && !cache.contains_key(channel) {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, r)| r.at)
+                .map(|(c, _)| c.clone());
+            if let Some(c) = oldest {
+                cache.remove(&c);
+            }
+        }
+        let roles = Arc::new(roles);
+        cache.insert(channel.clone(), roles.clone());
+        roles
+    }
 }
 
 /// This user's presence, as last told to the tracker (sent again when the tracker had forgotten the peer).
@@ -193,7 +226,7 @@ impl Node {
     }
 
     pub(super) fn forget_roles(&self, channel: &ChannelName) {
-        lock(&self.inner.roles).remove(channel);
+        self.inner.roles.forget(channel);
     }
 
     /// Asks the tracker for a channel's roles and caches them.
@@ -219,19 +252,7 @@ impl Node {
             },
             Err(e) => return Err(e),
         };
-        let mut cache = lock(&self.inner.roles);
-        if cache.len() >= ROLES_CACHED_CHANNELS && !cache.contains_key(channel) {
-            let oldest = cache
-                .iter()
-                .min_by_key(|(_, r)| r.at)
-                .map(|(c, _)| c.clone());
-            if let Some(c) = oldest {
-                cache.remove(&c);
-            }
-        }
-        let roles = Arc::new(roles);
-        cache.insert(channel.clone(), roles.clone());
-        Ok(roles)
+        Ok(self.inner.roles.keep(channel, roles))
     }
 
     /// May `from` post in `channel`, as the tracker says? Refused with 403 `not_allowed` when not, or when this
@@ -242,7 +263,7 @@ impl Node {
         from: &PeerName,
     ) -> Result<(), ApiError> {
         // Shared, not copied: a channel's roles may list thousands of members.
-        let cached = lock(&self.inner.roles).get(channel).cloned();
+        let cached = self.inner.roles.get(channel);
         let usable = cached.as_ref().filter(|r| r.settles(from));
         let roles = match usable {
             Some(r) => r.clone(),
@@ -270,7 +291,7 @@ impl Node {
             tracing::error!(peer = %self.name(), "cannot save leaving #{channel}: {e}");
         }
         lock(&self.inner.joined).remove(channel);
-        lock(&self.inner.last_fan_out).remove(channel);
+        self.inner.directory.forget_channel(channel);
         self.forget_members(channel);
         self.forget_roles(channel);
         tracing::info!(peer = %self.name(), %channel, "no longer a member: {why}");

@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 
 use super::tracker_client::TrackerError;
-use super::{KEY_RECHECK, Node, lock};
+use super::{KEY_RECHECK, Node};
+
 use crate::http::ApiError;
 use crate::identity::{AuthError, PublicKey, verify_message};
 use crate::peer::events::Event;
@@ -174,7 +175,7 @@ impl Node {
     /// for as long, so a flood of messages under made-up names does not become a flood of tracker requests. While
     /// the tracker is down, a cached key stands.
     async fn verify_sender(&self, msg: &ChatMessage) -> Result<(), ApiError> {
-        let cached = lock(&self.inner.keys).get(&msg.from).copied();
+        let cached = self.inner.directory.key_of(&msg.from);
         match cached {
             Some((Some(key), at)) => match verify_message(msg, &key) {
                 Ok(()) => return Ok(()),
@@ -188,14 +189,14 @@ impl Node {
         }
         let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
             Ok(key) => {
-                self.cache_key(msg.from.clone(), Some(key));
+                self.inner.directory.cache_key(msg.from.clone(), Some(key));
                 key
             }
             Err(TrackerError::Refused {
                 code: ErrorCode::UnknownIdentity,
                 ..
             }) => {
-                self.cache_key(msg.from.clone(), None);
+                self.inner.directory.cache_key(msg.from.clone(), None);
                 return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
             }
             Err(e) => match cached {

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
+use crate::sync::lock;
 
 /// Most messages waiting in the outbox, all recipients together; a send beyond it is refused.
 pub const OUTBOX_LIMIT: usize = 100_000;
@@ -158,10 +160,29 @@ pub(super) struct Outboxes {
     addresses: Addresses,
     waiting: Mutex<HashMap<(PeerName, MessageId), oneshot::Sender<Outcome>>>,
     /// Messages waiting, all recipients together (kept in step with the store).
-    pub(super) len: std::sync::atomic::AtomicUsize,
+    len: AtomicUsize,
 }
 
 impl Outboxes {
+    /// Whether `n` more messages fit under [`OUTBOX_LIMIT`]; if not, how many wait already.
+    pub(super) fn room_for(&self, n: usize) -> Result<(), NodeError> {
+        let waiting = self.len.load(Ordering::Relaxed);
+        match waiting + n > OUTBOX_LIMIT {
+            true => Err(NodeError::OutboxFull(waiting)),
+            false => Ok(()),
+        }
+    }
+
+    /// `n` rows were committed to the store.
+    pub(super) fn added(&self, n: usize) {
+        self.len.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` rows left the store (delivered, held or refused).
+    fn removed(&self, n: usize) {
+        self.len.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// Waits for `id`'s outcome at `to`.
     pub(super) fn watch(&self, to: &PeerName, id: MessageId) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
@@ -286,10 +307,7 @@ impl Node {
                         tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
                         continue;
                     }
-                    self.inner
-                        .outboxes
-                        .len
-                        .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                    self.inner.outboxes.removed(batch.len());
                 }
                 Attempt::Stuck(why) => {
                     tracing::debug!(peer = %self.name(), to = %to, "delivery stuck: {why}");
@@ -422,10 +440,7 @@ impl Node {
     /// Starts a worker for every recipient with messages left in the outbox (at start-up).
     pub(super) async fn resume_outbox(&self) -> Result<(), NodeError> {
         let (recipients, total) = self.inner.store.outbox_summary().await?;
-        self.inner
-            .outboxes
-            .len
-            .store(total, std::sync::atomic::Ordering::Relaxed);
+        self.inner.outboxes.len.store(total, Ordering::Relaxed);
         if total > 0 {
             tracing::info!(peer = %self.name(), "{total} message(s) left in the outbox; sending them");
         }

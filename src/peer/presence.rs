@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 
 use super::events::{Event, Member, Resumed};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, PeerStatus, Role};
+use crate::sync::lock;
 
 /// How often the members of joined channels are refreshed while a page watches.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);

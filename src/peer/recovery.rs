@@ -27,12 +27,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::inbox::Via;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::http::ApiError;
 use crate::proto::{
     ChannelName, ChatMessage, Destination, ErrorCode, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo,
     PeerName, first_id_at, id_ms, now_ms,
 };
+use crate::sync::lock;
 
 /// Messages one `GET /p2p/history` answer carries at most.
 pub const CATCH_UP_PAGE: usize = 500;
@@ -137,7 +138,7 @@ impl Node {
             if wanted.mailbox
                 && let Err(e) = self.drain_mailbox().await
                 // A node stopping while it fetches says nothing: its exit line says why it stops.
-                && !self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst)
+                && !self.inner.lease.is_leaving()
             {
                 tracing::warn!(peer = %self.name(), "cannot fetch the mailbox now: {e}");
                 // Asked again at the next renewal that reports mail waiting.
