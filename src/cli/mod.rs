@@ -13,6 +13,7 @@ pub mod visible;
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::peer::Node;
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, Destination};
+use crate::sync::lock;
 use crate::web::Web;
 use command::{Command, HELP, parse};
 pub use visible::visible;
@@ -62,12 +64,7 @@ impl Out {
         if self.broken.is_cancelled() {
             return;
         }
-        let written = match self
-            .printer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        let written = match lock(&self.printer).as_mut() {
             Some(p) => p
                 .print(format!("{}\n", visible(s.as_ref())))
                 .map_err(|e| e.to_string()),
@@ -84,16 +81,13 @@ impl Out {
 
     /// stdout is gone: say so once, and stop the CLI.
     fn fail(&self, why: String) {
-        self.why
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(why);
+        lock(&self.why).get_or_insert(why);
         self.broken.cancel();
     }
 
     /// Why stdout could not be written, once it could not.
     fn failure(&self) -> Option<String> {
-        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.why).clone()
     }
 }
 
@@ -182,7 +176,7 @@ pub async fn run(web: Web, mut current: Option<ChannelName>) -> anyhow::Result<(
                     Ok(cmd) => handle(&web, cmd, &mut current, &send_tx, &out).await,
                     Err(e) => { out.status(e.to_string()); true }
                 };
-                *prompt.lock().unwrap_or_else(|p| p.into_inner()) = prompt_for(&current);
+                *lock(&prompt) = prompt_for(&current);
                 if !keep_going { break }
                 if let Some(next) = next { let _ = next.send(()); }
             }
@@ -412,7 +406,7 @@ fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::
         .name("readline".into())
         .spawn(move || {
             loop {
-                let p = prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let p = lock(&prompt).clone();
                 let typed = match editor.readline(&p) {
                     Ok(typed) => typed,
                     // Ctrl-C and Ctrl-D both quit, like /quit.
