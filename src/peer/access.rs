@@ -290,7 +290,7 @@ impl Node {
         if let Err(e) = self.inner.store.set_joined(channel, None).await {
             tracing::error!(peer = %self.name(), "cannot save leaving #{channel}: {e}");
         }
-        lock(&self.inner.joined).remove(channel);
+        self.inner.joined.remove(channel);
         self.inner.directory.forget_channel(channel);
         self.forget_members(channel);
         self.forget_roles(channel);

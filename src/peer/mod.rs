@@ -164,7 +164,7 @@ struct Inner {
     presence: Arc<presence::Presence>,
     store: PeerStore,
     _store_thread: DbThread,
-    joined: Mutex<BTreeSet<ChannelName>>,
+    joined: Joined,
     /// Where peers are, their keys, each channel's last fan-out list.
     directory: Directory,
     /// Who may post in each joined channel, as the tracker last said.
@@ -173,6 +173,29 @@ struct Inner {
     lease: Lease,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The channels this user is in, as the store says (kept in memory for every message's checks).
+#[derive(Default)]
+struct Joined(Mutex<BTreeSet<ChannelName>>);
+
+impl Joined {
+    fn list(&self) -> Vec<ChannelName> {
+        lock(&self.0).iter().cloned().collect()
+    }
+
+    fn contains(&self, channel: &ChannelName) -> bool {
+        lock(&self.0).contains(channel)
+    }
+
+    /// True when it is new.
+    fn insert(&self, channel: &ChannelName) -> bool {
+        lock(&self.0).insert(channel.clone())
+    }
+
+    fn remove(&self, channel: &ChannelName) {
+        lock(&self.0).remove(channel);
+    }
 }
 
 /// A running peer node.
@@ -252,7 +275,7 @@ impl Node {
             store_thread,
         );
         for (channel, _) in &joined_since {
-            lock(&node.inner.joined).insert(channel.clone());
+            node.inner.joined.insert(channel);
         }
         // Where catch-up starts, fixed before anything can arrive and move the newest message held.
         let mut marks = Vec::new();
@@ -311,7 +334,7 @@ impl Node {
                 presence: Arc::default(),
                 store,
                 _store_thread: store_thread,
-                joined: Mutex::default(),
+                joined: Joined::default(),
                 directory: Directory::default(),
                 roles: RolesCache::default(),
                 my_presence: Mutex::default(),
@@ -361,11 +384,11 @@ impl Node {
     }
 
     pub fn joined(&self) -> Vec<ChannelName> {
-        lock(&self.inner.joined).iter().cloned().collect()
+        self.inner.joined.list()
     }
 
     pub fn is_joined(&self, channel: &ChannelName) -> bool {
-        lock(&self.inner.joined).contains(channel)
+        self.inner.joined.contains(channel)
     }
 
     /// The public half of this peer's identity.
@@ -411,7 +434,7 @@ impl Node {
             .store
             .set_joined(channel, Some(MessageId::now_v7()))
             .await?;
-        let new = lock(&self.inner.joined).insert(channel.clone());
+        let new = self.inner.joined.insert(channel);
         if new {
             // Back in a channel we were in before: fetch what was said meanwhile.
             if let Some(mark) = self.catch_up_mark(channel, None).await? {
@@ -441,7 +464,7 @@ impl Node {
             Err(e) => return Err(e.into()),
         }
         self.inner.store.set_joined(channel, None).await?;
-        lock(&self.inner.joined).remove(channel);
+        self.inner.joined.remove(channel);
         self.inner.directory.forget_channel(channel);
         self.forget_members(channel);
         self.forget_roles(channel);
