@@ -2,7 +2,7 @@
 //! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients
 //! (through a durable outbox, with the tracker's mailbox as the fallback), keeps its history on disk, catches up
 //! on what it missed. Its own HTTP serves other peers (`/p2p/*`) and `/health`; whoever starts it may merge a
-//! front end's routes on top ([`Node::start_with`]: the binary adds the local API and web page of `web`).
+//! front end's routes on top (`Node::start_with`: the binary adds the local API and web page of `web`).
 //!
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
@@ -253,7 +253,7 @@ impl Node {
 
     /// [`Node::start`] with a front end: `front` is called once with the node, before it serves, and the routes it
     /// returns are served beside the peer's own.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         config: PeerConfig,
         front: impl FnOnce(&Node) -> Router + Send,
     ) -> Result<Node, NodeError> {

@@ -1,6 +1,6 @@
 //! The peer's own HTTP surface: `POST /p2p/receive` (and its batch) and `GET /p2p/history` for other peers, and
 //! `GET /health`. A front end (the local API and web page) is merged on top by whoever starts the node
-//! ([`Node::start_with`]); the peer never names it.
+//! (`Node::start_with`); the peer never names it.
 
 use std::net::SocketAddr;
 

@@ -66,12 +66,12 @@ impl Web {
     }
 
     /// The web chat's login links and session cookie.
-    pub fn login(&self) -> &WebLogin {
+    pub(crate) fn login(&self) -> &WebLogin {
         &self.login
     }
 
     /// The web chat's address, without any secret (a browser on this host needs none).
-    pub fn chat_page(&self) -> String {
+    pub(crate) fn chat_page(&self) -> String {
         let local = self.node.local_addr();
         let host = if local.ip().is_unspecified() {
             self.node.advertised()
