@@ -42,7 +42,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl IntoErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code: code.into_error_code(),
@@ -51,8 +55,7 @@ impl ApiError {
     }
     /// A refusal with the status its code is sent with.
     pub fn of(code: ErrorCode, message: impl Into<String>) -> Self {
-        let status =
-            StatusCode::from_u16(code.status()).expect("every ErrorCode's status is valid");
+        let status = StatusCode::from_u16(code.status()).expect("every ErrorCode's status is valid");
         Self::new(status, code, message)
     }
     pub fn bad_request(code: impl IntoErrorCode, message: impl Into<String>) -> Self {

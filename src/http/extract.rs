@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn not_json_is_a_400_and_wrong_shape_a_422_naming_the_field() {
-        assert_eq!(
-            parse_json::<Req>(b"{nope").unwrap_err().code,
-            ErrorCode::BadJson
-        );
+        assert_eq!(parse_json::<Req>(b"{nope").unwrap_err().code, ErrorCode::BadJson);
         assert_eq!(parse_json::<Req>(b"").unwrap_err().code, ErrorCode::BadJson);
         let e = parse_json::<Req>(br#"{"name":"al ice","port":1}"#).unwrap_err();
         assert_eq!((e.status.as_u16(), e.code.as_ref()), (422, "invalid_field"));

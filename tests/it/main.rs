@@ -26,3 +26,4 @@ mod store_and_forward;
 mod tracker_restart;
 mod web_api;
 mod web_login;
+
