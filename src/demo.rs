@@ -6,9 +6,10 @@ use anyhow::Context;
 
 use crate::cli::print_line;
 
-use crate::peer::{Node, PeerConfig};
+use crate::peer::PeerConfig;
 use crate::proto::{ChannelName, PeerName};
 use crate::tracker::{Tracker, TrackerConfig};
+use crate::web::login::DEFAULT_LINK_TTL;
 
 /// Runs the demo until alice quits.
 pub async fn run() -> anyhow::Result<()> {
@@ -21,21 +22,22 @@ pub async fn run() -> anyhow::Result<()> {
     let mut peers = Vec::new();
     for name in ["alice", "bob", "carol"] {
         // The demo leaves nothing behind (in-memory storage), so a second run starts as fresh as the first.
-        let node = Node::start(PeerConfig::on_loopback(
-            PeerName::new(name)?,
-            tracker.local_addr(),
-        ))
+        let web = crate::web::start(
+            PeerConfig::on_loopback(PeerName::new(name)?, tracker.local_addr()),
+            DEFAULT_LINK_TTL,
+        )
         .await
         .with_context(|| format!("starting {name}"))?;
+        let node = web.node();
         node.join(&general)
             .await
             .with_context(|| format!("{name} joining #general"))?;
         say(format!(
             "* {name} listening on {}  web chat: {}",
             node.local_addr(),
-            node.chat_page()
+            web.chat_page()
         ))?;
-        peers.push(node);
+        peers.push(web);
     }
     let bob = &peers[1];
     say(
@@ -43,7 +45,7 @@ pub async fn run() -> anyhow::Result<()> {
     )?;
     say(format!(
         "*   curl -s localhost:{}/send-peer -d '{{\"channel\":\"general\",\"text\":\"hi from bob\"}}'",
-        bob.local_addr().port()
+        bob.node().local_addr().port()
     ))?;
     say(
         "* open a web chat above in a browser on this machine: on loopback a page needs no login"
@@ -51,7 +53,7 @@ pub async fn run() -> anyhow::Result<()> {
     )?;
     let result = crate::cli::run(peers[0].clone(), Some(general)).await;
     for p in &peers[1..] {
-        p.shutdown().await;
+        p.node().shutdown().await;
     }
     tracker.shutdown().await;
     result

@@ -60,7 +60,7 @@ pub fn names(data: &[u8]) {
     if let Ok(c) = ChannelName::parse_user(s) {
         assert_eq!(format!("#{c}").trim_start_matches('#'), c.as_str());
     }
-    match crate::peer::routes::parse_conversation(s) {
+    match crate::proto::parse_conversation(s) {
         Ok(Destination::Direct(p)) => assert_eq!(format!("@{p}"), s),
         Ok(Destination::Channel(c)) => assert!(s.ends_with(c.as_str())),
         Err(_) => {}
@@ -161,9 +161,13 @@ fn nodes() -> &'static Nodes {
                 .await
                 .expect("a tracker on 127.0.0.1");
             let name = PeerName::new("fuzz").expect("a valid name");
-            let node = Node::start(PeerConfig::on_loopback(name, tracker.local_addr()))
+            let config = PeerConfig::on_loopback(name, tracker.local_addr());
+            // With its local API: the fuzz targets post to `/api/*` too.
+            let node = crate::web::start(config, crate::web::login::DEFAULT_LINK_TTL)
                 .await
-                .expect("a peer on 127.0.0.1");
+                .expect("a peer on 127.0.0.1")
+                .node()
+                .clone();
             node.join(&ChannelName::new("general").expect("a valid name"))
                 .await
                 .expect("joins #general");

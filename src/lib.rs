@@ -28,6 +28,7 @@ pub mod link;
 pub mod peer;
 pub mod proto;
 pub mod storage;
+mod sync;
 pub mod tracker;
 pub mod web;
 

@@ -400,23 +400,26 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         Storage::Dir(dir) => dir.join(hchat::identity::KEY_FILE).display().to_string(),
         Storage::Memory => "memory only: a new one at each start".to_string(),
     };
-    let node = Node::start(PeerConfig {
-        name: a.name.clone(),
-        ip: a.ip,
-        port: a.port,
-        advertise_ip: a.advertise_ip,
-        tracker,
-        token: a.token,
-        web_link_ttl: Duration::from_secs(a.web_link_ttl),
-        limits: a.limits.server_limits(),
-        storage,
-        identity: None,
-    })
+    let web = hchat::web::start(
+        PeerConfig {
+            name: a.name.clone(),
+            ip: a.ip,
+            port: a.port,
+            advertise_ip: a.advertise_ip,
+            tracker,
+            token: a.token,
+            limits: a.limits.server_limits(),
+            storage,
+            identity: None,
+        },
+        Duration::from_secs(a.web_link_ttl),
+    )
     .await
     .with_context(|| format!("{} could not start", a.name))?;
+    let node = web.node().clone();
     say(&node, &format!("* listening on {}", node.local_addr())).await?;
-    say(&node, &format!("* web chat: {}", node.chat_url())).await?;
-    say(&node, &format!("* {}", hchat::cli::web_link_note(&node))).await?;
+    say(&node, &format!("* web chat: {}", web.chat_url())).await?;
+    say(&node, &format!("* {}", hchat::cli::web_link_note(&web))).await?;
     let identity = format!("* identity {} (key: {key_file})", node.public_key());
     say(&node, &identity).await?;
     if node.local_addr().ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -450,7 +453,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
         say(&node, &back).await?;
         current = Some(first.clone());
     }
-    hchat::cli::run(node, current).await
+    hchat::cli::run(web, current).await
 }
 
 /// Prints a line of the peer's start-up; if stdout cannot be written, stops the node (nobody would see it).

@@ -33,8 +33,10 @@ pub async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Nod
     // measured on its own (examples/durability_bench.rs).
     let mut config = PeerConfig::on_loopback(name.clone(), tracker);
     config.limits.rate_limit = RateLimit::OFF;
-    Node::start(config)
+    // With its local API: what is measured is `POST /api/send` and `GET /api/events`.
+    crate::web::start(config, crate::web::login::DEFAULT_LINK_TTL)
         .await
+        .map(|web| web.node().clone())
         .map_err(|e| BenchError::Setup(format!("starting peer {name}: {e}")))
 }
 

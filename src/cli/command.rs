@@ -1,9 +1,9 @@
 //! Parsing one input line of the interactive CLI into a [`Command`]. Pure, so every rule of CONTRACT.md's table
 //! is unit-tested; a line that is not right becomes a [`ParseError`] telling the user how to write it.
 
-use crate::peer::routes::parse_conversation;
 use crate::proto::{
     ChannelAction, ChannelMode, ChannelName, Destination, GivenRole, MAX_AWAY_LEN, PeerName,
+    parse_conversation,
 };
 
 /// Default number of messages `/history` shows.

@@ -13,6 +13,7 @@ pub mod visible;
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::peer::Node;
 use crate::peer::events::Event;
 use crate::proto::{ChannelName, Destination};
+use crate::sync::lock;
+use crate::web::Web;
 use command::{Command, HELP, parse};
 pub use visible::visible;
 
@@ -61,12 +64,7 @@ impl Out {
         if self.broken.is_cancelled() {
             return;
         }
-        let written = match self
-            .printer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        let written = match lock(&self.printer).as_mut() {
             Some(p) => p
                 .print(format!("{}\n", visible(s.as_ref())))
                 .map_err(|e| e.to_string()),
@@ -83,16 +81,13 @@ impl Out {
 
     /// stdout is gone: say so once, and stop the CLI.
     fn fail(&self, why: String) {
-        self.why
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(why);
+        lock(&self.why).get_or_insert(why);
         self.broken.cancel();
     }
 
     /// Why stdout could not be written, once it could not.
     fn failure(&self) -> Option<String> {
-        self.why.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.why).clone()
     }
 }
 
@@ -143,8 +138,10 @@ struct Typed {
     next: Option<oneshot::Sender<()>>,
 }
 
-/// Runs the CLI for `node` until `/quit`, end of input or a termination signal, then deregisters the node.
-pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result<()> {
+/// Runs the CLI for the node of `web` until `/quit`, end of input or a termination signal, then deregisters the
+/// node. (`/web` prints a login link of `web`.)
+pub async fn run(web: Web, mut current: Option<ChannelName>) -> anyhow::Result<()> {
+    let node = web.node().clone();
     let prompt = Arc::new(Mutex::new(prompt_for(&current)));
     let (typed_tx, mut typed) = mpsc::channel::<Typed>(16);
     let out = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
@@ -176,10 +173,10 @@ pub async fn run(node: Node, mut current: Option<ChannelName>) -> anyhow::Result
             t = typed.recv() => {
                 let Some(Typed { line, next }) = t else { break };
                 let keep_going = match parse(&line) {
-                    Ok(cmd) => handle(&node, cmd, &mut current, &send_tx, &out).await,
+                    Ok(cmd) => handle(&web, cmd, &mut current, &send_tx, &out).await,
                     Err(e) => { out.status(e.to_string()); true }
                 };
-                *prompt.lock().unwrap_or_else(|p| p.into_inner()) = prompt_for(&current);
+                *lock(&prompt) = prompt_for(&current);
                 if !keep_going { break }
                 if let Some(next) = next { let _ = next.send(()); }
             }
@@ -262,19 +259,20 @@ async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>
 
 /// Carries out one command; false means quit.
 async fn handle(
-    node: &Node,
+    web: &Web,
     cmd: Command,
     current: &mut Option<ChannelName>,
     send: &mpsc::Sender<(Destination, String)>,
     out: &Out,
 ) -> bool {
+    let node = web.node();
     match cmd {
         Command::Nothing => {}
         Command::Quit => return false,
         Command::Help => HELP.iter().for_each(|l| out.status(l)),
         Command::Web => {
-            out.status(format!("web chat: {}", node.chat_url()));
-            out.status(web_link_note(node));
+            out.status(format!("web chat: {}", web.chat_url()));
+            out.status(web_link_note(web));
         }
         Command::Join(c) => match node.join(&c).await {
             Ok(n) => {
@@ -361,10 +359,10 @@ async fn handle(
 }
 
 /// What the CLI says under a printed web chat link.
-pub fn web_link_note(node: &Node) -> String {
+pub fn web_link_note(web: &Web) -> String {
     format!(
         "the link logs a browser in within {}; /web prints a fresh one",
-        crate::web::login::spoken(node.web_login().ttl())
+        crate::web::login::spoken(web.login().ttl())
     )
 }
 
@@ -408,7 +406,7 @@ fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::
         .name("readline".into())
         .spawn(move || {
             loop {
-                let p = prompt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let p = lock(&prompt).clone();
                 let typed = match editor.readline(&p) {
                     Ok(typed) => typed,
                     // Ctrl-C and Ctrl-D both quit, like /quit.

@@ -10,16 +10,15 @@
 //! refuses its fan-out at once.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use axum::http::StatusCode;
 
 use super::events::Event;
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::http::ApiError;
 use crate::proto::*;
+use crate::sync::lock;
 
 /// How long the roles of a channel's members are trusted before the tracker is asked again.
 pub const ROLES_FRESH: Duration = Duration::from_secs(3);
@@ -37,6 +36,38 @@ pub(super) struct Roles {
     roles: HashMap<PeerName, Role>,
 }
 
+/// The roles of each joined channel as the tracker last said, bounded by [`ROLES_CACHED_CHANNELS`] (the oldest
+/// answer goes first).
+#[derive(Default)]
+pub(super) struct RolesCache(Mutex<HashMap<ChannelName, Arc<Roles>>>);
+
+impl RolesCache {
+    pub(super) fn get(&self, channel: &ChannelName) -> Option<Arc<Roles>> {
+        lock(&self.0).get(channel).cloned()
+    }
+
+    pub(super) fn forget(&self, channel: &ChannelName) {
+        lock(&self.0).remove(channel);
+    }
+
+    /// Keeps `roles` as `channel`'s latest answer; returns it, shared.
+    fn keep(&self, channel: &ChannelName, roles: Roles) -> Arc<Roles> {
+        let mut cache = lock(&self.0);
+        if cache.len() >= ROLES_CACHED_CHANNELS && !cache.contains_key(channel) {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, r)| r.at)
+                .map(|(c, _)| c.clone());
+            if let Some(c) = oldest {
+                cache.remove(&c);
+            }
+        }
+        let roles = Arc::new(roles);
+        cache.insert(channel.clone(), roles.clone());
+        roles
+    }
+}
+
 /// This user's presence, as last told to the tracker (sent again when the tracker had forgotten the peer).
 #[derive(Debug, Clone, Default)]
 pub(super) struct MyPresence {
@@ -45,7 +76,7 @@ pub(super) struct MyPresence {
 }
 
 fn not_allowed(msg: String) -> ApiError {
-    ApiError::forbidden("not_allowed", msg)
+    ApiError::of(ErrorCode::NotAllowed, msg)
 }
 
 impl Roles {
@@ -195,7 +226,7 @@ impl Node {
     }
 
     pub(super) fn forget_roles(&self, channel: &ChannelName) {
-        lock(&self.inner.roles).remove(channel);
+        self.inner.roles.forget(channel);
     }
 
     /// Asks the tracker for a channel's roles and caches them.
@@ -211,30 +242,17 @@ impl Node {
                     .map(|m| (m.name, m.role))
                     .collect(),
             },
-            Err(TrackerError::Refused { code, .. })
-                if code == "members_only" || code == "unknown_channel" =>
-            {
-                Roles {
-                    at: Instant::now(),
-                    me_member: false,
-                    roles: HashMap::new(),
-                }
-            }
+            Err(TrackerError::Refused {
+                code: ErrorCode::MembersOnly | ErrorCode::UnknownChannel,
+                ..
+            }) => Roles {
+                at: Instant::now(),
+                me_member: false,
+                roles: HashMap::new(),
+            },
             Err(e) => return Err(e),
         };
-        let mut cache = lock(&self.inner.roles);
-        if cache.len() >= ROLES_CACHED_CHANNELS && !cache.contains_key(channel) {
-            let oldest = cache
-                .iter()
-                .min_by_key(|(_, r)| r.at)
-                .map(|(c, _)| c.clone());
-            if let Some(c) = oldest {
-                cache.remove(&c);
-            }
-        }
-        let roles = Arc::new(roles);
-        cache.insert(channel.clone(), roles.clone());
-        Ok(roles)
+        Ok(self.inner.roles.keep(channel, roles))
     }
 
     /// May `from` post in `channel`, as the tracker says? Refused with 403 `not_allowed` when not, or when this
@@ -245,7 +263,7 @@ impl Node {
         from: &PeerName,
     ) -> Result<(), ApiError> {
         // Shared, not copied: a channel's roles may list thousands of members.
-        let cached = lock(&self.inner.roles).get(channel).cloned();
+        let cached = self.inner.roles.get(channel);
         let usable = cached.as_ref().filter(|r| r.settles(from));
         let roles = match usable {
             Some(r) => r.clone(),
@@ -254,9 +272,8 @@ impl Node {
                 // The tracker is down: its last word stands, however old.
                 Err(TrackerError::Unreachable(..)) if cached.is_some() => cached.expect("checked"),
                 Err(e) => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot_verify_sender",
+                    return Err(ApiError::of(
+                        ErrorCode::CannotVerifySender,
                         format!("who may post in #{channel} cannot be checked now: {e}"),
                     ));
                 }
@@ -273,8 +290,8 @@ impl Node {
         if let Err(e) = self.inner.store.set_joined(channel, None).await {
             tracing::error!(peer = %self.name(), "cannot save leaving #{channel}: {e}");
         }
-        lock(&self.inner.joined).remove(channel);
-        lock(&self.inner.last_fan_out).remove(channel);
+        self.inner.joined.remove(channel);
+        self.inner.directory.forget_channel(channel);
         self.forget_members(channel);
         self.forget_roles(channel);
         tracing::info!(peer = %self.name(), %channel, "no longer a member: {why}");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::tracker_client::root_cause;
 use crate::identity::{PublicKey, ReceiptVerdict, Signature, receipt_bytes};
 use crate::proto::{
-    ChatMessage, ErrorBody, ErrorDetail, MAX_BODY_BYTES, MessageId, PeerName, ReceiveAck,
+    ChatMessage, ErrorBody, ErrorCode, ErrorDetail, MAX_BODY_BYTES, MessageId, PeerName, ReceiveAck,
 };
 
 /// How long one push may take.
@@ -25,7 +25,7 @@ pub enum DeliveryError {
     #[error("unreachable ({0})")]
     Unreachable(String),
     #[error("not accepted now: {message} ({code})")]
-    Unavailable { code: String, message: String },
+    Unavailable { code: ErrorCode, message: String },
     /// What answered is not the peer the message is for (no valid receipt signed with its key): a puppet's
     /// address, or a peer that moved away. Nothing counts as delivered, and the address is backed off.
     #[error("the address did not answer as the recipient: {0}")]
@@ -38,7 +38,7 @@ pub enum Pushed {
     /// Stored durably (or held already): delivered.
     Stored,
     /// Refused for good (not for this peer, not in the channel, ...): retrying will not help.
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
 }
 
 /// `POST /p2p/receive-batch` body.
@@ -167,14 +167,12 @@ impl Courier {
             .map(|r| match r.ok {
                 true => Pushed::Stored,
                 false => {
-                    let e = r.error.unwrap_or(ErrorDetail {
-                        code: "refused".into(),
-                        message: "refused".into(),
-                    });
-                    Pushed::Refused {
-                        code: e.code,
-                        message: e.message,
-                    }
+                    // The code is read only now: the receipt above signed it as the receiver wrote it.
+                    let (code, message) = match r.error {
+                        Some(e) => (ErrorCode::parse(&e.code), e.message),
+                        None => (ErrorCode::Unknown, "refused".into()),
+                    };
+                    Pushed::Refused { code, message }
                 }
             })
             .collect())
@@ -206,12 +204,12 @@ impl Courier {
                     };
                     if status.is_server_error() || status.as_u16() == 429 {
                         return Err(DeliveryError::Unavailable {
-                            code: error.code,
+                            code: ErrorCode::parse(&error.code),
                             message: error.message,
                         });
                     }
                     return Ok(Err(Pushed::Refused {
-                        code: error.code,
+                        code: ErrorCode::parse(&error.code),
                         message: error.message,
                     }));
                 }

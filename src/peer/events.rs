@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::proto::{ChannelName, ChatMessage, PeerName, PeerStatus, Role};
+use crate::sync::lock;
 
 /// How many events a slow subscriber may fall behind before it misses some (it is told how many).
 pub const EVENT_BACKLOG: usize = 1024;
@@ -112,7 +113,7 @@ impl Default for Events {
 
 impl Events {
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.ring)
     }
 
     /// Numbers the event, keeps it for replay and sends it to every subscriber; returns its number.

@@ -21,14 +21,13 @@
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
-
 use super::tracker_client::TrackerError;
-use super::{KEY_RECHECK, Node, lock};
+use super::{KEY_RECHECK, Node};
+
 use crate::http::ApiError;
 use crate::identity::{AuthError, PublicKey, verify_message};
 use crate::peer::events::Event;
-use crate::proto::{ChannelName, ChatMessage, Destination, PeerName, now_ms};
+use crate::proto::{ChannelName, ChatMessage, Destination, ErrorCode, PeerName, now_ms};
 
 /// How a message reached this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,13 +92,7 @@ impl Node {
                 .store
                 .save_received(accepted)
                 .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "store_failed",
-                        e.to_string(),
-                    )
-                })?
+                .map_err(|e| ApiError::of(ErrorCode::StoreFailed, e.to_string()))?
         };
         let mut new = new.into_iter();
         let mut out = Vec::with_capacity(msgs.len());
@@ -128,7 +121,7 @@ impl Node {
     /// The rules every incoming message meets, whichever way it came.
     fn check(&self, msg: &ChatMessage, via: &Via) -> Result<(), ApiError> {
         msg.check()
-            .map_err(|e| ApiError::unprocessable("invalid_field", format!("text: {e}")))?;
+            .map_err(|e| ApiError::of(ErrorCode::InvalidField, format!("text: {e}")))?;
         msg.check_clock(now_ms()).map_err(|e| {
             // Not silent: either someone tries to pin a message at the end of history, or a clock is wrong.
             tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {e} ({})", e.code());
@@ -136,36 +129,36 @@ impl Node {
         })?;
         match &msg.dest {
             Destination::Direct(to) if to != self.name() => {
-                return Err(ApiError::not_found(
-                    "wrong_recipient",
+                return Err(ApiError::of(
+                    ErrorCode::WrongRecipient,
                     format!("this node is {}, not {to}", self.name()),
                 ));
             }
             Destination::Channel(c) if !self.is_joined(c) => {
-                return Err(ApiError::forbidden(
-                    "not_joined",
+                return Err(ApiError::of(
+                    ErrorCode::NotJoined,
                     format!("{} is not in #{c}", self.name()),
                 ));
             }
             _ => {}
         }
         if &msg.from == self.name() {
-            return Err(ApiError::forbidden(
-                "unknown_sender",
+            return Err(ApiError::of(
+                ErrorCode::UnknownSender,
                 "a message cannot come from this node's own name",
             ));
         }
         match via {
-            Via::Mailbox { depositor } if depositor != &msg.from => Err(ApiError::forbidden(
-                "forged_sender",
+            Via::Mailbox { depositor } if depositor != &msg.from => Err(ApiError::of(
+                ErrorCode::ForgedSender,
                 format!(
                     "{depositor} left a message claiming to be from {}",
                     msg.from
                 ),
             )),
             Via::CatchUp { channel } if msg.dest != Destination::Channel(channel.clone()) => {
-                Err(ApiError::forbidden(
-                    "wrong_channel",
+                Err(ApiError::of(
+                    ErrorCode::WrongChannel,
                     format!(
                         "catch-up for #{channel} brought a message for {}",
                         msg.dest.label()
@@ -182,7 +175,7 @@ impl Node {
     /// for as long, so a flood of messages under made-up names does not become a flood of tracker requests. While
     /// the tracker is down, a cached key stands.
     async fn verify_sender(&self, msg: &ChatMessage) -> Result<(), ApiError> {
-        let cached = lock(&self.inner.keys).get(&msg.from).copied();
+        let cached = self.inner.directory.key_of(&msg.from);
         match cached {
             Some((Some(key), at)) => match verify_message(msg, &key) {
                 Ok(()) => return Ok(()),
@@ -196,19 +189,21 @@ impl Node {
         }
         let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
             Ok(key) => {
-                self.cache_key(msg.from.clone(), Some(key));
+                self.inner.directory.cache_key(msg.from.clone(), Some(key));
                 key
             }
-            Err(TrackerError::Refused { code, .. }) if code == "unknown_identity" => {
-                self.cache_key(msg.from.clone(), None);
+            Err(TrackerError::Refused {
+                code: ErrorCode::UnknownIdentity,
+                ..
+            }) => {
+                self.inner.directory.cache_key(msg.from.clone(), None);
                 return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
             }
             Err(e) => match cached {
                 Some((Some(key), _)) => key,
                 _ => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot_verify_sender",
+                    return Err(ApiError::of(
+                        ErrorCode::CannotVerifySender,
                         format!("the sender's key cannot be checked now: {e}"),
                     ));
                 }

@@ -1,15 +1,18 @@
 //! A peer node: one user's end of the chat. It registers with the tracker and keeps its lease alive, receives
 //! messages from other peers at `POST /p2p/receive`, carries its user's messages straight to the recipients
 //! (through a durable outbox, with the tracker's mailbox as the fallback), keeps its history on disk, catches up
-//! on what it missed, and serves the local API that its front ends (CLI, web page) act through.
+//! on what it missed. Its own HTTP serves other peers (`/p2p/*`) and `/health`; whoever starts it may merge a
+//! front end's routes on top (`Node::start_with`: the binary adds the local API and web page of `web`).
 //!
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
 
 pub mod access;
 pub mod delivery;
+mod directory;
 pub mod events;
 pub mod inbox;
+mod lease;
 mod outbox;
 pub mod presence;
 pub mod recovery;
@@ -17,23 +20,30 @@ pub mod routes;
 pub mod store;
 pub mod tracker_client;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use axum::Router;
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::Bound;
 use crate::http::{ServerLimits, bind_with_fallback, serve};
 use crate::identity::Identity;
 use crate::proto::*;
 use crate::storage::{DbError, DbThread, Storage};
+use crate::sync::lock;
+use access::RolesCache;
 use delivery::Courier;
+use directory::Directory;
+pub use directory::MAX_KEY_CACHE;
 use events::{Event, Events, Stamped};
+use lease::Lease;
 use outbox::Outboxes;
 pub use outbox::{OUTBOX_LIMIT, Outcome};
 use recovery::Recovery;
@@ -51,8 +61,6 @@ pub struct PeerConfig {
     pub tracker: SocketAddr,
     /// The token that lets a non-loopback caller act as the user; random when not given.
     pub token: Option<String>,
-    /// How long a printed web chat link logs a browser in.
-    pub web_link_ttl: Duration,
     pub limits: ServerLimits,
     /// Where history, outbox, joined channels and the identity key are kept.
     pub storage: Storage,
@@ -72,7 +80,6 @@ impl PeerConfig {
             advertise_ip: None,
             tracker,
             token: None,
-            web_link_ttl: crate::web::login::DEFAULT_LINK_TTL,
             limits: ServerLimits::default(),
             storage: Storage::Memory,
             identity: None,
@@ -108,17 +115,13 @@ pub enum NodeError {
     #[error("{peer} refused it: {message}")]
     Refused {
         peer: PeerName,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     #[error("{0} messages already wait in the outbox; try again once some are delivered")]
     OutboxFull(usize),
 }
 
-/// A positive answer about a peer is trusted this long before the tracker is asked again.
-const KNOWN_PEER_FRESH: Duration = Duration::from_secs(10);
-/// Senders' keys kept at most (a name's key never changes while the tracker keeps its bindings).
-pub const MAX_KEY_CACHE: usize = 10_000;
 /// A cached key that fails to verify a message is checked with the tracker again, but not more often than this.
 const KEY_RECHECK: Duration = Duration::from_secs(10);
 /// How long `send` waits to tell who got a message before reporting it as queued (it is delivered later).
@@ -152,7 +155,6 @@ struct Inner {
     advertised: SocketAddr,
     local_addr: SocketAddr,
     token: String,
-    web_login: crate::web::login::WebLogin,
     tracker: TrackerClient,
     courier: Courier,
     outboxes: Outboxes,
@@ -162,24 +164,38 @@ struct Inner {
     presence: Arc<presence::Presence>,
     store: PeerStore,
     _store_thread: DbThread,
-    joined: Mutex<BTreeSet<ChannelName>>,
-    /// Peers the tracker vouched for recently, and the last fan-out list of each channel: what lets chat go on for
-    /// a while when the tracker is down.
-    known: Mutex<HashMap<PeerName, (PeerInfo, Instant)>>,
-    /// Senders' keys as the tracker vouched for them (`None`: it said no key is bound to the name), and since
-    /// when (bounded by [`MAX_KEY_CACHE`]).
-    keys: Mutex<HashMap<PeerName, (Option<PublicKey>, Instant)>>,
-    last_fan_out: Mutex<HashMap<ChannelName, Vec<PeerInfo>>>,
-    /// Who may post in each joined channel, as the tracker last said (bounded: `access::ROLES_CACHED_*`).
-    roles: Mutex<HashMap<ChannelName, Arc<access::Roles>>>,
+    joined: Joined,
+    /// Where peers are, their keys, each channel's last fan-out list.
+    directory: Directory,
+    /// Who may post in each joined channel, as the tracker last said.
+    roles: RolesCache,
     my_presence: Mutex<access::MyPresence>,
-    lease_ttl: Mutex<Duration>,
-    /// Held while registering; a stopping node sets `leaving` and takes it, so no registration can land after its
-    /// goodbye (a background task renewing at that moment would otherwise bring the dead node back).
-    renewing: tokio::sync::Mutex<()>,
-    leaving: std::sync::atomic::AtomicBool,
+    lease: Lease,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The channels this user is in, as the store says (kept in memory for every message's checks).
+#[derive(Default)]
+struct Joined(Mutex<BTreeSet<ChannelName>>);
+
+impl Joined {
+    fn list(&self) -> Vec<ChannelName> {
+        lock(&self.0).iter().cloned().collect()
+    }
+
+    fn contains(&self, channel: &ChannelName) -> bool {
+        lock(&self.0).contains(channel)
+    }
+
+    /// True when it is new.
+    fn insert(&self, channel: &ChannelName) -> bool {
+        lock(&self.0).insert(channel.clone())
+    }
+
+    fn remove(&self, channel: &ChannelName) {
+        lock(&self.0).remove(channel);
+    }
 }
 
 /// A running peer node.
@@ -188,14 +204,59 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The key to act with: the one given, else the data dir's `identity.key` (created on first start), else (in
+/// memory) a new one.
+fn identity_of(config: &PeerConfig) -> Result<Arc<Identity>, NodeError> {
+    Ok(match (&config.identity, &config.storage) {
+        (Some(id), _) => id.clone(),
+        (None, Storage::Dir(dir)) => {
+            Arc::new(Identity::load_or_create(dir).map_err(|e| NodeError::Identity(e.to_string()))?)
+        }
+        (None, Storage::Memory) => Arc::new(Identity::ephemeral()),
+    })
+}
+
+/// Binds the node's socket. With `--port 0`, the port of the last run if it is free: a peer that crashed and
+/// restarts at once renews its own lease (same address) instead of finding its name held, and others' cached
+/// address still works. The port bound is kept for the next start.
+async fn bind_port(config: &PeerConfig, store: &PeerStore) -> Result<Bound, NodeError> {
+    let asked = SocketAddr::new(config.ip, config.port);
+    let last_port = match config.port {
+        0 => store
+            .meta("port")
+            .await?
+            .and_then(|p| p.parse::<u16>().ok()),
+        _ => None,
+    };
+    let reused = match last_port {
+        Some(p) => bind_with_fallback(config.ip, p).await.ok(),
+        None => None,
+    };
+    let bound = match reused {
+        Some(b) => b,
+        None => bind_with_fallback(config.ip, config.port)
+            .await
+            .map_err(|e| NodeError::Bind(asked, e.to_string()))?,
+    };
+    store
+        .set_meta("port", bound.local_addr.port().to_string())
+        .await?;
+    Ok(bound)
 }
 
 impl Node {
-    /// Binds, registers with the tracker and starts serving. Fails if the tracker cannot be reached or refuses the
-    /// name, so a user learns at once.
+    /// Binds, registers with the tracker and starts serving the peer's own routes. Fails if the tracker cannot be
+    /// reached or refuses the name, so a user learns at once.
     pub async fn start(config: PeerConfig) -> Result<Node, NodeError> {
+        Self::start_with(config, |_| Router::new()).await
+    }
+
+    /// [`Node::start`] with a front end: `front` is called once with the node, before it serves, and the routes it
+    /// returns are served beside the peer's own.
+    pub(crate) async fn start_with(
+        config: PeerConfig,
+        front: impl FnOnce(&Node) -> Router + Send,
+    ) -> Result<Node, NodeError> {
         let advertised_ip = config.advertise_ip.unwrap_or(config.ip);
         if advertised_ip.is_unspecified() {
             return Err(NodeError::NoAdvertiseAddress(advertised_ip));
@@ -203,80 +264,19 @@ impl Node {
         // The store first: a data dir held by another process fails the start before anything is announced.
         let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
         let joined_since = store.joined().await?;
-        let identity = match (&config.identity, &config.storage) {
-            (Some(id), _) => id.clone(),
-            (None, Storage::Dir(dir)) => Arc::new(
-                Identity::load_or_create(dir).map_err(|e| NodeError::Identity(e.to_string()))?,
-            ),
-            (None, Storage::Memory) => Arc::new(Identity::ephemeral()),
-        };
-        let joined: BTreeSet<ChannelName> = joined_since.iter().map(|(c, _)| c.clone()).collect();
-        let asked = SocketAddr::new(config.ip, config.port);
-        // With --port 0, the port of the last run if it is free: a peer that crashed and restarts at once renews
-        // its own lease (same address) instead of finding its name held, and others' cached address still works.
-        let last_port = match config.port {
-            0 => store
-                .meta("port")
-                .await?
-                .and_then(|p| p.parse::<u16>().ok()),
-            _ => None,
-        };
-        let reused = match last_port {
-            Some(p) => bind_with_fallback(config.ip, p).await.ok(),
-            None => None,
-        };
-        let bound = match reused {
-            Some(b) => b,
-            None => bind_with_fallback(config.ip, config.port)
-                .await
-                .map_err(|e| NodeError::Bind(asked, e.to_string()))?,
-        };
-        store
-            .set_meta("port", bound.local_addr.port().to_string())
-            .await?;
-        let shutdown = CancellationToken::new();
-        let token = config
-            .token
-            .clone()
-            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-        let inner = Arc::new(Inner {
-            me: config.name.clone(),
-            identity: identity.clone(),
-            advertised: SocketAddr::new(advertised_ip, bound.local_addr.port()),
-            local_addr: bound.local_addr,
-            web_login: crate::web::login::WebLogin::new(
-                &token,
-                bound.local_addr.port(),
-                config.web_link_ttl,
-            ),
-            token,
-            tracker: TrackerClient::new(config.tracker, config.name.clone(), identity),
-            courier: Courier::default(),
-            outboxes: Outboxes::default(),
-            recovery: Recovery::default(),
-            catch_up_http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .expect("a plain HTTP client always builds"),
-            events: Events::default(),
-            presence: Arc::default(),
+        let identity = identity_of(&config)?;
+        let bound = bind_port(&config, &store).await?;
+        let node = Node::assemble(
+            &config,
+            advertised_ip,
+            bound.local_addr,
+            identity,
             store,
-            _store_thread: store_thread,
-            joined: Mutex::new(joined),
-            known: Mutex::default(),
-            keys: Mutex::default(),
-            last_fan_out: Mutex::default(),
-            roles: Mutex::default(),
-            my_presence: Mutex::default(),
-            lease_ttl: Mutex::new(Duration::from_secs(30)),
-            renewing: tokio::sync::Mutex::new(()),
-            leaving: std::sync::atomic::AtomicBool::new(false),
-            shutdown: shutdown.clone(),
-            tasks: Mutex::default(),
-        });
-        let node = Node { inner };
+            store_thread,
+        );
+        for (channel, _) in &joined_since {
+            node.inner.joined.insert(channel);
+        }
         // Where catch-up starts, fixed before anything can arrive and move the newest message held.
         let mut marks = Vec::new();
         for (channel, since) in joined_since {
@@ -284,27 +284,70 @@ impl Node {
                 marks.push((channel, mark));
             }
         }
-        let server = tokio::spawn(serve(
-            bound.listener,
-            routes::app(node.clone()),
-            shutdown.clone(),
-            config.limits,
-        ));
-        lock(&node.inner.tasks).push(server);
+        let app = routes::app(node.clone(), front(&node));
+        node.spawn(serve(bound.listener, app, node.stopped(), config.limits));
         if let Err(e) = node.renew().await {
-            shutdown.cancel();
+            node.inner.shutdown.cancel();
             return Err(e.into());
         }
-        let heartbeat = tokio::spawn(node.clone().keep_lease());
-        lock(&node.inner.tasks).push(heartbeat);
-        let presence = tokio::spawn(node.clone().keep_presence());
-        lock(&node.inner.tasks).push(presence);
-        let recovery = tokio::spawn(node.clone().recover());
-        lock(&node.inner.tasks).push(recovery);
+        node.spawn(node.clone().keep_lease());
+        node.spawn(node.clone().keep_presence());
+        node.spawn(node.clone().recover());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
         Ok(node)
+    }
+
+    /// The node's parts, before it serves or registers.
+    fn assemble(
+        config: &PeerConfig,
+        advertised_ip: IpAddr,
+        local_addr: SocketAddr,
+        identity: Arc<Identity>,
+        store: PeerStore,
+        store_thread: DbThread,
+    ) -> Node {
+        let token = config
+            .token
+            .clone()
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        let tracker = TrackerClient::new(config.tracker, config.name.clone(), identity.clone());
+        Node {
+            inner: Arc::new(Inner {
+                me: config.name.clone(),
+                identity,
+                advertised: SocketAddr::new(advertised_ip, local_addr.port()),
+                local_addr,
+                token,
+                tracker,
+                courier: Courier::default(),
+                outboxes: Outboxes::default(),
+                recovery: Recovery::default(),
+                catch_up_http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10))
+                    .no_proxy()
+                    .build()
+                    .expect("a plain HTTP client always builds"),
+                events: Events::default(),
+                presence: Arc::default(),
+                store,
+                _store_thread: store_thread,
+                joined: Joined::default(),
+                directory: Directory::default(),
+                roles: RolesCache::default(),
+                my_presence: Mutex::default(),
+                lease: Lease::default(),
+                shutdown: CancellationToken::new(),
+                tasks: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Runs `task` until the node stops; [`Node::shutdown`] waits for it.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        lock(&self.inner.tasks).push(tokio::spawn(task));
     }
 
     pub fn name(&self) -> &PeerName {
@@ -326,27 +369,6 @@ impl Node {
         &self.inner.token
     }
 
-    /// The web chat's address, without any secret (a browser on this host needs none).
-    pub fn chat_page(&self) -> String {
-        let host = if self.inner.local_addr.ip().is_unspecified() {
-            self.inner.advertised
-        } else {
-            self.inner.local_addr
-        };
-        format!("http://{host}/chat")
-    }
-
-    /// A fresh link that logs a browser in to the web chat for a short time, as printed at start-up and by `/web`.
-    pub fn chat_url(&self) -> String {
-        let code = self.inner.web_login.mint(Instant::now());
-        format!("{}?login={code}", self.chat_page())
-    }
-
-    /// The web chat's login links and session cookie.
-    pub fn web_login(&self) -> &crate::web::login::WebLogin {
-        &self.inner.web_login
-    }
-
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Stamped>> {
         self.inner.events.subscribe()
     }
@@ -362,123 +384,16 @@ impl Node {
     }
 
     pub fn joined(&self) -> Vec<ChannelName> {
-        lock(&self.inner.joined).iter().cloned().collect()
+        self.inner.joined.list()
     }
 
     pub fn is_joined(&self, channel: &ChannelName) -> bool {
-        lock(&self.inner.joined).contains(channel)
+        self.inner.joined.contains(channel)
     }
 
     /// The public half of this peer's identity.
     pub fn public_key(&self) -> PublicKey {
         self.inner.identity.public_key()
-    }
-
-    /// Registers (or renews), and joins again any channel the tracker has forgotten.
-    async fn renew(&self) -> Result<(), TrackerError> {
-        let _registering = self.inner.renewing.lock().await;
-        if self.inner.leaving.load(Ordering::SeqCst) {
-            return Err(TrackerError::Unreachable(
-                self.inner.tracker.base().into(),
-                "this node is stopping".into(),
-            ));
-        }
-        let answer = self.inner.tracker.register(self.inner.advertised).await?;
-        *lock(&self.inner.lease_ttl) = Duration::from_secs(answer.ttl_secs.max(1));
-        if answer.mailbox > 0 {
-            self.want_recovery(true, vec![]);
-        }
-        let known: BTreeSet<ChannelName> = answer.channels.into_iter().collect();
-        let missing: Vec<ChannelName> = self
-            .joined()
-            .into_iter()
-            .filter(|c| !known.contains(c))
-            .collect();
-        if answer.created && !missing.is_empty() {
-            tracing::info!(peer = %self.name(), "the tracker had forgotten this peer; registered and re-joining {} channel(s)", missing.len());
-        }
-        for channel in &missing {
-            self.rejoin(channel, answer.created).await?;
-        }
-        if answer.created {
-            if let Err(e) = self.restore_presence().await {
-                tracing::warn!(peer = %self.name(), "could not restore presence: {e}");
-            }
-            // The tracker had forgotten us (we were away): channel messages sent meanwhile did not list us.
-            let mut marks = Vec::new();
-            for c in self.joined() {
-                if let Ok(Some(mark)) = self.catch_up_mark(&c, None).await {
-                    marks.push((c, mark));
-                }
-            }
-            self.want_recovery(false, marks);
-        }
-        Ok(())
-    }
-
-    /// A joined channel the tracker does not list this peer in. After the tracker forgot the peer (`created`) it
-    /// joins again; otherwise the owner removed it, unless a join raced the renewal (the tracker is asked).
-    /// Either way a refusal by the channel's rules (ban, invitation, key) means it is out.
-    async fn rejoin(&self, channel: &ChannelName, created: bool) -> Result<(), TrackerError> {
-        if !created {
-            match self.inner.tracker.channel_info(channel).await {
-                Ok(info) if info.members.iter().any(|m| &m.name == self.name()) => return Ok(()),
-                Ok(_) => {
-                    self.removed_from(channel, "removed by its owner").await;
-                    return Ok(());
-                }
-                Err(TrackerError::Refused { code, message, .. })
-                    if code == "members_only" || code == "unknown_channel" =>
-                {
-                    self.removed_from(channel, &message).await;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match self.inner.tracker.join(&self.inner.me, channel, None).await {
-            Ok(_) => Ok(()),
-            Err(TrackerError::Refused {
-                status: 403,
-                message,
-                ..
-            }) => {
-                self.removed_from(channel, &message).await;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Renews the lease a few times per TTL. While the tracker is unreachable it tries every second, so chat
-    /// resumes soon after a tracker restart.
-    async fn keep_lease(self) {
-        let mut tracker_lost = false;
-        loop {
-            let every = if tracker_lost {
-                Duration::from_secs(1)
-            } else {
-                (*lock(&self.inner.lease_ttl) / 3).max(Duration::from_millis(200))
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.inner.shutdown.cancelled() => return,
-            }
-            match self.renew().await {
-                Ok(()) if tracker_lost => {
-                    tracker_lost = false;
-                    self.notice("the tracker is back; registered again".into());
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    if !tracker_lost {
-                        tracing::warn!(peer = %self.name(), "lease renewal failed: {e}");
-                        self.notice(format!("lost the tracker ({e}); retrying every second"));
-                    }
-                    tracker_lost = true;
-                }
-            }
-        }
     }
 
     fn notice(&self, text: String) {
@@ -519,7 +434,7 @@ impl Node {
             .store
             .set_joined(channel, Some(MessageId::now_v7()))
             .await?;
-        let new = lock(&self.inner.joined).insert(channel.clone());
+        let new = self.inner.joined.insert(channel);
         if new {
             // Back in a channel we were in before: fetch what was said meanwhile.
             if let Some(mark) = self.catch_up_mark(channel, None).await? {
@@ -542,12 +457,15 @@ impl Node {
         match self.tracked(|| t.leave(me, channel)).await {
             Ok(_) => {}
             // The tracker had already dropped us from it: the user's wish holds all the same.
-            Err(TrackerError::Refused { code, .. }) if code == "not_member" => {}
+            Err(TrackerError::Refused {
+                code: ErrorCode::NotMember,
+                ..
+            }) => {}
             Err(e) => return Err(e.into()),
         }
         self.inner.store.set_joined(channel, None).await?;
-        lock(&self.inner.joined).remove(channel);
-        lock(&self.inner.last_fan_out).remove(channel);
+        self.inner.joined.remove(channel);
+        self.inner.directory.forget_channel(channel);
         self.forget_members(channel);
         self.forget_roles(channel);
         self.inner.events.publish(Event::Left {
@@ -597,57 +515,35 @@ impl Node {
         Ok(self.inner.store.recent_async(conversation, n).await?)
     }
 
-    fn remember(&self, peers: &[PeerInfo]) {
-        let now = Instant::now();
-        let mut known = lock(&self.inner.known);
-        for p in peers {
-            known.insert(p.name.clone(), (p.clone(), now));
-            if p.public_key.is_some() {
-                self.cache_key(p.name.clone(), p.public_key);
-            }
-        }
-    }
-
-    /// Keeps a sender's key as the tracker vouched for it (`None`: the tracker knows no key for the name).
-    fn cache_key(&self, name: PeerName, key: Option<PublicKey>) {
-        let mut keys = lock(&self.inner.keys);
-        if keys.len() >= MAX_KEY_CACHE && !keys.contains_key(&name) {
-            let oldest = keys
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(n, _)| n.clone());
-            if let Some(n) = oldest {
-                keys.remove(&n);
-            }
-        }
-        keys.insert(name, (key, Instant::now()));
-    }
-
     /// Where a peer is: from the recent cache, else from the tracker.
     async fn locate(&self, peer: &PeerName) -> Result<PeerInfo, NodeError> {
-        if let Some((info, at)) = lock(&self.inner.known).get(peer)
-            && at.elapsed() < KNOWN_PEER_FRESH
-        {
-            return Ok(info.clone());
+        if let Some(info) = self.inner.directory.fresh(peer) {
+            return Ok(info);
         }
         let t = &self.inner.tracker;
         match self.tracked(|| t.lookup(peer)).await {
             Ok(info) => {
-                self.remember(std::slice::from_ref(&info));
+                self.inner.directory.remember(std::slice::from_ref(&info));
                 Ok(info)
             }
             Err(e)
                 if e.forgot_us()
-                    || matches!(&e, TrackerError::Refused { code, .. } if code == "unknown_peer") =>
+                    || matches!(
+                        &e,
+                        TrackerError::Refused {
+                            code: ErrorCode::UnknownPeer,
+                            ..
+                        }
+                    ) =>
             {
-                lock(&self.inner.known).remove(peer);
+                self.inner.directory.forget(peer);
                 Err(NodeError::PeerOffline { peer: peer.clone() })
             }
             Err(e @ TrackerError::Unreachable(..)) => {
                 // The tracker is down: the last address we had is the best guess, however old.
-                lock(&self.inner.known)
-                    .get(peer)
-                    .map(|(i, _)| i.clone())
+                self.inner
+                    .directory
+                    .last_known(peer)
                     .ok_or(NodeError::Tracker(e))
             }
             Err(e) => Err(e.into()),
@@ -660,26 +556,35 @@ impl Node {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
         let mut answer = self.tracked(|| t.fan_out(me, channel)).await;
-        if matches!(&answer, Err(TrackerError::Refused { code, .. }) if code == "not_member") {
+        if matches!(
+            &answer,
+            Err(TrackerError::Refused {
+                code: ErrorCode::NotMember,
+                ..
+            })
+        ) {
             // A tracker that has just forgotten us says `not_member` until the renewal under way has joined
             // this peer again: wait for that renewal, then ask once more before taking it as a removal.
-            drop(self.inner.renewing.lock().await);
+            self.inner.lease.settled().await;
             answer = self.tracked(|| t.fan_out(me, channel)).await;
         }
         match answer {
             Ok(peers) => {
-                self.remember(&peers);
-                lock(&self.inner.last_fan_out).insert(channel.clone(), peers.clone());
+                self.inner.directory.remember(&peers);
+                self.inner.directory.set_fan_out(channel, peers.clone());
                 Ok(peers)
             }
-            Err(e @ TrackerError::Unreachable(..)) => lock(&self.inner.last_fan_out)
-                .get(channel)
-                .cloned()
+            Err(e @ TrackerError::Unreachable(..)) => self
+                .inner
+                .directory
+                .last_fan_out(channel)
                 .ok_or(NodeError::Tracker(e)),
             // Removed or banned by the owner: no need to wait for the next renewal to stop showing the channel.
-            Err(TrackerError::Refused { code, message, .. })
-                if code == "banned" || code == "not_member" =>
-            {
+            Err(TrackerError::Refused {
+                code: ErrorCode::Banned | ErrorCode::NotMember,
+                message,
+                ..
+            }) => {
                 self.removed_from(channel, &message).await;
                 Err(NodeError::NotJoined(channel.clone()))
             }
@@ -689,7 +594,7 @@ impl Node {
 
     /// Forgets where a peer was (its address failed).
     fn forget_address(&self, peer: &PeerName) {
-        lock(&self.inner.known).remove(peer);
+        self.inner.directory.forget(peer);
     }
 
     /// Sends the user's `text` to a channel or a peer. The message and one outbox entry per recipient are
@@ -707,7 +612,16 @@ impl Node {
         text: String,
         id: Option<MessageId>,
     ) -> Result<SendReport, NodeError> {
-        let recipients: Vec<PeerName> = match &dest {
+        let recipients = self.recipients_of(&dest).await?;
+        self.inner.outboxes.room_for(recipients.len())?;
+        let msg = self.compose(dest, text, id)?;
+        let watches = self.commit_sent(&msg, &recipients).await?;
+        self.report_on(&msg, watches).await
+    }
+
+    /// Who a message to `dest` goes to, by name.
+    async fn recipients_of(&self, dest: &Destination) -> Result<Vec<PeerName>, NodeError> {
+        Ok(match dest {
             Destination::Channel(c) if !self.is_joined(c) => {
                 return Err(NodeError::NotJoined(c.clone()));
             }
@@ -719,18 +633,33 @@ impl Node {
                 .collect(),
             Destination::Direct(p) if p == self.name() => return Err(NodeError::SelfMessage),
             Destination::Direct(p) => vec![p.clone()],
-        };
-        let waiting = self.inner.outboxes.len.load(Ordering::Relaxed);
-        if waiting + recipients.len() > OUTBOX_LIMIT {
-            return Err(NodeError::OutboxFull(waiting));
-        }
-        let mut msg = ChatMessage::new(self.inner.me.clone(), dest.clone(), text)?;
+        })
+    }
+
+    /// The user's message, checked and signed; with the caller's id if given.
+    fn compose(
+        &self,
+        dest: Destination,
+        text: String,
+        id: Option<MessageId>,
+    ) -> Result<ChatMessage, NodeError> {
+        let mut msg = ChatMessage::new(self.inner.me.clone(), dest, text)?;
         if let Some(id) = id {
             msg.id = id;
             // Every receiver would refuse it (`future_message`); say so before it is stored here.
             msg.check_clock(crate::proto::now_ms())?;
         }
         self.inner.identity.sign_message(&mut msg);
+        Ok(msg)
+    }
+
+    /// Commits the message with one outbox row per recipient, and shows it; returns, per recipient, where its
+    /// outcome will be told (watched before the commit, so no outcome can come first).
+    async fn commit_sent(
+        &self,
+        msg: &ChatMessage,
+        recipients: &[PeerName],
+    ) -> Result<Vec<(PeerName, oneshot::Receiver<Outcome>)>, NodeError> {
         let watches: Vec<_> = recipients
             .iter()
             .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))
@@ -738,28 +667,34 @@ impl Node {
         let new = match self
             .inner
             .store
-            .save_sent(msg.clone(), recipients.clone())
+            .save_sent(msg.clone(), recipients.to_vec())
             .await
         {
             Ok(new) => new,
             Err(e) => {
-                for r in &recipients {
+                for r in recipients {
                     self.inner.outboxes.unwatch(r, msg.id);
                 }
                 return Err(e.into());
             }
         };
-        self.inner
-            .outboxes
-            .len
-            .fetch_add(recipients.len(), Ordering::Relaxed);
-        tracing::debug!(peer = %self.name(), id = %msg.id, to = %dest.label(), "message sent");
+        self.inner.outboxes.added(recipients.len());
+        tracing::debug!(peer = %self.name(), id = %msg.id, to = %msg.dest.label(), "message sent");
         if new {
             self.inner.events.publish(Event::Message {
                 message: msg.clone(),
                 own: true,
             });
         }
+        Ok(watches)
+    }
+
+    /// Wakes each recipient's worker and waits up to [`SEND_REPORT_WAIT`] to tell what became of the message.
+    async fn report_on(
+        &self,
+        msg: &ChatMessage,
+        watches: Vec<(PeerName, oneshot::Receiver<Outcome>)>,
+    ) -> Result<SendReport, NodeError> {
         let mut report = SendReport {
             id: msg.id,
             ts: msg.ts,
@@ -796,7 +731,7 @@ impl Node {
                 }
                 Ok(Ok(Outcome::Refused { code, message })) => {
                     // A direct message its only recipient refused is an error for the sender, as it always was.
-                    if matches!(dest, Destination::Direct(_)) {
+                    if matches!(msg.dest, Destination::Direct(_)) {
                         return Err(NodeError::Refused {
                             peer,
                             code,
@@ -825,8 +760,7 @@ impl Node {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
-        self.inner.leaving.store(true, Ordering::SeqCst);
-        drop(self.inner.renewing.lock().await);
+        self.inner.lease.leave().await;
         let bye = self.inner.tracker.unregister(&self.inner.me);
         if let Err(e) = tokio::time::timeout(Duration::from_secs(2), bye)
             .await

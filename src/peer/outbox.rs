@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
-use crate::proto::{ChatMessage, MAX_MAIL_BATCH, MessageId, PeerName};
+use super::{Node, NodeError};
+use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
+use crate::sync::lock;
 
 /// Most messages waiting in the outbox, all recipients together; a send beyond it is refused.
 pub const OUTBOX_LIMIT: usize = 100_000;
@@ -53,7 +55,7 @@ pub enum Outcome {
     /// Not yet: it waits in the outbox and is retried (the reason the last attempt failed).
     Queued(String),
     /// Refused for good (a stable `code` and a sentence); it is no longer retried.
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
 }
 
 /// One recipient's worker, as the node sees it.
@@ -158,10 +160,29 @@ pub(super) struct Outboxes {
     addresses: Addresses,
     waiting: Mutex<HashMap<(PeerName, MessageId), oneshot::Sender<Outcome>>>,
     /// Messages waiting, all recipients together (kept in step with the store).
-    pub(super) len: std::sync::atomic::AtomicUsize,
+    len: AtomicUsize,
 }
 
 impl Outboxes {
+    /// Whether `n` more messages fit under [`OUTBOX_LIMIT`]; if not, how many wait already.
+    pub(super) fn room_for(&self, n: usize) -> Result<(), NodeError> {
+        let waiting = self.len.load(Ordering::Relaxed);
+        match waiting + n > OUTBOX_LIMIT {
+            true => Err(NodeError::OutboxFull(waiting)),
+            false => Ok(()),
+        }
+    }
+
+    /// `n` rows were committed to the store.
+    pub(super) fn added(&self, n: usize) {
+        self.len.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` rows left the store (delivered, held or refused).
+    fn removed(&self, n: usize) {
+        self.len.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// Waits for `id`'s outcome at `to`.
     pub(super) fn watch(&self, to: &PeerName, id: MessageId) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
@@ -286,10 +307,7 @@ impl Node {
                         tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
                         continue;
                     }
-                    self.inner
-                        .outboxes
-                        .len
-                        .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                    self.inner.outboxes.removed(batch.len());
                 }
                 Attempt::Stuck(why) => {
                     tracing::debug!(peer = %self.name(), to = %to, "delivery stuck: {why}");
@@ -399,12 +417,16 @@ impl Node {
         let me = self.name();
         match self.tracked(|| t.deposit(me, to, batch)).await {
             Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),
-            Err(TrackerError::Refused { code, message, .. })
-                if code == "unknown_recipient" || code == "invalid_field" =>
-            {
-                Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()])
-            }
-            Err(TrackerError::Refused { code, message, .. }) if code == "mailbox_full" => {
+            Err(TrackerError::Refused {
+                code: code @ (ErrorCode::UnknownRecipient | ErrorCode::InvalidField),
+                message,
+                ..
+            }) => Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]),
+            Err(TrackerError::Refused {
+                code: ErrorCode::MailboxFull,
+                message,
+                ..
+            }) => {
                 self.notice(format!(
                     "{message}; {} message(s) wait in your outbox and are retried",
                     batch.len()
@@ -418,10 +440,7 @@ impl Node {
     /// Starts a worker for every recipient with messages left in the outbox (at start-up).
     pub(super) async fn resume_outbox(&self) -> Result<(), NodeError> {
         let (recipients, total) = self.inner.store.outbox_summary().await?;
-        self.inner
-            .outboxes
-            .len
-            .store(total, std::sync::atomic::Ordering::Relaxed);
+        self.inner.outboxes.len.store(total, Ordering::Relaxed);
         if total > 0 {
             tracing::info!(peer = %self.name(), "{total} message(s) left in the outbox; sending them");
         }

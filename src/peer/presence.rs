@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 
 use super::events::{Event, Member, Resumed};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError, lock};
-use crate::proto::{ChannelName, PeerInfo, PeerName, PeerStatus, Role};
+use super::{Node, NodeError};
+use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, PeerStatus, Role};
+use crate::sync::lock;
 
 /// How often the members of joined channels are refreshed while a page watches.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -158,7 +159,10 @@ impl Node {
         let _one_at_a_time = presence.refreshing.lock().await;
         let live = match self.inner.tracker.members(channel).await {
             Ok(peers) => peers,
-            Err(TrackerError::Refused { code, .. }) if code == "unknown_channel" => vec![],
+            Err(TrackerError::Refused {
+                code: ErrorCode::UnknownChannel,
+                ..
+            }) => vec![],
             Err(e) => return Err(e.into()),
         };
         let before = lock(&presence.channels)
@@ -170,7 +174,10 @@ impl Node {
             match self.inner.tracker.lookup(&name).await {
                 // Online but no longer a member: it left the channel.
                 Ok(_) => {}
-                Err(TrackerError::Refused { code, .. }) if code == "unknown_peer" => {
+                Err(TrackerError::Refused {
+                    code: ErrorCode::UnknownPeer,
+                    ..
+                }) => {
                     gone.insert(name);
                 }
                 Err(e) => return Err(e.into()),

@@ -27,12 +27,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::inbox::Via;
-use super::{Node, NodeError, lock};
+use super::{Node, NodeError};
 use crate::http::ApiError;
 use crate::proto::{
-    ChannelName, ChatMessage, Destination, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo, PeerName,
-    first_id_at, id_ms, now_ms,
+    ChannelName, ChatMessage, Destination, ErrorCode, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo,
+    PeerName, first_id_at, id_ms, now_ms,
 };
+use crate::sync::lock;
 
 /// Messages one `GET /p2p/history` answer carries at most.
 pub const CATCH_UP_PAGE: usize = 500;
@@ -137,7 +138,7 @@ impl Node {
             if wanted.mailbox
                 && let Err(e) = self.drain_mailbox().await
                 // A node stopping while it fetches says nothing: its exit line says why it stops.
-                && !self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst)
+                && !self.inner.lease.is_leaving()
             {
                 tracing::warn!(peer = %self.name(), "cannot fetch the mailbox now: {e}");
                 // Asked again at the next renewal that reports mail waiting.
@@ -303,8 +304,8 @@ impl Node {
         asker: &PeerName,
     ) -> Result<PeerInfo, ApiError> {
         let not_member = || {
-            ApiError::forbidden(
-                "not_member",
+            ApiError::of(
+                ErrorCode::NotMember,
                 format!("the tracker does not list {asker} in #{channel}"),
             )
         };
@@ -326,19 +327,19 @@ impl Node {
         remote: SocketAddr,
     ) -> Result<HistoryPage, ApiError> {
         let channel = ChannelName::parse_user(&req.channel)
-            .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+            .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))?;
         let asker = PeerName::new(req.name.as_str())
-            .map_err(|e| ApiError::bad_request("bad_query", format!("name: {e}")))?;
+            .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("name: {e}")))?;
         let limit = req.limit.unwrap_or(CATCH_UP_PAGE);
         if limit == 0 || limit > CATCH_UP_PAGE {
-            return Err(ApiError::bad_request(
-                "bad_query",
+            return Err(ApiError::of(
+                ErrorCode::BadQuery,
                 format!("limit: from 1 to {CATCH_UP_PAGE}"),
             ));
         }
         if !self.is_joined(&channel) {
-            return Err(ApiError::forbidden(
-                "not_joined",
+            return Err(ApiError::of(
+                ErrorCode::NotJoined,
                 format!("{} is not in #{channel}", self.name()),
             ));
         }
@@ -351,8 +352,8 @@ impl Node {
         let same_host =
             member.ip == remote.ip() || (member.ip.is_loopback() && remote.ip().is_loopback());
         if !same_host {
-            return Err(ApiError::forbidden(
-                "wrong_address",
+            return Err(ApiError::of(
+                ErrorCode::WrongAddress,
                 format!(
                     "{asker} is registered at {}, not at {}",
                     member.ip,

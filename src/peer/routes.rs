@@ -1,5 +1,6 @@
-//! The peer's HTTP surface: `POST /p2p/receive` for other peers and `GET /health`, merged with the local API its
-//! user acts through (the web page, scripts via `POST /send-peer`), which lives in [`crate::web`].
+//! The peer's own HTTP surface: `POST /p2p/receive` (and its batch) and `GET /p2p/history` for other peers, and
+//! `GET /health`. A front end (the local API and web page) is merged on top by whoever starts the node
+//! (`Node::start_with`); the peer never names it.
 
 use std::net::SocketAddr;
 
@@ -22,26 +23,24 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let msg = e.to_string();
         match e {
-            NodeError::NotJoined(_) => ApiError::forbidden("not_joined", msg),
+            NodeError::NotJoined(_) => ApiError::of(ErrorCode::NotJoined, msg),
             NodeError::BadMessage(e) => ApiError::unprocessable(e.code(), msg),
-            NodeError::SelfMessage => ApiError::unprocessable("invalid_field", msg),
-            NodeError::PeerOffline { .. } => ApiError::not_found("peer_offline", msg),
+            NodeError::SelfMessage => ApiError::of(ErrorCode::InvalidField, msg),
+            NodeError::PeerOffline { .. } => ApiError::of(ErrorCode::PeerOffline, msg),
             NodeError::Refused { code, message, .. } => {
-                let status = match code.as_str() {
-                    "unknown_recipient" | "wrong_recipient" => StatusCode::NOT_FOUND,
-                    "invalid_field" => StatusCode::UNPROCESSABLE_ENTITY,
+                let status = match code {
+                    ErrorCode::UnknownRecipient | ErrorCode::WrongRecipient => {
+                        StatusCode::NOT_FOUND
+                    }
+                    ErrorCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
                     _ => StatusCode::FORBIDDEN,
                 };
                 ApiError::new(status, code, message)
             }
-            NodeError::OutboxFull(_) => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "outbox_full", msg)
-            }
-            NodeError::NotDelivered { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "not_delivered", msg)
-            }
+            NodeError::OutboxFull(_) => ApiError::of(ErrorCode::OutboxFull, msg),
+            NodeError::NotDelivered { .. } => ApiError::of(ErrorCode::NotDelivered, msg),
             NodeError::Tracker(TrackerError::Unreachable(..)) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "tracker_unreachable", msg)
+                ApiError::of(ErrorCode::TrackerUnreachable, msg)
             }
             NodeError::Tracker(TrackerError::Refused {
                 status,
@@ -53,30 +52,29 @@ impl From<NodeError> for ApiError {
                 format!("the tracker refused: {message}"),
             ),
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "tracker_error", msg)
+                ApiError::of(ErrorCode::TrackerError, msg)
             }
             // This node could not save (its disk is full, its database failed): nothing was kept, try again.
-            NodeError::Store(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", msg)
-            }
+            NodeError::Store(_) => ApiError::of(ErrorCode::StoreFailed, msg),
             NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Identity(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+                ApiError::of(ErrorCode::Internal, msg)
             }
         }
     }
 }
 
-/// The peer's router: the peer-to-peer routes here, the user's local API and web page from [`crate::web`].
-pub fn app(node: Node) -> Router {
+/// The peer's router: the peer-to-peer routes and `/health`, with `front` (a front end's routes, already given
+/// their state) merged on top, and the JSON answers for an unknown path or method.
+pub fn app(node: Node, front: Router) -> Router {
     Router::new()
         .route("/p2p/receive", post(message_receive))
         .route("/p2p/receive-batch", post(message_receive_batch))
         .route("/p2p/history", get(channel_history_serve))
         .route("/health", get(health))
-        .merge(crate::web::routes(node.clone()))
+        .with_state(node)
+        .merge(front)
         .fallback(fallback_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(node)
 }
 
 async fn message_receive(
@@ -101,8 +99,8 @@ async fn message_receive_batch(
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if req.messages.is_empty() || req.messages.len() > MAX_PUSH_BATCH {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("messages: from 1 to {MAX_PUSH_BATCH} at a time"),
         ));
     }
@@ -186,14 +184,6 @@ impl Node {
         self.inner
             .identity
             .sign(&receipt_bytes(self.name(), sender, entries))
-    }
-}
-
-/// Parses a conversation as users write it: `#general`, `@bob`, or a bare channel name.
-pub fn parse_conversation(s: &str) -> Result<Destination, NameError> {
-    match s.strip_prefix('@') {
-        Some(p) => PeerName::new(p).map(Destination::Direct),
-        None => ChannelName::parse_user(s).map(Destination::Channel),
     }
 }
 

@@ -19,7 +19,7 @@ pub enum TrackerError {
     #[error("the tracker refused: {message} ({code})")]
     Refused {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     #[error("the tracker sent an answer this peer does not understand: {0}")]
@@ -31,8 +31,17 @@ impl TrackerError {
     pub fn forgot_us(&self) -> bool {
         // `unknown_peer`: no lease; a 401 `unknown_identity` to a signed request: no key bound to our name (a
         // tracker that restarted without its data), so it could not even check who asks.
-        matches!(self, TrackerError::Refused { code, .. } if code == "unknown_peer")
-            || matches!(self, TrackerError::Refused { status: 401, code, .. } if code == "unknown_identity")
+        matches!(
+            self,
+            TrackerError::Refused {
+                code: ErrorCode::UnknownPeer,
+                ..
+            } | TrackerError::Refused {
+                status: 401,
+                code: ErrorCode::UnknownIdentity,
+                ..
+            }
+        )
     }
 }
 
@@ -85,7 +94,7 @@ impl TrackerClient {
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(b) => Err(TrackerError::Refused {
                 status: status.as_u16(),
-                code: b.error.code,
+                code: ErrorCode::parse(&b.error.code),
                 message: b.error.message,
             }),
             Err(_) => Err(TrackerError::BadAnswer(format!("status {status}"))),

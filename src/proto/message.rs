@@ -51,6 +51,15 @@ impl Destination {
     }
 }
 
+/// Parses a conversation as users write it: `#general`, `@bob`, or a bare channel name (the CLI, the local API's
+/// `?with=`, and fuzzing share it).
+pub fn parse_conversation(s: &str) -> Result<Destination, super::NameError> {
+    match s.strip_prefix('@') {
+        Some(p) => PeerName::new(p).map(Destination::Direct),
+        None => ChannelName::parse_user(s).map(Destination::Channel),
+    }
+}
+
 /// One chat message. On the wire: `{"id","from","text","ts"}` plus `"channel"` or `"to"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {

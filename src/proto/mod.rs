@@ -11,7 +11,7 @@ mod tracker;
 pub use error_code::ErrorCode;
 pub use message::{
     ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at,
-    id_ms,
+    id_ms, parse_conversation,
 };
 pub use names::{ChannelName, NameError, PeerName, skeleton};
 pub use tracker::*;

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use crate::peer::presence::MemberList;
-use crate::peer::routes::parse_conversation;
 use crate::peer::{Node, SendReport};
 use crate::proto::*;
 
@@ -39,7 +38,7 @@ pub(super) struct ChannelRequest {
 
 fn channel_arg(s: &str) -> Result<ChannelName, ApiError> {
     ChannelName::parse_user(s)
-        .map_err(|e| ApiError::unprocessable("invalid_field", format!("channel: {e}")))
+        .map_err(|e| ApiError::of(ErrorCode::InvalidField, format!("channel: {e}")))
 }
 
 pub(super) async fn channel_join(
@@ -106,7 +105,7 @@ pub(super) async fn history_list(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let conv = parse_conversation(&q.with)
-        .map_err(|e| ApiError::bad_request("bad_query", format!("with: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("with: {e}")))?;
     let messages = node
         .history_async(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
         .await?;
@@ -147,7 +146,7 @@ pub(super) async fn members_list(
     ApiQuery(q): ApiQuery<MembersQuery>,
 ) -> Result<Json<MemberList>, ApiError> {
     let channel = ChannelName::parse_user(&q.channel)
-        .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))?;
     Ok(Json(node.channel_members(&channel).await?))
 }
 
@@ -176,7 +175,7 @@ pub(super) async fn channel_show(
     ApiQuery(q): ApiQuery<ChannelQuery>,
 ) -> Result<Json<ChannelInfo>, ApiError> {
     let channel = ChannelName::parse_user(&q.channel)
-        .map_err(|e| ApiError::bad_request("bad_query", format!("channel: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))?;
     Ok(Json(node.channel_info(&channel).await?))
 }
 

@@ -17,17 +17,17 @@ use axum::response::{IntoResponse, Response};
 
 use super::login::{WebLogin, same_secret};
 use crate::http::ApiError;
-use crate::peer::Node;
+use crate::proto::ErrorCode;
 
 /// Lets a request act as the user only with the node's token, or from loopback when it is not a cross-site
 /// browser request.
 pub async fn user_only(
-    State(node): State<Node>,
+    State(web): State<super::Web>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    match admit(node.token(), node.web_login(), remote, &req) {
+    match admit(web.node().token(), web.login(), remote, &req) {
         Ok(()) => next.run(req).await,
         Err(refusal) => refusal.into_response(),
     }
@@ -49,14 +49,14 @@ fn admit(token: &str, login: &WebLogin, remote: SocketAddr, req: &Request) -> Re
         return Ok(());
     }
     if !remote.ip().is_loopback() {
-        return Err(ApiError::forbidden(
-            "forbidden",
+        return Err(ApiError::of(
+            ErrorCode::Forbidden,
             "this acts as the node's user: call it from the same host, or show the token the node printed at start-up",
         ));
     }
     same_site(req.headers()).map_err(|why| {
-        ApiError::forbidden(
-            "forbidden",
+        ApiError::of(
+            ErrorCode::Forbidden,
             format!("{why}; a page acting as the user must show the node's token"),
         )
     })

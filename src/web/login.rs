@@ -11,8 +11,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
 
+use crate::sync::lock;
 use sha2::{Digest, Sha256};
 
 /// How long a printed link logs a browser in, unless `--web-link-ttl` says otherwise.
@@ -51,7 +53,7 @@ impl WebLogin {
     /// A new link code, working for [`WebLogin::ttl`] from `now`.
     pub fn mint(&self, now: Instant) -> String {
         let code = format!("{:032x}", rand::random::<u128>());
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock(&self.live);
         live.retain(|(_, until)| *until > now);
         while live.len() >= MAX_LIVE_LINKS {
             live.pop_front();
@@ -63,7 +65,7 @@ impl WebLogin {
     /// Whether `code` is a link that still works at `now`. A link works until it expires, so the same link opened
     /// in a second browser within its time works too.
     pub fn redeem(&self, code: &str, now: Instant) -> bool {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock(&self.live);
         live.retain(|(_, until)| *until > now);
         live.iter().any(|(c, _)| same_secret(c, code))
     }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::http::{ApiError, ApiQuery};
-use crate::peer::Node;
+use crate::proto::ErrorCode;
 
 const CHAT_HTML: &str = include_str!("assets/chat.html");
 const CHAT_CSS: &str = include_str!("assets/chat.css");
@@ -44,16 +44,16 @@ pub(super) struct PageQuery {
 }
 
 pub(super) async fn chat_page(
-    State(node): State<Node>,
+    State(web): State<super::Web>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let Some(code) = q.login else {
         return Ok(asset("text/html; charset=utf-8", CHAT_HTML));
     };
-    let login = node.web_login();
+    let login = web.login();
     if !login.redeem(&code, Instant::now()) {
-        return Err(ApiError::forbidden(
-            "link_expired",
+        return Err(ApiError::of(
+            ErrorCode::LinkExpired,
             format!(
                 "this web chat link is not valid or has expired (a link works for {}): type /web in the peer's CLI for a fresh one",
                 super::login::spoken(login.ttl())

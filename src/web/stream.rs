@@ -23,6 +23,7 @@ use crate::http::{ApiError, ApiQuery};
 use crate::peer::Node;
 use crate::peer::events::Stamped;
 use crate::peer::presence::PresenceWatch;
+use crate::proto::ErrorCode;
 use crate::proto::PeerName;
 
 /// A comment line is sent this often on an idle stream, so proxies and browsers keep it open.
@@ -118,8 +119,8 @@ pub(super) async fn events_stream(
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_last_event_id",
+                    ApiError::of(
+                        ErrorCode::BadLastEventId,
                         "Last-Event-ID must be an event number this node sent",
                     )
                 })?,

@@ -13,13 +13,17 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hchat::http::{ClientOrigin, ServerLimits};
+use hchat::peer::PeerConfig;
 use hchat::peer::events::Event;
-use hchat::peer::{Node, PeerConfig};
 use hchat::proto::{ChannelName, PeerName};
 use hchat::tracker::{Tracker, TrackerConfig};
+use hchat::web::Web;
 use tower::ServiceExt;
 
 use super::Signer;
+
+/// How long a printed web chat link logs a browser in (the peer's default).
+const LINK_TTL: Duration = Duration::from_secs(600);
 
 /// Where the in-process calls of a test come from: a client on this host.
 const CALLER: SocketAddr =
@@ -246,10 +250,14 @@ impl InTracker {
     /// A peer in this process registered with this tracker, keeping nothing on disk, joined to `channels`.
     pub fn peer(&self, name: &str, channels: &[&str]) -> InPeer {
         let name = PeerName::new(name).expect("a valid test name");
-        let node = self
+        let web = self
             .rt
-            .block_on(Node::start(PeerConfig::on_loopback(name, self.addr)))
+            .block_on(hchat::web::start(
+                PeerConfig::on_loopback(name, self.addr),
+                LINK_TTL,
+            ))
             .expect("a peer on 127.0.0.1");
+        let node = web.node().clone();
         let shown = Arc::new(Mutex::new(Vec::new()));
         let mut events = node.subscribe();
         let (me, lines) = (node.name().clone(), shown.clone());
@@ -273,11 +281,11 @@ impl InTracker {
         }
         InPeer {
             endpoint: Endpoint {
-                target: Target::Router(hchat::peer::routes::app(node.clone())),
+                target: Target::Router(web.router()),
                 rt: self.rt.clone(),
             },
             addr: node.local_addr(),
-            node,
+            web,
             shown,
             rt: self.rt.clone(),
         }
@@ -296,7 +304,7 @@ impl Drop for InTracker {
 pub struct InPeer {
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
-    node: Node,
+    web: Web,
     shown: Arc<Mutex<Vec<String>>>,
     rt: Arc<tokio::runtime::Runtime>,
 }
@@ -304,7 +312,7 @@ pub struct InPeer {
 impl InPeer {
     /// A fresh link that logs a browser in to the web chat, as the peer prints it at start.
     pub fn chat_url(&self) -> String {
-        self.node.chat_url()
+        self.web.chat_url()
     }
 
     /// The lines the chat window shows of others' messages, so far.
@@ -322,6 +330,6 @@ impl InPeer {
 
 impl Drop for InPeer {
     fn drop(&mut self) {
-        self.rt.block_on(self.node.shutdown());
+        self.rt.block_on(self.web.node().shutdown());
     }
 }
