@@ -7,31 +7,6 @@ use axum::response::{IntoResponse, Response};
 use crate::identity::AuthError;
 use crate::proto::{ErrorBody, ErrorCode, ErrorDetail};
 
-/// What names an error's code where an [`ApiError`] is made: an [`ErrorCode`], or (while the last call sites move to
-/// the enum) its snake_case name, which must be one of the enum's.
-pub trait IntoErrorCode {
-    fn into_error_code(self) -> ErrorCode;
-}
-
-impl IntoErrorCode for ErrorCode {
-    fn into_error_code(self) -> ErrorCode {
-        self
-    }
-}
-
-impl IntoErrorCode for &str {
-    fn into_error_code(self) -> ErrorCode {
-        let c = ErrorCode::parse(self);
-        debug_assert!(c != ErrorCode::Unknown, "{self} is not an ErrorCode");
-        c
-    }
-}
-
-impl IntoErrorCode for String {
-    fn into_error_code(self) -> ErrorCode {
-        self.as_str().into_error_code()
-    }
-}
 
 /// A refusal: an HTTP status, a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,10 +18,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: code.into_error_code(),
+            code: code,
             message: message.into(),
         }
     }
@@ -56,19 +31,19 @@ impl ApiError {
             StatusCode::from_u16(code.status()).expect("every ErrorCode's status is valid");
         Self::new(status, code, message)
     }
-    pub fn bad_request(code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    pub fn forbidden(code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
-    pub fn not_found(code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    pub fn conflict(code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
-    pub fn unprocessable(code: impl IntoErrorCode, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 }

@@ -366,13 +366,7 @@ impl Node {
             .store
             .channel_after(&channel, req.after.unwrap_or(MessageId::nil()), limit + 1)
             .await
-            .map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_failed",
-                    e.to_string(),
-                )
-            })?;
+            .map_err(|e| ApiError::of(crate::proto::ErrorCode::StoreFailed, e.to_string()))?;
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(HistoryPage {
