@@ -21,7 +21,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: code,
+            code,
             message: message.into(),
         }
     }
