@@ -8,18 +8,18 @@ use std::time::Instant;
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// Nanoseconds since this process first asked.
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// The text every benchmark message carries: its sequence number and the sender's clock, padded to about the
 /// size of a chat line (the same text the anchors carry).
-pub fn stamp(seq: u64) -> String {
+pub(crate) fn stamp(seq: u64) -> String {
     format!("{seq} {} pad-to-about-sixty-bytes-of-chat-text", now_ns())
 }
 
 /// Reads back what [`stamp`] wrote: `(seq, sent_ns)`.
-pub fn parse_stamp(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_stamp(text: &str) -> Option<(u64, u64)> {
     let mut words = text.split_ascii_whitespace();
     let seq = words.next()?.parse().ok()?;
     let sent = words.next()?.parse().ok()?;

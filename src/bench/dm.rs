@@ -20,14 +20,14 @@ use crate::proto::PeerName;
 use crate::tracker::{Tracker, TrackerConfig};
 
 /// Messages sent (at the same rate) before the measured ones, so connections and caches are warm on every system.
-pub const WARMUP: usize = 20;
+pub(crate) const WARMUP: usize = 20;
 /// Kept-alive connections of the sending client to its node's API (each carries one message at a time).
 const API_CONNECTIONS: usize = 4;
 /// How long the receiver waits beyond the time the sending takes.
 const GRACE: Duration = Duration::from_secs(30);
 
 /// A node on loopback, port 0, for the benchmark, with no rate limit.
-pub async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
+pub(crate) async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
     let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     // In memory, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability costs is
     // measured on its own (examples/durability_bench.rs).
@@ -41,7 +41,7 @@ pub async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Nod
 }
 
 /// A tracker on loopback, port 0, in this process, with no rate limit (a load run is a flood by design).
-pub async fn start_tracker() -> Result<Tracker> {
+pub(crate) async fn start_tracker() -> Result<Tracker> {
     let mut config = TrackerConfig::default();
     config.limits.rate_limit = RateLimit::OFF;
     Tracker::start(config)
@@ -50,11 +50,11 @@ pub async fn start_tracker() -> Result<Tracker> {
 }
 
 /// The receiving client of `node`: its event stream, as the web page reads it.
-pub async fn inbox_of(node: &Node) -> Result<Inbox> {
+pub(crate) async fn inbox_of(node: &Node) -> Result<Inbox> {
     Inbox::events(node.local_addr()).await
 }
 
-pub async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
+pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
     let tracker = start_tracker().await?;
     let alice = start_node("bench-alice", tracker.local_addr()).await?;
     let bob = start_node("bench-bob", tracker.local_addr()).await?;
@@ -72,7 +72,7 @@ pub async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> 
     Ok((result?, FROM_EVENTS))
 }
 
-pub async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {
+pub(crate) async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {
     let server = ngircd::start(bin).await?;
     let a = ngircd::IrcClient::connect(server.addr, "benchA").await?;
     let b = ngircd::IrcClient::connect(server.addr, "benchB").await?;
@@ -85,7 +85,7 @@ pub async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {
     result
 }
 
-pub async fn mosquitto(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {
+pub(crate) async fn mosquitto(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {
     let server = mosquitto::start(bin).await?;
     let a = mosquitto::MqttClient::connect(server.addr, "benchA").await?;
     let mut b = mosquitto::MqttClient::connect(server.addr, "benchB").await?;

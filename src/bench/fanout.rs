@@ -24,13 +24,13 @@ use crate::proto::ChannelName;
 /// Messages sent (and awaited by every member) before the burst, so every connection is open.
 const WARMUP: usize = 3;
 /// Messages the sending client has in flight to its node at once (one per kept-alive connection).
-pub const API_CONNECTIONS: usize = 8;
+pub(crate) const API_CONNECTIONS: usize = 8;
 /// An IRC or MQTT sender flushes its buffer after this many messages (as the anchor scripts do).
-pub const FLUSH_EVERY: usize = 50;
+pub(crate) const FLUSH_EVERY: usize = 50;
 /// Longest a burst may take to arrive everywhere.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-pub async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> {
+pub(crate) async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> {
     let tracker = start_tracker().await?;
     let channel = ChannelName::new("bench").expect("a valid name");
     let sender = start_node("bench-sender", tracker.local_addr()).await?;
@@ -62,7 +62,7 @@ pub async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> {
     result
 }
 
-pub async fn ngircd(bin: &Path, members: usize, count: usize) -> Result<FanoutFigure> {
+pub(crate) async fn ngircd(bin: &Path, members: usize, count: usize) -> Result<FanoutFigure> {
     let server = ngircd::start(bin).await?;
     let mut inboxes = Vec::with_capacity(members);
     for i in 0..members {
@@ -81,7 +81,7 @@ pub async fn ngircd(bin: &Path, members: usize, count: usize) -> Result<FanoutFi
     result
 }
 
-pub async fn mosquitto(bin: &Path, members: usize, count: usize) -> Result<FanoutFigure> {
+pub(crate) async fn mosquitto(bin: &Path, members: usize, count: usize) -> Result<FanoutFigure> {
     let server = mosquitto::start(bin).await?;
     let mut inboxes = Vec::with_capacity(members);
     for i in 0..members {

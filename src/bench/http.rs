@@ -20,12 +20,12 @@ use super::{BenchError, Result};
 use crate::bench::stats::Throughput;
 
 /// Most requests one load run sends, whatever its duration (every load loop is bounded in count and time).
-pub const MAX_LOAD_REQUESTS: u64 = 50_000_000;
+pub(crate) const MAX_LOAD_REQUESTS: u64 = 50_000_000;
 /// How long one request may take before the run is abandoned.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One kept-alive HTTP/1.1 connection. Its driver task ends when the connection is dropped.
-pub struct HttpConn {
+pub(crate) struct HttpConn {
     send: http1::SendRequest<Full<Bytes>>,
     host: String,
     driver: JoinHandle<()>,
@@ -38,7 +38,7 @@ impl Drop for HttpConn {
 }
 
 impl HttpConn {
-    pub async fn connect(addr: SocketAddr) -> Result<HttpConn> {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<HttpConn> {
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(BenchError::io(format!("connecting to {addr}")))?;
@@ -57,7 +57,12 @@ impl HttpConn {
     }
 
     /// A request to this connection's server; `body` makes it a JSON POST.
-    pub fn build(&self, method: Method, path: &str, body: Option<Bytes>) -> Request<Full<Bytes>> {
+    pub(crate) fn build(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Request<Full<Bytes>> {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
@@ -70,7 +75,10 @@ impl HttpConn {
     }
 
     /// Sends a request and waits for its head; the body is left to the caller (a stream stays open).
-    pub async fn open(&mut self, req: Request<Full<Bytes>>) -> Result<hyper::Response<Incoming>> {
+    pub(crate) async fn open(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Incoming>> {
         let what = format!("{} {}", req.method(), req.uri());
         let fut = async {
             self.send
@@ -91,7 +99,7 @@ impl HttpConn {
     }
 
     /// Sends a request and reads the whole answer.
-    pub async fn call(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+    pub(crate) async fn call(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
         let what = format!("{} {}", req.method(), req.uri());
         let resp = self.open(req).await?;
         let status = resp.status();
@@ -107,7 +115,7 @@ impl HttpConn {
     }
 
     /// Like [`HttpConn::call`], but anything other than a 2xx is an error that quotes the answer.
-    pub async fn call_ok(&mut self, req: Request<Full<Bytes>>) -> Result<Bytes> {
+    pub(crate) async fn call_ok(&mut self, req: Request<Full<Bytes>>) -> Result<Bytes> {
         let what = format!("{} {}", req.method(), req.uri());
         let (status, body) = self.call(req).await?;
         if !status.is_success() {
@@ -121,11 +129,15 @@ impl HttpConn {
 }
 
 /// One set-up request: method, path, optional JSON body, optional `Hchat-Auth` header.
-pub type SetUp = (Method, String, Option<Bytes>, Option<String>);
+pub(crate) type SetUp = (Method, String, Option<Bytes>, Option<String>);
 
 /// Runs `requests` over `connections` kept-alive connections, as fast as the server answers, and fails on the
 /// first refusal. Used to set up state (registrations, joins).
-pub async fn spread(addr: SocketAddr, connections: usize, requests: Vec<SetUp>) -> Result<()> {
+pub(crate) async fn spread(
+    addr: SocketAddr,
+    connections: usize,
+    requests: Vec<SetUp>,
+) -> Result<()> {
     let connections = connections.clamp(1, requests.len().max(1));
     let mut lanes: Vec<Vec<_>> = (0..connections).map(|_| Vec::new()).collect();
     for (i, r) in requests.into_iter().enumerate() {
@@ -157,7 +169,7 @@ pub async fn spread(addr: SocketAddr, connections: usize, requests: Vec<SetUp>) 
 
 /// The load generator: `connections` kept-alive connections, each sending request after request (request `k` of
 /// connection `c` is `make(c, k)`) for `duration`, and the answers per second over the whole.
-pub async fn hammer<F>(
+pub(crate) async fn hammer<F>(
     addr: SocketAddr,
     connections: usize,
     duration: Duration,

@@ -7,16 +7,16 @@
 //! sending and receiving clients of each system), [`anchors`] (starting and stopping the anchor servers) and
 //! [`report`] (table, JSON, SVG plot).
 
-pub mod anchors;
-pub mod clock;
-pub mod dm;
-pub mod fanout;
-pub mod http;
-pub mod report;
-pub mod scale;
-pub mod stats;
-pub mod tracker_load;
-pub mod wire;
+pub(crate) mod anchors;
+pub(crate) mod clock;
+pub(crate) mod dm;
+pub(crate) mod fanout;
+pub(crate) mod http;
+pub(crate) mod report;
+pub(crate) mod scale;
+pub(crate) mod stats;
+pub(crate) mod tracker_load;
+pub(crate) mod wire;
 
 use std::time::Duration;
 

@@ -46,7 +46,7 @@ struct Health {
     stale: Option<usize>,
 }
 
-pub async fn hchat(
+pub(crate) async fn hchat(
     peers: usize,
     channels: usize,
     connections: usize,

@@ -24,14 +24,14 @@ use crate::identity::Identity;
 use crate::proto::PeerName;
 
 /// Members of the channel whose list is asked for.
-pub const CHANNEL_MEMBERS: usize = 100;
+pub(crate) const CHANNEL_MEMBERS: usize = 100;
 /// Lease TTL of the tracker under load: longer than any run, so no lease lapses while it is measured.
 const LOAD_TTL_SECS: u64 = 600;
 /// How long the child tracker may take to print where it listens.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A tracker started as a child process of this binary, stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct TrackerProc {
+pub(crate) struct TrackerProc {
     pub addr: SocketAddr,
     child: Child,
 }
@@ -40,7 +40,7 @@ impl TrackerProc {
     /// Starts `hchat tracker --port 0 --in-memory --rate-limit 0 --peer-ttl ttl_secs` and waits for its
     /// `listening on` line. In memory, so the figures are the registry's and HTTP's (and a benchmark never writes
     /// to a user's data dir); with no rate limit, since the load generator is one client flooding on purpose.
-    pub async fn start(ttl_secs: u64) -> Result<TrackerProc> {
+    pub(crate) async fn start(ttl_secs: u64) -> Result<TrackerProc> {
         let exe = std::env::current_exe().map_err(BenchError::io("finding this program"))?;
         let mut child = Command::new(&exe)
             .args([
@@ -84,12 +84,12 @@ impl TrackerProc {
         Ok(TrackerProc { addr, child })
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
     /// The process's resident memory, from `/proc/<pid>/status` (VmRSS), in KiB.
-    pub fn rss_kib(&self) -> Result<u64> {
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
         let pid = self
             .pid()
             .ok_or_else(|| BenchError::Setup("the tracker child has exited".into()))?;
@@ -102,7 +102,7 @@ impl TrackerProc {
             .ok_or_else(|| BenchError::Setup(format!("no VmRSS in /proc/{pid}/status")))
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         terminate(self.child.id());
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
@@ -114,25 +114,25 @@ impl TrackerProc {
 }
 
 /// The name of registered peer `i`.
-pub fn peer_name(i: usize) -> String {
+pub(crate) fn peer_name(i: usize) -> String {
     format!("p{i:06}")
 }
 
 /// The identity of registered peer `i`: made from a seed that is `i`, so a renewal can sign as the same peer
 /// without keeping a million keys around. Fine for a benchmark, never for a user.
-pub fn identity(i: usize) -> Identity {
+pub(crate) fn identity(i: usize) -> Identity {
     let mut seed = *b"hchat-bench-identity-seed-\0\0\0\0\0\0";
     seed[24..].copy_from_slice(&(i as u64).to_le_bytes());
     Identity::from_seed(seed)
 }
 
 /// The registration (and renewal) body of peer `i`: signed, stamped now, with a fresh nonce, as a peer sends it.
-pub fn register_body(i: usize) -> Bytes {
+pub(crate) fn register_body(i: usize) -> Bytes {
     register_body_as(&identity(i), i)
 }
 
 /// [`register_body`] with peer `i`'s identity already made (making it costs as much as signing).
-pub fn register_body_as(id: &Identity, i: usize) -> Bytes {
+pub(crate) fn register_body_as(id: &Identity, i: usize) -> Bytes {
     let name = PeerName::new(peer_name(i)).expect("a valid bench name");
     let req = id.register_request(
         &name,
@@ -144,7 +144,7 @@ pub fn register_body_as(id: &Identity, i: usize) -> Bytes {
 
 /// Registers peers `0..n` and puts peer `i` in channel `channel_of(i)`, over `connections` connections. Returns
 /// when the last registration was answered: no lease is renewed after that.
-pub async fn populate(
+pub(crate) async fn populate(
     addr: SocketAddr,
     n: usize,
     connections: usize,
@@ -187,25 +187,25 @@ pub async fn populate(
 }
 
 /// The tracker's figures, and the answers nginx is to serve.
-pub struct TrackerFigures {
+pub(crate) struct TrackerFigures {
     pub get_list: Throughput,
     pub renew: Throughput,
     pub answers: Answers,
 }
 
 /// One `GET /get-list` answer and one renewal answer, byte for byte.
-pub struct Answers {
+pub(crate) struct Answers {
     pub get_list: Bytes,
     pub renew: Bytes,
 }
 
 /// nginx's figures for the same answers.
-pub struct NginxFigures {
+pub(crate) struct NginxFigures {
     pub get_list: Throughput,
     pub renew: Throughput,
 }
 
-pub async fn hchat(
+pub(crate) async fn hchat(
     registered: usize,
     connections: usize,
     duration: Duration,
@@ -262,7 +262,7 @@ pub async fn hchat(
     })
 }
 
-pub async fn nginx(
+pub(crate) async fn nginx(
     bin: &Path,
     answers: &Answers,
     connections: usize,

@@ -28,7 +28,7 @@ const API_QUEUE: usize = 256;
 const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// The sending user's client.
-pub enum Outbox {
+pub(crate) enum Outbox {
     /// `POST /api/send` over `connections` kept-alive connections to the sending node, each sending one message
     /// at a time (the API answers once the message is delivered, so more than one connection keeps the pace).
     Api {
@@ -48,7 +48,7 @@ pub enum Outbox {
 
 impl Outbox {
     /// A client of the node at `node` that sends every message to `dest` (`{"to":..}` or `{"channel":..}`).
-    pub async fn api(
+    pub(crate) async fn api(
         node: SocketAddr,
         dest: serde_json::Value,
         connections: usize,
@@ -93,7 +93,7 @@ impl Outbox {
 
     /// Sends message `seq`, stamped with the clock as it leaves. With `flush` false an IRC or MQTT client may hold
     /// it in its buffer (a burst); [`Outbox::finish`] sends the rest.
-    pub async fn send(&mut self, seq: u64, flush: bool) -> Result<()> {
+    pub(crate) async fn send(&mut self, seq: u64, flush: bool) -> Result<()> {
         match self {
             Outbox::Api { queue, .. } => match queue {
                 Some(q) => q
@@ -115,7 +115,7 @@ impl Outbox {
 
     /// Sends whatever is still queued and waits until the sending client is done. The connection stays open
     /// until the outbox is dropped: a server may drop what it has read but not yet relayed when its sender goes.
-    pub async fn finish(&mut self) -> Result<()> {
+    pub(crate) async fn finish(&mut self) -> Result<()> {
         match self {
             Outbox::Api { queue, workers } => {
                 queue.take();
@@ -137,7 +137,7 @@ struct SendAnswer {
 }
 
 /// The receiving user's client.
-pub enum Inbox {
+pub(crate) enum Inbox {
     /// The node's Server-Sent Events stream, as the web page reads it.
     Events {
         _conn: HttpConn,
@@ -149,7 +149,7 @@ pub enum Inbox {
 }
 
 /// Where hchat's receiving clients read messages from, as the report says it.
-pub const FROM_EVENTS: &str =
+pub(crate) const FROM_EVENTS: &str =
     "event stream (GET /api/events, Server-Sent Events), as the web page does";
 
 #[derive(Deserialize)]
@@ -168,7 +168,7 @@ struct StreamMessage {
 
 impl Inbox {
     /// Opens the event stream of the node at `node` (from loopback, which needs no token).
-    pub async fn events(node: SocketAddr) -> Result<Inbox> {
+    pub(crate) async fn events(node: SocketAddr) -> Result<Inbox> {
         let mut conn = HttpConn::connect(node).await?;
         let mut req = conn.build(Method::GET, "/api/events", None);
         req.headers_mut().insert(
@@ -190,7 +190,7 @@ impl Inbox {
     }
 
     /// The text of the next message from someone else; `None` when the stream ended.
-    pub async fn next_text(&mut self) -> Result<Option<String>> {
+    pub(crate) async fn next_text(&mut self) -> Result<Option<String>> {
         match self {
             Inbox::Events { body, buf, .. } => loop {
                 if let Some(text) = next_sse_message(buf)? {
@@ -246,7 +246,7 @@ fn next_sse_message(buf: &mut Vec<u8>) -> Result<Option<String>> {
 
 /// One message as a receiver saw it: its sequence number, and the clock when it was sent and when it arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub seq: u64,
     pub sent_ns: u64,
     pub recv_ns: u64,
@@ -254,7 +254,7 @@ pub struct Sample {
 
 /// Reads `inbox` until `expect` stamped messages have arrived, the stream ends, or `deadline` passes; `seen`
 /// counts arrivals as they happen (for progress, and to know when a warm-up has gone through).
-pub async fn collect(
+pub(crate) async fn collect(
     mut inbox: Inbox,
     expect: usize,
     deadline: Duration,
@@ -286,7 +286,7 @@ pub async fn collect(
 }
 
 /// Waits until `seen` reaches `target` (the warm-up went through), or fails after `deadline`.
-pub async fn wait_seen(
+pub(crate) async fn wait_seen(
     seen: &AtomicUsize,
     target: usize,
     deadline: Duration,

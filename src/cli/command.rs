@@ -7,11 +7,11 @@ use crate::proto::{
 };
 
 /// Default number of messages `/history` shows.
-pub const DEFAULT_HISTORY: usize = 20;
+pub(crate) const DEFAULT_HISTORY: usize = 20;
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// `#name`: join and make current.
     Join(ChannelName),
     /// `#name key`: join a channel that has a key.
@@ -53,14 +53,14 @@ pub enum Command {
 /// A line that cannot be carried out, with how to write it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ParseError(pub String);
+pub(crate) struct ParseError(pub String);
 
 fn err<T>(s: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(s.into()))
 }
 
 /// The `/help` text, one line per command.
-pub const HELP: &[&str] = &[
+pub(crate) const HELP: &[&str] = &[
     "#name                         join channel name (created if new, then you own it) and make it current",
     "#name key                     join a channel protected by a key",
     "text                          send to the current channel",
@@ -84,7 +84,7 @@ pub const HELP: &[&str] = &[
 ];
 
 /// Parses one line.
-pub fn parse(line: &str) -> Result<Command, ParseError> {
+pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
     let line = line.trim_end_matches(['\r', '\n']);
     let trimmed = line.trim();
     if trimmed.is_empty() {

@@ -8,8 +8,8 @@
 //! rather than serving on with nobody to show anything to.
 
 mod access;
-pub mod command;
-pub mod visible;
+pub(crate) mod command;
+pub(crate) mod visible;
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};

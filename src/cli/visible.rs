@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 /// What a newline in a message shows as: the message stays on one line and still reads as several.
-pub const NEWLINE_MARK: char = '↵';
+pub(crate) const NEWLINE_MARK: char = '↵';
 
 /// `text` as the CLI may print it: a newline (or CR LF) becomes [`NEWLINE_MARK`]; a tab `\t`, a lone CR `\r`;
 /// every other C0 or C1 control, DEL, bidi control and zero-width or invisible character becomes `\u{hex}`. A

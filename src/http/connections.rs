@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 /// Open connections per client address.
 #[derive(Debug)]
-pub struct ClientConnections {
+pub(super) struct ClientConnections {
     cap: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -24,13 +24,13 @@ pub struct ClientConnections {
 /// One counted connection; the count drops when this does. The map holds only addresses with an open connection,
 /// so it is bounded by the server's global connection cap.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(super) struct ConnectionSlot {
     owner: Arc<ClientConnections>,
     client: IpAddr,
 }
 
 impl ClientConnections {
-    pub fn new(cap: usize) -> Arc<Self> {
+    pub(super) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap,
             open: Mutex::new(HashMap::new()),
@@ -38,7 +38,7 @@ impl ClientConnections {
     }
 
     /// Counts a new connection from `client`, or `None` when it already has `cap` open.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Option<ConnectionSlot> {
+    pub(super) fn admit(self: &Arc<Self>, client: IpAddr) -> Option<ConnectionSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(client).or_insert(0);
         if *n >= self.cap {
@@ -53,7 +53,7 @@ impl ClientConnections {
 
     /// Connections `client` has open now.
     #[cfg(test)]
-    pub fn open_from(&self, client: IpAddr) -> usize {
+    pub(super) fn open_from(&self, client: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(&client).copied().unwrap_or(0)
     }
@@ -74,7 +74,7 @@ impl Drop for ConnectionSlot {
 /// The requests of one connection: how many are in flight (a response being streamed counts until its body
 /// ends) and when the last one ended.
 #[derive(Debug)]
-pub struct Activity {
+pub(super) struct Activity {
     busy: AtomicUsize,
     idle_since: Mutex<Instant>,
     changed: Notify,
@@ -82,11 +82,11 @@ pub struct Activity {
 
 /// One request in flight; dropping it (with the response body) marks the connection idle again if it was the last.
 #[derive(Debug)]
-pub struct Busy(Arc<Activity>);
+pub(super) struct Busy(Arc<Activity>);
 
 impl Activity {
     /// A connection idle since `since` (its accept).
-    pub fn since(since: Instant) -> Arc<Self> {
+    pub(super) fn since(since: Instant) -> Arc<Self> {
         Arc::new(Self {
             busy: AtomicUsize::new(0),
             idle_since: Mutex::new(since),
@@ -95,14 +95,14 @@ impl Activity {
     }
 
     /// A request has begun.
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(super) fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_one();
         Busy(self.clone())
     }
 
     /// Resolves once the connection has had no request in flight for `limit` without a break.
-    pub async fn idle_for(&self, limit: Duration) {
+    pub(super) async fn idle_for(&self, limit: Duration) {
         loop {
             // Registered before the state is read, so a change in between is not missed.
             let changed = self.changed.notified();

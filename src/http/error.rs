@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use crate::identity::AuthError;
 use crate::proto::{ErrorBody, ErrorCode, ErrorDetail};
 
-
 /// A refusal: an HTTP status, a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {code}: {message}")]

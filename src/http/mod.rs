@@ -8,7 +8,7 @@
 mod connections;
 mod error;
 mod extract;
-pub mod rate_limit;
+pub(crate) mod rate_limit;
 mod server;
 
 pub use error::{ApiError, fallback_not_found, method_not_allowed};

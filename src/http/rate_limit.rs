@@ -15,9 +15,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most client addresses whose buckets are remembered at once.
-pub const MAX_TRACKED_CLIENTS: usize = 65_536;
+pub(crate) const MAX_TRACKED_CLIENTS: usize = 65_536;
 /// The sweep of refilled buckets runs at most this often.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Requests a second each client may make, and its burst: see `--rate-limit` in docs/PROTOCOL.md for the choice.
 pub const DEFAULT_RATE_LIMIT: u32 = 200;
 
@@ -54,14 +54,14 @@ struct Bucket {
 /// A refused request: how long until a token is back, and whether it is the first refusal since the client was
 /// last within its limit (worth one line in the log).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Throttled {
+pub(crate) struct Throttled {
     pub wait: Duration,
     pub first: bool,
 }
 
 /// The buckets of every client seen lately.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: RateLimit,
     state: Mutex<State>,
 }
@@ -74,7 +74,7 @@ struct State {
 }
 
 impl RateLimiter {
-    pub fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: RateLimit) -> Self {
         Self {
             limit,
             state: Mutex::new(State {
@@ -86,7 +86,7 @@ impl RateLimiter {
     }
 
     /// Takes a token for one request from `client` at `now`: `Ok` to serve it, or why not.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Throttled> {
+    pub(crate) fn check(&self, client: IpAddr, now: Instant) -> Result<(), Throttled> {
         if self.limit.is_off() {
             return Ok(());
         }
@@ -130,7 +130,8 @@ impl RateLimiter {
     }
 
     /// How many clients are remembered now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())

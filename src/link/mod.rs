@@ -11,9 +11,9 @@
 //! batch of messages is stored).
 
 pub mod frame;
-pub mod pool;
-pub mod session;
-pub mod tls;
+pub(crate) mod pool;
+pub(crate) mod session;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;

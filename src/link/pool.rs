@@ -20,18 +20,18 @@ const SIMULTANEOUS: Duration = HANDSHAKE_TIMEOUT;
 /// A remote key's place in the pool: its link, and a lock held while one task dials it (others wait for that
 /// dial instead of dialling too).
 #[derive(Default)]
-pub struct Slot {
+pub(crate) struct Slot {
     link: Mutex<Option<Arc<Link>>>,
     pub(super) dialling: tokio::sync::Mutex<()>,
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Mutex<HashMap<PublicKey, Arc<Slot>>>,
     max: usize,
 }
 
 impl Pool {
-    pub fn new(max: usize) -> Pool {
+    pub(crate) fn new(max: usize) -> Pool {
         Pool {
             slots: Mutex::new(HashMap::new()),
             max,
@@ -39,7 +39,7 @@ impl Pool {
     }
 
     /// The live link to `key`, marked used.
-    pub fn get(&self, key: &PublicKey) -> Option<Arc<Link>> {
+    pub(crate) fn get(&self, key: &PublicKey) -> Option<Arc<Link>> {
         let slot = self.slots.lock().expect("not poisoned").get(key)?.clone();
         let link = slot.link.lock().expect("not poisoned").clone()?;
         if link.is_closed() {
@@ -50,7 +50,7 @@ impl Pool {
     }
 
     /// The slot of `key`, made if there is none.
-    pub fn slot(&self, key: PublicKey) -> Arc<Slot> {
+    pub(crate) fn slot(&self, key: PublicKey) -> Arc<Slot> {
         self.slots
             .lock()
             .expect("not poisoned")
@@ -60,7 +60,7 @@ impl Pool {
     }
 
     /// Offers a new link; returns the one the pool keeps for its key (the new one, or the one it lost to).
-    pub fn offer(&self, new: Arc<Link>) -> Arc<Link> {
+    pub(crate) fn offer(&self, new: Arc<Link>) -> Arc<Link> {
         new.touch();
         let key = new.remote_key();
         let mut slots = self.slots.lock().expect("not poisoned");
@@ -98,7 +98,7 @@ impl Pool {
     }
 
     /// Drops `link` from its slot if it is still the one held (its connection ended).
-    pub fn forget(&self, link: &Arc<Link>) {
+    pub(crate) fn forget(&self, link: &Arc<Link>) {
         let key = link.remote_key();
         let mut slots = self.slots.lock().expect("not poisoned");
         let Some(slot) = slots.get(&key).cloned() else {
@@ -114,7 +114,7 @@ impl Pool {
     }
 
     /// Drops the slot of `key` if it holds no link and nobody is dialling it.
-    pub fn forget_slot_if_empty(&self, key: &PublicKey) {
+    pub(crate) fn forget_slot_if_empty(&self, key: &PublicKey) {
         let mut slots = self.slots.lock().expect("not poisoned");
         if let Some(slot) = slots.get(key)
             && slot.link.lock().expect("not poisoned").is_none()
@@ -125,7 +125,7 @@ impl Pool {
     }
 
     /// Live links held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots
             .lock()
             .expect("not poisoned")
@@ -138,10 +138,6 @@ impl Pool {
                     .is_some_and(|l| !l.is_closed())
             })
             .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -35,10 +35,10 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 /// The length of that SubjectPublicKeyInfo.
-pub const SPKI_LEN: usize = 44;
+pub(crate) const SPKI_LEN: usize = 44;
 
 /// The raw public key as it travels in the TLS Certificate message.
-pub fn spki(key: &PublicKey) -> Vec<u8> {
+pub(crate) fn spki(key: &PublicKey) -> Vec<u8> {
     let mut der = Vec::with_capacity(SPKI_LEN);
     der.extend_from_slice(&ED25519_SPKI_PREFIX);
     der.extend_from_slice(&key.to_bytes());
@@ -46,14 +46,14 @@ pub fn spki(key: &PublicKey) -> Vec<u8> {
 }
 
 /// The key in a raw-public-key certificate: exactly an Ed25519 SubjectPublicKeyInfo of a valid point, or nothing.
-pub fn key_of_spki(der: &[u8]) -> Option<PublicKey> {
+pub(crate) fn key_of_spki(der: &[u8]) -> Option<PublicKey> {
     let bytes: &[u8; 32] = der.strip_prefix(&ED25519_SPKI_PREFIX)?.try_into().ok()?;
     PublicKey::from_bytes(bytes)
 }
 
 /// The key the other side proved in a finished handshake (quinn hands the peer's "certificates" as
 /// `Vec<CertificateDer>`; with raw public keys there is exactly one, the SPKI).
-pub fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
+pub(crate) fn peer_key(conn: &quinn::Connection) -> Option<PublicKey> {
     let any = conn.peer_identity()?;
     let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     match certs.as_slice() {
@@ -75,7 +75,7 @@ fn certified_key(identity: &Arc<Identity>) -> Arc<CertifiedKey> {
 }
 
 /// The listener's TLS config: presents `identity`, requires a client key, offers ALPN `hchat/1` only.
-pub fn server_config(identity: &Arc<Identity>) -> Result<rustls::ServerConfig, TlsError> {
+pub(crate) fn server_config(identity: &Arc<Identity>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(AnyEd25519Client))
@@ -89,11 +89,11 @@ pub fn server_config(identity: &Arc<Identity>) -> Result<rustls::ServerConfig, T
 }
 
 /// What the dialler's verifier saw: the key the server presented, once it has (set whether accepted or not).
-pub type Seen = Arc<std::sync::OnceLock<PublicKey>>;
+pub(crate) type Seen = Arc<std::sync::OnceLock<PublicKey>>;
 
 /// The dialler's TLS config for one dial: presents `identity`, accepts only `expected`. The returned cell
 /// receives the key the server presented, so a refused handshake can say which key answered.
-pub fn client_config(
+pub(crate) fn client_config(
     identity: &Arc<Identity>,
     expected: PublicKey,
 ) -> Result<(rustls::ClientConfig, Seen), TlsError> {

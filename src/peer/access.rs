@@ -21,11 +21,11 @@ use crate::proto::*;
 use crate::sync::lock;
 
 /// How long the roles of a channel's members are trusted before the tracker is asked again.
-pub const ROLES_FRESH: Duration = Duration::from_secs(3);
+pub(crate) const ROLES_FRESH: Duration = Duration::from_secs(3);
 /// Channels whose roles are cached (a node is in at most this many anyway: the tracker's per-peer limit).
-pub const ROLES_CACHED_CHANNELS: usize = 256;
+pub(crate) const ROLES_CACHED_CHANNELS: usize = 256;
 /// Members whose roles are kept per channel; the rest are asked for again when they post.
-pub const ROLES_CACHED_MEMBERS: usize = 10_000;
+pub(crate) const ROLES_CACHED_MEMBERS: usize = 10_000;
 
 /// One channel's roles as the tracker last said.
 #[derive(Debug, Clone)]

@@ -17,11 +17,11 @@ use crate::proto::{
 /// How long one push may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages in one `POST /p2p/receive-batch`.
-pub const MAX_PUSH_BATCH: usize = 500;
+pub(crate) const MAX_PUSH_BATCH: usize = 500;
 
 /// Why a push did not get an answer about each message: worth retrying later.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliveryError {
+pub(crate) enum DeliveryError {
     #[error("unreachable ({0})")]
     Unreachable(String),
     #[error("not accepted now: {message} ({code})")]
@@ -34,7 +34,7 @@ pub enum DeliveryError {
 
 /// The receiver's verdict on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     /// Stored durably (or held already): delivered.
     Stored,
     /// Refused for good (not for this peer, not in the channel, ...): retrying will not help.
@@ -43,13 +43,13 @@ pub enum Pushed {
 
 /// `POST /p2p/receive-batch` body.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     pub messages: Vec<ChatMessage>,
 }
 
 /// One message's result in a batch answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchResult {
+pub(crate) struct BatchResult {
     pub id: MessageId,
     pub ok: bool,
     #[serde(default)]
@@ -60,7 +60,7 @@ pub struct BatchResult {
 
 /// `POST /p2p/receive-batch` answer.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct BatchResponse {
+pub(crate) struct BatchResponse {
     pub ok: bool,
     pub results: Vec<BatchResult>,
     /// The receiver's signature over its verdicts ([`crate::identity::receipt_bytes`]).
@@ -69,7 +69,7 @@ pub struct BatchResponse {
 }
 
 /// The longest prefix of `msgs` that fits one request body (at least one message).
-pub fn fitting(msgs: &[ChatMessage], max: usize) -> usize {
+pub(crate) fn fitting(msgs: &[ChatMessage], max: usize) -> usize {
     let budget = MAX_BODY_BYTES - 1024;
     let mut used = 0;
     for (i, m) in msgs.iter().enumerate().take(max) {
@@ -84,7 +84,7 @@ pub fn fitting(msgs: &[ChatMessage], max: usize) -> usize {
 
 /// Pushes messages to peers.
 #[derive(Clone)]
-pub struct Courier {
+pub(crate) struct Courier {
     http: reqwest::Client,
 }
 
@@ -107,7 +107,7 @@ impl Courier {
     /// Pushes `msgs` (in order) to `to`, reached at `addr`, and returns its verdict on each. The answer must carry
     /// a receipt signed with `key`, the key the tracker binds to `to`; anything else is
     /// [`DeliveryError::BadAnswer`]: whatever answered there is not `to`, and nothing counts as delivered.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         addr: SocketAddr,
         to: &PeerName,

@@ -42,7 +42,7 @@ pub enum Via {
 
 /// Each message's verdict: `Ok(true)` stored before (duplicate: same sender, same id), `Ok(false)` new, `Err`
 /// refused.
-pub type Verdicts = Vec<Result<bool, ApiError>>;
+pub(crate) type Verdicts = Vec<Result<bool, ApiError>>;
 
 impl Node {
     /// Accepts a message from another peer. `Ok(true)` means it was a duplicate.

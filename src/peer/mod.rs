@@ -7,18 +7,18 @@
 //! [`Node`] is a cheap handle (an `Arc`); every front end holds one and calls the same methods, so the CLI and
 //! the page cannot drift apart.
 
-pub mod access;
-pub mod delivery;
+pub(crate) mod access;
+pub(crate) mod delivery;
 mod directory;
 pub mod events;
-pub mod inbox;
+pub(crate) mod inbox;
 mod lease;
 mod outbox;
-pub mod presence;
-pub mod recovery;
-pub mod routes;
-pub mod store;
-pub mod tracker_client;
+pub(crate) mod presence;
+pub(crate) mod recovery;
+pub(crate) mod routes;
+pub(crate) mod store;
+pub(crate) mod tracker_client;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -27,23 +27,23 @@ use crate::sync::lock;
 /// Most messages waiting in the outbox, all recipients together; a send beyond it is refused.
 pub const OUTBOX_LIMIT: usize = 100_000;
 /// First retry delay after a failed attempt.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest retry delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(4);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// A recipient unreachable this long gets its messages through the tracker's mailbox instead.
-pub const GIVE_UP_DIRECT: Duration = Duration::from_secs(2);
+pub(super) const GIVE_UP_DIRECT: Duration = Duration::from_secs(2);
 /// After falling back to the mailbox, how long before a direct push is tried again.
-pub const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(10);
+pub(super) const DIRECT_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// A worker with nothing to send stops after this long.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// An address that answered a push without the recipient's signed receipt is not pushed to again for this long
 /// (then twice as long each time it answers so again, up to [`BAD_ADDRESS_BACKOFF_MAX`]); meanwhile its
 /// messages go through the tracker's mailbox.
-pub const BAD_ADDRESS_BACKOFF_MIN: Duration = Duration::from_secs(30);
+pub(super) const BAD_ADDRESS_BACKOFF_MIN: Duration = Duration::from_secs(30);
 /// Longest back-off of an address that keeps answering badly.
-pub const BAD_ADDRESS_BACKOFF_MAX: Duration = Duration::from_secs(600);
+pub(super) const BAD_ADDRESS_BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// Most addresses whose record ([`Address`]) is kept; the least recently used goes first.
-pub const MAX_ADDRESSES: usize = 10_000;
+pub(super) const MAX_ADDRESSES: usize = 10_000;
 
 /// What became of a message for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, PeerStatus, Role}
 use crate::sync::lock;
 
 /// How often the members of joined channels are refreshed while a page watches.
-pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 /// Offline members remembered per channel; the oldest-named beyond it are forgotten.
-pub const OFFLINE_MEMBERS_KEPT: usize = 1000;
+pub(crate) const OFFLINE_MEMBERS_KEPT: usize = 1000;
 
 /// The presence state of one node.
 #[derive(Debug, Default)]

@@ -36,13 +36,13 @@ use crate::proto::{
 use crate::sync::lock;
 
 /// Messages one `GET /p2p/history` answer carries at most.
-pub const CATCH_UP_PAGE: usize = 500;
+pub(crate) const CATCH_UP_PAGE: usize = 500;
 /// Messages fetched per channel and member in one catch-up at most.
-pub const CATCH_UP_WINDOW: usize = 5_000;
+pub(crate) const CATCH_UP_WINDOW: usize = 5_000;
 /// Members asked per channel.
-pub const CATCH_UP_SOURCES: usize = 3;
+pub(crate) const CATCH_UP_SOURCES: usize = 3;
 /// Catch-up starts this long before the newest message held, for senders whose clocks run behind.
-pub const CATCH_UP_SKEW: Duration = Duration::from_secs(60);
+pub(crate) const CATCH_UP_SKEW: Duration = Duration::from_secs(60);
 /// Mailbox pages fetched in one drain at most (more are fetched at the next wake-up).
 const DRAIN_PAGES: usize = 200;
 
@@ -82,7 +82,7 @@ pub struct HistoryPage {
 }
 
 /// Where catch-up starts for a conversation held up to `mark_ms` (this node's clock).
-pub fn catch_up_from(mark_ms: u64) -> MessageId {
+pub(crate) fn catch_up_from(mark_ms: u64) -> MessageId {
     first_id_at(mark_ms.saturating_sub(CATCH_UP_SKEW.as_millis() as u64))
 }
 

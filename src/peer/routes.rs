@@ -65,7 +65,7 @@ impl From<NodeError> for ApiError {
 
 /// The peer's router: the peer-to-peer routes and `/health`, with `front` (a front end's routes, already given
 /// their state) merged on top, and the JSON answers for an unknown path or method.
-pub fn app(node: Node, front: Router) -> Router {
+pub(crate) fn app(node: Node, front: Router) -> Router {
     Router::new()
         .route("/p2p/receive", post(message_receive))
         .route("/p2p/receive-batch", post(message_receive_batch))

@@ -80,14 +80,14 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The database file inside a peer's data dir.
-pub const DB_FILE: &str = "peer.sqlite3";
+pub(crate) const DB_FILE: &str = "peer.sqlite3";
 
 /// A message waiting in the outbox for one recipient.
-pub type Pending = ChatMessage;
+pub(crate) type Pending = ChatMessage;
 
 /// The peer's store: a handle to the thread that owns the database.
 #[derive(Clone)]
-pub struct PeerStore {
+pub(crate) struct PeerStore {
     db: Db,
     me: PeerName,
 }
@@ -126,7 +126,7 @@ fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage, now: u64) -> Result<
 
 impl PeerStore {
     /// Opens the store and starts its thread.
-    pub fn open(storage: &Storage, me: PeerName) -> Result<(PeerStore, DbThread), DbError> {
+    pub(crate) fn open(storage: &Storage, me: PeerName) -> Result<(PeerStore, DbThread), DbError> {
         let conn = open(storage, DB_FILE, MIGRATIONS)?;
         // Conversations are stored from the owner's point of view: one data dir, one name.
         conn.execute(
@@ -149,7 +149,7 @@ impl PeerStore {
 
     /// Stores a message this node's user sent, and queues it for each recipient, in one transaction. Returns
     /// whether it was new (a retry with the same id is queued again, and stored once by everyone).
-    pub async fn save_sent(
+    pub(crate) async fn save_sent(
         &self,
         msg: ChatMessage,
         recipients: Vec<PeerName>,
@@ -170,7 +170,7 @@ impl PeerStore {
     }
 
     /// The peers this node has a direct conversation with, by name.
-    pub fn direct_conversations(&self) -> Result<Vec<PeerName>, DbError> {
+    pub(crate) fn direct_conversations(&self) -> Result<Vec<PeerName>, DbError> {
         self.db.call_blocking(|c| {
             let mut q = c.prepare_cached(
                 "SELECT DISTINCT conversation FROM messages WHERE conversation LIKE '@%' ORDER BY conversation",
@@ -187,7 +187,7 @@ impl PeerStore {
     }
 
     /// Stores received messages; for each, whether it was new (the same sender and id is stored once).
-    pub async fn save_received(&self, msgs: Vec<ChatMessage>) -> Result<Vec<bool>, DbError> {
+    pub(crate) async fn save_received(&self, msgs: Vec<ChatMessage>) -> Result<Vec<bool>, DbError> {
         let me = self.me.clone();
         self.db
             .call(move |c| {
@@ -198,13 +198,13 @@ impl PeerStore {
     }
 
     /// The last `n` messages of a conversation, oldest first.
-    pub fn recent(&self, conv: &Destination, n: usize) -> Result<Vec<ChatMessage>, DbError> {
+    pub(crate) fn recent(&self, conv: &Destination, n: usize) -> Result<Vec<ChatMessage>, DbError> {
         let label = conv.label();
         self.db.call_blocking(move |c| recent(c, &label, n))
     }
 
     /// [`PeerStore::recent`] for async callers.
-    pub async fn recent_async(
+    pub(crate) async fn recent_async(
         &self,
         conv: &Destination,
         n: usize,
@@ -215,7 +215,7 @@ impl PeerStore {
 
     /// A channel's messages with an id above `after`, oldest first (by id, then sender), at most `limit` (what
     /// catch-up serves).
-    pub async fn channel_after(
+    pub(crate) async fn channel_after(
         &self,
         channel: &ChannelName,
         after: MessageId,
@@ -239,7 +239,7 @@ impl PeerStore {
     /// the newest `mark_ms`, each the message's id time capped by when it arrived. A row stored before marks were
     /// kept counts with its id's time only if that is not ahead of `now`: such a row from the future (accepted
     /// before ids from the future were refused) must not keep moving catch-up past everything said since.
-    pub async fn catch_up_mark(
+    pub(crate) async fn catch_up_mark(
         &self,
         conv: &Destination,
         now: u64,
@@ -268,7 +268,7 @@ impl PeerStore {
     }
 
     /// Up to `limit` messages waiting for `recipient`, oldest first.
-    pub async fn outbox_for(
+    pub(crate) async fn outbox_for(
         &self,
         recipient: &PeerName,
         limit: usize,
@@ -287,7 +287,7 @@ impl PeerStore {
     }
 
     /// Takes messages off `recipient`'s outbox (delivered, held by the tracker, or refused for good).
-    pub async fn outbox_done(
+    pub(crate) async fn outbox_done(
         &self,
         recipient: &PeerName,
         ids: Vec<MessageId>,
@@ -309,7 +309,7 @@ impl PeerStore {
     }
 
     /// Every recipient with messages waiting, and how many messages wait in all.
-    pub async fn outbox_summary(&self) -> Result<(Vec<PeerName>, usize), DbError> {
+    pub(crate) async fn outbox_summary(&self) -> Result<(Vec<PeerName>, usize), DbError> {
         self.db
             .call(|c| {
                 let mut q =
@@ -331,7 +331,7 @@ impl PeerStore {
     }
 
     /// The channels the user is in, with the id from which catch-up starts when nothing newer is held.
-    pub async fn joined(&self) -> Result<Vec<(ChannelName, MessageId)>, DbError> {
+    pub(crate) async fn joined(&self) -> Result<Vec<(ChannelName, MessageId)>, DbError> {
         self.db
             .call(|c| {
                 let mut q = c.prepare("SELECT channel, since FROM joined ORDER BY channel")?;
@@ -350,7 +350,7 @@ impl PeerStore {
     }
 
     /// A value this node keeps about itself (`meta` table).
-    pub async fn meta(&self, key: &'static str) -> Result<Option<String>, DbError> {
+    pub(crate) async fn meta(&self, key: &'static str) -> Result<Option<String>, DbError> {
         self.db
             .call(move |c| {
                 Ok(
@@ -361,7 +361,7 @@ impl PeerStore {
             .await
     }
 
-    pub async fn set_meta(&self, key: &'static str, value: String) -> Result<(), DbError> {
+    pub(crate) async fn set_meta(&self, key: &'static str, value: String) -> Result<(), DbError> {
         self.db
             .call(move |c| {
                 c.execute(
@@ -375,7 +375,7 @@ impl PeerStore {
     }
 
     /// Records that the user joined (`since`: from when on they are a member) or left a channel.
-    pub async fn set_joined(
+    pub(crate) async fn set_joined(
         &self,
         channel: &ChannelName,
         since: Option<MessageId>,

@@ -47,7 +47,7 @@ impl TrackerError {
 
 /// A client of one tracker, acting as one peer.
 #[derive(Debug, Clone)]
-pub struct TrackerClient {
+pub(crate) struct TrackerClient {
     base: String,
     http: reqwest::Client,
     me: PeerName,
@@ -55,7 +55,11 @@ pub struct TrackerClient {
 }
 
 impl TrackerClient {
-    pub fn new(tracker: std::net::SocketAddr, me: PeerName, identity: Arc<Identity>) -> Self {
+    pub(crate) fn new(
+        tracker: std::net::SocketAddr,
+        me: PeerName,
+        identity: Arc<Identity>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -72,7 +76,7 @@ impl TrackerClient {
         }
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
@@ -138,7 +142,7 @@ impl TrackerClient {
     }
 
     /// Registers (or renews) this peer at `addr`, with a fresh signed proof of its key.
-    pub async fn register(
+    pub(crate) async fn register(
         &self,
         addr: std::net::SocketAddr,
     ) -> Result<RegisterResponse, TrackerError> {
@@ -155,18 +159,21 @@ impl TrackerClient {
     }
 
     /// The key the tracker binds `name` to, online or not.
-    pub async fn identity(&self, name: &PeerName) -> Result<PublicKey, TrackerError> {
+    pub(crate) async fn identity(&self, name: &PeerName) -> Result<PublicKey, TrackerError> {
         let found: IdentityAnswer = self.get(&format!("/identity?name={name}")).await?;
         Ok(found.public_key)
     }
 
-    pub async fn unregister(&self, name: &PeerName) -> Result<serde_json::Value, TrackerError> {
+    pub(crate) async fn unregister(
+        &self,
+        name: &PeerName,
+    ) -> Result<serde_json::Value, TrackerError> {
         self.post("/unregister", &PeerRequest { name: name.clone() })
             .await
     }
 
     /// Joins `channel`, with its key when it has one.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         name: &PeerName,
         channel: &ChannelName,
@@ -183,7 +190,7 @@ impl TrackerClient {
         .await
     }
 
-    pub async fn leave(
+    pub(crate) async fn leave(
         &self,
         name: &PeerName,
         channel: &ChannelName,
@@ -199,7 +206,7 @@ impl TrackerClient {
         .await
     }
 
-    pub async fn fan_out(
+    pub(crate) async fn fan_out(
         &self,
         name: &PeerName,
         channel: &ChannelName,
@@ -217,7 +224,7 @@ impl TrackerClient {
         Ok(list.peers)
     }
 
-    pub async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
+    pub(crate) async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
         let found: PeerFound = self
             .post("/connect-peer", &LookupRequest { name: name.clone() })
             .await?;
@@ -225,7 +232,7 @@ impl TrackerClient {
     }
 
     /// Leaves messages in `to`'s mailbox; the envelopes go as they are, for the recipient to check.
-    pub async fn deposit(
+    pub(crate) async fn deposit(
         &self,
         from: &PeerName,
         to: &PeerName,
@@ -255,7 +262,7 @@ impl TrackerClient {
     }
 
     /// What the tracker holds for this peer, oldest first.
-    pub async fn fetch_mail(
+    pub(crate) async fn fetch_mail(
         &self,
         name: &PeerName,
         limit: usize,
@@ -272,7 +279,7 @@ impl TrackerClient {
 
     /// Tells the tracker these entries (by depositor and id) are stored here; it deletes them. `ids` deletes
     /// every entry under an id, whoever deposited it: only for entries that name no depositor.
-    pub async fn ack_mail(
+    pub(crate) async fn ack_mail(
         &self,
         name: &PeerName,
         entries: Vec<MailKey>,
@@ -290,7 +297,10 @@ impl TrackerClient {
     }
 
     /// The live members of a channel, as this peer may see them (a non-open channel answers only its members).
-    pub async fn members(&self, channel: &ChannelName) -> Result<Vec<PeerInfo>, TrackerError> {
+    pub(crate) async fn members(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Vec<PeerInfo>, TrackerError> {
         let list: ChannelPeers = self
             .get_signed(&format!("/get-list?channel={channel}"))
             .await?;
@@ -298,18 +308,24 @@ impl TrackerClient {
     }
 
     /// A channel's owner, mode and every member with its role, as this peer may see it.
-    pub async fn channel_info(&self, channel: &ChannelName) -> Result<ChannelInfo, TrackerError> {
+    pub(crate) async fn channel_info(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<ChannelInfo, TrackerError> {
         self.get_signed(&format!("/channel/info?channel={channel}"))
             .await
     }
 
     /// The owner sets a channel's mode (with its key for `key`).
-    pub async fn set_mode(&self, req: &ChannelModeRequest) -> Result<ChannelInfo, TrackerError> {
+    pub(crate) async fn set_mode(
+        &self,
+        req: &ChannelModeRequest,
+    ) -> Result<ChannelInfo, TrackerError> {
         self.post("/channel/mode", req).await
     }
 
     /// The owner acts on a peer: `action` is `invite`, `remove`, `ban` or `unban`.
-    pub async fn channel_act(
+    pub(crate) async fn channel_act(
         &self,
         action: ChannelAction,
         req: &ChannelPeerRequest,
@@ -319,24 +335,27 @@ impl TrackerClient {
     }
 
     /// The owner makes a member a visitor or a member again.
-    pub async fn set_role(&self, req: &ChannelRoleRequest) -> Result<ChannelInfo, TrackerError> {
+    pub(crate) async fn set_role(
+        &self,
+        req: &ChannelRoleRequest,
+    ) -> Result<ChannelInfo, TrackerError> {
         self.post("/channel/role", req).await
     }
 
     /// Tells the tracker how others should see this peer.
-    pub async fn set_presence(
+    pub(crate) async fn set_presence(
         &self,
         req: &PresenceRequest,
     ) -> Result<serde_json::Value, TrackerError> {
         self.post("/presence", req).await
     }
 
-    pub async fn online(&self) -> Result<Vec<PeerInfo>, TrackerError> {
+    pub(crate) async fn online(&self) -> Result<Vec<PeerInfo>, TrackerError> {
         let list: PeerList = self.get("/peers").await?;
         Ok(list.peers)
     }
 
-    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, TrackerError> {
+    pub(crate) async fn channels(&self) -> Result<Vec<ChannelSummary>, TrackerError> {
         let list: ChannelList = self.get("/channels").await?;
         Ok(list.channels)
     }
@@ -375,7 +394,7 @@ async fn send_within_rate(
 }
 
 /// The innermost cause of a client error ("connection refused"), which is what a user can act on.
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &dyn std::error::Error = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use crate::proto::{ChannelMode, PeerName, Role};
 
 /// Longest key a channel accepts (bytes); a key is typed by people.
-pub const MAX_KEY_LEN: usize = 128;
+pub(crate) const MAX_KEY_LEN: usize = 128;
 /// Most names one channel keeps invited or banned (bound every table).
-pub const MAX_ACL_NAMES: usize = 10_000;
+pub(crate) const MAX_ACL_NAMES: usize = 10_000;
 
 /// Why the access rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,7 +124,7 @@ impl AclList {
 
 /// One channel's access rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Acl {
+pub(crate) struct Acl {
     /// The peer whose join created the channel. `None` for a channel made before channels had owners: it stays
     /// open and nobody can change it.
     pub owner: Option<PeerName>,
@@ -137,7 +137,7 @@ pub struct Acl {
 
 impl Acl {
     /// The rules of a channel `owner` has just created: open, nobody invited or banned.
-    pub fn owned_by(owner: PeerName) -> Acl {
+    pub(crate) fn owned_by(owner: PeerName) -> Acl {
         Acl {
             owner: Some(owner),
             ..Acl::default()
@@ -145,7 +145,7 @@ impl Acl {
     }
 
     /// The role a member has (`None` never: every member has one; the owner's is `Owner`).
-    pub fn role(&self, name: &PeerName) -> Role {
+    pub(crate) fn role(&self, name: &PeerName) -> Role {
         if self.owner.as_ref() == Some(name) {
             Role::Owner
         } else if self.visitors.contains(name) {
@@ -155,7 +155,7 @@ impl Acl {
         }
     }
 
-    pub fn check_not_banned(&self, name: &PeerName, channel: &str) -> Result<(), AclError> {
+    pub(crate) fn check_not_banned(&self, name: &PeerName, channel: &str) -> Result<(), AclError> {
         if self.banned.contains(name) {
             return Err(AclError::Banned {
                 peer: name.clone(),
@@ -167,7 +167,7 @@ impl Acl {
 
     /// May `name` join, carrying `key`? Returns true when the join admits the name for good (a right key), so
     /// a later re-join (after its lease lapsed) needs no key.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         name: &PeerName,
         key: Option<&str>,
@@ -189,7 +189,7 @@ impl Acl {
     }
 
     /// May member `name` post?
-    pub fn may_post(&self, name: &PeerName, channel: &str) -> Result<(), AclError> {
+    pub(crate) fn may_post(&self, name: &PeerName, channel: &str) -> Result<(), AclError> {
         self.check_not_banned(name, channel)?;
         if self.role(name) == Role::Visitor {
             return Err(AclError::ReadOnly {
@@ -201,7 +201,7 @@ impl Acl {
     }
 
     /// Only the owner changes a channel.
-    pub fn check_owner(&self, actor: &PeerName, channel: &str) -> Result<(), AclError> {
+    pub(crate) fn check_owner(&self, actor: &PeerName, channel: &str) -> Result<(), AclError> {
         if self.owner.as_ref() != Some(actor) {
             return Err(AclError::NotOwner {
                 channel: channel.to_string(),
@@ -215,7 +215,11 @@ impl Acl {
     }
 
     /// The owner cannot be the target of remove, ban or visitor.
-    pub fn check_not_owner_target(&self, target: &PeerName, channel: &str) -> Result<(), AclError> {
+    pub(crate) fn check_not_owner_target(
+        &self,
+        target: &PeerName,
+        channel: &str,
+    ) -> Result<(), AclError> {
         if self.owner.as_ref() == Some(target) {
             return Err(AclError::IsOwner(channel.to_string()));
         }
@@ -223,7 +227,11 @@ impl Acl {
     }
 
     /// Sets the mode; a key mode needs a key, which is hashed. Returns the new key hash (for the store).
-    pub fn set_mode(&mut self, mode: ChannelMode, key: Option<&str>) -> Result<(), AclError> {
+    pub(crate) fn set_mode(
+        &mut self,
+        mode: ChannelMode,
+        key: Option<&str>,
+    ) -> Result<(), AclError> {
         self.key = match (mode, key) {
             (ChannelMode::Key, Some(k)) => Some(KeyHash::new(k)?),
             (ChannelMode::Key, None) => {
@@ -240,7 +248,7 @@ impl Acl {
 
     /// Adds or takes a name off one of the lists; refuses to grow a list past [`MAX_ACL_NAMES`].
     /// Returns whether anything changed.
-    pub fn set_listed(
+    pub(crate) fn set_listed(
         &mut self,
         list: AclList,
         name: &PeerName,

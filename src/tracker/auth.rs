@@ -22,7 +22,7 @@ use crate::proto::{
 };
 
 /// A request body that may name the peer it acts as.
-pub trait Acting {
+pub(crate) trait Acting {
     /// The acting peer the body names, if any: it must be the signer.
     fn actor(&self) -> Option<&PeerName>;
 }
@@ -76,9 +76,9 @@ impl Acting for AckRequest {
     }
 }
 
-/// A JSON body sent by the peer `caller`, who proved it with the `Hchat-Auth` header.
-pub struct Signed<T> {
-    pub caller: PeerName,
+/// A JSON body whose acting peer proved it is the sender with the `Hchat-Auth` header (so handlers act on the
+/// body's name: it is the signer's).
+pub(crate) struct Signed<T> {
     pub body: T,
 }
 
@@ -104,12 +104,12 @@ where
             }
             .into());
         }
-        Ok(Signed { caller, body })
+        Ok(Signed { body })
     }
 }
 
 /// The signer of a GET, or `None` when it carries no `Hchat-Auth` header. A header that is present must verify.
-pub struct Caller(pub Option<PeerName>);
+pub(crate) struct Caller(pub Option<PeerName>);
 
 impl FromRequestParts<Arc<Shared>> for Caller {
     type Rejection = ApiError;

@@ -11,7 +11,7 @@ use crate::identity::PublicKey;
 use crate::proto::PeerName;
 
 /// Most names bound at once (as many as the registry holds peers).
-pub const MAX_IDENTITIES: usize = super::registry::MAX_PEERS;
+pub(crate) const MAX_IDENTITIES: usize = super::registry::MAX_PEERS;
 
 /// Why a binding is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,17 +8,17 @@
 //! [`Tracker::start`] binds, serves and sweeps expired leases until [`Tracker::shutdown`]; tests start one on
 //! port 0 and read [`Tracker::local_addr`].
 
-pub mod acl;
-pub mod auth;
+pub(crate) mod acl;
+pub(crate) mod auth;
 mod errors;
-pub mod identities;
+pub(crate) mod identities;
 pub mod mailbox;
 pub mod quota;
-pub mod registry;
-pub mod routes;
-pub mod sqlite_store;
+pub(crate) mod registry;
+pub(crate) mod routes;
+pub(crate) mod sqlite_store;
 mod state;
-pub mod store;
+pub(crate) mod store;
 
 pub use state::TrackerState;
 

@@ -23,11 +23,11 @@ use crate::proto::{
 };
 
 /// Most peers one tracker holds; registrations beyond it are refused (bound every table).
-pub const MAX_PEERS: usize = 1_000_000;
+pub(crate) const MAX_PEERS: usize = 1_000_000;
 /// Most channels one tracker holds.
-pub const MAX_CHANNELS: usize = 100_000;
+pub(crate) const MAX_CHANNELS: usize = 100_000;
 /// Most channels one peer may be a member of.
-pub const MAX_CHANNELS_PER_PEER: usize = 256;
+pub(crate) const MAX_CHANNELS_PER_PEER: usize = 256;
 
 /// Why the registry refuses a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

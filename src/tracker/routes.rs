@@ -47,7 +47,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for FromAddr {
 }
 
 /// The tracker's router.
-pub fn app(shared: Arc<Shared>) -> Router {
+pub(crate) fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/submit-info", post(peer_register))
         .route("/unregister", post(peer_unregister))

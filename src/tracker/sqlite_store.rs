@@ -16,7 +16,7 @@ use crate::proto::{ChannelMode, ChannelName, PeerName, PeerStatus};
 use crate::storage::{Storage, open};
 
 /// The database file inside the tracker's data dir.
-pub const DB_FILE: &str = "tracker.sqlite3";
+pub(crate) const DB_FILE: &str = "tracker.sqlite3";
 
 /// The schema, one step per version (`PRAGMA user_version`). Never edit a step; append one.
 const MIGRATIONS: &[&str] = &[
@@ -97,7 +97,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The tracker's SQLite store.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Connection,
     storage: Storage,
     /// The database file, and which file it was when opened (device and inode): a file removed or replaced under
@@ -124,7 +124,7 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
 impl SqliteStore {
     /// Opens (creating if needed) the database in `storage`, and checks it (`PRAGMA quick_check`): a corrupt
     /// database refuses the start with a sentence saying what to do, rather than failing at some later save.
-    pub fn open(storage: &Storage) -> Result<SqliteStore, StoreError> {
+    pub(crate) fn open(storage: &Storage) -> Result<SqliteStore, StoreError> {
         let conn = open(storage, DB_FILE, MIGRATIONS)?;
         let file = match storage {
             Storage::Memory => None,
@@ -157,7 +157,7 @@ impl SqliteStore {
     /// file that was removed or replaced is written back at once from the open one, which holds everything
     /// (`VACUUM INTO`), and the store goes on with it. Said loudly either way; `Err` (and no save) only if it
     /// cannot be written back.
-    pub fn check_file(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn check_file(&mut self) -> Result<(), StoreError> {
         let Some((path, id)) = self.file.clone() else {
             return Ok(());
         };

@@ -123,7 +123,7 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Keeps the tracker's state across restarts. Runs on the tracker's store thread, never on an async one.
-pub trait Store: Send + 'static {
+pub(crate) trait Store: Send + 'static {
     /// The state as it was last saved (empty on first start).
     fn load(
         &mut self,
@@ -140,7 +140,7 @@ pub trait Store: Send + 'static {
 
 /// Keeps nothing: a restarted tracker starts empty.
 #[derive(Debug, Default)]
-pub struct MemoryStore;
+pub(crate) struct MemoryStore;
 
 impl Store for MemoryStore {
     fn load(

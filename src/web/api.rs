@@ -91,7 +91,7 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
 }
 
 /// Most messages one `GET /api/history` returns.
-pub const HISTORY_PAGE_MAX: usize = 5000;
+pub(super) const HISTORY_PAGE_MAX: usize = 5000;
 
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {

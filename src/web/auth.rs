@@ -21,7 +21,7 @@ use crate::proto::ErrorCode;
 
 /// Lets a request act as the user only with the node's token, or from loopback when it is not a cross-site
 /// browser request.
-pub async fn user_only(
+pub(crate) async fn user_only(
     State(web): State<super::Web>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     req: Request,

@@ -10,7 +10,7 @@
 //! - [`login`]: the short-lived login links and the session cookie they set.
 
 mod api;
-pub mod auth;
+pub(crate) mod auth;
 pub mod login;
 mod page;
 mod stream;

@@ -4,9 +4,9 @@
 //!
 //! One file per server holds its config and the client the benchmark drives it with.
 
-pub mod mosquitto;
-pub mod nginx;
-pub mod ngircd;
+pub(crate) mod mosquitto;
+pub(crate) mod nginx;
+pub(crate) mod ngircd;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ pub enum Availability {
 
 /// Looks for every anchor's binary on PATH and in the sbin directories (where Debian puts all three, and which a
 /// non-root PATH often lacks).
-pub fn locate_all() -> Vec<(Anchor, Availability)> {
+pub(crate) fn locate_all() -> Vec<(Anchor, Availability)> {
     Anchor::ALL
         .iter()
         .map(|&a| {
@@ -87,7 +87,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A free loopback port (bound and released at once; the server is started on it right after).
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(BenchError::io("looking for a free port"))?;
     Ok(l.local_addr()
@@ -96,8 +96,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// A server process the benchmark started, stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct ServerProc {
-    pub name: &'static str,
+pub(crate) struct ServerProc {
     pub addr: SocketAddr,
     child: Child,
     /// Its config and files; removed after the process is stopped.
@@ -106,7 +105,7 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `bin args` (a server that stays in the foreground) and waits until it accepts on `port`.
-    pub async fn start(
+    pub(crate) async fn start(
         name: &'static str,
         bin: &Path,
         args: &[&str],
@@ -127,7 +126,6 @@ impl ServerProc {
             .spawn()
             .map_err(BenchError::io(format!("starting {}", bin.display())))?;
         let mut server = ServerProc {
-            name,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             child,
             dir,
@@ -155,10 +153,6 @@ impl ServerProc {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(5).collect();
@@ -166,7 +160,7 @@ impl ServerProc {
     }
 
     /// Asks the server to stop (SIGTERM, which also lets nginx's master stop its workers), then kills it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         terminate(self.child.id());
         if tokio::time::timeout(STOP_GRACE, self.child.wait())
             .await
@@ -189,7 +183,7 @@ impl Drop for ServerProc {
 }
 
 /// Sends SIGTERM to `pid` (by its id, through kill(1): this crate forbids unsafe code).
-pub fn terminate(pid: Option<u32>) {
+pub(crate) fn terminate(pid: Option<u32>) {
     if let Some(pid) = pid {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -200,7 +194,7 @@ pub fn terminate(pid: Option<u32>) {
 }
 
 /// A fresh temporary directory that other users can read (nginx's workers run as `nobody` when started by root).
-pub fn temp_dir(name: &str) -> Result<tempfile::TempDir> {
+pub(crate) fn temp_dir(name: &str) -> Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix(&format!("hchat-bench-{name}-"))
@@ -212,7 +206,7 @@ pub fn temp_dir(name: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Writes `text` to `dir/name`.
-pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> Result<PathBuf> {
+pub(crate) fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> Result<PathBuf> {
     let p = dir.join(name);
     std::fs::write(&p, text).map_err(BenchError::io(format!("writing {}", p.display())))?;
     Ok(p)
@@ -220,7 +214,7 @@ pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> Result<PathBuf> 
 
 /// A TCP connection to an anchor on loopback with Nagle off (as the anchors' own configs set on their side),
 /// split into a buffered reader and writer: what the IRC and MQTT clients are built on.
-pub async fn connect_buffered(
+pub(crate) async fn connect_buffered(
     addr: std::net::SocketAddr,
     server: &str,
 ) -> Result<(

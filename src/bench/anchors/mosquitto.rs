@@ -21,7 +21,7 @@ const MAX_PACKET: usize = 64 * 1024;
 const KEEP_ALIVE_SECS: u16 = 600;
 
 /// Starts mosquitto on a free loopback port.
-pub async fn start(bin: &Path) -> Result<ServerProc> {
+pub(crate) async fn start(bin: &Path) -> Result<ServerProc> {
     let port = free_port()?;
     let dir = temp_dir("mosquitto")?;
     let conf = format!(
@@ -57,14 +57,14 @@ fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// One MQTT connection.
-pub struct MqttClient {
+pub(crate) struct MqttClient {
     reader: BufReader<OwnedReadHalf>,
     writer: BufWriter<OwnedWriteHalf>,
 }
 
 impl MqttClient {
     /// Connects with a clean session as `client_id` and waits for CONNACK.
-    pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<MqttClient> {
+    pub(crate) async fn connect(addr: SocketAddr, client_id: &str) -> Result<MqttClient> {
         let (reader, writer) = super::connect_buffered(addr, "mosquitto").await?;
         let mut c = MqttClient { reader, writer };
         let mut body = Vec::new();
@@ -84,7 +84,7 @@ impl MqttClient {
     }
 
     /// Subscribes to `topic` at QoS 0 and waits for SUBACK.
-    pub async fn subscribe(&mut self, topic: &str) -> Result<()> {
+    pub(crate) async fn subscribe(&mut self, topic: &str) -> Result<()> {
         let mut body = 1u16.to_be_bytes().to_vec();
         string(topic.as_bytes(), &mut body);
         body.push(0);
@@ -100,7 +100,7 @@ impl MqttClient {
     }
 
     /// Queues a QoS 0 PUBLISH; [`MqttClient::flush`] sends what is queued.
-    pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<()> {
+    pub(crate) async fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<()> {
         let mut body = Vec::with_capacity(2 + topic.len() + payload.len());
         string(topic.as_bytes(), &mut body);
         body.extend_from_slice(payload);
@@ -114,7 +114,7 @@ impl MqttClient {
             .map_err(BenchError::io("writing to mosquitto"))
     }
 
-    pub async fn flush(&mut self) -> Result<()> {
+    pub(crate) async fn flush(&mut self) -> Result<()> {
         self.writer
             .flush()
             .await
@@ -170,7 +170,7 @@ impl MqttClient {
     }
 
     /// The payload of the next PUBLISH; `None` when the connection closed.
-    pub async fn next_publish(&mut self) -> Result<Option<String>> {
+    pub(crate) async fn next_publish(&mut self) -> Result<Option<String>> {
         loop {
             let Some((kind, body)) = self.read_packet().await? else {
                 return Ok(None);

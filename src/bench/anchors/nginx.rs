@@ -8,13 +8,13 @@ use super::{ServerProc, free_port, temp_dir, write};
 use crate::bench::{BenchError, Result};
 
 /// What nginx serves: the body of each answer, copied from the tracker's.
-pub struct Answers<'a> {
+pub(crate) struct Answers<'a> {
     pub get_list: &'a [u8],
     pub renew: &'a [u8],
 }
 
 /// Starts nginx on a free loopback port, serving `answers`.
-pub async fn start(bin: &Path, answers: &Answers<'_>) -> Result<ServerProc> {
+pub(crate) async fn start(bin: &Path, answers: &Answers<'_>) -> Result<ServerProc> {
     let port = free_port()?;
     let dir = temp_dir("nginx")?;
     let d = dir.path();

@@ -17,7 +17,7 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 const MAX_LINE: usize = 4096;
 
 /// Starts ngircd on a free loopback port.
-pub async fn start(bin: &Path) -> Result<ServerProc> {
+pub(crate) async fn start(bin: &Path) -> Result<ServerProc> {
     let port = free_port()?;
     let dir = temp_dir("ngircd")?;
     let conf = format!(
@@ -34,7 +34,7 @@ pub async fn start(bin: &Path) -> Result<ServerProc> {
 }
 
 /// One IRC connection.
-pub struct IrcClient {
+pub(crate) struct IrcClient {
     reader: BufReader<OwnedReadHalf>,
     writer: BufWriter<OwnedWriteHalf>,
     line: Vec<u8>,
@@ -42,7 +42,7 @@ pub struct IrcClient {
 
 impl IrcClient {
     /// Connects and registers as `nick`; returns once the server has welcomed us (001).
-    pub async fn connect(addr: SocketAddr, nick: &str) -> Result<IrcClient> {
+    pub(crate) async fn connect(addr: SocketAddr, nick: &str) -> Result<IrcClient> {
         let (reader, writer) = super::connect_buffered(addr, "ngircd").await?;
         let mut c = IrcClient {
             reader,
@@ -56,14 +56,14 @@ impl IrcClient {
         Ok(c)
     }
 
-    pub async fn join(&mut self, channel: &str) -> Result<()> {
+    pub(crate) async fn join(&mut self, channel: &str) -> Result<()> {
         self.write(&format!("JOIN {channel}\r\n")).await?;
         self.flush().await?;
         self.until_numeric("366").await
     }
 
     /// Queues a PRIVMSG; [`IrcClient::flush`] sends what is queued.
-    pub async fn privmsg(&mut self, target: &str, text: &str) -> Result<()> {
+    pub(crate) async fn privmsg(&mut self, target: &str, text: &str) -> Result<()> {
         self.write(&format!("PRIVMSG {target} :{text}\r\n")).await
     }
 
@@ -74,7 +74,7 @@ impl IrcClient {
             .map_err(BenchError::io("writing to ngircd"))
     }
 
-    pub async fn flush(&mut self) -> Result<()> {
+    pub(crate) async fn flush(&mut self) -> Result<()> {
         self.writer
             .flush()
             .await
@@ -132,7 +132,7 @@ impl IrcClient {
     }
 
     /// The text of the next PRIVMSG; `None` when the connection closed.
-    pub async fn next_privmsg(&mut self) -> Result<Option<String>> {
+    pub(crate) async fn next_privmsg(&mut self) -> Result<Option<String>> {
         loop {
             let Some(line) = self.read_line().await? else {
                 return Ok(None);

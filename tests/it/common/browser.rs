@@ -8,7 +8,7 @@ use super::process::spawn_piped;
 use super::{Lines, Proc, SOON};
 
 /// The web chat's address with the token, as a peer prints it at start (`* web chat: http://…/chat?token=…`).
-pub fn chat_url(peer: &Proc) -> String {
+pub(crate) fn chat_url(peer: &Proc) -> String {
     peer.out
         .wait_for("the web chat's address", SOON, |l| {
             l.starts_with("* web chat: ")
@@ -19,7 +19,7 @@ pub fn chat_url(peer: &Proc) -> String {
 
 /// What a browser test needs, or why it cannot run: Node.js, `npm ci` in tests/browser, Debian's chromium.
 /// `Ok(None)` when the user asked to skip browser tests (`HCHAT_SKIP_BROWSER=1`, refused under `CI=true`).
-pub fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
+pub(crate) fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let skip = std::env::var("HCHAT_SKIP_BROWSER").is_ok_and(|v| v == "1");
     if skip && !ci {
@@ -56,7 +56,7 @@ pub fn browser_tools() -> Result<Option<std::path::PathBuf>, String> {
 }
 
 /// A helper program (a browser script) driven over its stdin/stdout, killed when dropped.
-pub struct Driver {
+pub(crate) struct Driver {
     child: Child,
     stdin: Option<ChildStdin>,
     pub out: Lines,
@@ -64,7 +64,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn spawn(name: &str, cmd: Command) -> Driver {
+    pub(crate) fn spawn(name: &str, cmd: Command) -> Driver {
         let (child, stdin, out, err) = spawn_piped(name, cmd);
         Driver {
             child,
@@ -75,19 +75,19 @@ impl Driver {
     }
 
     /// Sends a line to the program.
-    pub fn answer(&mut self, line: &str) {
+    pub(crate) fn answer(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         writeln!(stdin, "{line}").expect("the program reads its stdin");
         stdin.flush().unwrap();
     }
 
     /// The exit status, if it has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().unwrap()
     }
 
     /// Everything it printed, for a failure message.
-    pub fn transcript(&self) -> String {
+    pub(crate) fn transcript(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}",
             self.out.all().join("\n"),

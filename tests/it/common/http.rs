@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Proc;
 
 /// A blocking HTTP client for the tests.
-pub fn http() -> reqwest::blocking::Client {
+pub(crate) fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()
@@ -18,7 +18,7 @@ pub fn http() -> reqwest::blocking::Client {
 
 /// A blocking HTTP client whose connections come from `local` (any 127.x.y.z is this host on Linux), so a test
 /// can play several client hosts at once.
-pub fn http_from(local: std::net::IpAddr) -> reqwest::blocking::Client {
+pub(crate) fn http_from(local: std::net::IpAddr) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .local_address(local)
@@ -28,7 +28,7 @@ pub fn http_from(local: std::net::IpAddr) -> reqwest::blocking::Client {
 }
 
 /// `n` TCP connections to `to`, each bound to `local` first (std cannot bind before connecting; tokio can).
-pub fn connect_from(
+pub(crate) fn connect_from(
     local: std::net::IpAddr,
     to: SocketAddr,
     n: usize,
@@ -50,14 +50,14 @@ pub fn connect_from(
 }
 
 /// GETs a JSON answer, asserting its status.
-pub fn get_json(url: &str, status: u16) -> serde_json::Value {
+pub(crate) fn get_json(url: &str, status: u16) -> serde_json::Value {
     let r = http().get(url).send().unwrap();
     assert_eq!(r.status().as_u16(), status, "GET {url}");
     r.json().unwrap()
 }
 
 /// The status of an answer and its body, which must be JSON (`what url` names the request in the failure).
-pub fn status_and_json(
+pub(crate) fn status_and_json(
     what: &str,
     url: &str,
     r: reqwest::blocking::Response,
@@ -70,7 +70,10 @@ pub fn status_and_json(
 }
 
 /// POSTs a raw body and returns status and JSON answer.
-pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, serde_json::Value) {
+pub(crate) fn post_raw(
+    url: &str,
+    body: impl Into<reqwest::blocking::Body>,
+) -> (u16, serde_json::Value) {
     let r = http()
         .post(url)
         .header("content-type", "application/json")
@@ -81,12 +84,12 @@ pub fn post_raw(url: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, se
 }
 
 /// POSTs JSON and returns status and JSON answer.
-pub fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub(crate) fn post_json(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     post_raw(url, body.to_string())
 }
 
 /// The names in a `{"peers":[{"name"..}]}` answer, sorted.
-pub fn names(v: &serde_json::Value) -> Vec<String> {
+pub(crate) fn names(v: &serde_json::Value) -> Vec<String> {
     let mut n: Vec<String> = v["peers"]
         .as_array()
         .unwrap()
@@ -98,14 +101,14 @@ pub fn names(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// GETs a JSON answer whatever its status; `None` if nothing answered.
-pub fn try_get_json(url: &str) -> Option<(u16, serde_json::Value)> {
+pub(crate) fn try_get_json(url: &str) -> Option<(u16, serde_json::Value)> {
     let r = http().get(url).send().ok()?;
     let status = r.status().as_u16();
     Some((status, r.json().ok()?))
 }
 
 /// The live members of a channel as a tracker lists them (empty while the channel is unknown).
-pub fn members(tracker: &Proc, channel: &str) -> Vec<String> {
+pub(crate) fn members(tracker: &Proc, channel: &str) -> Vec<String> {
     match try_get_json(&tracker.url(&format!("/get-list?channel={channel}"))) {
         Some((200, v)) => names(&v),
         _ => Vec::new(),
@@ -114,7 +117,7 @@ pub fn members(tracker: &Proc, channel: &str) -> Vec<String> {
 
 /// A plain TCP listener on loopback that answers every request with 200 and `body` (JSON), whatever was asked:
 /// what a dishonest member's node serves (a canned catch-up page, say). Returns its port.
-pub fn canned_json_server(body: serde_json::Value) -> u16 {
+pub(crate) fn canned_json_server(body: serde_json::Value) -> u16 {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

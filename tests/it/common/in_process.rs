@@ -97,7 +97,7 @@ impl Target {
 }
 
 /// An answer: its status, headers and body.
-pub type Answer = (u16, axum::http::HeaderMap, Vec<u8>);
+pub(crate) type Answer = (u16, axum::http::HeaderMap, Vec<u8>);
 
 /// The status and JSON body of an answer (`what` names the request in the failure).
 fn json_answer(what: &str, (status, _, bytes): Answer) -> (u16, serde_json::Value) {
@@ -111,24 +111,32 @@ fn json_answer(what: &str, (status, _, bytes): Answer) -> (u16, serde_json::Valu
 }
 
 /// What both kinds of node offer a test: requests and their JSON answers.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     target: Target,
     rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl Endpoint {
     /// POSTs a raw body; returns status and JSON answer.
-    pub fn post_raw(&self, path: &str, body: impl Into<Vec<u8>>) -> (u16, serde_json::Value) {
+    pub(crate) fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, serde_json::Value) {
         self.call("POST", path, body.into(), vec![])
     }
 
     /// POSTs JSON; returns status and JSON answer.
-    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    pub(crate) fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         self.post_raw(path, body.to_string())
     }
 
     /// POSTs JSON signed (`Hchat-Auth`) as `signer`.
-    pub fn post_as(
+    pub(crate) fn post_as(
         &self,
         signer: &Signer,
         path: &str,
@@ -141,7 +149,7 @@ impl Endpoint {
 
     /// POSTs a body with a given `Hchat-Auth` value (a malformed one, or one replayed); returns status and JSON
     /// answer.
-    pub fn post_with_auth(
+    pub(crate) fn post_with_auth(
         &self,
         path: &str,
         auth: &str,
@@ -156,18 +164,18 @@ impl Endpoint {
     }
 
     /// GETs `path`; returns status and JSON answer.
-    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, serde_json::Value) {
         self.call("GET", path, Vec::new(), vec![])
     }
 
     /// GETs `path` with extra request headers; returns status, headers and body, whatever the body is.
-    pub fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
         let headers = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
         self.send("GET", path, Vec::new(), headers)
     }
 
     /// GETs `path`, asserting the status; returns the JSON answer.
-    pub fn get_json(&self, path: &str, status: u16) -> serde_json::Value {
+    pub(crate) fn get_json(&self, path: &str, status: u16) -> serde_json::Value {
         let (got, body) = self.get(path);
         assert_eq!(got, status, "GET {path}: {body}");
         body
@@ -206,7 +214,7 @@ impl Endpoint {
 }
 
 /// A tracker in this process, keeping nothing on disk.
-pub struct InTracker {
+pub(crate) struct InTracker {
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
     tracker: Option<Tracker>,
@@ -214,7 +222,7 @@ pub struct InTracker {
 }
 
 impl InTracker {
-    pub fn start() -> InTracker {
+    pub(crate) fn start() -> InTracker {
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -240,7 +248,7 @@ impl InTracker {
     }
 
     /// Registers `signer` as `127.0.0.1:port`, asserting it is accepted.
-    pub fn register(&self, signer: &Signer, port: u16) {
+    pub(crate) fn register(&self, signer: &Signer, port: u16) {
         let (status, body) = self
             .endpoint
             .post_json("/submit-info", &signer.registration("127.0.0.1", port));
@@ -248,7 +256,7 @@ impl InTracker {
     }
 
     /// A peer in this process registered with this tracker, keeping nothing on disk, joined to `channels`.
-    pub fn peer(&self, name: &str, channels: &[&str]) -> InPeer {
+    pub(crate) fn peer(&self, name: &str, channels: &[&str]) -> InPeer {
         let name = PeerName::new(name).expect("a valid test name");
         let web = self
             .rt
@@ -301,7 +309,7 @@ impl Drop for InTracker {
 }
 
 /// A peer in this process; its router is called without a socket.
-pub struct InPeer {
+pub(crate) struct InPeer {
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
     web: Web,
@@ -311,17 +319,17 @@ pub struct InPeer {
 
 impl InPeer {
     /// A fresh link that logs a browser in to the web chat, as the peer prints it at start.
-    pub fn chat_url(&self) -> String {
+    pub(crate) fn chat_url(&self) -> String {
         self.web.chat_url()
     }
 
     /// The lines the chat window shows of others' messages, so far.
-    pub fn shown(&self) -> Vec<String> {
+    pub(crate) fn shown(&self) -> Vec<String> {
         self.shown.lock().unwrap().clone()
     }
 
     /// Waits until the chat window shows `line`.
-    pub fn wait_shown(&self, line: &str) {
+    pub(crate) fn wait_shown(&self, line: &str) {
         super::wait_until(&format!("the line {line:?}"), super::SOON, || {
             self.shown().iter().any(|l| l == line)
         });

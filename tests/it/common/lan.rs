@@ -5,7 +5,7 @@ use std::process::Command;
 /// A second host on a LAN of our own: a network namespace joined to this one by a veth pair, so a test can call a
 /// node from a non-loopback address without sending a packet anywhere but this machine. Needs root and
 /// iproute2 (`ip`) and curl; removed again on drop.
-pub struct LanHost {
+pub(crate) struct LanHost {
     ns: String,
     /// The address the nodes of the test (in this namespace) are reached at from the LAN host.
     pub node_ip: std::net::Ipv4Addr,
@@ -15,7 +15,7 @@ pub struct LanHost {
 
 impl LanHost {
     /// Creates the namespace, or says why it cannot.
-    pub fn create() -> Result<LanHost, String> {
+    pub(crate) fn create() -> Result<LanHost, String> {
         let id = std::process::id();
         let ns = format!("hchat-lan-{id}");
         let (a, b) = (((id >> 8) % 250) as u8 + 1, (id % 64) as u8 * 4);
@@ -93,7 +93,7 @@ impl LanHost {
 
     /// One HTTP request from the LAN host, with curl inside the namespace: the status and the body (for an
     /// event stream, which never ends, the status alone).
-    pub fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         url: &str,

@@ -6,10 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The default deadline for something that should happen "at once".
-pub const SOON: Duration = Duration::from_secs(10);
+pub(crate) const SOON: Duration = Duration::from_secs(10);
 
 /// Waits until `cond` holds, checking every 20 ms, or panics after `deadline` saying what was awaited.
-pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
         assert!(
@@ -23,7 +23,7 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
 /// The lines a child process printed on one stream, collected by a reader thread; and whether the stream has
 /// ended (the reader has taken every line there was).
 #[derive(Clone, Default)]
-pub struct Lines(
+pub(crate) struct Lines(
     Arc<(Mutex<Vec<String>>, Condvar)>,
     Arc<(Mutex<bool>, Condvar)>,
 );
@@ -54,7 +54,7 @@ impl Lines {
 
     /// Waits until the stream has ended (the process closed it, usually by exiting), so every line it printed is
     /// here.
-    pub fn wait_ended(&self, deadline: Duration) {
+    pub(crate) fn wait_ended(&self, deadline: Duration) {
         let (ended, cv) = &*self.1;
         let (guard, timeout) = cv
             .wait_timeout_while(ended.lock().unwrap(), deadline, |e| !*e)
@@ -65,12 +65,17 @@ impl Lines {
         );
     }
 
-    pub fn all(&self) -> Vec<String> {
+    pub(crate) fn all(&self) -> Vec<String> {
         self.0.0.lock().unwrap().clone()
     }
 
     /// Waits for a line matching `pred` and returns it.
-    pub fn wait_for(&self, what: &str, deadline: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let end = Instant::now() + deadline;
         let (m, cv) = &*self.0;
         let mut lines = m.lock().unwrap();
@@ -89,7 +94,11 @@ impl Lines {
     }
 
     /// Like [`Lines::wait_for`], but `None` instead of a panic at the deadline.
-    pub fn find_within(&self, deadline: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub(crate) fn find_within(
+        &self,
+        deadline: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let end = Instant::now() + deadline;
         let (m, cv) = &*self.0;
         let mut lines = m.lock().unwrap();
@@ -106,19 +115,19 @@ impl Lines {
     }
 
     /// Waits for a line equal to `line`.
-    pub fn wait_line(&self, line: &str) -> String {
+    pub(crate) fn wait_line(&self, line: &str) -> String {
         self.wait_for(&format!("the line {line:?}"), SOON, |l| l == line)
     }
 
     /// Adds a line (for collectors other than a child's output).
-    pub fn push(&self, line: String) {
+    pub(crate) fn push(&self, line: String) {
         let (m, cv) = &*self.0;
         m.lock().unwrap().push(line);
         cv.notify_all();
     }
 
     /// Waits up to `deadline` for more than `seen` lines; returns how many there are.
-    pub fn wait_more(&self, seen: usize, deadline: Duration) -> usize {
+    pub(crate) fn wait_more(&self, seen: usize, deadline: Duration) -> usize {
         let (m, cv) = &*self.0;
         let lines = m.lock().unwrap();
         let (lines, _) = cv
@@ -127,7 +136,7 @@ impl Lines {
         lines.len()
     }
 
-    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+    pub(crate) fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.0.0.lock().unwrap().iter().filter(|l| pred(l)).count()
     }
 }

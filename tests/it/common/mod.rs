@@ -8,19 +8,19 @@
 //! - `signer`: speaking the protocol by hand, signed;
 //! - `in_process`: a tracker and peers in this process; a peer's router answers without a socket.
 
-pub mod browser;
-pub mod http;
-pub mod in_process;
-pub mod lan;
-pub mod lines;
-pub mod process;
-pub mod signer;
-pub mod sse;
+pub(crate) mod browser;
+pub(crate) mod http;
+pub(crate) mod in_process;
+pub(crate) mod lan;
+pub(crate) mod lines;
+pub(crate) mod process;
+pub(crate) mod signer;
+pub(crate) mod sse;
 
-pub use browser::*;
-pub use http::*;
-pub use lan::*;
-pub use lines::*;
-pub use process::*;
-pub use signer::*;
-pub use sse::*;
+pub(crate) use browser::*;
+pub(crate) use http::*;
+pub(crate) use lan::*;
+pub(crate) use lines::*;
+pub(crate) use process::*;
+pub(crate) use signer::*;
+pub(crate) use sse::*;

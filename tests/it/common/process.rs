@@ -11,7 +11,7 @@ use super::{Lines, SOON, Signer};
 
 /// The `hchat` binary. A process started without `--data-dir` keeps its state in a fresh folder under the build's
 /// scratch space, never in the user's home.
-pub fn hchat() -> Command {
+pub(crate) fn hchat() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hchat"));
     let home = tempfile::Builder::new()
         .prefix("hchat-data-home")
@@ -23,7 +23,7 @@ pub fn hchat() -> Command {
 }
 
 /// A folder for a node's data, deleted when dropped.
-pub fn data_dir() -> tempfile::TempDir {
+pub(crate) fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("hchat-test")
         .tempdir()
@@ -31,7 +31,7 @@ pub fn data_dir() -> tempfile::TempDir {
 }
 
 /// The arguments of a peer that joins #general and keeps its state in `dir` (to restart it on the same data).
-pub fn in_general_on(dir: &tempfile::TempDir) -> [&str; 4] {
+pub(crate) fn in_general_on(dir: &tempfile::TempDir) -> [&str; 4] {
     [
         "--join",
         "general",
@@ -51,7 +51,7 @@ fn with_data_dir(cmd: &mut Command, extra: &[&str]) -> Option<tempfile::TempDir>
 }
 
 /// A running `hchat` process, killed when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -125,7 +125,7 @@ impl Proc {
     }
 
     /// `hchat tracker --port 0` with extra arguments.
-    pub fn tracker(extra: &[&str]) -> Proc {
+    pub(crate) fn tracker(extra: &[&str]) -> Proc {
         let mut cmd = hchat();
         cmd.args(["tracker", "--port", "0"]).args(extra);
         if !extra.contains(&"--ip") {
@@ -136,7 +136,7 @@ impl Proc {
     }
 
     /// `hchat tracker` on a given port (to restart one where peers expect it).
-    pub fn tracker_on(port: u16, extra: &[&str]) -> Proc {
+    pub(crate) fn tracker_on(port: u16, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
         cmd.args(["tracker", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args(extra);
@@ -145,7 +145,7 @@ impl Proc {
     }
 
     /// `hchat peer --name NAME --port 0` registered with `tracker`, with extra arguments.
-    pub fn peer(name: &str, tracker: SocketAddr, extra: &[&str]) -> Proc {
+    pub(crate) fn peer(name: &str, tracker: SocketAddr, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
         cmd.args(["peer", "--name", name, "--port", "0"])
             .args([
@@ -163,7 +163,7 @@ impl Proc {
     }
 
     /// This peer's own identity, read from its data dir: to speak the protocol by hand as this very peer.
-    pub fn signer(&self) -> Signer {
+    pub(crate) fn signer(&self) -> Signer {
         let dir = self
             ._data
             .as_ref()
@@ -172,29 +172,29 @@ impl Proc {
     }
 
     /// Types a line into the process's stdin.
-    pub fn type_line(&mut self, line: &str) {
+    pub(crate) fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
         writeln!(stdin, "{line}").expect("the process reads its stdin");
         stdin.flush().unwrap();
     }
 
     /// Closes stdin (EOF).
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         self.stdin = None;
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGKILL: no goodbye to anyone.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Waits for the process to exit by itself.
-    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let end = Instant::now() + deadline;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -209,7 +209,7 @@ impl Proc {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }
@@ -222,7 +222,7 @@ impl Drop for Proc {
 }
 
 /// Runs `cmd` to the end and returns its output; kills it and panics if it has not exited within `deadline`.
-pub fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Output {
+pub(crate) fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Output {
     use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -261,6 +261,6 @@ pub fn output_within(mut cmd: Command, deadline: Duration) -> std::process::Outp
 
 /// Starts any command that runs an `hchat` node (under a wrapper such as `prlimit`, say) as a [`Proc`], once it
 /// prints where it listens.
-pub fn spawn_node(name: &str, cmd: Command) -> Proc {
+pub(crate) fn spawn_node(name: &str, cmd: Command) -> Proc {
     Proc::spawn(name, cmd, None)
 }

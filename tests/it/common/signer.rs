@@ -5,13 +5,13 @@ use super::{Proc, http, http_from, post_json, status_and_json};
 /// A test acting as a peer over raw HTTP, with its own identity: it signs its registration, its tracker requests
 /// (`Hchat-Auth`) and its messages with the library's own code, as a real peer does, so a test can speak the
 /// protocol by hand and can also break it on purpose (sign as one name, claim another).
-pub struct Signer {
+pub(crate) struct Signer {
     pub name: String,
     identity: hchat::identity::Identity,
 }
 
 impl Signer {
-    pub fn new(name: &str) -> Signer {
+    pub(crate) fn new(name: &str) -> Signer {
         Signer {
             name: name.to_string(),
             identity: hchat::identity::Identity::ephemeral(),
@@ -19,7 +19,7 @@ impl Signer {
     }
 
     /// The identity a peer process keeps in `dir` (its `identity.key`): to act as that very peer.
-    pub fn from_data_dir(name: &str, dir: &std::path::Path) -> Signer {
+    pub(crate) fn from_data_dir(name: &str, dir: &std::path::Path) -> Signer {
         Signer {
             name: name.to_string(),
             identity: hchat::identity::Identity::load_or_create(dir)
@@ -32,12 +32,12 @@ impl Signer {
     }
 
     /// The public key, as the wire carries it.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         self.identity.public_key().to_string()
     }
 
     /// A registration body for `ip:port`, stamped now, with a fresh nonce, signed.
-    pub fn registration(&self, ip: &str, port: u16) -> serde_json::Value {
+    pub(crate) fn registration(&self, ip: &str, port: u16) -> serde_json::Value {
         let req = self
             .identity
             .register_request(&self.peer_name(), ip.parse().unwrap(), port);
@@ -45,7 +45,7 @@ impl Signer {
     }
 
     /// Registers at the tracker as `127.0.0.1:port`, asserting it is accepted.
-    pub fn register(&self, tracker: &Proc, port: u16) {
+    pub(crate) fn register(&self, tracker: &Proc, port: u16) {
         let (status, body) = post_json(
             &tracker.url("/submit-info"),
             &self.registration("127.0.0.1", port),
@@ -54,7 +54,7 @@ impl Signer {
     }
 
     /// The `Hchat-Auth` value for `method url` with `body`, signed as this peer.
-    pub fn auth(&self, method: &str, url: &str, body: &[u8]) -> String {
+    pub(crate) fn auth(&self, method: &str, url: &str, body: &[u8]) -> String {
         let url = reqwest::Url::parse(url).unwrap();
         let target = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
@@ -65,7 +65,7 @@ impl Signer {
     }
 
     /// POSTs a raw body signed as this peer; returns status and JSON answer.
-    pub fn post_raw(&self, url: &str, body: String) -> (u16, serde_json::Value) {
+    pub(crate) fn post_raw(&self, url: &str, body: String) -> (u16, serde_json::Value) {
         let auth = self.auth("POST", url, body.as_bytes());
         let r = http()
             .post(url)
@@ -78,7 +78,7 @@ impl Signer {
     }
 
     /// GETs `url` signed as this peer (for answers that depend on who asks); returns status and JSON answer.
-    pub fn get(&self, url: &str) -> (u16, serde_json::Value) {
+    pub(crate) fn get(&self, url: &str) -> (u16, serde_json::Value) {
         let r = http()
             .get(url)
             .header("hchat-auth", self.auth("GET", url, b""))
@@ -88,19 +88,19 @@ impl Signer {
     }
 
     /// POSTs JSON signed as this peer.
-    pub fn post(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    pub(crate) fn post(&self, url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         self.post_raw(url, body.to_string())
     }
 
     /// Sets `sig` on a message given as JSON, whatever its `from` says (to forge one, sign another's).
-    pub fn sign(&self, msg: serde_json::Value) -> serde_json::Value {
+    pub(crate) fn sign(&self, msg: serde_json::Value) -> serde_json::Value {
         let mut m: hchat::proto::ChatMessage = serde_json::from_value(msg).unwrap();
         self.identity.sign_message(&mut m);
         serde_json::to_value(m).unwrap()
     }
 
     /// A new message from this signer to `dest` (`{"channel":..}` or `{"to":..}`), signed.
-    pub fn message(&self, dest: serde_json::Value, text: &str) -> serde_json::Value {
+    pub(crate) fn message(&self, dest: serde_json::Value, text: &str) -> serde_json::Value {
         let mut m = serde_json::json!({
             "id": uuid::Uuid::now_v7(), "from": self.name, "text": text, "ts": hchat::proto::now_ms()
         });
@@ -113,7 +113,7 @@ impl Signer {
 
 impl Signer {
     /// POSTs JSON signed as this peer from the client address `local` (another host to a tracker on 127.0.0.1).
-    pub fn post_from(
+    pub(crate) fn post_from(
         &self,
         local: std::net::IpAddr,
         url: &str,
@@ -131,7 +131,7 @@ impl Signer {
     }
 
     /// Registers from the client address `local`, advertising it; returns status and answer.
-    pub fn register_from(
+    pub(crate) fn register_from(
         &self,
         local: std::net::IpAddr,
         tracker: &Proc,

@@ -8,14 +8,18 @@ use super::{Lines, SOON};
 /// A client of a peer's `GET /api/events` over a plain socket (HTTP/1.0, so the stream is the raw body). Each
 /// event becomes one line `ID|JSON` (`-|JSON` for an event without id) in `events`; dropping it closes the
 /// connection, as a browser losing its stream would.
-pub struct EventStream {
+pub(crate) struct EventStream {
     pub events: Lines,
     socket: std::net::TcpStream,
 }
 
 impl EventStream {
     /// Opens `path_and_query` on `addr` with extra request headers.
-    pub fn open(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> EventStream {
+    pub(crate) fn open(
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> EventStream {
         let mut socket = std::net::TcpStream::connect(addr).expect("the node accepts");
         let mut req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n");
         for (k, v) in headers {
@@ -56,7 +60,7 @@ impl EventStream {
     }
 
     /// The events so far as (id, JSON), in order, without the status line.
-    pub fn parsed(&self) -> Vec<(Option<u64>, serde_json::Value)> {
+    pub(crate) fn parsed(&self) -> Vec<(Option<u64>, serde_json::Value)> {
         self.events
             .all()
             .into_iter()
@@ -69,7 +73,7 @@ impl EventStream {
     }
 
     /// Waits for an event whose JSON contains `needle`.
-    pub fn wait_for(&self, needle: &str) {
+    pub(crate) fn wait_for(&self, needle: &str) {
         self.events
             .wait_for(&format!("an event with {needle}"), SOON, |l| {
                 l.contains(needle)
