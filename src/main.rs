@@ -260,7 +260,7 @@ fn svg_path(s: &str) -> Result<std::path::PathBuf, String> {
 }
 
 /// Parses the command line. A usage mistake is one line on stderr saying what is wrong and where help is, and
-/// exit code 2, as CONTRACT.md fixes (clap's own report spans several lines).
+/// exit code 2, which scripts rely on (docs/PROTOCOL.md, "Command line"; clap's own report spans several lines).
 fn parse_args() -> Result<Cli, ExitCode> {
     use clap::error::ErrorKind;
     match Cli::try_parse() {

@@ -1,5 +1,6 @@
-//! Parsing one input line of the interactive CLI into a [`Command`]. Pure, so every rule of CONTRACT.md's table
-//! is unit-tested; a line that is not right becomes a [`ParseError`] telling the user how to write it.
+//! Parsing one input line of the interactive CLI into a [`Command`]. Pure, so every rule of the table of input
+//! lines (docs/PROTOCOL.md, "The interactive CLI") is unit-tested; a line that is not right becomes a
+//! [`ParseError`] telling the user how to write it.
 
 use crate::proto::{
     ChannelAction, ChannelMode, ChannelName, Destination, GivenRole, MAX_AWAY_LEN, PeerName,

@@ -1,6 +1,7 @@
 //! The interactive CLI: a peer's stdin and stdout. On a terminal it uses rustyline, and incoming messages are
 //! printed through its external printer so they never garble the line being typed; on a pipe it is plain line in,
-//! line out, so scripts can drive it. Message lines are exactly CONTRACT.md's; everything else starts with `* `.
+//! line out, so scripts can drive it. A message is exactly one line, `[#general] alice: Hello!` (scripts parse
+//! it); everything else starts with `* ` (docs/PROTOCOL.md, "The interactive CLI").
 //! Every line is printed through [`visible`], so nothing a peer sends can act on the terminal or span two lines.
 //!
 //! stdout is where the user (or the script driving the peer) sees anything at all: once it cannot be written (a

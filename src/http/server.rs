@@ -83,7 +83,8 @@ pub struct Bound {
 }
 
 /// Binds `ip:port`; when `ip` is not an address of this host, binds the wildcard address of the same family
-/// instead and logs one warning, as CONTRACT.md asks (LAN setups behind port forwarding rely on it).
+/// instead and logs one warning; the node keeps advertising `ip` (LAN setups behind port forwarding rely on it:
+/// docs/PROTOCOL.md, `--ip`).
 pub async fn bind_with_fallback(ip: IpAddr, port: u16) -> io::Result<Bound> {
     match TcpListener::bind((ip, port)).await {
         Ok(listener) => {

@@ -151,7 +151,8 @@ impl ChatMessage {
         }
     }
 
-    /// The line the CLI prints for it, exactly as CONTRACT.md fixes: `[#general] alice: Hello!`.
+    /// The line the CLI prints for it, exactly `[#general] alice: Hello!` (`[@alice] alice: hi bob` for a direct
+    /// message shown to bob): scripts parse it, so it never changes (docs/PROTOCOL.md, "The interactive CLI").
     pub fn cli_line(&self, me: &PeerName) -> String {
         format!(
             "[{}] {}: {}",

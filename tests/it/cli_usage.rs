@@ -1,5 +1,6 @@
-//! The command line as CONTRACT.md fixes it: usage mistakes are one line and exit 2, runtime failures one line and
-//! exit 1, every flag also read from `HCHAT_…`, and `--ip` falling back to 0.0.0.0 when it is not on this host.
+//! The command line as docs/PROTOCOL.md ("Command line") fixes it: usage mistakes are one line and exit 2, runtime
+//! failures one line and exit 1, every flag also read from `HCHAT_…`, and `--ip` falling back to 0.0.0.0 when it is
+//! not on this host.
 
 use crate::common;
 use std::process::Stdio;

@@ -1,4 +1,4 @@
-//! CONTRACT.md's quick start, as a user does it: a tracker, alice and bob; both type `#general`; alice types
+//! The quick start, as a user does it: a tracker, alice and bob; both type `#general`; alice types
 //! `Hello!`; bob sees `[#general] alice: Hello!`.
 
 use crate::common;

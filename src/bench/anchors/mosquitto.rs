@@ -1,7 +1,7 @@
-//! mosquitto, the MQTT anchor: started with TCP_NODELAY on (like `../shared/bench/mosquitto.conf`), and a minimal
-//! MQTT 3.1.1 client for QoS 0: CONNECT, SUBSCRIBE, PUBLISH and reading PUBLISH payloads. A crate (rumqttc) would
-//! bring its own event loop and queues between us and the socket; these few packets keep the client as thin as
-//! the IRC one.
+//! mosquitto, the MQTT anchor: started with TCP_NODELAY on (no small write waits for the next one), and a
+//! minimal MQTT 3.1.1 client for QoS 0: CONNECT, SUBSCRIBE, PUBLISH and reading PUBLISH payloads. A crate
+//! (rumqttc) would bring its own event loop and queues between us and the socket; these few packets keep the
+//! client as thin as the IRC one.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,6 +1,6 @@
-//! nginx, the HTTP anchor: two workers (one per core of the machine this was written for, like
-//! `../shared/bench/nginx.conf`) serving, byte for byte, what our tracker answers: `GET /get-list` from a static
-//! file, and `POST /submit-info` with a fixed body. It is driven by the same load generator as the tracker.
+//! nginx, the HTTP anchor: two workers (one per core of the machine this was written for) serving, byte for byte,
+//! what our tracker answers: `GET /get-list` from a static file, and `POST /submit-info` with a fixed body. It is
+//! driven by the same load generator as the tracker.
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
-//! ngircd, the IRC anchor: started with flood penalties off (like `../shared/bench/ngircd.conf`), and a minimal
-//! IRC client: register, join, PRIVMSG, and read PRIVMSG texts (answering PINGs on the way).
+//! ngircd, the IRC anchor: started with flood penalties off (a client sending fast is not throttled), and a
+//! minimal IRC client: register, join, PRIVMSG, and read PRIVMSG texts (answering PINGs on the way).
 
 use std::net::SocketAddr;
 use std::path::Path;
