@@ -320,28 +320,6 @@ fn a_forged_mailbox_deposit_is_refused_and_a_broken_envelope_in_a_mailbox_is_dro
     );
 }
 
-/// A member that answers catch-up with a page of its own making: one message it really signed, and one claiming
-/// to be alice's. Plain HTTP on a socket of the test's: it plays a dishonest peer, not one of ours.
-fn dishonest_member(page: serde_json::Value) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = page.to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes());
-        }
-    });
-    port
-}
-
 #[test]
 fn a_catch_up_answer_cannot_slip_in_a_forged_message() {
     let tracker = Proc::tracker(&[]);
@@ -359,7 +337,7 @@ fn a_catch_up_answer_cannot_slip_in_a_forged_message() {
     let forged = mallory.sign(json!({"id": uuid::Uuid::now_v7(), "from": "alice", "channel": "general",
                                      "text": "FORGED: alice never said this", "ts": hchat::proto::now_ms()}));
     let port =
-        dishonest_member(json!({"channel": "general", "messages": [own, forged], "more": false}));
+        canned_json_server(json!({"channel": "general", "messages": [own, forged], "more": false}));
     mallory.register(&tracker, port);
     let (status, _) = mallory.post(
         &tracker.url("/add-list"),
