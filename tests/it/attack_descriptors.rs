@@ -19,20 +19,6 @@ fn tracker_limited(soft: u64, hard: u64) -> Proc {
     spawn_node("tracker", cmd)
 }
 
-/// The soft and hard limits on open files of process `pid`.
-fn open_files_limit(pid: u32) -> (u64, u64) {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    let nums: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
-}
-
 fn hard_limit() -> u64 {
     open_files_limit(std::process::id()).1
 }

@@ -35,18 +35,7 @@ const FLOOD_CONNECTIONS: usize = 10;
 /// Raises this process's soft limit on open files to at least `want` (with `prlimit`, since the crate forbids
 /// `unsafe` and has no libc binding); the hard limit must allow it.
 fn raise_fd_limit(want: u64) {
-    let soft_hard = || -> (u64, u64) {
-        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap();
-        let nums: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        (nums[0], nums[1])
-    };
+    let soft_hard = || open_files_limit(std::process::id());
     let (soft, hard) = soft_hard();
     if soft >= want {
         return;

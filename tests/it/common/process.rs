@@ -264,3 +264,17 @@ pub(crate) fn output_within(mut cmd: Command, deadline: Duration) -> std::proces
 pub(crate) fn spawn_node(name: &str, cmd: Command) -> Proc {
     Proc::spawn(name, cmd, None)
 }
+
+/// The soft and hard limits on open files of process `pid`.
+pub(crate) fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
