@@ -40,16 +40,6 @@ fn texts(peer: &Proc, with: &str) -> Vec<String> {
     history(peer, with).into_iter().map(|(_, t)| t).collect()
 }
 
-fn code(answer: &serde_json::Value) -> &str {
-    answer["error"]["code"].as_str().unwrap_or("")
-}
-
-fn joined(p: &Proc, channel: &str) {
-    let want = format!("* joined #{channel}");
-    p.out
-        .wait_for("the peer to join", SOON, |l| l.starts_with(&want));
-}
-
 /// The user of `peer` sends through its local API (as the page does); returns the send report.
 fn send(peer: &Proc, body: serde_json::Value) -> serde_json::Value {
     let (status, report) = post_json(&peer.url("/api/send"), &body);

@@ -15,13 +15,6 @@ const MESSAGES: usize = 1000;
 /// Long enough for 2,000 messages to be stored, drained and caught up on 2 busy cores.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(45);
 
-fn joined(p: &Proc, channel: &str) {
-    p.out
-        .wait_for(&format!("{} to join #{channel}", p.name), SOON, |l| {
-            l.starts_with(&format!("* joined #{channel}"))
-        });
-}
-
 /// The last 1,000 texts of a conversation as `peer`'s local API returns them, oldest first. Were a message stored
 /// twice, or one missing, the window would not match the sequence sent.
 fn history(peer: &Proc, with: &str) -> Vec<String> {

@@ -212,13 +212,6 @@ fn worst_and_median(mut latencies: Vec<Duration>) -> (Duration, Duration) {
     (*latencies.last().unwrap(), latencies[latencies.len() / 2])
 }
 
-fn joined(p: &Proc, channel: &str) {
-    p.out
-        .wait_for(&format!("{} to join #{channel}", p.name), SOON, |l| {
-            l.starts_with(&format!("* joined #{channel}"))
-        });
-}
-
 /// Sends through `peer`'s local API and returns how long it took; the message must reach `to` at once.
 fn send_delivered(peer: &Proc, body: serde_json::Value, to: &str) -> Duration {
     let t = Instant::now();

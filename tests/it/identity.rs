@@ -21,16 +21,6 @@ fn history(peer: &Proc, with: &str) -> Vec<String> {
         .collect()
 }
 
-fn code(answer: &serde_json::Value) -> &str {
-    answer["error"]["code"].as_str().unwrap_or("")
-}
-
-fn joined(p: &Proc, channel: &str) {
-    let want = format!("* joined #{channel}");
-    p.out
-        .wait_for("the peer to join", SOON, |l| l.starts_with(&want));
-}
-
 #[test]
 fn a_message_with_a_bad_signature_or_a_spoofed_sender_is_refused_and_never_shown() {
     let tracker = Proc::tracker(&[]);

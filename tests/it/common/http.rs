@@ -136,3 +136,8 @@ pub(crate) fn canned_json_server(body: serde_json::Value) -> u16 {
     });
     port
 }
+
+/// The error code of a JSON answer (`""` when it has none).
+pub(crate) fn code(answer: &serde_json::Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or("")
+}

@@ -278,3 +278,11 @@ pub(crate) fn open_files_limit(pid: u32) -> (u64, u64) {
         .collect();
     (nums[0], nums[1])
 }
+
+/// Waits until the peer's CLI says it joined `#channel`.
+pub(crate) fn joined(p: &Proc, channel: &str) {
+    p.out
+        .wait_for(&format!("{} to join #{channel}", p.name), SOON, |l| {
+            l.starts_with(&format!("* joined #{channel}"))
+        });
+}
