@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError};
+use super::{KEY_RECHECK, Node, NodeError};
+use crate::identity::{PublicKey, SealedMail};
 use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
 use crate::sync::lock;
 
@@ -407,16 +408,33 @@ impl Node {
         self.deposit(to, batch).await
     }
 
-    /// Leaves a batch in the tracker's mailbox for `to`.
+    /// Leaves a batch in the tracker's mailbox for `to`, each message sealed to `to`'s key.
     async fn deposit(&self, to: &PeerName, batch: &[ChatMessage]) -> Attempt {
         const _: () = assert!(
             MAX_MAIL_BATCH >= MAX_PUSH_BATCH,
             "a pushed batch fits one deposit"
         );
+        let key = match self.sealing_key(to, batch.len()).await {
+            Ok(key) => key,
+            Err(a) => return a,
+        };
+        let sealed: Vec<SealedMail> = batch
+            .iter()
+            .map(|m| SealedMail::seal(m, to, &key))
+            .collect();
         let t = &self.inner.tracker;
         let me = self.name();
-        match self.tracked(|| t.deposit(me, to, batch)).await {
-            Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),
+        // Sealed mail is a third larger than the message (base64): a batch that fits one push may need two
+        // deposits. Should a later one fail, the whole batch is deposited again (a deposit is stored once).
+        let mut result = Ok(());
+        let mut left = &sealed[..];
+        while !left.is_empty() && result.is_ok() {
+            let (now, rest) = left.split_at(fitting_sealed(left));
+            result = self.tracked(|| t.deposit(me, to, now)).await.map(drop);
+            left = rest;
+        }
+        match result {
+            Ok(()) => Attempt::Done(vec![Outcome::Held; batch.len()]),
             Err(TrackerError::Refused {
                 code: code @ (ErrorCode::UnknownRecipient | ErrorCode::InvalidField),
                 message,
@@ -437,6 +455,34 @@ impl Node {
         }
     }
 
+    /// The key to seal `to`'s mail to: the one the tracker vouched for within [`KEY_RECHECK`], else the one it
+    /// vouches for now. A name with no key has no mailbox either: its `n` messages are refused for good.
+    async fn sealing_key(&self, to: &PeerName, n: usize) -> Result<PublicKey, Attempt> {
+        if let Some((Some(key), at)) = self.inner.directory.key_of(to)
+            && at.elapsed() < KEY_RECHECK
+        {
+            return Ok(key);
+        }
+        match self.inner.tracker.identity(to).await {
+            Ok(key) => {
+                self.inner.directory.cache_key(to.clone(), Some(key));
+                Ok(key)
+            }
+            Err(TrackerError::Refused {
+                code: ErrorCode::UnknownIdentity,
+                message,
+                ..
+            }) => Err(Attempt::Done(vec![
+                Outcome::Refused {
+                    code: ErrorCode::UnknownRecipient,
+                    message
+                };
+                n
+            ])),
+            Err(e) => Err(Attempt::Stuck(e.to_string())),
+        }
+    }
+
     /// Starts a worker for every recipient with messages left in the outbox (at start-up).
     pub(super) async fn resume_outbox(&self) -> Result<(), NodeError> {
         let (recipients, total) = self.inner.store.outbox_summary().await?;
@@ -449,6 +495,20 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// The longest prefix of `sealed` that fits one deposit's body (at least one).
+fn fitting_sealed(sealed: &[SealedMail]) -> usize {
+    let budget = crate::proto::MAX_BODY_BYTES - 1024;
+    let mut used = 0;
+    for (i, m) in sealed.iter().enumerate() {
+        // The envelope, plus what wraps it in a deposit (its id, quotes, commas).
+        used += serde_json::to_string(m).map_or(budget, |s| s.len() + 64);
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    sealed.len()
 }
 
 #[cfg(test)]
@@ -496,6 +556,42 @@ mod tests {
             book.bad(addr(1)),
             BAD_ADDRESS_BACKOFF_MIN,
             "a receipt resets the back-off"
+        );
+    }
+
+    #[test]
+    fn given_a_pushed_batch_of_long_messages_then_its_sealed_deposits_each_fit_a_body() {
+        let (alice, bob) = (
+            crate::identity::Identity::ephemeral(),
+            crate::identity::Identity::ephemeral(),
+        );
+        let to = PeerName::new("bob").unwrap();
+        let batch: Vec<ChatMessage> = (0..8)
+            .map(|_| {
+                let text = "x".repeat(crate::proto::MAX_TEXT_BYTES);
+                let dest = crate::proto::Destination::Direct(to.clone());
+                let mut m = ChatMessage::new(PeerName::new("alice").unwrap(), dest, text).unwrap();
+                alice.sign_message(&mut m);
+                m
+            })
+            .collect();
+        let pushed = fitting(&batch, MAX_PUSH_BATCH);
+        let sealed: Vec<SealedMail> = batch[..pushed]
+            .iter()
+            .map(|m| SealedMail::seal(m, &to, &bob.public_key()))
+            .collect();
+        let mut left = &sealed[..];
+        let mut deposits = 0;
+        while !left.is_empty() {
+            let (now, rest) = left.split_at(fitting_sealed(left));
+            let body = serde_json::to_string(&now).unwrap();
+            assert!(body.len() < crate::proto::MAX_BODY_BYTES, "{}", body.len());
+            left = rest;
+            deposits += 1;
+        }
+        assert!(
+            deposits > 1,
+            "{pushed} pushed at once need more than one deposit"
         );
     }
 

@@ -239,6 +239,7 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
     const PER_BATCH: usize = 5;
     const CHANNELS: usize = 8;
     let done = Arc::new(AtomicUsize::new(0));
+    let carol_key = carol.key();
     let depositor = {
         let base = base.clone();
         let done = done.clone();
@@ -246,6 +247,7 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
             let client = http();
             let post = Signer::new("post");
             let mut ids = Vec::new();
+            let carol_key = carol_key.clone();
             for b in 0..BATCHES {
                 let entries: Vec<_> = (0..PER_BATCH)
                     .map(|i| {
@@ -253,7 +255,7 @@ fn a_tracker_killed_amid_registrations_joins_and_deposits_comes_back_consistent(
                             post.message(json!({"to": "carol"}), &format!("letter {b}.{i}"));
                         let id: uuid::Uuid = serde_json::from_value(letter["id"].clone()).unwrap();
                         ids.push(id);
-                        json!({"id": id, "envelope": letter})
+                        sealed_entry(&letter, "carol", &carol_key)
                     })
                     .collect();
                 let body = json!({"from": "post", "to": "carol", "entries": entries}).to_string();
