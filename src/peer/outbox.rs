@@ -62,6 +62,8 @@ pub enum Outcome {
 /// One recipient's worker, as the node sees it.
 pub(super) struct Worker {
     wake: Notify,
+    /// Ends a back-off at once (the tracker is back).
+    retry: Notify,
     /// Why the last attempt failed, while the worker is backing off.
     stuck: Mutex<Option<String>>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -202,6 +204,16 @@ impl Outboxes {
         lock(&self.waiting).remove(&(to.clone(), id));
     }
 
+    /// The tracker answers again after it could not be reached: every worker backing off tries again now (its
+    /// back-off may have grown to seconds while the tracker was away).
+    pub(super) fn tracker_back(&self) {
+        for w in lock(&self.workers).values() {
+            if lock(&w.stuck).is_some() {
+                w.retry.notify_one();
+            }
+        }
+    }
+
     /// Every worker's task, for shutdown.
     pub(super) fn tasks(&self) -> Vec<JoinHandle<()>> {
         lock(&self.workers)
@@ -219,13 +231,44 @@ enum Attempt {
     Stuck(String),
 }
 
-/// A worker's memory of the direct path.
-#[derive(Default)]
+/// A worker's memory of the way it delivers.
 struct Path {
     /// When direct pushes started failing.
     failing_since: Option<Instant>,
     /// When we last fell back to the mailbox.
     mailbox_since: Option<Instant>,
+    /// The wait after the next failed attempt.
+    backoff: Duration,
+}
+
+impl Default for Path {
+    fn default() -> Path {
+        Path {
+            failing_since: None,
+            mailbox_since: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+}
+
+impl Path {
+    /// An attempt failed: how long to wait before the next one.
+    fn failed(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (wait * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// The worker delivers through the tracker's mailbox from now on. Its back-off starts afresh there: the
+    /// direct pushes to a recipient that died have doubled it to seconds by then, and a deposit that failed
+    /// because the tracker was restarting at that moment would otherwise wait the whole of it, while the
+    /// tracker is back at once (every message sent meanwhile reported `queued` instead of `held`).
+    fn via_mailbox(&mut self) {
+        if self.mailbox_since.is_none() {
+            self.backoff = BACKOFF_MIN;
+        }
+        self.mailbox_since = Some(Instant::now());
+    }
 }
 
 impl Node {
@@ -243,6 +286,7 @@ impl Node {
         }
         let worker = Arc::new(Worker {
             wake: Notify::new(),
+            retry: Notify::new(),
             stuck: Mutex::new(None),
             task: Mutex::new(None),
         });
@@ -255,7 +299,6 @@ impl Node {
     /// The worker for one recipient: drains its outbox rows in order until none are left for a while.
     async fn deliver_to(self, to: PeerName, worker: Arc<Worker>) {
         let stop = self.inner.shutdown.clone();
-        let mut backoff = BACKOFF_MIN;
         let mut path = Path::default();
         loop {
             if stop.is_cancelled() {
@@ -290,7 +333,7 @@ impl Node {
             let batch = &pending[..fitting(&pending, MAX_PUSH_BATCH)];
             match self.attempt(&to, batch, &mut path).await {
                 Attempt::Done(outcomes) => {
-                    backoff = BACKOFF_MIN;
+                    path.backoff = BACKOFF_MIN;
                     *lock(&worker.stuck) = None;
                     // The recipient (or the tracker) has it durably. The outbox row goes first, then the sender
                     // hears: a send of the same id again (a Retry) that comes after it then finds no row left and
@@ -318,11 +361,13 @@ impl Node {
                             .outboxes
                             .tell(&to, m.id, Outcome::Queued(why.clone()));
                     }
+                    // A send does not cut the wait short (that would retry once per message sent); the tracker
+                    // coming back does.
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(path.failed()) => {}
+                        _ = worker.retry.notified() => {}
                         _ = stop.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -404,7 +449,7 @@ impl Node {
                 }
             }
         }
-        path.mailbox_since = Some(Instant::now());
+        path.via_mailbox();
         self.deposit(to, batch).await
     }
 
@@ -592,6 +637,28 @@ mod tests {
         assert!(
             deposits > 1,
             "{pushed} pushed at once need more than one deposit"
+        );
+    }
+
+    #[test]
+    fn given_direct_pushes_backed_off_to_the_most_when_the_worker_turns_to_the_mailbox_then_its_first_retry_is_soon()
+     {
+        let mut path = Path::default();
+        let waits: Vec<Duration> = (0..6).map(|_| path.failed()).collect();
+        assert_eq!(waits[0], BACKOFF_MIN);
+        assert_eq!(waits[5], BACKOFF_MAX, "{waits:?}");
+        path.via_mailbox();
+        assert_eq!(
+            path.failed(),
+            BACKOFF_MIN,
+            "a deposit refused while the tracker restarts"
+        );
+        assert_eq!(path.failed(), BACKOFF_MIN * 2);
+        path.via_mailbox();
+        assert_eq!(
+            path.failed(),
+            BACKOFF_MIN * 4,
+            "still the mailbox: its own back-off goes on"
         );
     }
 
