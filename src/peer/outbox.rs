@@ -7,7 +7,8 @@
 //! Per recipient: push directly; while the push fails, retry with a doubling backoff; when the recipient stays
 //! unreachable for [`GIVE_UP_DIRECT`] (or the tracker says it is offline), deposit into the tracker's mailbox for
 //! it, and keep doing so for [`DIRECT_RETRY_AFTER`] before trying directly again. When neither works (tracker down,
-//! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`].
+//! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`]: afresh from [`BACKOFF_MIN`] when it
+//! turns to the mailbox, and no longer once the tracker is back ([`Outboxes::tracker_back`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
