@@ -21,6 +21,7 @@ mod cli_usage;
 mod durability;
 mod hardening;
 mod identity;
+mod joining;
 mod limits;
 mod link;
 mod messaging;
