@@ -92,6 +92,15 @@ impl PublicKey {
             .map(|_| PublicKey(*bytes))
     }
 
+    /// The X25519 public key this Ed25519 key maps to (the birational map from Edwards to Montgomery form, as
+    /// libsodium's `crypto_sign_ed25519_pk_to_curve25519`): what mail is sealed to.
+    pub fn x25519(&self) -> [u8; 32] {
+        VerifyingKey::from_bytes(&self.0)
+            .expect("checked to be a point when made")
+            .to_montgomery()
+            .to_bytes()
+    }
+
     /// Checks `sig` over `bytes` (strictly: no malleable or weak-key signatures).
     pub fn verify(&self, bytes: &[u8], sig: &Signature) -> Result<(), AuthError> {
         VerifyingKey::from_bytes(&self.0)
@@ -173,6 +182,12 @@ impl Identity {
 
     pub fn sign(&self, bytes: &[u8]) -> Signature {
         Signature(self.key.sign(bytes))
+    }
+
+    /// The X25519 secret scalar that goes with [`PublicKey::x25519`] (the first half of the SHA-512 of the seed,
+    /// as libsodium's `crypto_sign_ed25519_sk_to_curve25519`; X25519 clamps it): what opens mail sealed to us.
+    pub(super) fn x25519_secret(&self) -> [u8; 32] {
+        self.key.to_scalar_bytes()
     }
 
     /// The 32-byte secret seed, for the key file.

@@ -9,7 +9,8 @@
 //! - `signed`: the exact bytes each kind of signature covers (registration, request, message, receipt) and
 //!   their checks;
 //! - `auth_header`: the `Hchat-Auth` header's syntax;
-//! - `replay`: the guard that accepts each signed request once.
+//! - `replay`: the guard that accepts each signed request once;
+//! - `seal`: held mail sealed to its recipient's key (the tracker keeps what it cannot read).
 //!
 //! The HTTP layer maps [`AuthError`] to its answer (`crate::http`); the tracker's extractor and the peer's key
 //! cache build on what is here.
@@ -19,6 +20,7 @@ mod error;
 mod key_file;
 mod keys;
 mod replay;
+mod seal;
 mod signed;
 
 pub use auth_header::{AUTH_HEADER, AuthHeader};
@@ -26,6 +28,7 @@ pub use error::AuthError;
 pub use key_file::{IdentityError, KEY_FILE};
 pub use keys::{FINGERPRINT_HEX, Identity, Nonce, PublicKey, Signature};
 pub use replay::{MAX_NONCES, ReplayGuard};
+pub use seal::{SEAL, SEAL_OVERHEAD, SealError, SealedMail};
 pub use signed::{
     REQUEST_WINDOW_MS, ReceiptVerdict, check_window, message_bytes, receipt_bytes, register_bytes,
     request_bytes, verify_message, verify_registration,

@@ -165,6 +165,7 @@ impl Node {
             match self.renew().await {
                 Ok(()) if tracker_lost => {
                     tracker_lost = false;
+                    self.inner.outboxes.tracker_back();
                     self.notice("the tracker is back; registered again".into());
                 }
                 Ok(()) => {}

@@ -428,13 +428,28 @@ impl Node {
     ) -> Result<usize, NodeError> {
         let t = &self.inner.tracker;
         let me = &self.inner.me;
-        let answer = self.tracked(|| t.join(me, channel, key)).await?;
-        self.forget_roles(channel);
-        self.inner
-            .store
-            .set_joined(channel, Some(MessageId::now_v7()))
-            .await?;
+        // Counted in before the tracker can list us: a member who sees us listed and sends at once must not be
+        // refused `not_joined` (a refusal for good) while our answer is on its way back. Whether the sender may
+        // post, and whether the tracker has us as a member, is still checked with the tracker as for any message.
         let new = self.inner.joined.insert(channel);
+        let joined = async {
+            let answer = self.tracked(|| t.join(me, channel, key)).await?;
+            self.forget_roles(channel);
+            self.inner
+                .store
+                .set_joined(channel, Some(MessageId::now_v7()))
+                .await?;
+            Ok::<_, NodeError>(answer)
+        };
+        let answer = match joined.await {
+            Ok(answer) => answer,
+            Err(e) => {
+                if new {
+                    self.inner.joined.remove(channel);
+                }
+                return Err(e);
+            }
+        };
         if new {
             // Back in a channel we were in before: fetch what was said meanwhile.
             if let Some(mark) = self.catch_up_mark(channel, None).await? {

@@ -7,7 +7,8 @@
 //! Per recipient: push directly; while the push fails, retry with a doubling backoff; when the recipient stays
 //! unreachable for [`GIVE_UP_DIRECT`] (or the tracker says it is offline), deposit into the tracker's mailbox for
 //! it, and keep doing so for [`DIRECT_RETRY_AFTER`] before trying directly again. When neither works (tracker down,
-//! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`].
+//! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`]: afresh from [`BACKOFF_MIN`] when it
+//! turns to the mailbox, and no longer once the tracker is back ([`Outboxes::tracker_back`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
 use super::tracker_client::TrackerError;
-use super::{Node, NodeError};
+use super::{KEY_RECHECK, Node, NodeError};
+use crate::identity::{PublicKey, SealedMail};
 use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
 use crate::sync::lock;
 
@@ -61,6 +63,8 @@ pub enum Outcome {
 /// One recipient's worker, as the node sees it.
 pub(super) struct Worker {
     wake: Notify,
+    /// Ends a back-off at once (the tracker is back).
+    retry: Notify,
     /// Why the last attempt failed, while the worker is backing off.
     stuck: Mutex<Option<String>>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -201,6 +205,16 @@ impl Outboxes {
         lock(&self.waiting).remove(&(to.clone(), id));
     }
 
+    /// The tracker answers again after it could not be reached: every worker backing off tries again now (its
+    /// back-off may have grown to seconds while the tracker was away).
+    pub(super) fn tracker_back(&self) {
+        for w in lock(&self.workers).values() {
+            if lock(&w.stuck).is_some() {
+                w.retry.notify_one();
+            }
+        }
+    }
+
     /// Every worker's task, for shutdown.
     pub(super) fn tasks(&self) -> Vec<JoinHandle<()>> {
         lock(&self.workers)
@@ -218,13 +232,44 @@ enum Attempt {
     Stuck(String),
 }
 
-/// A worker's memory of the direct path.
-#[derive(Default)]
+/// A worker's memory of the way it delivers.
 struct Path {
     /// When direct pushes started failing.
     failing_since: Option<Instant>,
     /// When we last fell back to the mailbox.
     mailbox_since: Option<Instant>,
+    /// The wait after the next failed attempt.
+    backoff: Duration,
+}
+
+impl Default for Path {
+    fn default() -> Path {
+        Path {
+            failing_since: None,
+            mailbox_since: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+}
+
+impl Path {
+    /// An attempt failed: how long to wait before the next one.
+    fn failed(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (wait * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// The worker delivers through the tracker's mailbox from now on. Its back-off starts afresh there: the
+    /// direct pushes to a recipient that died have doubled it to seconds by then, and a deposit that failed
+    /// because the tracker was restarting at that moment would otherwise wait the whole of it, while the
+    /// tracker is back at once (every message sent meanwhile reported `queued` instead of `held`).
+    fn via_mailbox(&mut self) {
+        if self.mailbox_since.is_none() {
+            self.backoff = BACKOFF_MIN;
+        }
+        self.mailbox_since = Some(Instant::now());
+    }
 }
 
 impl Node {
@@ -242,6 +287,7 @@ impl Node {
         }
         let worker = Arc::new(Worker {
             wake: Notify::new(),
+            retry: Notify::new(),
             stuck: Mutex::new(None),
             task: Mutex::new(None),
         });
@@ -254,7 +300,6 @@ impl Node {
     /// The worker for one recipient: drains its outbox rows in order until none are left for a while.
     async fn deliver_to(self, to: PeerName, worker: Arc<Worker>) {
         let stop = self.inner.shutdown.clone();
-        let mut backoff = BACKOFF_MIN;
         let mut path = Path::default();
         loop {
             if stop.is_cancelled() {
@@ -289,7 +334,7 @@ impl Node {
             let batch = &pending[..fitting(&pending, MAX_PUSH_BATCH)];
             match self.attempt(&to, batch, &mut path).await {
                 Attempt::Done(outcomes) => {
-                    backoff = BACKOFF_MIN;
+                    path.backoff = BACKOFF_MIN;
                     *lock(&worker.stuck) = None;
                     // The recipient (or the tracker) has it durably. The outbox row goes first, then the sender
                     // hears: a send of the same id again (a Retry) that comes after it then finds no row left and
@@ -317,11 +362,13 @@ impl Node {
                             .outboxes
                             .tell(&to, m.id, Outcome::Queued(why.clone()));
                     }
+                    // A send does not cut the wait short (that would retry once per message sent); the tracker
+                    // coming back does.
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(path.failed()) => {}
+                        _ = worker.retry.notified() => {}
                         _ = stop.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -403,20 +450,37 @@ impl Node {
                 }
             }
         }
-        path.mailbox_since = Some(Instant::now());
+        path.via_mailbox();
         self.deposit(to, batch).await
     }
 
-    /// Leaves a batch in the tracker's mailbox for `to`.
+    /// Leaves a batch in the tracker's mailbox for `to`, each message sealed to `to`'s key.
     async fn deposit(&self, to: &PeerName, batch: &[ChatMessage]) -> Attempt {
         const _: () = assert!(
             MAX_MAIL_BATCH >= MAX_PUSH_BATCH,
             "a pushed batch fits one deposit"
         );
+        let key = match self.sealing_key(to, batch.len()).await {
+            Ok(key) => key,
+            Err(a) => return a,
+        };
+        let sealed: Vec<SealedMail> = batch
+            .iter()
+            .map(|m| SealedMail::seal(m, to, &key))
+            .collect();
         let t = &self.inner.tracker;
         let me = self.name();
-        match self.tracked(|| t.deposit(me, to, batch)).await {
-            Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),
+        // Sealed mail is a third larger than the message (base64): a batch that fits one push may need two
+        // deposits. Should a later one fail, the whole batch is deposited again (a deposit is stored once).
+        let mut result = Ok(());
+        let mut left = &sealed[..];
+        while !left.is_empty() && result.is_ok() {
+            let (now, rest) = left.split_at(fitting_sealed(left));
+            result = self.tracked(|| t.deposit(me, to, now)).await.map(drop);
+            left = rest;
+        }
+        match result {
+            Ok(()) => Attempt::Done(vec![Outcome::Held; batch.len()]),
             Err(TrackerError::Refused {
                 code: code @ (ErrorCode::UnknownRecipient | ErrorCode::InvalidField),
                 message,
@@ -437,6 +501,34 @@ impl Node {
         }
     }
 
+    /// The key to seal `to`'s mail to: the one the tracker vouched for within [`KEY_RECHECK`], else the one it
+    /// vouches for now. A name with no key has no mailbox either: its `n` messages are refused for good.
+    async fn sealing_key(&self, to: &PeerName, n: usize) -> Result<PublicKey, Attempt> {
+        if let Some((Some(key), at)) = self.inner.directory.key_of(to)
+            && at.elapsed() < KEY_RECHECK
+        {
+            return Ok(key);
+        }
+        match self.inner.tracker.identity(to).await {
+            Ok(key) => {
+                self.inner.directory.cache_key(to.clone(), Some(key));
+                Ok(key)
+            }
+            Err(TrackerError::Refused {
+                code: ErrorCode::UnknownIdentity,
+                message,
+                ..
+            }) => Err(Attempt::Done(vec![
+                Outcome::Refused {
+                    code: ErrorCode::UnknownRecipient,
+                    message
+                };
+                n
+            ])),
+            Err(e) => Err(Attempt::Stuck(e.to_string())),
+        }
+    }
+
     /// Starts a worker for every recipient with messages left in the outbox (at start-up).
     pub(super) async fn resume_outbox(&self) -> Result<(), NodeError> {
         let (recipients, total) = self.inner.store.outbox_summary().await?;
@@ -449,6 +541,20 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// The longest prefix of `sealed` that fits one deposit's body (at least one).
+fn fitting_sealed(sealed: &[SealedMail]) -> usize {
+    let budget = crate::proto::MAX_BODY_BYTES - 1024;
+    let mut used = 0;
+    for (i, m) in sealed.iter().enumerate() {
+        // The envelope, plus what wraps it in a deposit (its id, quotes, commas).
+        used += serde_json::to_string(m).map_or(budget, |s| s.len() + 64);
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    sealed.len()
 }
 
 #[cfg(test)]
@@ -496,6 +602,64 @@ mod tests {
             book.bad(addr(1)),
             BAD_ADDRESS_BACKOFF_MIN,
             "a receipt resets the back-off"
+        );
+    }
+
+    #[test]
+    fn given_a_pushed_batch_of_long_messages_then_its_sealed_deposits_each_fit_a_body() {
+        let (alice, bob) = (
+            crate::identity::Identity::ephemeral(),
+            crate::identity::Identity::ephemeral(),
+        );
+        let to = PeerName::new("bob").unwrap();
+        let batch: Vec<ChatMessage> = (0..8)
+            .map(|_| {
+                let text = "x".repeat(crate::proto::MAX_TEXT_BYTES);
+                let dest = crate::proto::Destination::Direct(to.clone());
+                let mut m = ChatMessage::new(PeerName::new("alice").unwrap(), dest, text).unwrap();
+                alice.sign_message(&mut m);
+                m
+            })
+            .collect();
+        let pushed = fitting(&batch, MAX_PUSH_BATCH);
+        let sealed: Vec<SealedMail> = batch[..pushed]
+            .iter()
+            .map(|m| SealedMail::seal(m, &to, &bob.public_key()))
+            .collect();
+        let mut left = &sealed[..];
+        let mut deposits = 0;
+        while !left.is_empty() {
+            let (now, rest) = left.split_at(fitting_sealed(left));
+            let body = serde_json::to_string(&now).unwrap();
+            assert!(body.len() < crate::proto::MAX_BODY_BYTES, "{}", body.len());
+            left = rest;
+            deposits += 1;
+        }
+        assert!(
+            deposits > 1,
+            "{pushed} pushed at once need more than one deposit"
+        );
+    }
+
+    #[test]
+    fn given_direct_pushes_backed_off_to_the_most_when_the_worker_turns_to_the_mailbox_then_its_first_retry_is_soon()
+     {
+        let mut path = Path::default();
+        let waits: Vec<Duration> = (0..6).map(|_| path.failed()).collect();
+        assert_eq!(waits[0], BACKOFF_MIN);
+        assert_eq!(waits[5], BACKOFF_MAX, "{waits:?}");
+        path.via_mailbox();
+        assert_eq!(
+            path.failed(),
+            BACKOFF_MIN,
+            "a deposit refused while the tracker restarts"
+        );
+        assert_eq!(path.failed(), BACKOFF_MIN * 2);
+        path.via_mailbox();
+        assert_eq!(
+            path.failed(),
+            BACKOFF_MIN * 4,
+            "still the mailbox: its own back-off goes on"
         );
     }
 

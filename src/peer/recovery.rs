@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use super::inbox::Via;
 use super::{Node, NodeError};
 use crate::http::ApiError;
+use crate::identity::{SealError, SealedMail};
 use crate::proto::{
     ChannelName, ChatMessage, Destination, ErrorCode, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo,
     PeerName, first_id_at, id_ms, now_ms,
@@ -182,10 +183,15 @@ impl Node {
                     from: depositor.clone(),
                     id: e.id,
                 });
-                match serde_json::from_str::<ChatMessage>(e.envelope.get()) {
+                match self.unseal(e.envelope.get()) {
                     Ok(m) if m.id == e.id => msgs.push((m, Via::Mailbox { depositor })),
-                    _ => {
+                    Ok(_) => {
                         tracing::warn!(peer = %me, id = %e.id, "dropping held mail that is not a valid message")
+                    }
+                    // Refused like any message that fails a check (one warning, never stored or shown), and
+                    // acknowledged: it will not open later either.
+                    Err(err) => {
+                        tracing::warn!(peer = %me, id = %e.id, from = %depositor, "refused held mail: {err} ({})", err.code())
                     }
                 }
             }
@@ -222,6 +228,17 @@ impl Node {
             tracing::info!(peer = %me, "{total} message(s) from the mailbox");
         }
         Ok(total)
+    }
+
+    /// The message in a held envelope: sealed mail opened with this node's key (and its outside matching its
+    /// inside), or a plaintext message as trackers held them before mail was sealed (deposited by an older peer
+    /// before its tracker refused unsealed mail; its signature is checked all the same).
+    fn unseal(&self, envelope: &str) -> Result<ChatMessage, SealError> {
+        match serde_json::from_str::<SealedMail>(envelope) {
+            Ok(sealed) => sealed.open(&self.inner.identity, self.name()),
+            Err(_) => serde_json::from_str::<ChatMessage>(envelope)
+                .map_err(|e| SealError::NotAMessage(e.to_string())),
+        }
     }
 
     /// Fetches `channel`'s messages after `after` from up to [`CATCH_UP_SOURCES`] online members; returns how many

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::identity::{AUTH_HEADER, Identity};
+use crate::identity::{AUTH_HEADER, Identity, SealedMail};
 use crate::proto::*;
 
 /// What went wrong talking to the tracker.
@@ -231,17 +231,17 @@ impl TrackerClient {
         Ok(found.peer)
     }
 
-    /// Leaves messages in `to`'s mailbox; the envelopes go as they are, for the recipient to check.
+    /// Leaves messages in `to`'s mailbox, each sealed to `to` (the tracker keeps what it cannot read).
     pub(crate) async fn deposit(
         &self,
         from: &PeerName,
         to: &PeerName,
-        msgs: &[ChatMessage],
+        sealed: &[SealedMail],
     ) -> Result<DepositResponse, TrackerError> {
-        let entries = msgs
+        let entries = sealed
             .iter()
             .map(|m| {
-                let text = serde_json::to_string(m).expect("a message always serializes");
+                let text = serde_json::to_string(m).expect("sealed mail always serializes");
                 MailItem {
                     id: m.id,
                     envelope: serde_json::value::RawValue::from_string(text)

@@ -95,6 +95,8 @@ error_codes! {
     // The mailbox.
     UnknownRecipient = "unknown_recipient", 404;
     MailboxFull = "mailbox_full", 507;
+    NotSealed = "not_sealed", 422;
+    BadSeal = "bad_seal", 422;
     // A peer receiving a message.
     WrongRecipient = "wrong_recipient", 404;
     FutureMessage = "future_message", 422;

@@ -32,6 +32,17 @@ pub fn first_id_at(ms: u64) -> MessageId {
     MessageId::from_u128(((ms as u128) << 80) | (0x7u128 << 76) | (0b10u128 << 62))
 }
 
+/// [`ChatMessage::check_clock`] of an id and a `ts` (also what a tracker checks of sealed mail's outside).
+pub fn check_clock(id: &MessageId, ts: u64, now_ms: u64) -> Result<(), MessageError> {
+    for (what, at) in [("id's time", id_ms(id)), ("ts", ts)] {
+        let ahead_ms = at.saturating_sub(now_ms);
+        if ahead_ms > MAX_CLOCK_AHEAD_MS {
+            return Err(MessageError::FromTheFuture { what, ahead_ms });
+        }
+    }
+    Ok(())
+}
+
 /// Where a message goes: a channel, or one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Destination {
@@ -128,13 +139,7 @@ impl ChatMessage {
 
     /// Refuses an id or `ts` more than [`MAX_CLOCK_AHEAD_MS`] ahead of `now_ms` (the checker's clock).
     pub fn check_clock(&self, now_ms: u64) -> Result<(), MessageError> {
-        for (what, at) in [("id's time", id_ms(&self.id)), ("ts", self.ts)] {
-            let ahead_ms = at.saturating_sub(now_ms);
-            if ahead_ms > MAX_CLOCK_AHEAD_MS {
-                return Err(MessageError::FromTheFuture { what, ahead_ms });
-            }
-        }
-        Ok(())
+        check_clock(&self.id, self.ts, now_ms)
     }
 
     /// What identifies this message: its sender and its id.

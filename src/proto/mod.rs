@@ -10,8 +10,8 @@ mod tracker;
 
 pub use error_code::ErrorCode;
 pub use message::{
-    ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, first_id_at,
-    id_ms, parse_conversation,
+    ChatMessage, Destination, MAX_CLOCK_AHEAD_MS, MessageError, MessageId, ReceiveAck, check_clock,
+    first_id_at, id_ms, parse_conversation,
 };
 pub use names::{ChannelName, NameError, PeerName, skeleton};
 pub use tracker::*;

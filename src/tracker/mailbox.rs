@@ -2,9 +2,9 @@
 //! clock), like the registry. The tracker keeps each message's envelope *opaquely*, exactly as the sender sent it:
 //! it reads only who deposited it, for whom, and its id (to store a retried deposit once). A held message is known
 //! by its depositor *and* id ([`MailKey`]): a depositor who reuses another's id only adds an entry of its own,
-//! it cannot make the other's deposit look like a retry, nor have its acknowledgement drop it. The recipient checks the
-//! envelope as if it had come straight from the sender, so once envelopes are signed (and sealed) the tracker can
-//! neither forge nor read what it holds.
+//! it cannot make the other's deposit look like a retry, nor have its acknowledgement drop it. Envelopes are sealed
+//! to their recipient ([`SealedMail`](crate::identity::SealedMail)), who opens them and checks them as if they had
+//! come straight from the sender: the tracker can neither forge nor read what it holds.
 //!
 //! Only names that have registered at least once have a mailbox (a typo does not fill the tracker), every mailbox
 //! holds at most `limit` entries, and all of them together at most [`MAILBOX_TOTAL_BYTES`]. Before that shared cap,

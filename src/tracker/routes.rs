@@ -22,7 +22,7 @@ use super::store::Change;
 use crate::http::{
     ApiError, ApiJson, ApiQuery, ClientOrigin, fallback_not_found, method_not_allowed,
 };
-use crate::identity::{AuthError, verify_message, verify_registration};
+use crate::identity::{AuthError, SealedMail, verify_registration};
 use crate::proto::*;
 
 /// Where a request came from, for the per-address quotas: `None` for the tracker's own host (see `quota.rs`) and
@@ -384,48 +384,48 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
     })
 }
 
-/// Every envelope of a deposit must be a chat message from the depositor to the recipient, with the entry's id,
-/// signed by the depositor's key: the tracker cannot be handed mail a peer did not write.
-fn check_envelopes(s: &super::TrackerState, req: &DepositRequest) -> Result<(), ApiError> {
-    let key = s
-        .identities
-        .key_of(&req.from)
-        .ok_or_else(|| AuthError::UnknownIdentity(req.from.clone()))?;
+/// Every envelope of a deposit must be mail sealed by the depositor (the signed request says who that is) for
+/// the recipient, under the entry's id. Its inside is sealed to the recipient's key: the tracker cannot read it,
+/// so the message's signature is the recipient's to check. An unsealed envelope (a plaintext message, as peers
+/// before sealing sent) is refused with `not_sealed`, so no message text is ever kept here.
+fn check_envelopes(req: &DepositRequest) -> Result<(), ApiError> {
     for (i, e) in req.entries.iter().enumerate() {
-        let msg: ChatMessage = serde_json::from_str(e.envelope.get()).map_err(|err| {
-            ApiError::of(
-                ErrorCode::InvalidField,
-                format!("entries[{i}].envelope: not a chat message: {err}"),
-            )
+        let mail: SealedMail = serde_json::from_str(e.envelope.get()).map_err(|err| {
+            match serde_json::from_str::<ChatMessage>(e.envelope.get()) {
+                Ok(_) => ApiError::of(
+                    ErrorCode::NotSealed,
+                    format!("entries[{i}].envelope: a message in plaintext; this tracker holds only mail sealed to its recipient (a peer older than sealing must be updated)"),
+                ),
+                Err(_) => ApiError::of(
+                    ErrorCode::InvalidField,
+                    format!("entries[{i}].envelope: not sealed mail: {err}"),
+                ),
+            }
         })?;
-        // A channel message is held for each member it could not reach; a DM only for its addressee.
-        let misaddressed = matches!(&msg.dest, Destination::Direct(p) if p != &req.to);
-        if msg.id != e.id || misaddressed {
+        if mail.id != e.id || mail.to != req.to {
             return Err(ApiError::of(
                 ErrorCode::InvalidField,
                 format!(
-                    "entries[{i}].envelope: its id must be the entry's, and a direct message's \"to\" must be {}",
+                    "entries[{i}].envelope: its id must be the entry's, and its \"to\" must be {}",
                     req.to
                 ),
             ));
         }
-        if msg.from != req.from {
+        if mail.from != req.from {
             return Err(AuthError::NotYou {
                 signer: req.from.clone(),
-                actor: msg.from,
+                actor: mail.from,
             }
             .into());
         }
+        mail.check_outside()
+            .map_err(|err| ApiError::of(err.code(), format!("entries[{i}].envelope: {err}")))?;
         // Held mail from the future would be refused by the recipient anyway: refuse it here, and say so.
-        msg.check_clock(now_ms()).map_err(|err| {
+        check_clock(&mail.id, mail.ts, now_ms()).map_err(|err| {
             ApiError::of(
                 ErrorCode::FutureMessage,
                 format!("entries[{i}].envelope: {err}"),
             )
-        })?;
-        verify_message(&msg, &key).map_err(|err| {
-            tracing::warn!(from = %req.from, id = %e.id, "refused a deposit: {err}");
-            ApiError::from(err)
         })?;
     }
     Ok(())
@@ -453,7 +453,7 @@ async fn mail_deposit(
             "to: a peer does not leave mail for itself",
         ));
     }
-    s.read(|st| check_envelopes(st, &req))?;
+    check_envelopes(&req)?;
     let now = now_ms();
     let entries: Vec<MailEntry> = req
         .entries

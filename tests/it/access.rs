@@ -136,7 +136,7 @@ fn an_open_channel_admits_anyone_until_the_owner_bans_them() {
     let as_carol = carol.signer();
     let envelope = as_carol.message(json!({"channel": "general"}), "mailed words");
     let deposit = json!({"from": "carol", "to": "bob",
-        "entries": [{"id": envelope["id"], "envelope": envelope}]});
+        "entries": [sealed_entry(&envelope, "bob", &identity_key(&tracker, "bob"))]});
     let (status, body) = as_carol.post(&tracker.url("/mailbox/deposit"), &deposit);
     assert_eq!((status, &body["stored"]), (200, &json!(1)), "{body}");
     // While it is held, the same id is not stored again; once bob has taken it (and dropped it), it is.

@@ -191,7 +191,8 @@ fn an_id_reused_in_bobs_mailbox_while_he_is_away_does_not_hide_alices_message() 
     );
     let (status, answer) = mallory.post(
         &tracker.url("/mailbox/deposit"),
-        &json!({"from": "mallory", "to": "bob", "entries": [{"id": id, "envelope": squat}]}),
+        &json!({"from": "mallory", "to": "bob",
+                "entries": [sealed_entry(&squat, "bob", &identity_key(&tracker, "bob"))]}),
     );
     assert_eq!((status, &answer["stored"]), (200, &json!(1)), "{answer}");
 
@@ -298,7 +299,7 @@ fn an_id_from_the_future_is_refused_everywhere_and_catch_up_still_brings_everyth
     let (status, answer) = mallory.post(
         &tracker.url("/mailbox/deposit"),
         &json!({"from": "mallory", "to": "bob",
-                "entries": [{"id": pinned_mail["id"], "envelope": pinned_mail}]}),
+                "entries": [sealed_entry(&pinned_mail, "bob", &identity_key(&tracker, "bob"))]}),
     );
     assert_eq!((status, code(&answer)), (422, "future_message"), "{answer}");
 

@@ -177,11 +177,12 @@ fn one_host_filling_mailboxes_meets_the_mail_quotas_while_another_user_still_get
         let eve = Signer::new(&format!("mailer{e}"));
         assert_eq!(register(&eve, attacker(), &tracker, 7200).0, 200);
         for i in 0.. {
-            let to = &sinks[i % sinks.len()].name;
+            let sink = &sinks[i % sinks.len()];
+            let to = &sink.name;
             let entries: Vec<_> = (0..3)
                 .map(|_| {
                     let m = eve.message(json!({"to": to}), &text);
-                    json!({"id": m["id"], "envelope": m})
+                    sealed_entry(&m, to, &sink.key())
                 })
                 .collect();
             let body = json!({"from": eve.name, "to": to, "entries": entries});
@@ -227,7 +228,9 @@ fn one_host_filling_mailboxes_meets_the_mail_quotas_while_another_user_still_get
     let alice = Signer::new("alice");
     assert_eq!(register(&alice, bystander(), &tracker, 7300).0, 200);
     let m = alice.message(json!({"to": "bob"}), "still delivered");
-    let body = json!({"from": "alice", "to": "bob", "entries": [{"id": m["id"], "envelope": m}]});
+    let bob_key = identity_key(&tracker, "bob");
+    let body =
+        json!({"from": "alice", "to": "bob", "entries": [sealed_entry(&m, "bob", &bob_key)]});
     let (status, answer) =
         unthrottled(|| alice.post_from(bystander(), &tracker.url("/mailbox/deposit"), &body));
     assert_eq!((status, &answer["stored"]), (200, &json!(1)), "{answer}");

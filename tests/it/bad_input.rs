@@ -478,9 +478,10 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
             .0,
         200
     );
+    // Sealed to the sender's own key: every one of these is refused before anyone could try to open it.
     let letter = |from: &Signer, to: &str| {
         let m = from.message(json!({"to": to}), "x");
-        json!({"from": from.name, "to": to, "entries": [{"id": m["id"], "envelope": m}]})
+        json!({"from": from.name, "to": to, "entries": [sealed_entry(&m, to, &from.key())]})
     };
     let deposit = "/mailbox/deposit";
     refused(
@@ -529,6 +530,68 @@ fn mailbox_batch_and_catch_up_endpoints_refuse_bad_input_and_serve_on() {
         422,
         "invalid_field",
     );
+    // Held mail is sealed: a plaintext letter (as a peer from before sealing deposits it) is not kept, nor is a
+    // sealed one whose outside is malformed or disagrees with the deposit.
+    let plain = carol.message(json!({"to": "bob"}), "in plaintext");
+    refused(
+        "a letter in plaintext",
+        t.post_as(&carol, deposit,
+            &json!({"from": "carol", "to": "bob", "entries": [{"id": plain["id"], "envelope": plain}]})),
+        422,
+        "not_sealed",
+    );
+    let sealed = sealed_entry(&plain, "bob", &carol.key());
+    let with = |field: &str, value: serde_json::Value| {
+        let mut e = sealed.clone();
+        e["envelope"][field] = value;
+        json!({"from": "carol", "to": "bob", "entries": [e]})
+    };
+    for (what, body, status, code) in [
+        (
+            "a seal not known",
+            with("seal", json!("rot13")),
+            422,
+            "bad_seal",
+        ),
+        (
+            "a box not base64url",
+            with("sealed", json!("a b c")),
+            422,
+            "bad_seal",
+        ),
+        (
+            "a box too short to be sealed",
+            with("sealed", json!("AAAA")),
+            422,
+            "bad_seal",
+        ),
+        (
+            "another recipient outside",
+            with("to", json!("carol")),
+            422,
+            "invalid_field",
+        ),
+        (
+            "another id outside",
+            with("id", json!(uuid_v7())),
+            422,
+            "invalid_field",
+        ),
+        (
+            "another sender outside",
+            with("from", json!("bob")),
+            403,
+            "not_you",
+        ),
+        (
+            "a ts from the future outside",
+            with("ts", json!(hchat::proto::now_ms() + 3_600_000)),
+            422,
+            "future_message",
+        ),
+    ] {
+        refused(what, t.post_as(&carol, deposit, &body), status, code);
+    }
     refused(
         "fetch for a peer that is not online",
         t.post_as(&ghost, "/mailbox/fetch", &json!({"name": "ghost"})),

@@ -111,6 +111,22 @@ impl Signer {
     }
 }
 
+/// A message (JSON) sealed for `to`, whose key is `key` (base64url, as `GET /identity` answers it): a mailbox
+/// entry `{"id","envelope"}` as a peer deposits it.
+pub(crate) fn sealed_entry(msg: &serde_json::Value, to: &str, key: &str) -> serde_json::Value {
+    let m: hchat::proto::ChatMessage = serde_json::from_value(msg.clone()).unwrap();
+    let key: hchat::identity::PublicKey = key.parse().unwrap();
+    let to = hchat::proto::PeerName::new(to).expect("a valid test name");
+    let sealed = hchat::identity::SealedMail::seal(&m, &to, &key);
+    serde_json::json!({"id": m.id, "envelope": sealed})
+}
+
+/// The key the tracker at `tracker` binds `name` to (`GET /identity`), as the wire carries it.
+pub(crate) fn identity_key(tracker: &Proc, name: &str) -> String {
+    let v = super::get_json(&tracker.url(&format!("/identity?name={name}")), 200);
+    v["public_key"].as_str().unwrap().to_string()
+}
+
 impl Signer {
     /// POSTs JSON signed as this peer from the client address `local` (another host to a tracker on 127.0.0.1).
     pub(crate) fn post_from(
