@@ -27,8 +27,11 @@
 //! - `sync` (private): the one lock helper, used by the peer, the web front end and the CLI.
 //! - `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`, one per parser of network input.
 
+#[cfg(feature = "front-ends")]
 pub mod bench;
+#[cfg(feature = "front-ends")]
 pub mod cli;
+#[cfg(feature = "front-ends")]
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
