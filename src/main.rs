@@ -45,6 +45,10 @@ struct TrackerArgs {
     /// Port to bind; 0 picks a free one (printed as `listening on IP:PORT`).
     #[arg(long, env = "HCHAT_PORT", default_value_t = 9001)]
     port: u16,
+    /// UDP port for peers' sessions (QUIC) [default: the same number as --port]; 0 picks a free one (printed as
+    /// `sessions on IP:PORT/udp`).
+    #[arg(long, env = "HCHAT_QUIC_PORT")]
+    quic_port: Option<u16>,
     /// Seconds after its last heartbeat that a peer disappears from every list.
     #[arg(long, env = "HCHAT_PEER_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     peer_ttl: u64,
@@ -176,6 +180,11 @@ struct PeerArgs {
     /// The tracker's port.
     #[arg(long, env = "HCHAT_TRACKER_PORT", default_value_t = 9001)]
     tracker_port: u16,
+    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
+    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
+    /// dir's known_trackers).
+    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
+    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
     /// Channel to join at start and talk in (like typing #name first).
     #[arg(long, env = "HCHAT_JOIN")]
     join: Option<ChannelName>,
@@ -377,6 +386,7 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         mailbox_limit: a.mailbox_limit as usize,
         quotas: a.quotas.quotas(),
         storage: a.data.storage("tracker"),
+        quic_port: a.quic_port,
         ..TrackerConfig::default()
     };
     config.limits = a.limits.server_limits();
@@ -384,6 +394,9 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
     println!("listening on {}", tracker.local_addr());
+    println!("sessions on {}/udp", tracker.session_addr());
+    let key = tracker.public_key();
+    println!("tracker key {key} fingerprint {}", key.fingerprint());
     let token = tracker.shutdown_token();
     tokio::select! {
         _ = hchat::shutdown_signal() => tracing::info!("stopping"),
@@ -411,6 +424,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             limits: a.limits.server_limits(),
             storage,
             identity: None,
+            tracker_key: a.tracker_key,
         },
         Duration::from_secs(a.web_link_ttl),
     )

@@ -249,6 +249,7 @@ async fn the_pool_is_bounded_and_idle_connections_close() {
     let small = Config {
         idle_timeout: Duration::from_millis(300),
         max_connections: 1,
+        keep_alive: None,
     };
     let (alice, bob, carol) = (
         peer("alice", small.clone()),
