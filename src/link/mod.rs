@@ -406,3 +406,32 @@ async fn dispatch(
         _ => session::serve_stream(send, recv, link.remote_key(), inbox, first).await,
     }
 }
+
+/// An inbox that refuses every message (`wrong_recipient`) and knows no names: for an endpoint that carries only
+/// requests and pushes (the tracker's, and a peer's endpoint for its tracker).
+pub struct NoInbox;
+
+impl Inbox for NoInbox {
+    fn key_of<'a>(
+        &'a self,
+        _: &'a crate::proto::PeerName,
+    ) -> futures_util::future::BoxFuture<'a, Option<PublicKey>> {
+        Box::pin(async { None })
+    }
+    fn deliver(
+        &self,
+        _: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> futures_util::future::BoxFuture<'_, Vec<Result<(), ErrorBody>>> {
+        let n = batch.len();
+        Box::pin(async move {
+            vec![
+                Err(ErrorBody::new(
+                    crate::proto::ErrorCode::WrongRecipient,
+                    "this endpoint takes no chat messages",
+                ));
+                n
+            ]
+        })
+    }
+}

@@ -193,7 +193,7 @@ impl TrackerClient {
         let e = Endpoint::bind_with(
             SocketAddr::new(any, 0),
             self.identity.clone(),
-            Arc::new(NoInbox),
+            Arc::new(link::NoInbox),
             link::Config {
                 idle_timeout: SESSION_IDLE,
                 keep_alive: Some(SESSION_KEEP_ALIVE),
@@ -340,6 +340,20 @@ impl TrackerClient {
                 _ => return self.answer(a),
             }
         }
+    }
+
+    /// Subscribes to the tracker's pushes over the session; `None` if the tracker offers no session.
+    pub(crate) async fn subscribe(&self) -> Result<Option<link::PushStream>, TrackerError> {
+        let Some(link) = self.link().await? else {
+            return Ok(None);
+        };
+        let payload =
+            serde_json::to_vec(&serde_json::json!({ "name": self.me })).expect("serializes");
+        self.session.over_session.fetch_add(1, Ordering::Relaxed);
+        link.subscribe(&payload)
+            .await
+            .map(Some)
+            .map_err(|e| TrackerError::Unreachable(self.base.clone(), e.to_string()))
     }
 
     /// A POST signed as this peer.
@@ -589,32 +603,4 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-/// A peer's endpoint takes no messages from the tracker.
-struct NoInbox;
-
-impl link::Inbox for NoInbox {
-    fn key_of<'a>(
-        &'a self,
-        _: &'a PeerName,
-    ) -> futures_util::future::BoxFuture<'a, Option<PublicKey>> {
-        Box::pin(async { None })
-    }
-    fn deliver(
-        &self,
-        _: PublicKey,
-        batch: Vec<ChatMessage>,
-    ) -> futures_util::future::BoxFuture<'_, Vec<Result<(), link::ErrorBody>>> {
-        let n = batch.len();
-        Box::pin(async move {
-            vec![
-                Err(link::ErrorBody::new(
-                    ErrorCode::WrongRecipient,
-                    "this endpoint talks to the tracker only",
-                ));
-                n
-            ]
-        })
-    }
 }

@@ -316,7 +316,7 @@ fn bind_sessions(
         crate::link::Endpoint::bind_with(
             addr,
             identity.clone(),
-            Arc::new(NoMessages),
+            Arc::new(crate::link::NoInbox),
             link_config.clone(),
         )
         .map_err(|e| StartError::Sessions(addr, Box::new(e)))
@@ -331,34 +331,6 @@ fn bind_sessions(
                 Err(e)
             }
         }),
-    }
-}
-
-/// Chat messages are not for the tracker: a MESSAGE stream to it is refused message by message.
-struct NoMessages;
-
-impl crate::link::Inbox for NoMessages {
-    fn key_of<'a>(
-        &'a self,
-        _: &'a PeerName,
-    ) -> futures_util::future::BoxFuture<'a, Option<crate::identity::PublicKey>> {
-        Box::pin(async { None })
-    }
-    fn deliver(
-        &self,
-        _: crate::identity::PublicKey,
-        batch: Vec<crate::proto::ChatMessage>,
-    ) -> futures_util::future::BoxFuture<'_, Vec<Result<(), crate::link::ErrorBody>>> {
-        let n = batch.len();
-        Box::pin(async move {
-            vec![
-                Err(crate::link::ErrorBody::new(
-                    crate::proto::ErrorCode::WrongRecipient,
-                    "the tracker takes no chat messages",
-                ));
-                n
-            ]
-        })
     }
 }
 
