@@ -393,10 +393,19 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
     let tracker = Tracker::start(config)
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
-    println!("listening on {}", tracker.local_addr());
-    println!("sessions on {}/udp", tracker.session_addr());
     let key = tracker.public_key();
-    println!("tracker key {key} fingerprint {}", key.fingerprint());
+    // One write of all three lines, and no panic if it fails: a parent that reads up to `listening on` and then
+    // closes the pipe (the benchmark does) must not kill the tracker (`print!` writes piece by piece and panics).
+    let start = format!(
+        "listening on {}\nsessions on {}/udp\ntracker key {key} fingerprint {}\n",
+        tracker.local_addr(),
+        tracker.session_addr(),
+        key.fingerprint()
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, start.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
+    drop(out);
     let token = tracker.shutdown_token();
     tokio::select! {
         _ = hchat::shutdown_signal() => tracing::info!("stopping"),

@@ -114,6 +114,9 @@ pub struct Config {
     /// Send a QUIC PING this often on a quiet connection (none by default). A peer's session with its tracker
     /// uses it with a short idle timeout, so a tracker that died is noticed in seconds, not at a request's deadline.
     pub keep_alive: Option<Duration>,
+    /// Bidirectional streams the other side may have open at once ([`MAX_STREAMS`] by default). The tracker grants
+    /// more: each request is a stream, and a peer depositing for 50 members at once must not queue behind 8.
+    pub max_streams: u32,
 }
 
 impl Default for Config {
@@ -122,13 +125,14 @@ impl Default for Config {
             idle_timeout: IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             keep_alive: None,
+            max_streams: MAX_STREAMS,
         }
     }
 }
 
 fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .max_idle_timeout(Some(
             config

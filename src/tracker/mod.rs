@@ -298,6 +298,8 @@ impl Tracker {
 /// How often the hub looks at every subscriber's lists even if nothing was saved: a lease lapses by the clock,
 /// before the sweep saves its removal.
 const PUSH_RESYNC: Duration = Duration::from_secs(5);
+/// Requests (streams) one session may have in flight at once at the tracker; the router's own limits apply to each.
+pub const MAX_REQUESTS_PER_SESSION: u32 = 128;
 /// Sessions a tracker holds at once (a peer holds one to it).
 const MAX_SESSIONS: usize = 16_384;
 
@@ -309,6 +311,7 @@ fn bind_sessions(
 ) -> Result<Arc<crate::link::Endpoint>, StartError> {
     let link_config = crate::link::Config {
         max_connections: MAX_SESSIONS,
+        max_streams: MAX_REQUESTS_PER_SESSION,
         ..crate::link::Config::default()
     };
     let bind = |port: u16| {
