@@ -282,7 +282,7 @@ async fn an_oversize_or_malformed_request_gets_a_frame_error_and_the_tracker_kee
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limit_and_quotas_are_charged_to_the_sessions_address() {
+async fn the_rate_limit_is_charged_to_the_sessions_address_with_one_budget_for_http_and_session() {
     // The tracker listens on 127.0.0.1; a session from 127.0.0.2 is another host to it (as in attack_quotas.rs).
     let tracker = Tracker::start(TrackerConfig {
         limits: hchat::http::ServerLimits {
@@ -316,6 +316,61 @@ async fn the_rate_limit_and_quotas_are_charged_to_the_sessions_address() {
     let (_near, near) = session_to(&tracker, "127.0.0.1").await;
     for _ in 0..20 {
         assert_eq!(near.request(&get("/health")).await.unwrap().status, 200);
+    }
+    tracker.shutdown().await;
+}
+
+fn register(name: &str, ip: &str) -> Request {
+    let req = Identity::ephemeral().register_request(
+        &hchat::proto::PeerName::new(name).unwrap(),
+        ip.parse().unwrap(),
+        7000,
+    );
+    Request {
+        method: "POST".into(),
+        path: "/submit-info".into(),
+        headers: [("content-type".to_string(), "application/json".to_string())].into(),
+        body: serde_json::to_vec(&req).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_quota_is_charged_to_the_sessions_address_and_not_to_this_host() {
+    let quotas = hchat::tracker::quota::Quotas {
+        names_per_address_per_hour: 3,
+        ..Default::default()
+    };
+    let tracker = Tracker::start(TrackerConfig {
+        quotas,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_far, far) = session_to(&tracker, "127.0.0.2").await;
+    for i in 0..3 {
+        let resp = far
+            .request(&register(&format!("far{i}"), "127.0.0.2"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    }
+    let resp = far.request(&register("far3", "127.0.0.2")).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!((resp.status, code(&body)), (429, "name_quota"), "{body}");
+    // Another address (127.0.0.3) has its own share; this host (127.0.0.1) has no quota at all.
+    let (_other, other) = session_to(&tracker, "127.0.0.3").await;
+    let resp = other
+        .request(&register("other0", "127.0.0.3"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let (_near, near) = session_to(&tracker, "127.0.0.1").await;
+    for i in 0..5 {
+        let resp = near
+            .request(&register(&format!("near{i}"), "127.0.0.1"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     }
     tracker.shutdown().await;
 }
