@@ -211,9 +211,17 @@ fn presence_is_pushed_within_a_second_and_an_open_page_costs_few_tracker_request
 /// A tracker in this process and a session to it from a client of our own, speaking frames by hand.
 /// The endpoint is returned too: dropping it closes the session.
 async fn session_to(tracker: &Tracker, from: &str) -> (Arc<Endpoint>, Arc<hchat::link::Link>) {
+    session_as(tracker, from, Arc::new(Identity::ephemeral())).await
+}
+
+async fn session_as(
+    tracker: &Tracker,
+    from: &str,
+    id: Arc<Identity>,
+) -> (Arc<Endpoint>, Arc<hchat::link::Link>) {
     let me = Endpoint::bind(
         format!("{from}:0").parse().unwrap(),
-        Arc::new(Identity::ephemeral()),
+        id,
         Arc::new(hchat::link::NoInbox),
     )
     .unwrap();
@@ -372,5 +380,45 @@ async fn the_name_quota_is_charged_to_the_sessions_address_and_not_to_this_host(
             .unwrap();
         assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     }
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_acts_only_as_the_name_its_key_holds() {
+    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
+    let yan = Arc::new(Identity::ephemeral());
+    let name = hchat::proto::PeerName::new("yan").unwrap();
+    let (_own, own) = session_as(&tracker, "127.0.0.1", yan.clone()).await;
+    let mut reg = register("yan", "127.0.0.1");
+    reg.body = serde_json::to_vec(&yan.register_request(&name, "127.0.0.1".parse().unwrap(), 7000))
+        .unwrap();
+    assert_eq!(own.request(&reg).await.unwrap().status, 200);
+    // yan's signed request, relayed over somebody else's session: refused, though the signature holds.
+    let presence = |who: &Identity| {
+        let body = serde_json::to_vec(
+            &serde_json::json!({"name": "yan", "status": "away", "away": "lunch"}),
+        )
+        .unwrap();
+        Request {
+            method: "POST".into(),
+            path: "/presence".into(),
+            headers: [
+                (
+                    "hchat-auth".to_string(),
+                    who.auth_header(&name, "POST", "/presence", &body),
+                ),
+                ("content-type".to_string(), "application/json".to_string()),
+            ]
+            .into(),
+            body,
+        }
+    };
+    let (_eve, eve) = session_to(&tracker, "127.0.0.1").await;
+    let resp = eve.request(&presence(&yan)).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!((resp.status, code(&body)), (403, "forged_sender"), "{body}");
+    // On yan's own session it is taken.
+    let resp = own.request(&presence(&yan)).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     tracker.shutdown().await;
 }
