@@ -45,6 +45,10 @@ struct TrackerArgs {
     /// Port to bind; 0 picks a free one (printed as `listening on IP:PORT`).
     #[arg(long, env = "HCHAT_PORT", default_value_t = 9001)]
     port: u16,
+    /// UDP port for peers' sessions (QUIC) [default: the same number as --port]; 0 picks a free one (printed as
+    /// `sessions on IP:PORT/udp`).
+    #[arg(long, env = "HCHAT_QUIC_PORT")]
+    quic_port: Option<u16>,
     /// Seconds after its last heartbeat that a peer disappears from every list.
     #[arg(long, env = "HCHAT_PEER_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     peer_ttl: u64,
@@ -176,6 +180,11 @@ struct PeerArgs {
     /// The tracker's port.
     #[arg(long, env = "HCHAT_TRACKER_PORT", default_value_t = 9001)]
     tracker_port: u16,
+    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
+    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
+    /// dir's known_trackers).
+    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
+    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
     /// Channel to join at start and talk in (like typing #name first).
     #[arg(long, env = "HCHAT_JOIN")]
     join: Option<ChannelName>,
@@ -377,13 +386,26 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
         mailbox_limit: a.mailbox_limit as usize,
         quotas: a.quotas.quotas(),
         storage: a.data.storage("tracker"),
+        quic_port: a.quic_port,
         ..TrackerConfig::default()
     };
     config.limits = a.limits.server_limits();
     let tracker = Tracker::start(config)
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
-    println!("listening on {}", tracker.local_addr());
+    let key = tracker.public_key();
+    // One write of all three lines, and no panic if it fails: a parent that reads up to `listening on` and then
+    // closes the pipe (the benchmark does) must not kill the tracker (`print!` writes piece by piece and panics).
+    let start = format!(
+        "listening on {}\nsessions on {}/udp\ntracker key {key} fingerprint {}\n",
+        tracker.local_addr(),
+        tracker.session_addr(),
+        key.fingerprint()
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, start.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
+    drop(out);
     let token = tracker.shutdown_token();
     tokio::select! {
         _ = hchat::shutdown_signal() => tracing::info!("stopping"),
@@ -411,6 +433,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             limits: a.limits.server_limits(),
             storage,
             identity: None,
+            tracker_key: a.tracker_key,
         },
         Duration::from_secs(a.web_link_ttl),
     )

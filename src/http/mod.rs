@@ -18,6 +18,7 @@ pub use server::{
     Bound, ClientOrigin, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve,
     with_limits,
 };
+pub(crate) use server::{rate_limited, serve_sharing};
 
 /// How long our HTTP clients keep an idle pooled connection: shorter than the servers' idle timeout (10 s), so a
 /// client never reuses one the server is closing.

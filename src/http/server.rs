@@ -138,10 +138,22 @@ pub async fn serve(
     shutdown: CancellationToken,
     limits: ServerLimits,
 ) {
+    let limiter = Arc::new(RateLimiter::new(limits.rate_limit));
+    serve_sharing(listener, app, shutdown, limits, limiter).await
+}
+
+/// [`serve`] with a rate limiter shared with another way in to the same router (the tracker's sessions), so a
+/// client address has one budget however it asks.
+pub(crate) async fn serve_sharing(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+    limiter: Arc<RateLimiter>,
+) {
     let app = with_limits(app, limits.request_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = ClientConnections::new(limits.max_connections_per_client);
-    let limiter = Arc::new(RateLimiter::new(limits.rate_limit));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -379,7 +391,7 @@ impl hyper::body::Body for Tracked {
 }
 
 /// 429 `rate_limited`, with `Retry-After` in whole seconds (at least 1).
-fn rate_limited(remote: SocketAddr, per_second: u32, wait: Duration) -> Response {
+pub(crate) fn rate_limited(remote: SocketAddr, per_second: u32, wait: Duration) -> Response {
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut resp = ApiError::of(
         ErrorCode::RateLimited,

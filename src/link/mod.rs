@@ -12,6 +12,7 @@
 
 pub mod frame;
 pub(crate) mod pool;
+pub mod request;
 pub(crate) mod session;
 pub(crate) mod tls;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use frame::ErrorBody;
+pub use request::{Caller, PushStream, Request, RequestError, Response, Service};
 pub use session::{Inbox, Link, SendError};
 
 use crate::identity::{Identity, PublicKey};
@@ -90,6 +92,8 @@ pub struct Endpoint {
     pool: pool::Pool,
     /// Handshakes this endpoint completed as the listener.
     accepted: std::sync::atomic::AtomicUsize,
+    /// What answers request and push streams (the tracker's API); none: they are refused.
+    service: std::sync::OnceLock<Arc<dyn Service>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -107,6 +111,12 @@ impl std::fmt::Debug for Endpoint {
 pub struct Config {
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Send a QUIC PING this often on a quiet connection (none by default). A peer's session with its tracker
+    /// uses it with a short idle timeout, so a tracker that died is noticed in seconds, not at a request's deadline.
+    pub keep_alive: Option<Duration>,
+    /// Bidirectional streams the other side may have open at once ([`MAX_STREAMS`] by default). The tracker grants
+    /// more: each request is a stream, and a peer depositing for 50 members at once must not queue behind 8.
+    pub max_streams: u32,
 }
 
 impl Default for Config {
@@ -114,13 +124,15 @@ impl Default for Config {
         Config {
             idle_timeout: IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            keep_alive: None,
+            max_streams: MAX_STREAMS,
         }
     }
 }
 
 fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .max_idle_timeout(Some(
             config
@@ -128,7 +140,7 @@ fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
                 .try_into()
                 .expect("the idle timeout fits QUIC's"),
         ))
-        .keep_alive_interval(None);
+        .keep_alive_interval(config.keep_alive);
     Arc::new(t)
 }
 
@@ -164,6 +176,7 @@ impl Endpoint {
             transport,
             pool: pool::Pool::new(config.max_connections),
             accepted: Default::default(),
+            service: Default::default(),
         });
         tokio::spawn(accept_loop(quic, Arc::downgrade(&endpoint)));
         Ok(endpoint)
@@ -215,13 +228,32 @@ impl Endpoint {
         self.link(addr, expected).await?.send(msg).await
     }
 
+    /// Answers request and push streams with `service` from now on (once: a second call is ignored).
+    pub fn serve_requests(&self, service: Arc<dyn Service>) {
+        let _ = self.service.set(service);
+    }
+
     /// A new connection to `addr`, not pooled (the pool offers it; tests use it directly).
     pub async fn dial(
         self: &Arc<Self>,
         addr: SocketAddr,
         expected: PublicKey,
     ) -> Result<Arc<Link>, LinkError> {
-        let (tls, seen) = tls::client_config(&self.identity, expected)?;
+        self.dial_checked(addr, Some(expected)).await
+    }
+
+    /// A new connection to whatever key answers at `addr` (first contact, before a key is pinned: the caller
+    /// pins [`Link::remote_key`] or compares it). Not pooled.
+    pub async fn dial_any(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Link>, LinkError> {
+        self.dial_checked(addr, None).await
+    }
+
+    async fn dial_checked(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        wanted: Option<PublicKey>,
+    ) -> Result<Arc<Link>, LinkError> {
+        let (tls, seen) = tls::client_config(&self.identity, wanted)?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
         let mut config = quinn::ClientConfig::new(Arc::new(tls));
@@ -232,14 +264,14 @@ impl Endpoint {
             .map_err(|e| LinkError::Connect(addr, e))?;
         let wrong_key = |found| LinkError::WrongKey {
             addr,
-            expected,
+            expected: wanted.expect("only a dial for one key fails on a wrong key"),
             found,
         };
         let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
             Err(_) => return Err(LinkError::Timeout(addr)),
             Ok(Err(e)) => {
-                return Err(match seen.get() {
-                    Some(found) if *found != expected => wrong_key(Some(*found)),
+                return Err(match (seen.get(), wanted) {
+                    (Some(found), Some(expected)) if *found != expected => wrong_key(Some(*found)),
                     _ => LinkError::Handshake(addr, e),
                 });
             }
@@ -247,11 +279,22 @@ impl Endpoint {
         };
         // The verifier accepted only `expected`; checked again here so no later change can loosen it silently.
         let found = tls::peer_key(&conn);
-        if found != Some(expected) {
-            conn.close(CLOSE_NORMAL, b"wrong key");
-            return Err(wrong_key(found));
-        }
-        let link = Arc::new(Link::new(conn, expected, self.public_key()));
+        let remote = match (found, wanted) {
+            (Some(found), None) => found,
+            (Some(found), Some(expected)) if found == expected => found,
+            (None, None) => {
+                conn.close(CLOSE_NORMAL, b"no key");
+                return Err(LinkError::Handshake(
+                    addr,
+                    quinn::ConnectionError::LocallyClosed,
+                ));
+            }
+            _ => {
+                conn.close(CLOSE_NORMAL, b"wrong key");
+                return Err(wrong_key(found));
+            }
+        };
+        let link = Arc::new(Link::new(conn, remote, self.public_key()));
         tokio::spawn(serve_connection(link.clone(), Arc::downgrade(self)));
         Ok(link)
     }
@@ -328,14 +371,71 @@ async fn serve_connection(link: Arc<Link>, endpoint: std::sync::Weak<Endpoint>) 
     };
     while let Ok((send, recv)) = link.conn.accept_bi().await {
         link.touch();
-        tokio::spawn(session::serve_stream(
-            send,
-            recv,
-            link.remote_key(),
-            inbox.clone(),
-        ));
+        let service = endpoint.upgrade().and_then(|e| e.service.get().cloned());
+        tokio::spawn(dispatch(send, recv, link.clone(), inbox.clone(), service));
     }
     if let Some(e) = endpoint.upgrade() {
         e.pool.forget(&link);
+    }
+}
+
+/// Serves one stream the other side opened, by the type of its first frame: REQUEST and SUBSCRIBE go to the
+/// service (if this endpoint has one), anything else is a message stream.
+async fn dispatch(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    link: Arc<Link>,
+    inbox: Arc<dyn Inbox>,
+    service: Option<Arc<dyn Service>>,
+) {
+    let mut first = Vec::new();
+    while first.len() < frame::HEADER_LEN {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => first.extend_from_slice(&chunk.bytes),
+            _ => return,
+        }
+    }
+    let caller = Caller {
+        key: link.remote_key(),
+        addr: link.remote_address(),
+        local_ip: link.conn.local_ip(),
+    };
+    match (first[4], service) {
+        (request::TYPE_REQUEST, Some(s)) => {
+            request::serve_request(send, recv, first, caller, &*s).await
+        }
+        (request::TYPE_SUBSCRIBE, Some(s)) => {
+            request::serve_subscription(send, recv, first, caller, &*s).await
+        }
+        _ => session::serve_stream(send, recv, link.remote_key(), inbox, first).await,
+    }
+}
+
+/// An inbox that refuses every message (`wrong_recipient`) and knows no names: for an endpoint that carries only
+/// requests and pushes (the tracker's, and a peer's endpoint for its tracker).
+pub struct NoInbox;
+
+impl Inbox for NoInbox {
+    fn key_of<'a>(
+        &'a self,
+        _: &'a crate::proto::PeerName,
+    ) -> futures_util::future::BoxFuture<'a, Option<PublicKey>> {
+        Box::pin(async { None })
+    }
+    fn deliver(
+        &self,
+        _: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> futures_util::future::BoxFuture<'_, Vec<Result<(), ErrorBody>>> {
+        let n = batch.len();
+        Box::pin(async move {
+            vec![
+                Err(ErrorBody::new(
+                    crate::proto::ErrorCode::WrongRecipient,
+                    "this endpoint takes no chat messages",
+                ));
+                n
+            ]
+        })
     }
 }

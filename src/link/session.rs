@@ -262,11 +262,19 @@ pub(super) async fn serve_stream(
     mut recv: quinn::RecvStream,
     remote: PublicKey,
     inbox: Arc<dyn Inbox>,
+    first: Vec<u8>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
-    while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
-        buf.extend_from_slice(&chunk.bytes);
+    let mut pending = Some(first);
+    loop {
+        match pending.take() {
+            Some(bytes) => buf.extend_from_slice(&bytes),
+            None => match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                _ => break,
+            },
+        }
         let mut batch = Vec::new();
         let mut at = 0;
         let mut too_large = None;

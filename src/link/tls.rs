@@ -91,11 +91,12 @@ pub(crate) fn server_config(identity: &Arc<Identity>) -> Result<rustls::ServerCo
 /// What the dialler's verifier saw: the key the server presented, once it has (set whether accepted or not).
 pub(crate) type Seen = Arc<std::sync::OnceLock<PublicKey>>;
 
-/// The dialler's TLS config for one dial: presents `identity`, accepts only `expected`. The returned cell
+/// The dialler's TLS config for one dial: presents `identity`, accepts only `expected` (`None`: any well-formed
+/// key, for a first contact whose key the caller pins). The returned cell
 /// receives the key the server presented, so a refused handshake can say which key answered.
 pub(crate) fn client_config(
     identity: &Arc<Identity>,
-    expected: PublicKey,
+    expected: Option<PublicKey>,
 ) -> Result<(rustls::ClientConfig, Seen), TlsError> {
     let seen = Seen::default();
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
@@ -123,7 +124,7 @@ pub(super) fn client_config_without_key(expected: PublicKey) -> rustls::ClientCo
         .expect("TLS 1.3 is supported")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ExpectedServer {
-            expected,
+            expected: Some(expected),
             seen: Seen::default(),
         }))
         .with_no_client_auth();
@@ -155,7 +156,7 @@ fn verify_signature(
 /// The dialler's check: the server's raw public key is exactly the expected one.
 #[derive(Debug)]
 struct ExpectedServer {
-    expected: PublicKey,
+    expected: Option<PublicKey>,
     seen: Seen,
 }
 
@@ -174,7 +175,7 @@ impl ServerCertVerifier for ExpectedServer {
         let key = key_of_spki(end_entity.as_ref())
             .ok_or(TlsError::InvalidCertificate(CertificateError::BadEncoding))?;
         let _ = self.seen.set(key);
-        if key != self.expected {
+        if self.expected.is_some_and(|e| e != key) {
             return Err(TlsError::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ));

@@ -12,6 +12,7 @@ pub(crate) mod delivery;
 mod directory;
 pub mod events;
 pub(crate) mod inbox;
+pub mod known_trackers;
 mod lease;
 mod outbox;
 pub(crate) mod presence;
@@ -67,6 +68,8 @@ pub struct PeerConfig {
     /// The key to act with, instead of the data dir's `identity.key` (or, in memory, a new one each start): lets
     /// an in-process peer keep its name across restarts.
     pub identity: Option<Arc<Identity>>,
+    /// The tracker's key, as `--tracker-key` gives it; `None`: pinned on first contact (`known_trackers`).
+    pub tracker_key: Option<known_trackers::TrackerKey>,
 }
 
 impl PeerConfig {
@@ -83,6 +86,7 @@ impl PeerConfig {
             limits: ServerLimits::default(),
             storage: Storage::Memory,
             identity: None,
+            tracker_key: None,
         }
     }
 }
@@ -312,7 +316,13 @@ impl Node {
             .token
             .clone()
             .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-        let tracker = TrackerClient::new(config.tracker, config.name.clone(), identity.clone());
+        let data_dir = match &config.storage {
+            Storage::Dir(dir) => Some(dir.as_path()),
+            Storage::Memory => None,
+        };
+        let known = known_trackers::KnownTrackers::new(data_dir, config.tracker_key.clone());
+        let tracker =
+            TrackerClient::new(config.tracker, config.name.clone(), identity.clone(), known);
         Node {
             inner: Arc::new(Inner {
                 me: config.name.clone(),

@@ -3,8 +3,10 @@
 //!
 //! The tracker lists a channel's *live* members only. A member that drops out of that list is looked up once: if
 //! the tracker still knows the peer, it left the channel and is removed; if not, its lease lapsed (it quit or
-//! died) and it stays listed as offline until it comes back or this node leaves the channel. The refresh runs
-//! every [`PRESENCE_EVERY`] while at least one page watches the event stream; a CLI-only node asks nothing.
+//! died) and it stays listed as offline until it comes back or this node leaves the channel. While at least one
+//! page watches the event stream, the node subscribes to the tracker's pushes over its session (each push is a
+//! channel's live members) and refreshes everything only every [`PRESENCE_RESYNC`]; a tracker without sessions is
+//! asked every [`PRESENCE_EVERY`] instead. A CLI-only node asks nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,8 +21,12 @@ use super::{Node, NodeError};
 use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, PeerStatus, Role};
 use crate::sync::lock;
 
-/// How often the members of joined channels are refreshed while a page watches.
+/// How often the members of joined channels are refreshed while a page watches, when the tracker pushes nothing
+/// (a tracker without sessions); with pushes, how long the node waits before subscribing again after the push
+/// stream ended.
 pub(crate) const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// With pushes: a full refresh this often all the same (a safety net; pushes carry every change).
+pub(crate) const PRESENCE_RESYNC: Duration = Duration::from_secs(30);
 /// Offline members remembered per channel; the oldest-named beyond it are forgotten.
 pub(crate) const OFFLINE_MEMBERS_KEPT: usize = 1000;
 
@@ -155,8 +161,7 @@ impl Node {
         if !self.is_joined(channel) {
             return Err(NodeError::NotJoined(channel.clone()));
         }
-        let presence = &self.inner.presence;
-        let _one_at_a_time = presence.refreshing.lock().await;
+        let _one_at_a_time = self.inner.presence.refreshing.lock().await;
         let live = match self.inner.tracker.members(channel).await {
             Ok(peers) => peers,
             Err(TrackerError::Refused {
@@ -165,6 +170,17 @@ impl Node {
             }) => vec![],
             Err(e) => return Err(e.into()),
         };
+        self.apply_members(channel, live).await
+    }
+
+    /// Takes `live` as the channel's live members (from an answer or a push), looks up the ones that vanished,
+    /// and publishes a presence event if anything changed. The caller holds `refreshing`.
+    async fn apply_members(
+        &self,
+        channel: &ChannelName,
+        live: Vec<PeerInfo>,
+    ) -> Result<MemberList, NodeError> {
+        let presence = &self.inner.presence;
         let before = lock(&presence.channels)
             .get(channel)
             .cloned()
@@ -205,12 +221,39 @@ impl Node {
         })
     }
 
+    /// A push from the tracker (docs/SESSIONS.md, 11): a channel's live members, as `/get-list` would answer.
+    async fn apply_push(&self, item: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Push {
+            kind: String,
+            channel: Option<ChannelName>,
+            #[serde(default)]
+            peers: Vec<PeerInfo>,
+        }
+        let push: Push = match serde_json::from_slice(item) {
+            Ok(p) => p,
+            Err(e) => return tracing::debug!("a push that does not parse, ignored: {e}"),
+        };
+        let (true, Some(channel)) = (push.kind == "members", push.channel) else {
+            return tracing::debug!(kind = %push.kind, "a push of a kind not known here, ignored");
+        };
+        if !self.is_joined(&channel) {
+            return;
+        }
+        let _one_at_a_time = self.inner.presence.refreshing.lock().await;
+        if let Err(e) = self.apply_members(&channel, push.peers).await {
+            tracing::debug!(peer = %self.name(), %channel, "pushed presence not applied: {e}");
+        }
+    }
+
     /// Forgets a channel's members (on leave).
     pub(super) fn forget_members(&self, channel: &ChannelName) {
         lock(&self.inner.presence.channels).remove(channel);
     }
 
-    /// Refreshes every joined channel's members every [`PRESENCE_EVERY`] while a page watches.
+    /// Keeps presence fresh while a page watches: from the tracker's pushes over the session, with a full
+    /// refresh every [`PRESENCE_RESYNC`]; from a refresh every [`PRESENCE_EVERY`] if the tracker pushes nothing
+    /// (it offers no session).
     pub(super) async fn keep_presence(self) {
         let presence = self.inner.presence.clone();
         let stop = self.inner.shutdown.clone();
@@ -221,14 +264,47 @@ impl Node {
                     _ = stop.cancelled() => return,
                 }
             }
-            for channel in self.joined() {
-                if let Err(e) = self.channel_members(&channel).await {
-                    tracing::debug!(peer = %self.name(), %channel, "presence not refreshed: {e}");
+            match self.inner.tracker.subscribe().await {
+                Ok(Some(mut pushes)) => {
+                    let mut resync = tokio::time::interval_at(
+                        tokio::time::Instant::now() + PRESENCE_RESYNC,
+                        PRESENCE_RESYNC,
+                    );
+                    loop {
+                        tokio::select! {
+                            item = pushes.next() => match item {
+                                Ok(Some(item)) => self.apply_push(&item).await,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::debug!(peer = %self.name(), "push stream: {e}");
+                                    break;
+                                }
+                            },
+                            _ = resync.tick() => {
+                                if presence.watchers.load(Ordering::SeqCst) == 0 {
+                                    break;
+                                }
+                                self.refresh_all_members().await;
+                            }
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                    // The session ended (tracker restarted, or idle): subscribe again, after a breath.
                 }
+                Ok(None) => self.refresh_all_members().await,
+                Err(e) => tracing::debug!(peer = %self.name(), "no push stream: {e}"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(PRESENCE_EVERY) => {}
                 _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn refresh_all_members(&self) {
+        for channel in self.joined() {
+            if let Err(e) = self.channel_members(&channel).await {
+                tracing::debug!(peer = %self.name(), %channel, "presence not refreshed: {e}");
             }
         }
     }

@@ -54,6 +54,9 @@ impl From<NodeError> for ApiError {
             NodeError::Tracker(TrackerError::BadAnswer(_)) => {
                 ApiError::of(ErrorCode::TrackerError, msg)
             }
+            NodeError::Tracker(TrackerError::Untrusted(_)) => {
+                ApiError::of(ErrorCode::TrackerUntrusted, msg)
+            }
             // This node could not save (its disk is full, its database failed): nothing was kept, try again.
             NodeError::Store(_) => ApiError::of(ErrorCode::StoreFailed, msg),
             NodeError::Bind(..) | NodeError::NoAdvertiseAddress(_) | NodeError::Identity(_) => {
@@ -164,12 +167,22 @@ async fn channel_history_serve(
 struct NodeHealth {
     ok: bool,
     name: PeerName,
+    /// Requests this node has sent its tracker since start, by way (docs/PROTOCOL.md, `GET /health` of a peer).
+    tracker_requests: TrackerRequests,
+}
+
+#[derive(Serialize)]
+struct TrackerRequests {
+    session: u64,
+    http: u64,
 }
 
 async fn health(State(node): State<Node>) -> Json<NodeHealth> {
+    let (session, http) = node.inner.tracker.requests_sent();
     Json(NodeHealth {
         ok: true,
         name: node.name().clone(),
+        tracker_requests: TrackerRequests { session, http },
     })
 }
 

@@ -2,14 +2,19 @@
 //! tell "the tracker is down" apart from "the tracker said no". Every request that acts as this peer is signed
 //! with its identity (the `Hchat-Auth` header; the registration carries its own signature).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::known_trackers::KnownTrackers;
 use crate::identity::{AUTH_HEADER, Identity, SealedMail};
+use crate::link::{self, Endpoint, Link, RequestError};
 use crate::proto::*;
+use crate::sync::lock;
 
 /// What went wrong talking to the tracker.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,6 +29,10 @@ pub enum TrackerError {
     },
     #[error("the tracker sent an answer this peer does not understand: {0}")]
     BadAnswer(String),
+    /// The tracker did not prove the key this peer trusts (pinned, or `--tracker-key`): nothing is sent to it.
+    /// The text is the one line for the user.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl TrackerError {
@@ -49,16 +58,47 @@ impl TrackerError {
 #[derive(Debug, Clone)]
 pub(crate) struct TrackerClient {
     base: String,
+    tracker: SocketAddr,
     http: reqwest::Client,
     me: PeerName,
     identity: Arc<Identity>,
+    session: Arc<Session>,
+}
+
+/// This peer's session with the tracker: the endpoint it dials from, the live link, and the pins.
+#[derive(Debug)]
+struct Session {
+    endpoint: std::sync::OnceLock<Arc<Endpoint>>,
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    known: KnownTrackers,
+    /// Until when plain HTTP is used without asking again (the tracker offered no session).
+    http_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Requests sent over the session, and over HTTP (for tests and the record).
+    over_session: AtomicU64,
+    over_http: AtomicU64,
+}
+
+/// The session with the tracker closes after this long without a packet: a tracker that died (and so sends no
+/// reset) is noticed this soon, and a request waits no longer for it.
+const SESSION_IDLE: Duration = Duration::from_secs(3);
+/// A QUIC PING this often keeps a quiet session open (a packet, not a request: the tracker does no work for it).
+const SESSION_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A tracker without sessions is asked again after this long.
+const HTTP_ONLY_FOR: Duration = Duration::from_secs(60);
+
+/// One answer, whichever way it came.
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Vec<u8>,
 }
 
 impl TrackerClient {
     pub(crate) fn new(
-        tracker: std::net::SocketAddr,
+        tracker: SocketAddr,
         me: PeerName,
         identity: Arc<Identity>,
+        known: KnownTrackers,
     ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -70,9 +110,18 @@ impl TrackerClient {
             .expect("a plain HTTP client always builds");
         Self {
             base: format!("http://{tracker}"),
+            tracker,
             http,
             me,
             identity,
+            session: Arc::new(Session {
+                endpoint: Default::default(),
+                link: Default::default(),
+                known,
+                http_until: Default::default(),
+                over_session: AtomicU64::new(0),
+                over_http: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -80,29 +129,231 @@ impl TrackerClient {
         &self.base
     }
 
-    async fn answer<T: DeserializeOwned>(
+    /// Requests sent so far over the session and over plain HTTP.
+    pub(crate) fn requests_sent(&self) -> (u64, u64) {
+        (
+            self.session.over_session.load(Ordering::Relaxed),
+            self.session.over_http.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The live session with the tracker, dialled if there is none; `None`: the tracker offers none (plain HTTP).
+    /// A pinned tracker must offer one and prove the pinned key.
+    pub(crate) async fn link(&self) -> Result<Option<Arc<Link>>, TrackerError> {
+        let mut held = self.session.link.lock().await;
+        if let Some(link) = held.as_ref().filter(|l| !l.is_closed()) {
+            return Ok(Some(link.clone()));
+        }
+        *held = None;
+        let required = self.session.known.requires_session(self.tracker);
+        if required.is_none()
+            && lock(&self.session.http_until).is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return Ok(None);
+        }
+        let unreachable = |e: String| TrackerError::Unreachable(self.base.clone(), e);
+        let health: Health = {
+            let r = self.http.get(format!("{}/health", self.base)).send().await;
+            let a = self.http_answer(r).await?;
+            serde_json::from_slice(&a.body).map_err(|e| TrackerError::BadAnswer(e.to_string()))?
+        };
+        let Some(offer) = health.session else {
+            if let Some(why) = required {
+                return Err(TrackerError::Untrusted(format!(
+                    "tracker {} offers no session, but {why}; this peer talks to it only over a session with that key",
+                    self.tracker
+                )));
+            }
+            *lock(&self.session.http_until) = Some(std::time::Instant::now() + HTTP_ONLY_FOR);
+            return Ok(None);
+        };
+        let endpoint = self.endpoint()?;
+        let addr = SocketAddr::new(self.tracker.ip(), offer.port);
+        let link = endpoint
+            .dial_any(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if let Err(line) = self.session.known.check(self.tracker, &link.remote_key()) {
+            link.close();
+            return Err(TrackerError::Untrusted(line));
+        }
+        *held = Some(link.clone());
+        Ok(Some(link))
+    }
+
+    fn endpoint(&self) -> Result<Arc<Endpoint>, TrackerError> {
+        if let Some(e) = self.session.endpoint.get() {
+            return Ok(e.clone());
+        }
+        let any: std::net::IpAddr = if self.tracker.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let e = Endpoint::bind_with(
+            SocketAddr::new(any, 0),
+            self.identity.clone(),
+            Arc::new(link::NoInbox),
+            link::Config {
+                idle_timeout: SESSION_IDLE,
+                keep_alive: Some(SESSION_KEEP_ALIVE),
+                ..link::Config::default()
+            },
+        )
+        .map_err(|e| TrackerError::Unreachable(self.base.clone(), e.to_string()))?;
+        Ok(self.session.endpoint.get_or_init(|| e).clone())
+    }
+
+    async fn http_answer(
         &self,
         resp: Result<reqwest::Response, reqwest::Error>,
-    ) -> Result<T, TrackerError> {
+    ) -> Result<Answer, TrackerError> {
         let resp =
             resp.map_err(|e| TrackerError::Unreachable(self.base.clone(), root_cause(&e)))?;
-        let status = resp.status();
-        let bytes = resp
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body = resp
             .bytes()
             .await
-            .map_err(|e| TrackerError::Unreachable(self.base.clone(), root_cause(&e)))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
+            .map_err(|e| TrackerError::Unreachable(self.base.clone(), root_cause(&e)))?
+            .to_vec();
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn answer<T: DeserializeOwned>(&self, a: Answer) -> Result<T, TrackerError> {
+        if (200..300).contains(&a.status) {
+            return serde_json::from_slice(&a.body)
                 .map_err(|e| TrackerError::BadAnswer(e.to_string()));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
+        match serde_json::from_slice::<ErrorBody>(&a.body) {
             Ok(b) => Err(TrackerError::Refused {
-                status: status.as_u16(),
+                status: a.status,
                 code: ErrorCode::parse(&b.error.code),
                 message: b.error.message,
             }),
-            Err(_) => Err(TrackerError::BadAnswer(format!("status {status}"))),
+            Err(_) => Err(TrackerError::BadAnswer(format!("status {}", a.status))),
         }
+    }
+
+    /// One request, over the session if there is one, else over HTTP; `signed` adds a fresh `Hchat-Auth`.
+    async fn once(
+        &self,
+        method: &'static str,
+        path: &str,
+        signed: bool,
+        body: Option<&[u8]>,
+    ) -> Result<Answer, TrackerError> {
+        let auth = signed.then(|| {
+            self.identity
+                .auth_header(&self.me, method, path, body.unwrap_or(b""))
+        });
+        for attempt in 0..2 {
+            let Some(link) = self.link().await? else {
+                break;
+            };
+            let mut headers = std::collections::BTreeMap::new();
+            if let Some(a) = &auth {
+                headers.insert(AUTH_HEADER.to_ascii_lowercase(), a.clone());
+            }
+            if body.is_some() {
+                headers.insert("content-type".into(), "application/json".into());
+            }
+            let req = link::Request {
+                method: method.into(),
+                path: path.into(),
+                headers,
+                body: body.unwrap_or_default().to_vec(),
+            };
+            self.session.over_session.fetch_add(1, Ordering::Relaxed);
+            match link.request(&req).await {
+                Ok(r) => {
+                    return Ok(Answer {
+                        status: r.status,
+                        retry_after: r.headers.get("retry-after").and_then(|v| v.parse().ok()),
+                        body: r.body,
+                    });
+                }
+                Err(RequestError::Refused(e)) => {
+                    return Err(TrackerError::Refused {
+                        status: ErrorCode::parse(&e.code).status(),
+                        code: ErrorCode::parse(&e.code),
+                        message: e.message,
+                    });
+                }
+                // The session ended under the request (the tracker restarted): once more on a new one.
+                Err(RequestError::Lost) if attempt == 0 => {
+                    *self.session.link.lock().await = None;
+                    link.close();
+                }
+                Err(e) => {
+                    *self.session.link.lock().await = None;
+                    return Err(TrackerError::Unreachable(self.base.clone(), e.to_string()));
+                }
+            }
+        }
+        self.session.over_http.fetch_add(1, Ordering::Relaxed);
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(a) = auth {
+            req = req.header(AUTH_HEADER, a);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
+        }
+        let r = req.send().await;
+        self.http_answer(r).await
+    }
+
+    /// [`Self::once`], waiting out a 429 as its `Retry-After` says, up to [`RATE_LIMIT_RETRIES`] times: a burst
+    /// (rejoining every channel after a tracker restart, a script sending fast) is slowed down rather than failed.
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        signed: bool,
+        body: Option<&[u8]>,
+    ) -> Result<T, TrackerError> {
+        let mut tries = 0;
+        loop {
+            let a = self.once(method, path, signed, body).await?;
+            tries += 1;
+            if a.status != 429 || tries > RATE_LIMIT_RETRIES {
+                return self.answer(a);
+            }
+            match a.retry_after.map(Duration::from_secs) {
+                Some(w) if w <= RATE_LIMIT_LONGEST_WAIT => {
+                    tracing::debug!("the tracker asks to slow down; again in {w:?}");
+                    tokio::time::sleep(w).await;
+                }
+                _ => return self.answer(a),
+            }
+        }
+    }
+
+    /// Subscribes to the tracker's pushes over the session; `None` if the tracker offers no session.
+    pub(crate) async fn subscribe(&self) -> Result<Option<link::PushStream>, TrackerError> {
+        let Some(link) = self.link().await? else {
+            return Ok(None);
+        };
+        let payload =
+            serde_json::to_vec(&serde_json::json!({ "name": self.me })).expect("serializes");
+        self.session.over_session.fetch_add(1, Ordering::Relaxed);
+        link.subscribe(&payload)
+            .await
+            .map(Some)
+            .map_err(|e| TrackerError::Unreachable(self.base.clone(), e.to_string()))
     }
 
     /// A POST signed as this peer.
@@ -112,33 +363,16 @@ impl TrackerClient {
         body: &B,
     ) -> Result<T, TrackerError> {
         let bytes = serde_json::to_vec(body).expect("a request always serializes");
-        let auth = self.identity.auth_header(&self.me, "POST", path, &bytes);
-        let r = send_within_rate(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(AUTH_HEADER, auth)
-                .body(bytes),
-        )
-        .await;
-        self.answer(r).await
+        self.exchange("POST", path, true, Some(&bytes)).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        let r = send_within_rate(self.http.get(format!("{}{path}", self.base))).await;
-        self.answer(r).await
+        self.exchange("GET", path, false, None).await
     }
 
     /// A GET signed as this peer: for answers that depend on who asks (a non-open channel's members).
     async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        let auth = self.identity.auth_header(&self.me, "GET", path, b"");
-        let r = send_within_rate(
-            self.http
-                .get(format!("{}{path}", self.base))
-                .header(AUTH_HEADER, auth),
-        )
-        .await;
-        self.answer(r).await
+        self.exchange("GET", path, true, None).await
     }
 
     /// Registers (or renews) this peer at `addr`, with a fresh signed proof of its key.
@@ -149,13 +383,9 @@ impl TrackerClient {
         let req = self
             .identity
             .register_request(&self.me, addr.ip(), addr.port());
-        let r = send_within_rate(
-            self.http
-                .post(format!("{}/submit-info", self.base))
-                .json(&req),
-        )
-        .await;
-        self.answer(r).await
+        let bytes = serde_json::to_vec(&req).expect("a request always serializes");
+        self.exchange("POST", "/submit-info", false, Some(&bytes))
+            .await
     }
 
     /// The key the tracker binds `name` to, online or not.
@@ -365,33 +595,6 @@ impl TrackerClient {
 const RATE_LIMIT_RETRIES: usize = 3;
 /// The longest `Retry-After` waited for; a longer one is reported to the user instead.
 const RATE_LIMIT_LONGEST_WAIT: Duration = Duration::from_secs(2);
-
-/// Sends `req`, waiting out a 429 as its `Retry-After` says, up to [`RATE_LIMIT_RETRIES`] times: a burst (rejoining
-/// every channel after a tracker restart, a script sending fast) is slowed down rather than failed.
-async fn send_within_rate(
-    req: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, reqwest::Error> {
-    for _ in 0..RATE_LIMIT_RETRIES {
-        let Some(again) = req.try_clone() else { break };
-        let resp = again.send().await?;
-        if resp.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Ok(resp);
-        }
-        let wait = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        match wait {
-            Some(w) if w <= RATE_LIMIT_LONGEST_WAIT => {
-                tracing::debug!("the tracker asks to slow down; again in {w:?}");
-                tokio::time::sleep(w).await;
-            }
-            _ => return Ok(resp),
-        }
-    }
-    req.send().await
-}
 
 /// The innermost cause of a client error ("connection refused"), which is what a user can act on.
 pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -116,6 +116,7 @@ error_codes! {
     NotDelivered = "not_delivered", 502;
     TrackerUnreachable = "tracker_unreachable", 503;
     TrackerError = "tracker_error", 502;
+    TrackerUntrusted = "tracker_untrusted", 502;
     // Sessions (docs/SESSIONS.md): errors about a frame, sent as an ERROR frame; the status is the HTTP equivalent.
     BadFrame = "bad_frame", 400;
     UnknownFrameType = "unknown_frame_type", 400;

@@ -350,6 +350,23 @@ pub struct Health {
     /// Leases that have lapsed (left out of every answer) but are still held until the next sweep removes them.
     #[serde(default)]
     pub stale: usize,
+    /// Where and with which key the tracker takes sessions, and how much they are used; absent from a tracker
+    /// without sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionHealth>,
+}
+
+/// The `session` part of `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionHealth {
+    /// The UDP port sessions are accepted on (at the tracker's IP).
+    pub port: u16,
+    /// The tracker's key (what its sessions prove; base64url, as every key).
+    pub key: PublicKey,
+    /// Requests answered over sessions since start.
+    pub requests: u64,
+    /// Peers subscribed to pushes now.
+    pub subscribers: usize,
 }
 
 /// The body of every refusal: `{"error":{"code","message"}}`.

@@ -14,8 +14,10 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use super::sessions::SessionKey;
 use crate::http::{ApiError, parse_json, read_body};
 use crate::identity::{AUTH_HEADER, AuthError, AuthHeader, check_window};
+use crate::proto::ErrorCode;
 use crate::proto::{
     AckRequest, ChannelModeRequest, ChannelPeerRequest, ChannelRoleRequest, DepositRequest,
     FetchRequest, LookupRequest, MembershipRequest, PeerName, PeerRequest, PresenceRequest, now_ms,
@@ -92,9 +94,10 @@ where
         let method = req.method().as_str().to_owned();
         let target = path_and_query(req.uri());
         let headers = req.headers().clone();
+        let session = req.extensions().get::<SessionKey>().copied();
         let bytes = read_body(req, shared).await?;
         let body: T = parse_json(&bytes)?;
-        let caller = authenticate(shared, &headers, &method, &target, &bytes)?;
+        let caller = authenticate(shared, &headers, &method, &target, &bytes, session)?;
         if let Some(actor) = body.actor()
             && actor != &caller
         {
@@ -119,8 +122,16 @@ impl FromRequestParts<Arc<Shared>> for Caller {
             return Ok(Caller(None));
         }
         let target = path_and_query(&parts.uri);
-        authenticate(shared, &parts.headers, parts.method.as_str(), &target, b"")
-            .map(|n| Caller(Some(n)))
+        let session = parts.extensions.get::<SessionKey>().copied();
+        authenticate(
+            shared,
+            &parts.headers,
+            parts.method.as_str(),
+            &target,
+            b"",
+            session,
+        )
+        .map(|n| Caller(Some(n)))
     }
 }
 
@@ -129,13 +140,15 @@ fn path_and_query(uri: &axum::http::Uri) -> String {
         .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
 }
 
-/// Checks the `Hchat-Auth` header of a request; the signer's name when it holds.
+/// Checks the `Hchat-Auth` header of a request; the signer's name when it holds. Over a session, the signer must
+/// also be the session's key: a session acts only as the name its handshake proved (403 `forged_sender`).
 fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     method: &str,
     target: &str,
     body: &[u8],
+    session: Option<SessionKey>,
 ) -> Result<PeerName, ApiError> {
     let value = headers
         .get(AUTH_HEADER)
@@ -149,6 +162,17 @@ fn authenticate(
         .read(|st| st.identities.key_of(&header.name))
         .ok_or_else(|| AuthError::UnknownIdentity(header.name.clone()))?;
     header.verify(&key, method, target, body, now)?;
+    if let Some(SessionKey(proved)) = session
+        && proved != key
+    {
+        return Err(ApiError::of(
+            ErrorCode::ForgedSender,
+            format!(
+                "this session is authenticated as another key than {}'s",
+                header.name
+            ),
+        ));
+    }
     shared.admit(&header.name, header.nonce, now)?;
     Ok(header.name)
 }

@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod quota;
 pub(crate) mod registry;
 pub(crate) mod routes;
+pub mod sessions;
 pub(crate) mod sqlite_store;
 mod state;
 pub(crate) mod store;
@@ -30,8 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve};
-use crate::identity::{AuthError, Nonce, ReplayGuard};
+use crate::http::rate_limit::RateLimiter;
+use crate::http::{ApiError, ServerLimits, bind_with_fallback, serve_sharing, with_limits};
+use crate::identity::{AuthError, Identity, Nonce, ReplayGuard};
 use crate::proto::PeerName;
 use crate::storage::{self, Storage};
 use errors::SaveError;
@@ -52,6 +54,11 @@ pub struct TrackerConfig {
     pub storage: Storage,
     /// What one identity and one address may hold, and how long unused things are kept.
     pub quotas: quota::Quotas,
+    /// The UDP port for sessions: `None` is the HTTP port's number (if that is taken and the HTTP port was picked
+    /// by the system, any free one); `Some(0)` any free one.
+    pub quic_port: Option<u16>,
+    /// The key to listen with, instead of the data dir's `identity.key` (or, in memory, a new one each start).
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl Default for TrackerConfig {
@@ -64,6 +71,8 @@ impl Default for TrackerConfig {
             mailbox_limit: mailbox::DEFAULT_MAILBOX_LIMIT as usize,
             storage: Storage::Memory,
             quotas: quota::Quotas::default(),
+            quic_port: None,
+            identity: None,
         }
     }
 }
@@ -75,6 +84,10 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot listen for sessions on UDP {0}: {1}")]
+    Sessions(SocketAddr, Box<crate::link::LinkError>),
 }
 
 /// A batch of changes for the store, and where to say whether it was saved.
@@ -86,6 +99,9 @@ pub struct Shared {
     log: mpsc::Sender<Record>,
     /// Nonces of signed requests seen within the window; apart from the state so a check does not wait for it.
     replay: Mutex<ReplayGuard>,
+    /// Who subscribed to pushes, and the signal that presence may have changed.
+    pub(crate) hub: sessions::Hub,
+    pub(crate) sessions: sessions::SessionStats,
 }
 
 impl Shared {
@@ -106,6 +122,8 @@ impl Shared {
             state: Mutex::new(state),
             log,
             replay: Mutex::default(),
+            hub: Default::default(),
+            sessions: Default::default(),
         }))
     }
 
@@ -137,19 +155,25 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut TrackerState) -> Result<(R, Vec<Change>), E>,
     ) -> Result<R, ApiError> {
-        let (result, saved) = {
+        let (result, saved, pushed) = {
             let permit = self.log.try_reserve().map_err(|_| SaveError::Busy)?;
             let mut state = self.lock();
             let (result, changes) = f(&mut state).map_err(Into::into)?;
             if changes.is_empty() {
                 return Ok(result);
             }
+            let pushed = changes.iter().any(sessions::affects_presence);
             let (done, saved) = oneshot::channel();
             permit.send((changes, done));
-            (result, saved)
+            (result, saved, pushed)
         };
         match saved.await {
-            Ok(Ok(())) => Ok(result),
+            Ok(Ok(())) => {
+                if pushed {
+                    self.hub.poke();
+                }
+                Ok(result)
+            }
             Ok(Err(e)) => Err(SaveError::Failed(e).into()),
             Err(_) => Err(SaveError::Stopping.into()),
         }
@@ -159,6 +183,7 @@ impl Shared {
 /// A running tracker.
 pub struct Tracker {
     local_addr: SocketAddr,
+    endpoint: Arc<crate::link::Endpoint>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -178,22 +203,63 @@ impl Tracker {
         })
         .await
         .map_err(|e| StoreError(e.to_string()))??;
+        let identity = match (&config.identity, &config.storage) {
+            (Some(id), _) => id.clone(),
+            (None, Storage::Dir(dir)) => {
+                let dir = dir.clone();
+                Arc::new(
+                    tokio::task::spawn_blocking(move || Identity::load_or_create(&dir))
+                        .await
+                        .map_err(|e| StoreError(e.to_string()))??,
+                )
+            }
+            (None, Storage::Memory) => Arc::new(Identity::ephemeral()),
+        };
         let bound = bind_with_fallback(config.ip, config.port).await?;
+        let endpoint = bind_sessions(&config, bound.local_addr, identity)?;
         let shared = Shared::start(store, state)?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(
+        let limiter = Arc::new(RateLimiter::new(config.limits.rate_limit));
+        let _ = shared
+            .sessions
+            .listening
+            .set((endpoint.local_addr().port(), endpoint.public_key()));
+        endpoint.serve_requests(Arc::new(sessions::Sessions::new(
+            with_limits(routes::app(shared.clone()), config.limits.request_timeout),
+            limiter.clone(),
+            config.limits.rate_limit.per_second,
+            shared.clone(),
+        )));
+        let server = tokio::spawn(serve_sharing(
             bound.listener,
             routes::app(shared.clone()),
             shutdown.clone(),
             config.limits,
+            limiter,
         ));
         let watcher = tokio::spawn(watch_store(shared.log.clone(), shutdown.clone()));
+        let hub = tokio::spawn(sessions::Hub::run(
+            shared.clone(),
+            shutdown.clone(),
+            PUSH_RESYNC,
+        ));
         let sweeper = tokio::spawn(sweep(shared, config.peer_ttl, shutdown.clone()));
         Ok(Tracker {
             local_addr: bound.local_addr,
+            endpoint,
             shutdown,
-            tasks: vec![server, sweeper, watcher],
+            tasks: vec![server, sweeper, watcher, hub],
         })
+    }
+
+    /// The UDP address sessions are accepted on.
+    pub fn session_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// The tracker's key: what peers pin, and what its sessions prove.
+    pub fn public_key(&self) -> crate::identity::PublicKey {
+        self.endpoint.public_key()
     }
 
     /// An in-memory tracker's router, with no socket and no sweep: for tests that send it requests with
@@ -225,6 +291,49 @@ impl Tracker {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.endpoint.close();
+    }
+}
+
+/// How often the hub looks at every subscriber's lists even if nothing was saved: a lease lapses by the clock,
+/// before the sweep saves its removal.
+const PUSH_RESYNC: Duration = Duration::from_secs(5);
+/// Requests (streams) one session may have in flight at once at the tracker; the router's own limits apply to each.
+pub const MAX_REQUESTS_PER_SESSION: u32 = 128;
+/// Sessions a tracker holds at once (a peer holds one to it).
+const MAX_SESSIONS: usize = 16_384;
+
+/// Listens for sessions on UDP at the HTTP address: on `config.quic_port`, or the HTTP port's number.
+fn bind_sessions(
+    config: &TrackerConfig,
+    http: SocketAddr,
+    identity: Arc<Identity>,
+) -> Result<Arc<crate::link::Endpoint>, StartError> {
+    let link_config = crate::link::Config {
+        max_connections: MAX_SESSIONS,
+        max_streams: MAX_REQUESTS_PER_SESSION,
+        ..crate::link::Config::default()
+    };
+    let bind = |port: u16| {
+        let addr = SocketAddr::new(http.ip(), port);
+        crate::link::Endpoint::bind_with(
+            addr,
+            identity.clone(),
+            Arc::new(crate::link::NoInbox),
+            link_config.clone(),
+        )
+        .map_err(|e| StartError::Sessions(addr, Box::new(e)))
+    };
+    match config.quic_port {
+        Some(port) => bind(port),
+        None => bind(http.port()).or_else(|e| {
+            if config.port == 0 {
+                // The system picked a TCP port whose UDP twin is taken: any UDP port will do (it is in /health).
+                bind(0)
+            } else {
+                Err(e)
+            }
+        }),
     }
 }
 

@@ -381,6 +381,18 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
         peers,
         channels,
         stale: held.saturating_sub(peers),
+        session: s.sessions.listening.get().map(|(port, key)| SessionHealth {
+            port: *port,
+            key: *key,
+            requests: s
+                .sessions
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            subscribers: s
+                .sessions
+                .subscribers
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }),
     })
 }
 

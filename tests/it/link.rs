@@ -249,6 +249,8 @@ async fn the_pool_is_bounded_and_idle_connections_close() {
     let small = Config {
         idle_timeout: Duration::from_millis(300),
         max_connections: 1,
+        keep_alive: None,
+        max_streams: 8,
     };
     let (alice, bob, carol) = (
         peer("alice", small.clone()),

@@ -27,6 +27,7 @@ mod link;
 mod messaging;
 mod quick_start;
 mod sealed_mail;
+mod sessions_tracker;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;

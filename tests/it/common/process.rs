@@ -50,6 +50,28 @@ fn with_data_dir(cmd: &mut Command, extra: &[&str]) -> Option<tempfile::TempDir>
     Some(dir)
 }
 
+/// The key file of the last tracker started on each port (see [`Proc::tracker_on`]).
+fn lock_keys() -> std::sync::MutexGuard<'static, std::collections::HashMap<u16, Vec<u8>>> {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u16, Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn remember_tracker_key(p: &Proc, extra: &[&str]) {
+    let dir = match extra.iter().position(|a| *a == "--data-dir") {
+        Some(i) => std::path::PathBuf::from(extra[i + 1]),
+        None => match &p._data {
+            Some(d) => d.path().to_path_buf(),
+            None => return,
+        },
+    };
+    if let Ok(key) = std::fs::read(dir.join("identity.key")) {
+        lock_keys().insert(p.addr.port(), key);
+    }
+}
+
 /// A running `hchat` process, killed when dropped.
 pub(crate) struct Proc {
     pub name: String,
@@ -132,16 +154,25 @@ impl Proc {
             cmd.args(["--ip", "127.0.0.1"]);
         }
         let data = with_data_dir(&mut cmd, extra);
-        Proc::spawn("tracker", cmd, data)
+        let p = Proc::spawn("tracker", cmd, data);
+        remember_tracker_key(&p, extra);
+        p
     }
 
-    /// `hchat tracker` on a given port (to restart one where peers expect it).
+    /// `hchat tracker` on a given port (to restart one where peers expect it). Without `--data-dir` (a tracker
+    /// that lost its database), the fresh data dir gets the key of the last tracker started on this port: the
+    /// same tracker, restarted, which its peers pinned. A test that wants a new key passes its own `--data-dir`.
     pub(crate) fn tracker_on(port: u16, extra: &[&str]) -> Proc {
         let mut cmd = hchat();
         cmd.args(["tracker", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args(extra);
         let data = with_data_dir(&mut cmd, extra);
-        Proc::spawn("tracker", cmd, data)
+        if let (Some(dir), Some(key)) = (&data, lock_keys().get(&port).cloned()) {
+            std::fs::write(dir.path().join("identity.key"), key).unwrap();
+        }
+        let p = Proc::spawn("tracker", cmd, data);
+        remember_tracker_key(&p, extra);
+        p
     }
 
     /// `hchat peer --name NAME --port 0` registered with `tracker`, with extra arguments.
