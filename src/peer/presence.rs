@@ -272,6 +272,7 @@ mod tests {
             away: None,
             role: None,
             public_key: None,
+            quic_port: None,
         }
     }
 
