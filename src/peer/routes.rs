@@ -164,12 +164,19 @@ async fn channel_history_serve(
 struct NodeHealth {
     ok: bool,
     name: PeerName,
+    /// The UDP port this node takes sessions on (absent: sessions are off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_port: Option<u16>,
+    /// Messages carried each way since this start, by path.
+    pushes: super::PushCounts,
 }
 
 async fn health(State(node): State<Node>) -> Json<NodeHealth> {
     Json(NodeHealth {
         ok: true,
         name: node.name().clone(),
+        quic_port: node.session_addr().map(|a| a.port()),
+        pushes: node.push_counts(),
     })
 }
 

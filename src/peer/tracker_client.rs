@@ -141,14 +141,16 @@ impl TrackerClient {
         self.answer(r).await
     }
 
-    /// Registers (or renews) this peer at `addr`, with a fresh signed proof of its key.
+    /// Registers (or renews) this peer at `addr`, taking sessions at `quic_port` if given, with a fresh signed
+    /// proof of its key.
     pub(crate) async fn register(
         &self,
         addr: std::net::SocketAddr,
+        quic_port: Option<u16>,
     ) -> Result<RegisterResponse, TrackerError> {
         let req = self
             .identity
-            .register_request(&self.me, addr.ip(), addr.port());
+            .register_request_with(&self.me, addr.ip(), addr.port(), quic_port);
         let r = send_within_rate(
             self.http
                 .post(format!("{}/submit-info", self.base))

@@ -25,6 +25,7 @@ mod limits;
 mod link;
 mod messaging;
 mod quick_start;
+mod sessions_peer;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;
