@@ -194,7 +194,7 @@ impl Node {
         let cached = self.inner.directory.key_of(&msg.from);
         match cached {
             Some((Some(key), at)) => match verify_message(msg, &key) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.pinned(&msg.from, key),
                 Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
                 Err(_) => {}
             },
@@ -225,6 +225,15 @@ impl Node {
                 }
             },
         };
-        verify_message(msg, &key).map_err(ApiError::from)
+        verify_message(msg, &key).map_err(ApiError::from)?;
+        self.pinned(&msg.from, key)
+    }
+
+    /// Refuses a sender whose key, as the tracker vouches for it, is not the one pinned for the name.
+    fn pinned(&self, from: &PeerName, key: PublicKey) -> Result<(), ApiError> {
+        match self.pin_check(from, key) {
+            true => Ok(()),
+            false => Err(ApiError::of(ErrorCode::KeyChanged, self.key_changed(from))),
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod events;
 pub(crate) mod inbox;
 mod lease;
 mod outbox;
+mod pins;
 pub(crate) mod presence;
 pub(crate) mod recovery;
 pub(crate) mod routes;
@@ -47,6 +48,7 @@ use events::{Event, Events, Stamped};
 use lease::Lease;
 use outbox::Outboxes;
 pub use outbox::{OUTBOX_LIMIT, Outcome};
+pub use pins::Whois;
 use recovery::Recovery;
 pub use sessions::{PushCounts, QuicPort};
 use store::PeerStore;
@@ -166,6 +168,8 @@ struct Inner {
     link: Option<Arc<crate::link::Endpoint>>,
     /// Messages carried each way, by path.
     pushes: sessions::Pushes,
+    /// Each peer's key as first seen.
+    pins: pins::Pins,
     outboxes: Outboxes,
     recovery: Recovery,
     catch_up_http: reqwest::Client,
@@ -311,6 +315,7 @@ impl Node {
             store,
             store_thread,
         );
+        node.inner.pins.load(node.inner.store.pins().await?);
         inbox.attach(&node);
         for (channel, _) in &joined_since {
             node.inner.joined.insert(channel);
@@ -363,6 +368,7 @@ impl Node {
                 courier: Courier::default(),
                 link,
                 pushes: sessions::Pushes::default(),
+                pins: pins::Pins::default(),
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),
                 catch_up_http: reqwest::Client::builder()

@@ -357,6 +357,12 @@ impl Node {
                     (Some(addr), Some(_)) => Some(addr),
                     _ => None,
                 };
+                if let Some(key) = info.public_key
+                    && !self.pin_check(to, key)
+                {
+                    let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
+                    return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
+                }
                 let addr = session.unwrap_or_else(|| info.addr());
                 if failed.as_ref().is_some_and(|(a, _)| *a == addr) {
                     break;
@@ -436,6 +442,14 @@ impl Node {
             "a pushed batch fits one deposit"
         );
         let t = &self.inner.tracker;
+        // Held mail goes to whoever holds the name at the tracker: not to a key other than the one pinned for it.
+        if self.inner.pins.get(to).is_some()
+            && let Ok(key) = t.identity(to).await
+            && !self.pin_check(to, key)
+        {
+            let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
+            return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
+        }
         let me = self.name();
         match self.tracked(|| t.deposit(me, to, batch)).await {
             Ok(_) => Attempt::Done(vec![Outcome::Held; batch.len()]),

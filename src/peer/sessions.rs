@@ -269,11 +269,6 @@ impl Node {
         Ok(verdicts)
     }
 
-    /// Whether `key` may stand for `name`: not when this node has pinned another key for it (step 4 pins).
-    pub(super) fn pin_check(&self, _name: &PeerName, _key: PublicKey) -> bool {
-        true
-    }
-
     /// How many messages went and came over sessions and over HTTP since this start.
     pub fn push_counts(&self) -> PushCounts {
         self.inner.pushes.counts()

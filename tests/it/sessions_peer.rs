@@ -360,3 +360,97 @@ async fn a_frame_whose_from_is_not_the_sessions_identity_is_refused_with_wrong_s
     }
     tracker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_until_the_user_forgets_it()
+ {
+    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
+    let port = tracker.local_addr().port();
+    let (alice, _) = node("alice", &tracker).await;
+    let (bob, _) = node("bob", &tracker).await;
+    let old_key = bob.public_key();
+    let to_bob = Destination::Direct(n("bob"));
+    let r = alice.send(to_bob.clone(), "first".into()).await.unwrap();
+    assert_eq!(r.delivered, [n("bob")], "{r:?}");
+    let w = alice.whois(&n("bob")).await;
+    assert_eq!(
+        w.pinned.as_ref().map(|(fp, _)| fp.clone()),
+        Some(old_key.fingerprint())
+    );
+    bob.shutdown().await;
+
+    // The tracker loses its bindings (it kept nothing on disk) and someone registers "bob" with another key.
+    tracker.shutdown().await;
+    let tracker = Tracker::start(TrackerConfig {
+        port,
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
+    let (bob2, _) = node("bob", &tracker).await;
+    let new_key = bob2.public_key();
+    let mut events = alice.subscribe();
+
+    let sent = alice.send(to_bob.clone(), "second".into()).await;
+    match &sent {
+        Err(hchat::peer::NodeError::Refused { code, .. }) => {
+            assert_eq!(*code, hchat::proto::ErrorCode::KeyChanged)
+        }
+        Ok(r) => assert!(r.delivered.is_empty() && r.held.is_empty(), "{r:?}"),
+        Err(e) => panic!("{e}"),
+    }
+    // One loud line, naming bob, both fingerprints and what to do.
+    let line = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if let hchat::peer::events::Event::Notice { text } = &ev.event
+                && text.contains("another key for bob")
+            {
+                return text.clone();
+            }
+        }
+    })
+    .await
+    .expect("alice is told bob's key changed");
+    for part in [
+        new_key.fingerprint(),
+        old_key.fingerprint(),
+        "/forget-key bob".to_string(),
+    ] {
+        assert!(line.contains(&part), "{part:?} not in {line:?}");
+    }
+    assert!(!line.contains('\n'), "one line: {line:?}");
+    // Nothing from the new key is taken either, by session or otherwise.
+    let back = bob2
+        .send(Destination::Direct(n("alice")), "it's me".into())
+        .await;
+    assert!(back.is_err(), "{back:?}");
+    assert_eq!(
+        texts(&alice, &Destination::Direct(n("bob"))),
+        ["first", "second"]
+    );
+    assert!(texts(&bob2, &Destination::Direct(n("alice"))) == ["it's me"]);
+    let w = alice.whois(&n("bob")).await;
+    assert_eq!(w.vouched, Some(new_key.fingerprint()));
+    assert_eq!(
+        w.pinned.map(|(fp, _)| fp),
+        Some(old_key.fingerprint()),
+        "still the old pin"
+    );
+
+    // alice checked with bob out of band: she forgets the pin, and the new key is pinned and used.
+    assert!(alice.forget_key(&n("bob")).await.unwrap());
+    let r = alice.send(to_bob.clone(), "third".into()).await.unwrap();
+    assert_eq!(r.delivered, [n("bob")], "{r:?}");
+    assert_eq!(
+        texts(&bob2, &Destination::Direct(n("alice"))),
+        ["it's me", "third"]
+    );
+    assert_eq!(
+        alice.whois(&n("bob")).await.pinned.map(|(fp, _)| fp),
+        Some(new_key.fingerprint())
+    );
+    alice.shutdown().await;
+    bob2.shutdown().await;
+    tracker.shutdown().await;
+}
