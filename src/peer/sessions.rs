@@ -159,9 +159,13 @@ impl Inbox for SessionInbox {
     }
 }
 
-/// Refusals a receiver may lift by itself (its store, its tracker, its start-up): the batch is tried again.
+/// Refusals a receiver may lift by itself (its store, its tracker, its start-up): the batch is tried again, and
+/// goes to the mailbox if they last. `unknown_identity` is one on a session: this sender is registered (it found
+/// the recipient through the tracker), so a receiver that knows no key for it could not ask its tracker now (a
+/// session's lookup cannot say "not now" otherwise) or no longer accepts the key: the mailbox carries it, and the
+/// receiver checks it again when it drains it.
 fn transient(code: ErrorCode) -> bool {
-    code.status() >= 500 || code.status() == 429
+    code.status() >= 500 || code.status() == 429 || code == ErrorCode::UnknownIdentity
 }
 
 impl Node {

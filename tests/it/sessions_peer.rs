@@ -387,7 +387,7 @@ async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_u
     })
     .await
     .unwrap();
-    let (bob2, _) = node("bob", &tracker).await;
+    let (bob2, bob2_id) = node("bob", &tracker).await;
     let new_key = bob2.public_key();
     let mut events = alice.subscribe();
 
@@ -420,16 +420,41 @@ async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_u
         assert!(line.contains(&part), "{part:?} not in {line:?}");
     }
     assert!(!line.contains('\n'), "one line: {line:?}");
-    // Nothing from the new key is taken either, by session or otherwise.
+    // Nothing from the new key is taken either: not over a session (bob2's worker then leaves it in the mailbox),
+    // not over HTTP (the check mail from the mailbox also goes through).
     let back = bob2
         .send(Destination::Direct(n("alice")), "it's me".into())
-        .await;
-    assert!(back.is_err(), "{back:?}");
+        .await
+        .unwrap();
+    assert!(back.delivered.is_empty(), "{back:?}");
+    assert_eq!(
+        (
+            bob2.push_counts().session_out,
+            alice.push_counts().session_in
+        ),
+        (0, 0),
+        "nothing from bob2 reached alice over a session"
+    );
+    let mut pushed = ChatMessage::new(
+        n("bob"),
+        Destination::Direct(n("alice")),
+        "over http".into(),
+    )
+    .unwrap();
+    bob2_id.sign_message(&mut pushed);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/p2p/receive", alice.local_addr()))
+        .json(&pushed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "key_changed", "{body}");
     assert_eq!(
         texts(&alice, &Destination::Direct(n("bob"))),
         ["first", "second"]
     );
-    assert!(texts(&bob2, &Destination::Direct(n("alice"))) == ["it's me"]);
     let w = alice.whois(&n("bob")).await;
     assert_eq!(w.vouched, Some(new_key.fingerprint()));
     assert_eq!(
