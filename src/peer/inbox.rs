@@ -194,7 +194,7 @@ impl Node {
         let cached = self.inner.directory.key_of(&msg.from);
         match cached {
             Some((Some(key), at)) => match verify_message(msg, &key) {
-                Ok(()) => return self.pinned(&msg.from, key),
+                Ok(()) => return self.pinned(&msg.from, key).await,
                 Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
                 Err(_) => {}
             },
@@ -226,12 +226,12 @@ impl Node {
             },
         };
         verify_message(msg, &key).map_err(ApiError::from)?;
-        self.pinned(&msg.from, key)
+        self.pinned(&msg.from, key).await
     }
 
     /// Refuses a sender whose key, as the tracker vouches for it, is not the one pinned for the name.
-    fn pinned(&self, from: &PeerName, key: PublicKey) -> Result<(), ApiError> {
-        match self.pin_check(from, key) {
+    async fn pinned(&self, from: &PeerName, key: PublicKey) -> Result<(), ApiError> {
+        match self.pin_check(from, key).await {
             true => Ok(()),
             false => Err(ApiError::of(ErrorCode::KeyChanged, self.key_changed(from))),
         }

@@ -358,7 +358,7 @@ impl Node {
                     _ => None,
                 };
                 if let Some(key) = info.public_key
-                    && !self.pin_check(to, key)
+                    && !self.pin_check(to, key).await
                 {
                     let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
                     return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
@@ -445,7 +445,7 @@ impl Node {
         // Held mail goes to whoever holds the name at the tracker: not to a key other than the one pinned for it.
         if self.inner.pins.get(to).is_some()
             && let Ok(key) = t.identity(to).await
-            && !self.pin_check(to, key)
+            && !self.pin_check(to, key).await
         {
             let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
             return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);

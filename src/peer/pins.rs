@@ -8,6 +8,10 @@
 //! path. The pins live in memory too (every message is checked against them) and are written through to the store.
 
 use std::collections::{HashMap, HashSet};
+
+/// Names pinned at most. Past it a new name is taken on the tracker's word (and logged) rather than forgetting
+/// a pin, which would undo what pinning is for; a peer exchanges messages with far fewer names.
+pub(crate) const MAX_PINS: usize = 100_000;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -27,8 +31,10 @@ pub(super) struct Pins {
 /// A key held against the pins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Pin {
-    /// First sight: pinned now.
-    New,
+    /// First sight: pinned now, at `since` (Unix ms).
+    New { since: u64 },
+    /// First sight, but [`MAX_PINS`] names are pinned already: not pinned.
+    Unpinned,
     /// The pinned key.
     Same,
     /// Another key than the one pinned since `since` (Unix ms).
@@ -47,9 +53,16 @@ impl Pins {
     pub(super) fn check(&self, name: &PeerName, key: PublicKey) -> Pin {
         let mut keys = lock(&self.keys);
         match keys.get(name) {
+            None if keys.len() >= MAX_PINS => {
+                tracing::warn!(
+                    "{MAX_PINS} keys are pinned already; {name}'s is taken on the tracker's word"
+                );
+                Pin::Unpinned
+            }
             None => {
-                keys.insert(name.clone(), (key, now_ms()));
-                Pin::New
+                let since = now_ms();
+                keys.insert(name.clone(), (key, since));
+                Pin::New { since }
             }
             Some((pinned, _)) if *pinned == key => Pin::Same,
             Some((pinned, since)) => Pin::Changed {
@@ -68,9 +81,14 @@ impl Pins {
         lock(&self.keys).remove(name).is_some()
     }
 
-    /// True the first time `key` is reported as a change for `name`.
+    /// True the first time `key` is reported as a change for `name` (remembered for at most [`MAX_PINS`]
+    /// changes; past that, reported again).
     fn first_warning(&self, name: &PeerName, key: PublicKey) -> bool {
-        lock(&self.warned).insert((name.clone(), key))
+        let mut warned = lock(&self.warned);
+        if warned.len() >= MAX_PINS {
+            warned.clear();
+        }
+        warned.insert((name.clone(), key))
     }
 }
 
@@ -87,18 +105,14 @@ pub struct Whois {
 impl Node {
     /// Whether `key` may stand for `name`: yes on first sight (then it is pinned) and for the pinned key; not for
     /// another key, which is reported once, loudly (a warning in the log and a notice to the user).
-    pub(super) fn pin_check(&self, name: &PeerName, key: PublicKey) -> bool {
+    pub(super) async fn pin_check(&self, name: &PeerName, key: PublicKey) -> bool {
         match self.inner.pins.check(name, key) {
-            Pin::Same => true,
-            Pin::New => {
-                let (store, name) = (self.inner.store.clone(), name.clone());
-                let since = self.inner.pins.get(&name).map_or_else(now_ms, |(_, s)| s);
-                let me = self.name().clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.pin(&name, key, since).await {
-                        tracing::error!(peer = %me, "cannot keep {name}'s key: {e}");
-                    }
-                });
+            Pin::Same | Pin::Unpinned => true,
+            Pin::New { since } => {
+                // Kept before it is used; if it cannot be kept, it still holds in memory until the node stops.
+                if let Err(e) = self.inner.store.pin(name, key, since).await {
+                    tracing::error!(peer = %self.name(), "cannot keep {name}'s key: {e}");
+                }
                 true
             }
             Pin::Changed { pinned, since } => {
@@ -179,14 +193,33 @@ mod tests {
             crate::identity::Identity::ephemeral().public_key(),
             crate::identity::Identity::ephemeral().public_key(),
         );
-        assert_eq!(pins.check(&n("bob"), a), Pin::New);
+        assert!(matches!(pins.check(&n("bob"), a), Pin::New { .. }));
         assert_eq!(pins.check(&n("bob"), a), Pin::Same);
         assert!(matches!(pins.check(&n("bob"), b), Pin::Changed { pinned, .. } if pinned == a));
         assert!(pins.first_warning(&n("bob"), b));
         assert!(!pins.first_warning(&n("bob"), b), "one warning per key");
         assert!(pins.forget(&n("bob")));
-        assert_eq!(pins.check(&n("bob"), b), Pin::New);
-        assert_eq!(pins.check(&n("carol"), a), Pin::New, "per name");
+        assert!(matches!(pins.check(&n("bob"), b), Pin::New { .. }));
+        assert!(
+            matches!(pins.check(&n("carol"), a), Pin::New { .. }),
+            "per name"
+        );
+    }
+
+    #[test]
+    fn the_pins_are_bounded_and_keep_what_they_hold() {
+        let pins = Pins::default();
+        let key = crate::identity::Identity::ephemeral().public_key();
+        let other = crate::identity::Identity::ephemeral().public_key();
+        for i in 0..MAX_PINS {
+            pins.check(&n(&format!("p{i}")), key);
+        }
+        assert_eq!(pins.check(&n("late"), key), Pin::Unpinned);
+        assert!(
+            matches!(pins.check(&n("p0"), other), Pin::Changed { .. }),
+            "no pin was dropped"
+        );
+        assert_eq!(lock(&pins.keys).len(), MAX_PINS);
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Node {
                 Err(_) => cached.and_then(|(k, _)| k),
             },
         }?;
-        self.pin_check(name, key).then_some(key)
+        self.pin_check(name, key).await.then_some(key)
     }
 
     /// Pushes `batch` (in order) to `to` over a session at `addr`, which must prove `key`. An ack means stored:
