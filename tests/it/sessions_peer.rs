@@ -4,7 +4,8 @@
 //! routes are not hit); a node presenting another key at the recipient's address gets nothing and the message
 //! still reaches the real recipient through the mailbox; a name advertising someone else's session port gets
 //! nothing; a frame whose `from` is not the session's identity is refused with `wrong_sender`, even when it is a
-//! message that sender really signed; a recipient without a `quic_port` is reached over HTTP as before.
+//! message that sender really signed; a recipient without a `quic_port` is reached over HTTP as before; a tracker
+//! that rebinds a pinned name is refused loudly; and `hchat peer` processes with `--quic-port 0` / `off`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -478,4 +479,50 @@ async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_u
     alice.shutdown().await;
     bob2.shutdown().await;
     tracker.shutdown().await;
+}
+
+/// The binary as users run it: `--quic-port 0` takes sessions on a free UDP port (printed), `--quic-port off` none;
+/// DMs between two session peers go over the session, to the one without over HTTP; `/whois` shows the pinned key.
+#[test]
+fn hchat_peer_processes_use_sessions_unless_told_off() {
+    use crate::common::{Proc, get_json as get};
+    let tracker = Proc::tracker(&[]);
+    let mut alice = Proc::peer("alice", tracker.addr, &["--quic-port", "0"]);
+    let mut bob = Proc::peer("bob", tracker.addr, &[]);
+    let mut old = Proc::peer("old", tracker.addr, &["--quic-port", "off"]);
+    alice
+        .out
+        .wait_for("alice's session port", Duration::from_secs(10), |l| {
+            l.starts_with("* sessions on udp 127.0.0.1:")
+        });
+    alice.type_line("@bob over a session");
+    bob.out.wait_line("[@alice] alice: over a session");
+    alice.type_line("@old over http");
+    old.out.wait_line("[@alice] alice: over http");
+    let pushes = |p: &Proc| get(&p.url("/health"), 200)["pushes"].clone();
+    assert_eq!(pushes(&bob)["session_in"], 1, "{}", pushes(&bob));
+    assert_eq!(pushes(&bob)["http_in"], 0);
+    assert_eq!(pushes(&old)["http_in"], 1, "{}", pushes(&old));
+    assert!(get(&old.url("/health"), 200).get("quic_port").is_none());
+    assert_eq!(pushes(&alice)["session_out"], 1);
+    assert_eq!(pushes(&alice)["http_out"], 1);
+
+    alice.type_line("/whois bob");
+    alice
+        .out
+        .wait_for("alice's /whois", Duration::from_secs(10), |l| {
+            l.starts_with("* bob: key ")
+                && l.contains(", pinned since ")
+                && l.ends_with("compare it with bob out of band")
+        });
+    alice.type_line("/whois carol");
+    alice
+        .out
+        .wait_for("/whois of an unknown name", Duration::from_secs(10), |l| {
+            l.starts_with("* carol: not pinned yet")
+        });
+    for p in [&mut alice, &mut bob, &mut old] {
+        p.close_stdin();
+        assert!(p.wait_exit(Duration::from_secs(10)).success());
+    }
 }
