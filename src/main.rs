@@ -174,6 +174,10 @@ struct PeerArgs {
     /// Address other peers should use to reach this one, when it differs from --ip (NAT, port forwarding, 0.0.0.0).
     #[arg(long, env = "HCHAT_ADVERTISE_IP")]
     advertise_ip: Option<IpAddr>,
+    /// UDP port for encrypted peer-to-peer sessions: 0 picks a free one, `off` sends and receives over HTTP only.
+    /// Default: the number of the HTTP port (any free one if that UDP port is taken).
+    #[arg(long, env = "HCHAT_QUIC_PORT", value_name = "PORT|off")]
+    quic_port: Option<hchat::peer::QuicPort>,
     /// The tracker's address.
     #[arg(long, env = "HCHAT_TRACKER_IP", default_value = "127.0.0.1")]
     tracker_ip: IpAddr,
@@ -434,6 +438,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             storage,
             identity: None,
             tracker_key: a.tracker_key,
+            quic_port: a.quic_port.unwrap_or_default(),
         },
         Duration::from_secs(a.web_link_ttl),
     )
@@ -441,10 +446,14 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
     .with_context(|| format!("{} could not start", a.name))?;
     let node = web.node().clone();
     say(&node, &format!("* listening on {}", node.local_addr())).await?;
+
     say(&node, &format!("* web chat: {}", web.chat_url())).await?;
     say(&node, &format!("* {}", hchat::cli::web_link_note(&web))).await?;
     let identity = format!("* identity {} (key: {key_file})", node.public_key());
     say(&node, &identity).await?;
+    if let Some(at) = node.session_addr() {
+        say(&node, &format!("* sessions on udp {at}")).await?;
+    }
     if node.local_addr().ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         || !node.local_addr().ip().is_loopback()
     {

@@ -33,6 +33,12 @@ pub(crate) async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Res
     // measured on its own (examples/durability_bench.rs).
     let mut config = PeerConfig::on_loopback(name.clone(), tracker);
     config.limits.rate_limit = RateLimit::OFF;
+    // `HCHAT_BENCH_QUIC_PORT=off`: peers push over HTTP as before sessions (to compare both paths in one binary).
+    if let Ok(v) = std::env::var("HCHAT_BENCH_QUIC_PORT") {
+        config.quic_port = v
+            .parse()
+            .map_err(|e| BenchError::Setup(format!("HCHAT_BENCH_QUIC_PORT: {e}")))?;
+    }
     // With its local API: what is measured is `POST /api/send` and `GET /api/events`.
     crate::web::start(config, crate::web::login::DEFAULT_LINK_TTL)
         .await

@@ -45,6 +45,10 @@ pub(crate) enum Command {
     History(Option<Destination>, usize),
     /// `/leave #name`.
     Leave(ChannelName),
+    /// `/whois peer`: the key pinned for a peer (and since when), and the one the tracker vouches for.
+    Whois(PeerName),
+    /// `/forget-key peer`: forget the key pinned for a peer, to take the one the tracker vouches for now.
+    ForgetKey(PeerName),
     Quit,
     Help,
     /// An empty line.
@@ -80,6 +84,8 @@ pub(crate) const HELP: &[&str] = &[
     "/back                         online again",
     "/invisible                    shown as offline to others; you still receive",
     "/web                          a fresh link that logs a browser in to your web chat",
+    "/whois peer                   peer's key fingerprint, to compare with them out of band",
+    "/forget-key peer              forget peer's pinned key (only once you have checked the new one)",
     "/quit                         deregister and exit (EOF does the same)",
     "/help                         this list",
 ];
@@ -152,6 +158,10 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             ("back", _) => err("usage: /back (it takes no arguments)"),
             ("invisible", []) => Ok(Command::Invisible),
             ("invisible", _) => err("usage: /invisible (it takes no arguments); /back undoes it"),
+            ("whois", [p]) => peer(p, "usage: /whois peer").map(Command::Whois),
+            ("whois", _) => err("usage: /whois peer"),
+            ("forget-key", [p]) => peer(p, "usage: /forget-key peer").map(Command::ForgetKey),
+            ("forget-key", _) => err("usage: /forget-key peer"),
             ("web", []) => Ok(Command::Web),
             ("web", _) => err("usage: /web (it takes no arguments)"),
             ("quit" | "exit", []) => Ok(Command::Quit),
@@ -165,6 +175,12 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
 
 fn channel(s: &str) -> Result<ChannelName, ParseError> {
     ChannelName::parse_user(s).map_err(|e| ParseError(format!("{s}: {e}")))
+}
+
+/// A peer's name, with or without its `@`.
+fn peer(p: &str, usage: &str) -> Result<PeerName, ParseError> {
+    let p = p.strip_prefix('@').unwrap_or(p);
+    PeerName::new(p).map_err(|e| ParseError(format!("{p}: {e}; {usage}")))
 }
 
 /// `[#channel] peer`: the channel (or none: the current one) and the peer.
@@ -328,6 +344,12 @@ mod tests {
         assert_eq!(parse("/away"), Ok(Command::Away(None)));
         assert_eq!(parse("/back"), Ok(Command::Back));
         assert_eq!(parse("/invisible"), Ok(Command::Invisible));
+        let bob = PeerName::new("bob").unwrap();
+        assert_eq!(parse("/whois bob"), Ok(Command::Whois(bob.clone())));
+        assert_eq!(parse("/whois @bob"), Ok(Command::Whois(bob.clone())));
+        assert_eq!(parse("/forget-key bob"), Ok(Command::ForgetKey(bob)));
+        assert!(parse("/whois").is_err());
+        assert!(parse("/forget-key a b").is_err());
     }
 
     #[test]

@@ -327,6 +327,30 @@ async fn handle(
             }
             Err(e) => out.status(format!("cannot list peers: {e}")),
         },
+        Command::Whois(p) => {
+            let w = node.whois(&p).await;
+            let vouched = w.vouched.as_deref().unwrap_or("none");
+            out.status(match &w.pinned {
+                Some((fp, since)) if Some(fp.as_str()) == w.vouched.as_deref() || w.vouched.is_none() => format!(
+                    "{p}: key {fp}, pinned since {}; compare it with {p} out of band",
+                    crate::proto::utc_minute(*since)
+                ),
+                Some((fp, since)) => format!(
+                    "{p}: key {fp}, pinned since {}; but the tracker now vouches for {vouched}: compare with {p} out of band, then /forget-key {p} if the new one is right",
+                    crate::proto::utc_minute(*since)
+                ),
+                None => format!(
+                    "{p}: not pinned yet (you have not talked); the tracker vouches for key {vouched}"
+                ),
+            });
+        }
+        Command::ForgetKey(p) => match node.forget_key(&p).await {
+            Ok(true) => out.status(format!(
+                "forgot {p}'s pinned key; the next key the tracker vouches for is pinned"
+            )),
+            Ok(false) => out.status(format!("no key was pinned for {p}")),
+            Err(e) => out.status(format!("cannot forget {p}'s key: {e}")),
+        },
         Command::Channels => match node.channels().await {
             Ok(list) if list.is_empty() => out.status("no channels yet; type #name to create one"),
             Ok(list) => {

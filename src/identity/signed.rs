@@ -19,8 +19,21 @@ impl Identity {
 
     /// A registration of `name` at `ip:port`, stamped now, with a fresh nonce, signed.
     pub fn register_request(&self, name: &PeerName, ip: IpAddr, port: u16) -> RegisterRequest {
+        self.register_request_with(name, ip, port, None)
+    }
+
+    /// [`Identity::register_request`] advertising a session port too (signed with the rest).
+    pub fn register_request_with(
+        &self,
+        name: &PeerName,
+        ip: IpAddr,
+        port: u16,
+        quic_port: Option<u16>,
+    ) -> RegisterRequest {
         let (public_key, ts, nonce) = (self.public_key(), crate::proto::now_ms(), Nonce::random());
-        let sig = self.sign(&register_bytes(name, ip, port, &public_key, ts, &nonce));
+        let mut bytes = register_bytes(name, ip, port, &public_key, ts, &nonce);
+        append_quic_port(&mut bytes, quic_port);
+        let sig = self.sign(&bytes);
         RegisterRequest {
             name: name.clone(),
             ip,
@@ -29,7 +42,16 @@ impl Identity {
             ts: Some(ts),
             nonce: Some(nonce),
             sig: Some(sig),
+            quic_port,
         }
+    }
+}
+
+/// A registration that advertises a session port signs it too, after the rest: `\nquic {port}`. Without one the
+/// signed bytes are exactly [`register_bytes`], as before sessions.
+fn append_quic_port(bytes: &mut Vec<u8>, quic_port: Option<u16>) {
+    if let Some(p) = quic_port {
+        bytes.extend_from_slice(format!("\nquic {p}").as_bytes());
     }
 }
 
@@ -130,10 +152,9 @@ pub fn verify_registration(
         return Err(AuthError::MissingIdentity);
     };
     check_window(ts, now)?;
-    key.verify(
-        &register_bytes(&req.name, req.ip, req.port, &key, ts, &nonce),
-        &sig,
-    )?;
+    let mut bytes = register_bytes(&req.name, req.ip, req.port, &key, ts, &nonce);
+    append_quic_port(&mut bytes, req.quic_port);
+    key.verify(&bytes, &sig)?;
     Ok((key, nonce, ts))
 }
 
@@ -261,6 +282,7 @@ mod tests {
             ("public_key", Box::new(move |r| r.public_key = Some(other))),
             ("ts", Box::new(|r| r.ts = r.ts.map(|t| t + 1))),
             ("nonce", Box::new(|r| r.nonce = Some(Nonce::random()))),
+            ("quic_port", Box::new(|r| r.quic_port = Some(8000))),
         ];
         for (field, change) in tampered {
             let mut t = req.clone();
@@ -277,5 +299,23 @@ mod tests {
             verify_registration(&bare, now).map(|_| ()),
             Err(AuthError::MissingIdentity)
         );
+    }
+
+    #[test]
+    fn a_registration_with_a_session_port_signs_it() {
+        let id = Identity::ephemeral();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let req = id.register_request_with(&n("alice"), lo, 8000, Some(8000));
+        let now = req.ts.unwrap();
+        assert!(verify_registration(&req, now).is_ok());
+        for changed in [None, Some(8001)] {
+            let mut t = req.clone();
+            t.quic_port = changed;
+            assert_eq!(
+                verify_registration(&t, now).map(|_| ()),
+                Err(AuthError::BadSignature),
+                "quic_port {changed:?} instead of 8000 must not verify"
+            );
+        }
     }
 }

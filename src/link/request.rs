@@ -363,11 +363,6 @@ pub(super) async fn serve_subscription(
 }
 
 impl super::Link {
-    /// Closes the connection (application code 0); what is in flight on it is lost.
-    pub fn close(&self) {
-        self.conn.close(super::CLOSE_NORMAL, b"closed");
-    }
-
     /// Sends `req` on a new stream and waits (at most [`REQUEST_TIMEOUT`]) for the answer.
     pub async fn request(&self, req: &Request) -> Result<Response, RequestError> {
         let mut out = Vec::new();

@@ -118,6 +118,19 @@ impl Link {
         self.conn.remote_address()
     }
 
+    /// Closes the connection (what is in flight on it is in doubt); the pool drops it and the next send dials
+    /// afresh. For a sender that got no answers in time: the other side may be gone without a word (QUIC would
+    /// notice only at the idle timeout).
+    pub fn close(&self) {
+        self.conn.close(super::CLOSE_NORMAL, b"no answer");
+    }
+
+    /// UDP datagrams received on this connection so far: a sender waiting for answers can tell a slow receiver
+    /// (its transport still acknowledges packets) from a gone one (nothing at all comes back).
+    pub fn datagrams_received(&self) -> u64 {
+        self.conn.stats().udp_rx.datagrams
+    }
+
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
     }
@@ -363,7 +376,7 @@ async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, o
         let refusal = match key {
             Some(k) if k == remote => None,
             Some(_) => Some(ErrorBody::new(
-                ErrorCode::ForgedSender,
+                ErrorCode::WrongSender,
                 format!(
                     "this session is authenticated as another key than {}'s",
                     m.from

@@ -72,6 +72,11 @@ impl Directory {
         keys.insert(name, (key, Instant::now()));
     }
 
+    /// Forgets the cached key of `name`: the tracker is asked again.
+    pub(super) fn forget_key(&self, name: &PeerName) {
+        lock(&self.keys).remove(name);
+    }
+
     /// `name`'s key as last vouched for, if any answer is cached.
     pub(super) fn key_of(&self, name: &PeerName) -> Option<VouchedKey> {
         lock(&self.keys).get(name).copied()

@@ -38,6 +38,9 @@ pub enum Via {
     Mailbox { depositor: PeerName },
     /// Fetched from a member of this channel.
     CatchUp { channel: ChannelName },
+    /// Pushed by its sender over a session authenticated as `key`: the session layer has checked that `from` is
+    /// bound to that key (docs/SESSIONS.md), so the signature is kept but not verified again.
+    Session { key: PublicKey },
 }
 
 /// Each message's verdict: `Ok(true)` stored before (duplicate: same sender, same id), `Ok(false)` new, `Err`
@@ -61,7 +64,7 @@ impl Node {
         let mut accepted = Vec::new();
         for (msg, via) in &msgs {
             let mut check = self.check(msg, via);
-            if check.is_ok() {
+            if check.is_ok() && !matches!(via, Via::Session { .. }) {
                 check = self.verify_sender(msg).await;
                 if let Err(e) = &check {
                     tracing::warn!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "refused a message: {} ({})", e.message, e.code);
@@ -96,6 +99,19 @@ impl Node {
         };
         let mut new = new.into_iter();
         let mut out = Vec::with_capacity(msgs.len());
+        let pushed: Vec<bool> = msgs
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| v.is_none())
+            .filter_map(|((_, via), _)| match via {
+                Via::Direct => Some(false),
+                Via::Session { .. } => Some(true),
+                _ => None,
+            })
+            .collect();
+        let by_session = pushed.iter().filter(|s| **s).count();
+        self.inner.pushes.received(true, by_session);
+        self.inner.pushes.received(false, pushed.len() - by_session);
         for ((msg, via), verdict) in msgs.into_iter().zip(verdicts) {
             match verdict {
                 Some(refused) => out.push(refused),
@@ -178,7 +194,7 @@ impl Node {
         let cached = self.inner.directory.key_of(&msg.from);
         match cached {
             Some((Some(key), at)) => match verify_message(msg, &key) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.pinned(&msg.from, key).await,
                 Err(e) if at.elapsed() < KEY_RECHECK => return Err(e.into()),
                 Err(_) => {}
             },
@@ -209,6 +225,15 @@ impl Node {
                 }
             },
         };
-        verify_message(msg, &key).map_err(ApiError::from)
+        verify_message(msg, &key).map_err(ApiError::from)?;
+        self.pinned(&msg.from, key).await
+    }
+
+    /// Refuses a sender whose key, as the tracker vouches for it, is not the one pinned for the name.
+    async fn pinned(&self, from: &PeerName, key: PublicKey) -> Result<(), ApiError> {
+        match self.pin_check(from, key).await {
+            true => Ok(()),
+            false => Err(ApiError::of(ErrorCode::KeyChanged, self.key_changed(from))),
+        }
     }
 }

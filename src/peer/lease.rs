@@ -79,7 +79,12 @@ impl Node {
                 "this node is stopping".into(),
             ));
         };
-        let answer = self.inner.tracker.register(self.inner.advertised).await?;
+        let quic_port = self.session_addr().map(|a| a.port());
+        let answer = self
+            .inner
+            .tracker
+            .register(self.inner.advertised, quic_port)
+            .await?;
         self.inner.lease.granted(answer.ttl_secs);
         if answer.mailbox > 0 {
             self.want_recovery(true, vec![]);

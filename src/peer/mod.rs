@@ -15,9 +15,11 @@ pub(crate) mod inbox;
 pub mod known_trackers;
 mod lease;
 mod outbox;
+mod pins;
 pub(crate) mod presence;
 pub(crate) mod recovery;
 pub(crate) mod routes;
+mod sessions;
 pub(crate) mod store;
 pub(crate) mod tracker_client;
 
@@ -47,7 +49,9 @@ use events::{Event, Events, Stamped};
 use lease::Lease;
 use outbox::Outboxes;
 pub use outbox::{OUTBOX_LIMIT, Outcome};
+pub use pins::Whois;
 use recovery::Recovery;
+pub use sessions::{PushCounts, QuicPort};
 use store::PeerStore;
 use tracker_client::{TrackerClient, TrackerError};
 
@@ -70,6 +74,8 @@ pub struct PeerConfig {
     pub identity: Option<Arc<Identity>>,
     /// The tracker's key, as `--tracker-key` gives it; `None`: pinned on first contact (`known_trackers`).
     pub tracker_key: Option<known_trackers::TrackerKey>,
+    /// Where to take sessions (docs/SESSIONS.md): by default UDP at the HTTP port's number.
+    pub quic_port: QuicPort,
 }
 
 impl PeerConfig {
@@ -87,6 +93,7 @@ impl PeerConfig {
             storage: Storage::Memory,
             identity: None,
             tracker_key: None,
+            quic_port: QuicPort::default(),
         }
     }
 }
@@ -161,6 +168,12 @@ struct Inner {
     token: String,
     tracker: TrackerClient,
     courier: Courier,
+    /// Where sessions are taken and dialled from (`None`: sessions are off).
+    link: Option<Arc<crate::link::Endpoint>>,
+    /// Messages carried each way, by path.
+    pushes: sessions::Pushes,
+    /// Each peer's key as first seen.
+    pins: pins::Pins,
     outboxes: Outboxes,
     recovery: Recovery,
     catch_up_http: reqwest::Client,
@@ -248,6 +261,31 @@ async fn bind_port(config: &PeerConfig, store: &PeerStore) -> Result<Bound, Node
     Ok(bound)
 }
 
+/// Binds the node's session endpoint on UDP, at `http`'s address: at its port number unless told otherwise (and
+/// then, if that UDP port is taken, at any free one: the port is advertised, so none has to be guessed).
+fn bind_sessions(
+    config: &PeerConfig,
+    http: SocketAddr,
+    identity: &Arc<Identity>,
+    inbox: Arc<sessions::SessionInbox>,
+) -> Result<Option<Arc<crate::link::Endpoint>>, NodeError> {
+    let at = |port| SocketAddr::new(http.ip(), port);
+    let bind = |port| crate::link::Endpoint::bind(at(port), identity.clone(), inbox.clone());
+    let endpoint = match config.quic_port {
+        QuicPort::Off => return Ok(None),
+        QuicPort::Port(p) => bind(p).map_err(|e| NodeError::Bind(at(p), e.to_string()))?,
+        QuicPort::SameAsHttp => match bind(http.port()) {
+            Ok(e) => e,
+            Err(first) => {
+                let e = bind(0).map_err(|e| NodeError::Bind(at(0), e.to_string()))?;
+                tracing::warn!(peer = %config.name, "UDP port {} is taken ({first}); taking sessions on {} instead", http.port(), e.local_addr());
+                e
+            }
+        },
+    };
+    Ok(Some(endpoint))
+}
+
 impl Node {
     /// Binds, registers with the tracker and starts serving the peer's own routes. Fails if the tracker cannot be
     /// reached or refuses the name, so a user learns at once.
@@ -270,14 +308,19 @@ impl Node {
         let joined_since = store.joined().await?;
         let identity = identity_of(&config)?;
         let bound = bind_port(&config, &store).await?;
+        let inbox = Arc::new(sessions::SessionInbox::default());
+        let link = bind_sessions(&config, bound.local_addr, &identity, inbox.clone())?;
         let node = Node::assemble(
             &config,
             advertised_ip,
             bound.local_addr,
             identity,
+            link,
             store,
             store_thread,
         );
+        node.inner.pins.load(node.inner.store.pins().await?);
+        inbox.attach(&node);
         for (channel, _) in &joined_since {
             node.inner.joined.insert(channel);
         }
@@ -299,7 +342,7 @@ impl Node {
         node.spawn(node.clone().recover());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
-        tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
+        tracing::info!(peer = %node.name(), addr = %node.local_addr(), sessions = ?node.session_addr(), "peer started");
         Ok(node)
     }
 
@@ -309,6 +352,7 @@ impl Node {
         advertised_ip: IpAddr,
         local_addr: SocketAddr,
         identity: Arc<Identity>,
+        link: Option<Arc<crate::link::Endpoint>>,
         store: PeerStore,
         store_thread: DbThread,
     ) -> Node {
@@ -332,6 +376,9 @@ impl Node {
                 token,
                 tracker,
                 courier: Courier::default(),
+                link,
+                pushes: sessions::Pushes::default(),
+                pins: pins::Pins::default(),
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),
                 catch_up_http: reqwest::Client::builder()
@@ -799,6 +846,9 @@ impl Node {
             tracing::warn!(peer = %self.name(), "could not deregister: {e}");
         }
         self.inner.shutdown.cancel();
+        if let Some(link) = &self.inner.link {
+            link.close();
+        }
         let mut tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
         tasks.extend(self.inner.outboxes.tasks());
         for t in tasks {

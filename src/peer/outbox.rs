@@ -97,9 +97,14 @@ impl Address {
     }
 }
 
+/// Where a push goes: an HTTP address (`None`), or a session address dialled expecting a key. A session's
+/// handshake proves the key before anything is sent, so a node that fails it is backed off only for that key:
+/// a puppet advertising bob's session port bars itself, not bob.
+type Target = (SocketAddr, Option<crate::identity::PublicKey>);
+
 /// Every address pushed to lately (bounded by [`MAX_ADDRESSES`]).
 #[derive(Default)]
-struct Addresses(Mutex<HashMap<SocketAddr, Address>>);
+struct Addresses(Mutex<HashMap<Target, Address>>);
 
 /// May a push go to an address now?
 enum Gate {
@@ -112,7 +117,7 @@ enum Gate {
 }
 
 impl Addresses {
-    fn gate(&self, addr: SocketAddr) -> Gate {
+    fn gate(&self, addr: Target) -> Gate {
         let mut map = lock(&self.0);
         if map.len() >= MAX_ADDRESSES && !map.contains_key(&addr) {
             let oldest = map.iter().min_by_key(|(_, a)| a.last_used).map(|(k, _)| *k);
@@ -138,7 +143,7 @@ impl Addresses {
     }
 
     /// The address answered with the recipient's receipt.
-    fn proven(&self, addr: SocketAddr) {
+    fn proven(&self, addr: Target) {
         if let Some(a) = lock(&self.0).get_mut(&addr) {
             a.proven = true;
             a.backoff = BAD_ADDRESS_BACKOFF_MIN;
@@ -146,7 +151,7 @@ impl Addresses {
     }
 
     /// The address answered, but not as the recipient: back it off. Returns for how long.
-    fn bad(&self, addr: SocketAddr) -> Duration {
+    fn bad(&self, addr: Target) -> Duration {
         let mut map = lock(&self.0);
         let a = map.entry(addr).or_insert_with(Address::new);
         let backoff = a.backoff;
@@ -393,11 +398,24 @@ impl Node {
                     }
                     Err(e) => return Attempt::Stuck(e.to_string()),
                 };
-                if failed.as_ref().is_some_and(|(a, _)| *a == info.addr()) {
+                // A recipient that takes sessions gets a session, never plaintext HTTP: a node in the path that
+                // blocks UDP can delay its messages into the mailbox, not make them go in the clear.
+                let session = match (info.session_addr(), &self.inner.link) {
+                    (Some(addr), Some(_)) => Some(addr),
+                    _ => None,
+                };
+                if let Some(key) = info.public_key
+                    && !self.pin_check(to, key).await
+                {
+                    let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
+                    return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
+                }
+                let addr = session.unwrap_or_else(|| info.addr());
+                if failed.as_ref().is_some_and(|(a, _)| *a == addr) {
                     break;
                 }
-                let addr = info.addr();
-                let _probe = match self.inner.outboxes.addresses.gate(addr) {
+                let target = (addr, session.and(info.public_key));
+                let _probe = match self.inner.outboxes.addresses.gate(target) {
                     Gate::Go(probe) => probe,
                     // Whatever answers there is not the recipient: the mailbox, at once.
                     Gate::Barred(left) => {
@@ -410,14 +428,24 @@ impl Node {
                         return Attempt::Stuck(format!("waiting for a first answer from {addr}"));
                     }
                 };
-                match self
-                    .inner
-                    .courier
-                    .push(addr, to, info.public_key, batch)
-                    .await
-                {
+                let pushed = match (session, info.public_key) {
+                    (Some(addr), Some(key)) => self.push_session(addr, to, key, batch).await,
+                    _ => {
+                        let r = self
+                            .inner
+                            .courier
+                            .push(addr, to, info.public_key, batch)
+                            .await;
+                        if let Ok(v) = &r {
+                            let stored = v.iter().filter(|v| **v == Pushed::Stored).count();
+                            self.inner.pushes.sent(false, stored);
+                        }
+                        r
+                    }
+                };
+                match pushed {
                     Ok(verdicts) => {
-                        self.inner.outboxes.addresses.proven(addr);
+                        self.inner.outboxes.addresses.proven(target);
                         *path = Path::default();
                         return Attempt::Done(
                             verdicts
@@ -432,7 +460,7 @@ impl Node {
                         );
                     }
                     Err(DeliveryError::BadAnswer(why)) => {
-                        let backoff = self.inner.outboxes.addresses.bad(addr);
+                        let backoff = self.inner.outboxes.addresses.bad(target);
                         tracing::warn!(peer = %self.name(), to = %to, %addr, "{addr} did not answer as {to} ({why}); not pushing there for {backoff:?}, using the mailbox");
                         self.forget_address(to);
                         break;
@@ -469,6 +497,14 @@ impl Node {
             .map(|m| SealedMail::seal(m, to, &key))
             .collect();
         let t = &self.inner.tracker;
+        // Held mail goes to whoever holds the name at the tracker: not to a key other than the one pinned for it.
+        if self.inner.pins.get(to).is_some()
+            && let Ok(key) = t.identity(to).await
+            && !self.pin_check(to, key).await
+        {
+            let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
+            return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
+        }
         let me = self.name();
         // Sealed mail is a third larger than the message (base64): a batch that fits one push may need two
         // deposits. Should a later one fail, the whole batch is deposited again (a deposit is stored once).
@@ -561,8 +597,8 @@ fn fitting_sealed(sealed: &[SealedMail]) -> usize {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Target {
+        (SocketAddr::from(([127, 0, 0, 1], port)), None)
     }
 
     #[test]

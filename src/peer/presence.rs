@@ -163,7 +163,14 @@ impl Node {
         }
         let _one_at_a_time = self.inner.presence.refreshing.lock().await;
         let live = match self.inner.tracker.members(channel).await {
-            Ok(peers) => peers,
+            // The page shows the key pinned for a name, the one to compare out of band.
+            Ok(peers) => peers
+                .into_iter()
+                .map(|p| PeerInfo {
+                    public_key: self.shown_key(&p.name, p.public_key),
+                    ..p
+                })
+                .collect(),
             Err(TrackerError::Refused {
                 code: ErrorCode::UnknownChannel,
                 ..
@@ -348,6 +355,7 @@ mod tests {
             away: None,
             role: None,
             public_key: None,
+            quic_port: None,
         }
     }
 

@@ -169,6 +169,11 @@ struct NodeHealth {
     name: PeerName,
     /// Requests this node has sent its tracker since start, by way (docs/PROTOCOL.md, `GET /health` of a peer).
     tracker_requests: TrackerRequests,
+    /// The UDP port this node takes sessions on (absent: sessions are off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_port: Option<u16>,
+    /// Messages carried each way since this start, by path.
+    pushes: super::PushCounts,
 }
 
 #[derive(Serialize)]
@@ -183,6 +188,8 @@ async fn health(State(node): State<Node>) -> Json<NodeHealth> {
         ok: true,
         name: node.name().clone(),
         tracker_requests: TrackerRequests { session, http },
+        quic_port: node.session_addr().map(|a| a.port()),
+        pushes: node.push_counts(),
     })
 }
 

@@ -18,7 +18,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::proto::{
-    ChannelName, ChatMessage, Destination, MessageId, PeerName, first_id_at, id_ms, now_ms,
+    ChannelName, ChatMessage, Destination, MessageId, PeerName, PublicKey, first_id_at, id_ms,
+    now_ms,
 };
 use crate::storage::{Db, DbError, DbThread, Storage, open};
 
@@ -77,6 +78,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_by_conversation ON messages (conversation, id, sender);
     CREATE INDEX messages_by_mark ON messages (conversation, mark_ms);
     CREATE INDEX messages_unmarked ON messages (conversation, id) WHERE mark_ms IS NULL",
+    // 3 (issue 13): the key each peer name was first seen with, pinned: a tracker that later vouches for another
+    // key for the name is refused until the user forgets the pin (`/forget-key name`).
+    "CREATE TABLE peer_keys (
+        name TEXT PRIMARY KEY,
+        key TEXT NOT NULL,
+        since_ms INTEGER NOT NULL
+    ) WITHOUT ROWID",
 ];
 
 /// The database file inside a peer's data dir.
@@ -350,6 +358,58 @@ impl PeerStore {
     }
 
     /// A value this node keeps about itself (`meta` table).
+    /// Every pinned key: (name, key, pinned since, Unix ms). A row that does not parse is skipped (and logged).
+    pub(crate) async fn pins(&self) -> Result<Vec<(PeerName, PublicKey, u64)>, DbError> {
+        self.db
+            .call(|c| {
+                let mut q = c.prepare("SELECT name, key, since_ms FROM peer_keys")?;
+                let rows = q.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
+                let mut pins = Vec::new();
+                for row in rows {
+                    let (name, key, since) = row?;
+                    match (PeerName::new(&name), key.parse::<PublicKey>()) {
+                        (Ok(n), Ok(k)) => pins.push((n, k, since as u64)),
+                        _ => tracing::error!("a pinned key for {name:?} is corrupt; skipped"),
+                    }
+                }
+                Ok(pins)
+            })
+            .await
+    }
+
+    /// Pins `key` for `name` unless a key is pinned for it already.
+    pub(crate) async fn pin(
+        &self,
+        name: &PeerName,
+        key: PublicKey,
+        since: u64,
+    ) -> Result<(), DbError> {
+        let (name, key) = (name.to_string(), key.to_string());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO peer_keys (name, key, since_ms) VALUES (?1, ?2, ?3)",
+                    params![name, key, since as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Forgets the key pinned for `name`; whether there was one.
+    pub(crate) async fn unpin(&self, name: &PeerName) -> Result<bool, DbError> {
+        let name = name.to_string();
+        self.db
+            .call(move |c| Ok(c.execute("DELETE FROM peer_keys WHERE name = ?1", [name])? > 0))
+            .await
+    }
+
     pub(crate) async fn meta(&self, key: &'static str) -> Result<Option<String>, DbError> {
         self.db
             .call(move |c| {

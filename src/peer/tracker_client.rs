@@ -375,14 +375,16 @@ impl TrackerClient {
         self.exchange("GET", path, true, None).await
     }
 
-    /// Registers (or renews) this peer at `addr`, with a fresh signed proof of its key.
+    /// Registers (or renews) this peer at `addr`, taking sessions at `quic_port` if given, with a fresh signed
+    /// proof of its key.
     pub(crate) async fn register(
         &self,
         addr: std::net::SocketAddr,
+        quic_port: Option<u16>,
     ) -> Result<RegisterResponse, TrackerError> {
         let req = self
             .identity
-            .register_request(&self.me, addr.ip(), addr.port());
+            .register_request_with(&self.me, addr.ip(), addr.port(), quic_port);
         let bytes = serde_json::to_vec(&req).expect("a request always serializes");
         self.exchange("POST", "/submit-info", false, Some(&bytes))
             .await

@@ -102,6 +102,8 @@ error_codes! {
     FutureMessage = "future_message", 422;
     UnknownSender = "unknown_sender", 403;
     ForgedSender = "forged_sender", 403;
+    WrongSender = "wrong_sender", 403;
+    KeyChanged = "key_changed", 403;
     WrongChannel = "wrong_channel", 403;
     WrongAddress = "wrong_address", 403;
     NotAllowed = "not_allowed", 403;

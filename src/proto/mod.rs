@@ -23,6 +23,28 @@ pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 /// Longest peer or channel name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
 
+/// `ms` (Unix ms) to the minute, as people read it: `2026-11-27 03:04 UTC`.
+pub fn utc_minute(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
 /// Milliseconds since the Unix epoch, the one clock every timestamp on the wire uses.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

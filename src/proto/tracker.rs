@@ -29,6 +29,10 @@ pub struct PeerInfo {
     /// The key the tracker binds this name to: what the peer's messages must be signed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKey>,
+    /// The UDP port the peer takes sessions on (docs/SESSIONS.md), at `ip`, as it registered it; absent when it
+    /// registered none (an implementation without sessions: it is reached over HTTP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_port: Option<u16>,
 }
 
 /// Longest away message (bytes).
@@ -118,6 +122,11 @@ impl PeerInfo {
     pub fn addr(&self) -> std::net::SocketAddr {
         (self.ip, self.port).into()
     }
+
+    /// Where the peer takes sessions, if it said.
+    pub fn session_addr(&self) -> Option<std::net::SocketAddr> {
+        self.quic_port.map(|p| (self.ip, p).into())
+    }
 }
 
 /// `POST /submit-info`: register, or renew the lease of, a peer, proving it holds the key the name is bound to.
@@ -138,6 +147,9 @@ pub struct RegisterRequest {
     /// Signs [`crate::identity::register_bytes`].
     #[serde(default)]
     pub sig: Option<Signature>,
+    /// The UDP port the peer takes sessions on, at `ip` (signed with the rest when present); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_port: Option<u16>,
 }
 
 /// Answer to `POST /submit-info`.

@@ -64,6 +64,9 @@ pub enum RegistryError {
 struct Lease {
     ip: IpAddr,
     port: u16,
+    /// The UDP port the peer takes sessions on, as its last registration said (not kept in the store: a
+    /// restored lease has none until the peer renews, and is reached over HTTP meanwhile).
+    quic_port: Option<u16>,
     last_seen_ms: u64,
     channels: BTreeSet<ChannelName>,
 }
@@ -289,6 +292,7 @@ impl Registry {
             away,
             role: None,
             public_key: None,
+            quic_port: lease.quic_port,
         }
     }
 
@@ -383,6 +387,7 @@ impl Registry {
             Lease {
                 ip,
                 port,
+                quic_port: None,
                 last_seen_ms: now,
                 channels: BTreeSet::new(),
             },
@@ -393,6 +398,14 @@ impl Registry {
         })
     }
 
+    /// Records the session port `name` registered with (`None`: it advertised none). Called right after a
+    /// successful [`Registry::register`]; a name without a lease is left alone.
+    pub fn set_quic_port(&mut self, name: &PeerName, quic_port: Option<u16>) {
+        if let Some(lease) = self.peers.get_mut(name) {
+            lease.quic_port = quic_port;
+        }
+    }
+
     /// Puts back a lease as a store saved it (at start-up); it expires as usual from `last_seen_ms`.
     pub fn restore_lease(&mut self, name: PeerName, ip: IpAddr, port: u16, last_seen_ms: u64) {
         self.peers.insert(
@@ -400,6 +413,7 @@ impl Registry {
             Lease {
                 ip,
                 port,
+                quic_port: None,
                 last_seen_ms,
                 channels: BTreeSet::new(),
             },
@@ -1237,6 +1251,20 @@ mod tests {
         assert!(r.lookup(&n("b"), 2).is_err());
         assert_eq!(r.members(&c("x"), None, 2).unwrap(), vec![]);
         assert_eq!(r.channels(2).len(), 1, "an empty channel stays known");
+    }
+
+    #[test]
+    fn a_registered_session_port_is_answered_until_a_registration_without_one() {
+        let mut r = Registry::new(Duration::from_millis(TTL));
+        r.register(&n("alice"), LO, 8000, 0).unwrap();
+        assert_eq!(r.lookup(&n("alice"), 0).unwrap().quic_port, None);
+        r.set_quic_port(&n("alice"), Some(8000));
+        assert_eq!(r.lookup(&n("alice"), 1).unwrap().quic_port, Some(8000));
+        r.register(&n("alice"), LO, 8000, 2).unwrap();
+        r.set_quic_port(&n("alice"), None);
+        assert_eq!(r.lookup(&n("alice"), 2).unwrap().quic_port, None);
+        r.set_quic_port(&n("nobody"), Some(1));
+        assert!(r.lookup(&n("nobody"), 2).is_err());
     }
 
     #[test]

@@ -87,6 +87,12 @@ async fn peer_register(
             "port: 0 is not a port a peer can be reached on",
         ));
     }
+    if req.quic_port == Some(0) {
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
+            "quic_port: 0 is not a port a peer takes sessions on",
+        ));
+    }
     if req.ip.is_unspecified() || req.ip.is_multicast() {
         return Err(ApiError::of(
             ErrorCode::InvalidField,
@@ -101,7 +107,16 @@ async fn peer_register(
         ttl_secs,
         mailbox,
     } = s
-        .change(|st| st.register(&req.name, (req.ip, req.port), key, origin, now))
+        .change(|st| {
+            st.register_with_quic(
+                &req.name,
+                (req.ip, req.port),
+                req.quic_port,
+                key,
+                origin,
+                now,
+            )
+        })
         .await?;
     if reg.created {
         tracing::info!(peer = %req.name, addr = %std::net::SocketAddr::from((req.ip, req.port)), "peer registered");

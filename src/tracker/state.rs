@@ -73,9 +73,23 @@ impl TrackerState {
         origin: Origin,
         now: u64,
     ) -> Result<(Registration, Vec<Change>), Refused> {
+        self.register_with_quic(name, (ip, port), None, key, origin, now)
+    }
+
+    /// [`TrackerState::register`] with the session port the peer advertised (`None`: none).
+    pub fn register_with_quic(
+        &mut self,
+        name: &PeerName,
+        (ip, port): (IpAddr, u16),
+        quic_port: Option<u16>,
+        key: PublicKey,
+        origin: Origin,
+        now: u64,
+    ) -> Result<(Registration, Vec<Change>), Refused> {
         let free = self.identities.check(name, key, origin, now)?;
         let ttl_secs = self.registry.ttl().as_secs().max(1);
         let (registered, lease) = self.registry.register(name, ip, port, now)?;
+        self.registry.set_quic_port(name, quic_port);
         self.mailboxes.open(name);
         let mut changes: Vec<Change> = self
             .identities

@@ -85,6 +85,7 @@ fn a_clock_two_minutes_behind_is_told_so_and_how_to_fix_it() {
         ts: Some(ts),
         nonce: Some(nonce),
         sig: Some(identity.sign(&register_bytes(&name, ip, port, &key, ts, &nonce))),
+        quic_port: None,
     };
     let (status, body) = post_json(
         &tracker.url("/submit-info"),

@@ -227,7 +227,7 @@ async fn a_message_whose_from_is_not_the_sessions_identity_is_refused() {
     let carols = dm(&carol, &bob, "carol says");
     match link.send(&carols).await {
         Err(SendError::Refused(e)) => {
-            assert_eq!(e.code, "forged_sender");
+            assert_eq!(e.code, "wrong_sender");
             assert_eq!(e.id, Some(carols.id));
         }
         other => panic!("{other:?}"),

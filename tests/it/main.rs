@@ -28,6 +28,7 @@ mod messaging;
 mod quick_start;
 mod sealed_mail;
 mod sessions_tracker;
+mod sessions_peer;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;

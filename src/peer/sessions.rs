@@ -1,0 +1,285 @@
+//! The peer's sessions (docs/SESSIONS.md): what lets peers carry messages to each other over identity-bound QUIC
+//! connections instead of one plaintext HTTP request per push.
+//!
+//! - **Listening**: [`SessionInbox`] is the [`Inbox`] the node's [`Endpoint`] serves. It answers who a name is
+//!   from the node's directory (the tracker's word, checked against this node's pins), and stores a batch through
+//!   the same checks as `POST /p2p/receive-batch` ([`Via::Session`]), so a message is acked only once stored.
+//! - **Sending**: [`Node::push_session`] carries a batch over the pooled session to the recipient's advertised
+//!   `quic_port`, dialled expecting the key the tracker vouches for; its ack replaces the signed HTTP receipt (the
+//!   handshake proved the key). The outbox ([`super::outbox`]) decides when, and what to do when it fails.
+//! - **Counting**: [`Pushes`], how many messages went and came each way, shown in `GET /health` so tests and
+//!   operators can tell which path carried them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use super::delivery::{DeliveryError, Pushed};
+use super::inbox::Via;
+use super::{Inner, Node};
+use crate::identity::PublicKey;
+use crate::link::{ErrorBody, Inbox, LinkError, SendError};
+use crate::proto::{ChatMessage, ErrorCode, PeerName};
+
+/// A session dial to a peer that has not completed its handshake in this time fails (the link's own limit is
+/// longer; a peer on a LAN answers in milliseconds, and a dead one must not hold its outbox worker long).
+pub(super) const SESSION_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session over which nothing at all came back this long after a batch was sent is taken for dead: the attempt
+/// fails (what was sent is in doubt and is sent again; ids are deduplicated), as an HTTP push to a closed port.
+pub(super) const SESSION_SILENCE: Duration = Duration::from_secs(1);
+
+/// Which UDP port a peer takes sessions on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuicPort {
+    /// The HTTP port's number (any free port if that UDP port is taken).
+    #[default]
+    SameAsHttp,
+    /// This one (0: any free port); failing to bind it fails the start.
+    Port(u16),
+    /// No sessions: the peer registers no `quic_port` and pushes over HTTP only (what an implementation without
+    /// sessions does; tests and the benchmark's "before" use it).
+    Off,
+}
+
+impl std::str::FromStr for QuicPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<QuicPort, String> {
+        match s {
+            "off" => Ok(QuicPort::Off),
+            p => p
+                .parse::<u16>()
+                .map(QuicPort::Port)
+                .map_err(|_| format!("{p:?}: a UDP port (0: any free one) or `off`")),
+        }
+    }
+}
+
+/// Messages carried each way, by path (since this start).
+#[derive(Debug, Default)]
+pub(super) struct Pushes {
+    session_out: AtomicU64,
+    http_out: AtomicU64,
+    session_in: AtomicU64,
+    http_in: AtomicU64,
+}
+
+/// [`Pushes`] as `GET /health` shows them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PushCounts {
+    /// Messages this node pushed that a recipient acked over a session.
+    pub session_out: u64,
+    /// Messages this node pushed that a recipient stored over HTTP (`/p2p/receive`, `/p2p/receive-batch`).
+    pub http_out: u64,
+    /// Messages stored (new or duplicate) that arrived over a session.
+    pub session_in: u64,
+    /// Messages stored (new or duplicate) that arrived by `POST /p2p/receive` or `/p2p/receive-batch`.
+    pub http_in: u64,
+}
+
+impl Pushes {
+    pub(super) fn sent(&self, session: bool, n: usize) {
+        let c = if session {
+            &self.session_out
+        } else {
+            &self.http_out
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn received(&self, session: bool, n: usize) {
+        let c = if session {
+            &self.session_in
+        } else {
+            &self.http_in
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn counts(&self) -> PushCounts {
+        PushCounts {
+            session_out: self.session_out.load(Ordering::Relaxed),
+            http_out: self.http_out.load(Ordering::Relaxed),
+            session_in: self.session_in.load(Ordering::Relaxed),
+            http_in: self.http_in.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The node's side of its endpoint: set once the node is assembled (the endpoint is bound first, since the
+/// node advertises its port), and holding the node weakly so a stopped node is not kept alive by its listener.
+#[derive(Default)]
+pub(super) struct SessionInbox {
+    node: OnceLock<Weak<Inner>>,
+}
+
+impl SessionInbox {
+    pub(super) fn attach(&self, node: &Node) {
+        let _ = self.node.set(Arc::downgrade(&node.inner));
+    }
+
+    fn node(&self) -> Option<Node> {
+        let inner = self.node.get()?.upgrade()?;
+        let node = Node { inner };
+        (!node.inner.shutdown.is_cancelled()).then_some(node)
+    }
+}
+
+impl Inbox for SessionInbox {
+    fn key_of<'a>(&'a self, name: &'a PeerName) -> BoxFuture<'a, Option<PublicKey>> {
+        Box::pin(async move { self.node()?.vouched_key(name).await })
+    }
+
+    fn deliver(
+        &self,
+        from: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> BoxFuture<'_, Vec<Result<(), ErrorBody>>> {
+        Box::pin(async move {
+            let n = batch.len();
+            let Some(node) = self.node() else {
+                let e = ErrorBody::new(ErrorCode::Stopping, "this node is stopping");
+                return vec![Err(e); n];
+            };
+            let msgs = batch
+                .into_iter()
+                .map(|m| (m, Via::Session { key: from }))
+                .collect();
+            match node.receive_many(msgs).await {
+                Ok(verdicts) => verdicts
+                    .into_iter()
+                    .map(|v| v.map(|_| ()).map_err(|e| ErrorBody::new(e.code, e.message)))
+                    .collect(),
+                Err(e) => vec![Err(ErrorBody::new(e.code, e.message)); n],
+            }
+        })
+    }
+}
+
+/// Refusals a receiver may lift by itself (its store, its tracker, its start-up): the batch is tried again, and
+/// goes to the mailbox if they last. `unknown_identity` is one on a session: this sender is registered (it found
+/// the recipient through the tracker), so a receiver that knows no key for it could not ask its tracker now (a
+/// session's lookup cannot say "not now" otherwise) or no longer accepts the key: the mailbox carries it, and the
+/// receiver checks it again when it drains it.
+fn transient(code: ErrorCode) -> bool {
+    code.status() >= 500 || code.status() == 429 || code == ErrorCode::UnknownIdentity
+}
+
+impl Node {
+    /// The key the tracker vouches for `name` (cached for a while, as for checking HTTP pushes), unless it is not
+    /// the key this node has pinned for the name: then none (nothing is accepted from it) and a loud warning.
+    pub(super) async fn vouched_key(&self, name: &PeerName) -> Option<PublicKey> {
+        let cached = self.inner.directory.key_of(name);
+        let key = match cached {
+            Some((key, at)) if at.elapsed() < super::KEY_RECHECK => key,
+            _ => match self.inner.tracker.identity(name).await {
+                Ok(key) => {
+                    self.inner.directory.cache_key(name.clone(), Some(key));
+                    Some(key)
+                }
+                Err(super::TrackerError::Refused {
+                    code: ErrorCode::UnknownIdentity,
+                    ..
+                }) => {
+                    self.inner.directory.cache_key(name.clone(), None);
+                    None
+                }
+                // The tracker is down: a cached key stands.
+                Err(_) => cached.and_then(|(k, _)| k),
+            },
+        }?;
+        self.pin_check(name, key).await.then_some(key)
+    }
+
+    /// Pushes `batch` (in order) to `to` over a session at `addr`, which must prove `key`. An ack means stored:
+    /// the handshake proved whom the session is with, so no receipt is needed. A node presenting another key
+    /// gets nothing and is [`DeliveryError::BadAnswer`]; no session, or answers missing, is worth retrying.
+    pub(super) async fn push_session(
+        &self,
+        addr: SocketAddr,
+        to: &PeerName,
+        key: PublicKey,
+        batch: &[ChatMessage],
+    ) -> Result<Vec<Pushed>, DeliveryError> {
+        let Some(endpoint) = self.inner.link.as_ref() else {
+            return Err(DeliveryError::Unreachable("sessions are off".into()));
+        };
+        let link = match tokio::time::timeout(SESSION_DIAL_TIMEOUT, endpoint.link(addr, key)).await
+        {
+            Err(_) => {
+                return Err(DeliveryError::Unreachable(format!(
+                    "no session with {addr} within {SESSION_DIAL_TIMEOUT:?}"
+                )));
+            }
+            Ok(Err(e @ LinkError::WrongKey { .. })) => {
+                return Err(DeliveryError::BadAnswer(format!("not {to}: {e}")));
+            }
+            Ok(Err(e)) => return Err(DeliveryError::Unreachable(e.to_string())),
+            Ok(Ok(link)) => link,
+        };
+        // Polled in order, each send queues its frame before the next: one write, order kept.
+        let heard = link.datagrams_received();
+        let sends = futures_util::future::join_all(batch.iter().map(|m| link.send(m)));
+        tokio::pin!(sends);
+        let results = tokio::select! {
+            r = &mut sends => r,
+            _ = tokio::time::sleep(SESSION_SILENCE) => {
+                // A live receiver's transport acknowledges our packets within a round trip, however slow its
+                // store; nothing at all back means it is gone (QUIC itself would notice only at the idle timeout):
+                // drop the connection, so the next attempt dials afresh and the outbox moves on.
+                if link.datagrams_received() == heard {
+                    link.close();
+                    return Err(DeliveryError::Unreachable(format!(
+                        "no answer over the session within {SESSION_SILENCE:?}"
+                    )));
+                }
+                // Alive: each send waits for its answer up to the link's own limit.
+                sends.await
+            }
+        };
+        let mut verdicts = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(()) => verdicts.push(Pushed::Stored),
+                Err(SendError::Refused(body)) => {
+                    let code = ErrorCode::parse(&body.code);
+                    if transient(code) {
+                        return Err(DeliveryError::Unavailable {
+                            code,
+                            message: body.message,
+                        });
+                    }
+                    verdicts.push(Pushed::Refused {
+                        code,
+                        message: body.message,
+                    });
+                }
+                Err(e @ (SendError::Lost | SendError::Timeout)) => {
+                    link.close();
+                    return Err(DeliveryError::Unreachable(e.to_string()));
+                }
+                Err(SendError::NoLink(e)) => return Err(DeliveryError::Unreachable(e.to_string())),
+                Err(SendError::TooLarge(e)) => verdicts.push(Pushed::Refused {
+                    code: ErrorCode::InvalidField,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        let stored = verdicts.iter().filter(|v| **v == Pushed::Stored).count();
+        self.inner.pushes.sent(true, stored);
+        Ok(verdicts)
+    }
+
+    /// How many messages went and came over sessions and over HTTP since this start.
+    pub fn push_counts(&self) -> PushCounts {
+        self.inner.pushes.counts()
+    }
+
+    /// Where this node takes sessions, if it does.
+    pub fn session_addr(&self) -> Option<SocketAddr> {
+        self.inner.link.as_ref().map(|e| e.local_addr())
+    }
+}
