@@ -323,7 +323,18 @@ impl Endpoint {
     pub fn close(&self) {
         self.quic.close(CLOSE_NORMAL, b"closing");
     }
+
+    /// Closes every connection and waits (at most [`CLOSE_WAIT`]) until they have drained, so the UDP port is
+    /// free again soon after the last handle is dropped: a node restarted in the same process at the same port
+    /// (a tracker's restart, tests) can bind it.
+    pub async fn close_and_wait(&self) {
+        self.close();
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.quic.wait_idle()).await;
+    }
 }
+
+/// The longest a closing endpoint waits for its connections to drain.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Endpoint {
     fn drop(&mut self) {

@@ -847,7 +847,7 @@ impl Node {
         }
         self.inner.shutdown.cancel();
         if let Some(link) = &self.inner.link {
-            link.close();
+            link.close_and_wait().await;
         }
         let mut tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
         tasks.extend(self.inner.outboxes.tasks());

@@ -291,7 +291,7 @@ impl Tracker {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.endpoint.close();
+        self.endpoint.close_and_wait().await;
     }
 }
 
