@@ -9,6 +9,8 @@ use crate::proto::{
 
 /// Default number of messages `/history` shows.
 pub(crate) const DEFAULT_HISTORY: usize = 20;
+/// Most messages one `/history` shows.
+pub(crate) const MAX_HISTORY: usize = 1000;
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,8 +232,12 @@ fn history(args: &[&str]) -> Result<Command, ParseError> {
         Some(n) => n
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ParseError(format!("{n} is not a count from 1 to 1000; {usage}")))?,
+            .filter(|n| (1..=MAX_HISTORY).contains(n))
+            .ok_or_else(|| {
+                ParseError(format!(
+                    "{n} is not a count from 1 to {MAX_HISTORY}; {usage}"
+                ))
+            })?,
         None => DEFAULT_HISTORY,
     };
     Ok(Command::History(conv, n))

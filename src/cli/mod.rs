@@ -212,6 +212,26 @@ fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
             own: false,
         } => out.line(message.cli_line(me)),
         Event::Notice { text } => out.status(text.as_str()),
+        Event::Missed {
+            with,
+            count,
+            messages,
+        } => {
+            let plural = if *count == 1 { "message" } else { "messages" };
+            out.status(format!(
+                "--- {count} {plural} in {with} while you were away ---"
+            ));
+            if messages.len() < *count {
+                out.status(format!(
+                    "(the latest {}; /history {with} {} shows more)",
+                    messages.len(),
+                    (*count).min(command::MAX_HISTORY)
+                ));
+            }
+            for m in messages {
+                out.line(m.cli_line(me));
+            }
+        }
         _ => {}
     }
 }

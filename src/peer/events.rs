@@ -26,6 +26,17 @@ pub const EVENT_REPLAY: usize = 1024;
 pub enum Event {
     /// A message received, or sent by this node's user (`own`).
     Message { message: ChatMessage, own: bool },
+    /// Messages that reached this node while its user was away (from the tracker's mailbox, by catch-up, or
+    /// pushed while the node was starting), one event per conversation, in sender order (by id): the latest
+    /// [`MISSED_SHOWN`](super::missed::MISSED_SHOWN) of `count` new ones. Front ends show them in place, under a
+    /// marker; these messages get no `message` event of their own.
+    Missed {
+        /// `#channel` or `@peer`.
+        with: String,
+        /// How many new messages the conversation got this way (`messages` may hold fewer: the latest).
+        count: usize,
+        messages: Vec<ChatMessage>,
+    },
     /// This node joined a channel.
     Joined { channel: ChannelName },
     /// This node left a channel.

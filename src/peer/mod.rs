@@ -13,6 +13,7 @@ mod directory;
 pub mod events;
 pub(crate) mod inbox;
 mod lease;
+pub mod missed;
 mod outbox;
 pub(crate) mod presence;
 pub(crate) mod recovery;
@@ -159,6 +160,8 @@ struct Inner {
     courier: Courier,
     outboxes: Outboxes,
     recovery: Recovery,
+    /// What came back while the user was away, until the recovery pass shows it.
+    missed: missed::Missed,
     catch_up_http: reqwest::Client,
     events: Events,
     presence: Arc<presence::Presence>,
@@ -293,6 +296,7 @@ impl Node {
         node.spawn(node.clone().keep_lease());
         node.spawn(node.clone().keep_presence());
         node.spawn(node.clone().recover());
+        node.spawn(node.clone().show_missed_when_quiet());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
@@ -324,6 +328,7 @@ impl Node {
                 courier: Courier::default(),
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),
+                missed: missed::Missed::default(),
                 catch_up_http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(10))

@@ -24,6 +24,7 @@ mod identity;
 mod limits;
 mod link;
 mod messaging;
+mod missed;
 mod quick_start;
 mod store_and_forward;
 mod tracker_restart;

@@ -137,6 +137,28 @@
     if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
   }
 
+  // Messages that reached the node while the user was away (a `missed` event): put where they belong among what
+  // is shown (by id, each sender's order, as history is), under a "new since you were away" divider. Returns how
+  // many were new here.
+  function insertMissed(c, msgs) {
+    const fresh = msgs.filter((msg) => !c.ids.has(msgKey(msg))).map((msg) => entry(msg, msg.from === state.me, "sent"));
+    if (!fresh.length) return 0;
+    for (const m of fresh) { c.messages.push(m); c.ids.set(msgKey(m), m); }
+    c.messages.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.from < b.from ? -1 : a.from > b.from ? 1 : 0));
+    while (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
+    if (!c.divider || !c.ids.has(c.divider)) c.divider = msgKey(fresh[0]);
+    if (c.key === state.current) renderCurrent();
+    return fresh.length;
+  }
+
+  function dividerItem() {
+    const li = document.createElement("li");
+    li.className = "divider";
+    li.setAttribute("role", "separator");
+    li.textContent = "new since you were away";
+    return li;
+  }
+
   function sortedKeys(kind) {
     return [...state.convs.values()].filter((c) => c.kind === kind).map((c) => c.key).sort();
   }
@@ -253,8 +275,10 @@
     const list = $("messages");
     $("conv-title").textContent = c ? (c.kind === "channel" ? c.key : "Direct messages with " + c.name) : "No conversation";
     $("conv-empty").hidden = !!c;
-    list.replaceChildren(...(c ? c.messages.map(messageItem) : []));
-    list.scrollTop = list.scrollHeight;
+    list.replaceChildren(...(c ? c.messages.flatMap((m) =>
+      msgKey(m) === c.divider ? [dividerItem(), messageItem(m)] : [messageItem(m)]) : []));
+    const divider = list.querySelector("li.divider");
+    if (divider) divider.scrollIntoView({ block: "start" }); else list.scrollTop = list.scrollHeight;
     renderComposer();
     renderMembers();
     renderSettings();
@@ -740,6 +764,15 @@
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = addMessage(c, ev.message, ev.own);
         if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
+        renderConvs();
+        break;
+      }
+      case "missed": {
+        const isNew = !state.convs.has(ev.with);
+        const c = conv(ev.with);
+        if (isNew) c.loaded = true; // nothing older than this to load
+        const added = insertMissed(c, ev.messages);
+        if (ev.with !== state.current || document.hidden) c.unread += added;
         renderConvs();
         break;
       }
