@@ -210,7 +210,15 @@ fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
         Event::Message {
             message,
             own: false,
+            ..
         } => out.line(message.cli_line(me)),
+        Event::Receipt { peer, count, last } => out.status(match count {
+            1 => format!("{peer} got your message \"{}\"", excerpt(last)),
+            n => format!(
+                "{peer} got your {n} held messages (the last: \"{}\")",
+                excerpt(last)
+            ),
+        }),
         Event::Notice { text } => out.status(text.as_str()),
         Event::Missed {
             with,
@@ -233,6 +241,18 @@ fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
             }
         }
         _ => {}
+    }
+}
+
+/// Most characters of a message a receipt line quotes.
+const EXCERPT_CHARS: usize = 40;
+
+/// The start of a message's text, on one line, for a status line that quotes it.
+fn excerpt(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
     }
 }
 

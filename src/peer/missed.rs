@@ -144,6 +144,7 @@ impl Node {
             self.inner.events.publish(Event::Message {
                 message: msg,
                 own: false,
+                state: super::receipts::DeliveryState::Delivered,
             });
         }
     }

@@ -16,6 +16,7 @@ mod lease;
 pub mod missed;
 mod outbox;
 pub(crate) mod presence;
+pub mod receipts;
 pub(crate) mod recovery;
 pub(crate) mod routes;
 pub(crate) mod store;
@@ -162,6 +163,8 @@ struct Inner {
     recovery: Recovery,
     /// What came back while the user was away, until the recovery pass shows it.
     missed: missed::Missed,
+    /// Delivered notices waiting to be sent.
+    notices: receipts::Notices,
     catch_up_http: reqwest::Client,
     events: Events,
     presence: Arc<presence::Presence>,
@@ -297,6 +300,7 @@ impl Node {
         node.spawn(node.clone().keep_presence());
         node.spawn(node.clone().recover());
         node.spawn(node.clone().show_missed_when_quiet());
+        node.spawn(node.clone().send_notices());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), "peer started");
@@ -329,6 +333,7 @@ impl Node {
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),
                 missed: missed::Missed::default(),
+                notices: receipts::Notices::default(),
                 catch_up_http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(10))
@@ -689,6 +694,10 @@ impl Node {
             self.inner.events.publish(Event::Message {
                 message: msg.clone(),
                 own: true,
+                state: match recipients.is_empty() {
+                    true => receipts::DeliveryState::Delivered,
+                    false => receipts::DeliveryState::Sending,
+                },
             });
         }
         Ok(watches)

@@ -194,6 +194,8 @@ impl Node {
                     }
                 }
             }
+            let senders: Vec<(PeerName, MessageId)> =
+                msgs.iter().map(|(m, _)| (m.from.clone(), m.id)).collect();
             let verdicts = self
                 .receive_many(msgs)
                 .await
@@ -219,6 +221,16 @@ impl Node {
             // Stored (or refused for good): the tracker may forget them now.
             self.tracked(|| t.ack_mail(me, acks.clone(), unattributed.clone()))
                 .await?;
+            // Each sender may now show its held messages as delivered.
+            let mut stored: BTreeMap<PeerName, Vec<MessageId>> = BTreeMap::new();
+            for ((from, id), v) in senders.into_iter().zip(&verdicts) {
+                if v.is_ok() {
+                    stored.entry(from).or_default().push(id);
+                }
+            }
+            for (from, ids) in stored {
+                self.tell_delivered(from, ids);
+            }
             if !page.more {
                 break;
             }

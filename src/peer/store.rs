@@ -17,6 +17,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::receipts::{DeliveryState, StateUpdate};
 use crate::proto::{
     ChannelName, ChatMessage, Destination, MessageId, PeerName, first_id_at, id_ms, now_ms,
 };
@@ -77,6 +78,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_by_conversation ON messages (conversation, id, sender);
     CREATE INDEX messages_by_mark ON messages (conversation, mark_ms);
     CREATE INDEX messages_unmarked ON messages (conversation, id) WHERE mark_ms IS NULL",
+    // 3: what became of each of this node's messages at each recipient once it left the outbox (issue 15: `held`
+    // until the recipient's node says it has it, `delivered`, `failed`), and the outbox by message, to tell
+    // which messages are still `sending`.
+    "CREATE TABLE delivery (
+        id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (id, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_by_message ON outbox (sender, id)",
 ];
 
 /// The database file inside a peer's data dir.
@@ -286,28 +297,6 @@ impl PeerStore {
             .await
     }
 
-    /// Takes messages off `recipient`'s outbox (delivered, held by the tracker, or refused for good).
-    pub(crate) async fn outbox_done(
-        &self,
-        recipient: &PeerName,
-        ids: Vec<MessageId>,
-    ) -> Result<(), DbError> {
-        let r = recipient.to_string();
-        let me = self.me.to_string();
-        self.db
-            .call_relaxed(move |c| {
-                // The outbox holds only this node's own messages.
-                let mut q = c.prepare_cached(
-                    "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
-                )?;
-                for id in &ids {
-                    q.execute(params![r, me, id_text(id)])?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
     /// Every recipient with messages waiting, and how many messages wait in all.
     pub(crate) async fn outbox_summary(&self) -> Result<(Vec<PeerName>, usize), DbError> {
         self.db
@@ -396,6 +385,156 @@ impl PeerStore {
     }
 }
 
+/// The state of one of this node's messages (`me` its sender), all recipients together: `sending` while any
+/// recipient's outbox row is left, else `held` while the tracker holds it for any, else `delivered` if anyone
+/// got it (or there was nobody to give it to), else `failed` (every recipient refused it).
+fn own_state(c: &Connection, me: &str, id: &str) -> Result<DeliveryState, DbError> {
+    let queued: i64 = c
+        .prepare_cached("SELECT count(*) FROM outbox WHERE sender = ?1 AND id = ?2")?
+        .query_row(params![me, id], |r| r.get(0))?;
+    if queued > 0 {
+        return Ok(DeliveryState::Sending);
+    }
+    let mut q = c.prepare_cached("SELECT state FROM delivery WHERE id = ?1")?;
+    let states = q
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has = |s: DeliveryState| states.iter().any(|x| x == s.as_str());
+    Ok(if has(DeliveryState::Held) {
+        DeliveryState::Held
+    } else if has(DeliveryState::Delivered) || states.is_empty() {
+        DeliveryState::Delivered
+    } else {
+        DeliveryState::Failed
+    })
+}
+
+/// A message's state as this node sees it: its own messages by [`own_state`], others' are `delivered` (here).
+fn state_of(c: &Connection, me: &PeerName, msg: &ChatMessage) -> Result<DeliveryState, DbError> {
+    match &msg.from == me {
+        true => own_state(c, me.as_str(), &id_text(&msg.id)),
+        false => Ok(DeliveryState::Delivered),
+    }
+}
+
+impl PeerStore {
+    /// [`PeerStore::recent_async`], each message with its state.
+    pub(crate) async fn recent_with_state(
+        &self,
+        conv: &Destination,
+        n: usize,
+    ) -> Result<Vec<(ChatMessage, DeliveryState)>, DbError> {
+        let label = conv.label();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                recent(c, &label, n)?
+                    .into_iter()
+                    .map(|m| {
+                        let state = state_of(c, &me, &m)?;
+                        Ok((m, state))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// Takes messages off `recipient`'s outbox with what became of each there, in one transaction; returns the
+    /// messages whose state (all recipients together) this changed, with it.
+    pub(crate) async fn outbox_settled(
+        &self,
+        recipient: &PeerName,
+        outcomes: Vec<(MessageId, Option<DeliveryState>)>,
+    ) -> Result<Vec<StateUpdate>, DbError> {
+        let r = recipient.to_string();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let mut changed = Vec::new();
+                for (id, state) in &outcomes {
+                    let id = id_text(id);
+                    let before = own_state(c, me.as_str(), &id)?;
+                    c.prepare_cached(
+                        "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
+                    )?
+                    .execute(params![r, me.as_str(), id])?;
+                    if let Some(state) = state {
+                        c.prepare_cached(
+                            "INSERT INTO delivery (id, recipient, state) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (id, recipient) DO UPDATE SET state = ?3",
+                        )?
+                        .execute(params![id, r, state.as_str()])?;
+                    }
+                    let after = own_state(c, me.as_str(), &id)?;
+                    if after != before {
+                        changed.extend(own_update(c, me.as_str(), &id, after)?);
+                    }
+                }
+                Ok(changed)
+            })
+            .await
+    }
+
+    /// `recipient`'s node says it holds these messages of ours: those the tracker held for it become
+    /// `delivered`. Returns the messages whose state this changed, with their text.
+    pub(crate) async fn mark_delivered(
+        &self,
+        recipient: &PeerName,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(StateUpdate, String)>, DbError> {
+        let r = recipient.to_string();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let mut changed = Vec::new();
+                for id in &ids {
+                    let id = id_text(id);
+                    let before = own_state(c, me.as_str(), &id)?;
+                    let n = c
+                        .prepare_cached(
+                            "UPDATE delivery SET state = 'delivered'
+                             WHERE id = ?1 AND recipient = ?2 AND state = 'held'",
+                        )?
+                        .execute(params![id, r])?;
+                    let after = own_state(c, me.as_str(), &id)?;
+                    if n == 0 || after == before {
+                        continue;
+                    }
+                    let text: Option<String> = c
+                        .prepare_cached(
+                            "SELECT envelope FROM messages WHERE sender = ?1 AND id = ?2",
+                        )?
+                        .query_row(params![me.as_str(), id], |r| r.get(0))
+                        .optional()?;
+                    if let (Some(update), Some(env)) =
+                        (own_update(c, me.as_str(), &id, after)?, text)
+                    {
+                        changed.push((update, parse(env)?.text));
+                    }
+                }
+                Ok(changed)
+            })
+            .await
+    }
+}
+
+/// A state change of one of this node's messages, with the conversation it is in (as the front ends key it).
+fn own_update(
+    c: &Connection,
+    me: &str,
+    id: &str,
+    state: DeliveryState,
+) -> Result<Option<StateUpdate>, DbError> {
+    let with: Option<String> = c
+        .prepare_cached("SELECT conversation FROM messages WHERE sender = ?1 AND id = ?2")?
+        .query_row(params![me, id], |r| r.get(0))
+        .optional()?;
+    Ok(match (with, id.parse::<MessageId>()) {
+        (Some(with), Ok(id)) => Some(StateUpdate { id, with, state }),
+        _ => None,
+    })
+}
+
 fn recent(c: &Connection, label: &str, n: usize) -> Result<Vec<ChatMessage>, DbError> {
     let mut q = c.prepare_cached(
         "SELECT envelope FROM messages WHERE conversation = ?1 ORDER BY id DESC, sender DESC LIMIT ?2",
@@ -464,7 +603,10 @@ mod tests {
             store.recent(&Destination::Direct(n("carol")), 5).unwrap(),
             vec![dm.clone()]
         );
-        store.outbox_done(&n("carol"), vec![dm.id]).await.unwrap();
+        store
+            .outbox_settled(&n("carol"), vec![(dm.id, None)])
+            .await
+            .unwrap();
         assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
         let after = store
             .channel_after(ch_name(&ch), msgs[2].id, 10)
@@ -505,7 +647,10 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.outbox_for(&n("alice"), 10).await.unwrap(), vec![mine]);
-        store.outbox_done(&n("alice"), vec![real.id]).await.unwrap();
+        store
+            .outbox_settled(&n("alice"), vec![(real.id, None)])
+            .await
+            .unwrap();
         assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
     }
 

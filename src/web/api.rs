@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use crate::peer::presence::MemberList;
+use crate::peer::receipts::DeliveryState;
 use crate::peer::{Node, SendReport};
 use crate::proto::*;
 
@@ -93,6 +94,14 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
 /// Most messages one `GET /api/history` returns.
 pub(super) const HISTORY_PAGE_MAX: usize = 5000;
 
+/// A message as `/api/history` lists it: its fields and its state.
+#[derive(Serialize)]
+pub(super) struct Entry {
+    #[serde(flatten)]
+    message: ChatMessage,
+    state: DeliveryState,
+}
+
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {
     /// `#channel` or `@peer` (or a bare channel name).
@@ -106,9 +115,12 @@ pub(super) async fn history_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let conv = parse_conversation(&q.with)
         .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("with: {e}")))?;
-    let messages = node
-        .history_async(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
-        .await?;
+    let messages: Vec<Entry> = node
+        .history_with_state(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
+        .await?
+        .into_iter()
+        .map(|(message, state)| Entry { message, state })
+        .collect();
     Ok(Json(
         serde_json::json!({ "with": conv.label(), "messages": messages }),
     ))

@@ -26,6 +26,7 @@ mod link;
 mod messaging;
 mod missed;
 mod quick_start;
+mod receipts;
 mod store_and_forward;
 mod tracker_restart;
 mod web_api;

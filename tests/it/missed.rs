@@ -59,6 +59,17 @@ fn after_a_crash_the_cli_shows_every_missed_message_once_in_order_under_a_marker
     senders
         .into_iter()
         .for_each(|s| s.join().expect("every send is accepted"));
+    // alice's node has handed every DM to the tracker: none waits in her outbox, to be pushed later.
+    wait_until("every DM to be held by the tracker", SHOWN_WITHIN, || {
+        let h = get_json(&alice.url("/api/history?with=%40bob&limit=300"), 200);
+        let states: Vec<_> = h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].clone())
+            .collect();
+        states.len() == SENT && states.iter().all(|s| s == "held")
+    });
     let bob = Proc::peer("bob", tracker.addr, &bob_args);
     let all_printed = || {
         let lines = bob.out.all();

@@ -127,6 +127,10 @@
     return true;
   }
 
+  // The node's state of a message (`/api/history`, events) as the page shows it.
+  const PAGE_STATUS = { sending: "pending", held: "held", delivered: "sent", failed: "failed" };
+  const pageStatus = (st) => PAGE_STATUS[st] || "sent";
+
   function entry(msg, own, status) {
     return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null };
   }
@@ -243,7 +247,10 @@
       pending: () => "sending\u2026",
       failed: () => "not delivered: " + m.error,
       // Not errors: the message is safe and on its way; the user only needs to know it is not there yet.
-      held: () => "held for " + m.later + " by the tracker until they are back online",
+      held: () => m.later ? "held for " + m.later + " by the tracker until they are back online"
+        : "held by the tracker until the recipient is back online",
+      // Held first, then the recipient's node said it has it.
+      delivered: () => "delivered",
       queued: () => "not reached yet (" + m.later + "); retrying on its own",
     }[m.status];
     if (says) {
@@ -328,7 +335,7 @@
       const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
       c.messages = [];
       c.ids = new Map();
-      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, "sent"));
+      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, pageStatus(msg.state)));
       for (const m of live) keep(c, m);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
@@ -762,11 +769,24 @@
         const isNew = !state.convs.has(key);
         const c = conv(key);
         if (isNew) c.loaded = true; // nothing older than this to load
-        const added = addMessage(c, ev.message, ev.own);
+        const added = addMessage(c, ev.message, ev.own, c.ids.has(msgKey(ev.message)) ? undefined : pageStatus(ev.state));
         if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
         renderConvs();
         break;
       }
+      case "states":
+        for (const u of ev.updates) {
+          const c = state.convs.get(u.with);
+          const m = c && c.ids.get(msgKey({ from: state.me, id: u.id }));
+          if (!m) continue;
+          m.status = u.state === "delivered" ? (m.status === "held" ? "delivered" : "sent") : pageStatus(u.state);
+          if (m.status !== "failed") m.error = null; else m.error = m.error || "every recipient refused it";
+          renderMessage(c, m);
+        }
+        break;
+      case "receipt":
+        notice(ev.peer + (ev.count === 1 ? " got your message" : " got your " + ev.count + " held messages"));
+        break;
       case "missed": {
         const isNew = !state.convs.has(ev.with);
         const c = conv(ev.with);

@@ -276,6 +276,7 @@ impl InTracker {
                     Event::Message {
                         message,
                         own: false,
+                        ..
                     } => lines.lock().unwrap().push(message.cli_line(&me)),
                     // What came back while it was away, in place.
                     Event::Missed { messages, .. } => lines
