@@ -47,6 +47,8 @@ pub(crate) enum Command {
     History(Option<Destination>, usize),
     /// `/leave #name`.
     Leave(ChannelName),
+    /// `/unread`: the conversations with unread messages, and how many.
+    Unread,
     Quit,
     Help,
     /// An empty line.
@@ -72,6 +74,7 @@ pub(crate) const HELP: &[&str] = &[
     "/channels                     channels known to the tracker, with member counts",
     "/history [#channel|@peer] [N] the last N messages (default 20)",
     "/leave #name                  leave a channel",
+    "/unread                       conversations with unread messages (/history marks one read)",
     "/info [#channel]              owner, mode, members with roles and status",
     "/mode [#channel] open|invite|key <key>   how your channel admits newcomers (owner only)",
     "/invite [#channel] peer       let peer join your invite-only or key channel (owner only)",
@@ -154,6 +157,8 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             ("back", _) => err("usage: /back (it takes no arguments)"),
             ("invisible", []) => Ok(Command::Invisible),
             ("invisible", _) => err("usage: /invisible (it takes no arguments); /back undoes it"),
+            ("unread", []) => Ok(Command::Unread),
+            ("unread", _) => err("usage: /unread (it takes no arguments)"),
             ("web", []) => Ok(Command::Web),
             ("web", _) => err("usage: /web (it takes no arguments)"),
             ("quit" | "exit", []) => Ok(Command::Quit),
@@ -288,6 +293,7 @@ mod tests {
         assert_eq!(parse("/quit"), Ok(Command::Quit));
         assert_eq!(parse("/help"), Ok(Command::Help));
         assert_eq!(parse("/web"), Ok(Command::Web));
+        assert_eq!(parse("/unread"), Ok(Command::Unread));
         assert_eq!(parse("   "), Ok(Command::Nothing));
     }
 

@@ -393,7 +393,19 @@ async fn handle(
             for m in messages {
                 out.status(format!("{} {}", clock(m.ts), m.cli_line(node.name())));
             }
+            // Shown: read, for the page too.
+            if let Err(e) = node.mark_read(&conv).await {
+                tracing::warn!("cannot keep the read marker: {e}");
+            }
         }
+        Command::Unread => match node.unread().await {
+            Ok(list) if list.is_empty() => out.status("nothing unread"),
+            Ok(list) => {
+                let items: Vec<String> = list.iter().map(|(w, n)| format!("{w} {n}")).collect();
+                out.status(format!("unread: {}", items.join(", ")));
+            }
+            Err(e) => out.status(format!("cannot count unread messages: {e}")),
+        },
         access_or_presence => access::handle(node, access_or_presence, current, out).await,
     }
     true

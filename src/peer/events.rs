@@ -52,6 +52,8 @@ pub enum Event {
         count: usize,
         messages: Vec<ChatMessage>,
     },
+    /// The user has seen a conversation (`#channel` or `@peer`): nothing in it is unread any more.
+    Read { with: String },
     /// This node joined a channel.
     Joined { channel: ChannelName },
     /// This node left a channel.

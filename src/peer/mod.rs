@@ -21,6 +21,7 @@ pub(crate) mod recovery;
 pub(crate) mod routes;
 pub(crate) mod store;
 pub(crate) mod tracker_client;
+mod unread;
 
 use std::collections::BTreeSet;
 use std::future::Future;

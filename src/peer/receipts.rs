@@ -129,15 +129,6 @@ impl Node {
         Ok(())
     }
 
-    /// The last `n` messages of a conversation, oldest first, each with its state.
-    pub async fn history_with_state(
-        &self,
-        conversation: &crate::proto::Destination,
-        n: usize,
-    ) -> Result<Vec<(crate::proto::ChatMessage, DeliveryState)>, super::NodeError> {
-        Ok(self.inner.store.recent_with_state(conversation, n).await?)
-    }
-
     /// Queues a delivered notice to `depositor` for messages of its that this node has from the mailbox.
     pub(super) fn tell_delivered(&self, depositor: PeerName, ids: Vec<MessageId>) {
         for chunk in ids.chunks(MAX_NOTICE_IDS) {

@@ -88,6 +88,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (id, recipient)
     ) WITHOUT ROWID;
     CREATE INDEX outbox_by_message ON outbox (sender, id)",
+    // 4: the read marker of each conversation (issue 15): the messages stored after row `upto` (in arrival order)
+    // are unread. What was stored before this step counts as read.
+    "CREATE TABLE read_marks (
+        conversation TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL
+    );
+    INSERT INTO read_marks (conversation, upto) SELECT conversation, max(rowid) FROM messages GROUP BY conversation",
 ];
 
 /// The database file inside a peer's data dir.
@@ -418,23 +425,78 @@ fn state_of(c: &Connection, me: &PeerName, msg: &ChatMessage) -> Result<Delivery
 }
 
 impl PeerStore {
-    /// [`PeerStore::recent_async`], each message with its state.
-    pub(crate) async fn recent_with_state(
+    /// [`PeerStore::recent_async`], each message with its state and whether it is unread.
+    pub(crate) async fn recent_entries(
         &self,
         conv: &Destination,
         n: usize,
-    ) -> Result<Vec<(ChatMessage, DeliveryState)>, DbError> {
+    ) -> Result<Vec<Entry>, DbError> {
         let label = conv.label();
         let me = self.me.clone();
         self.db
             .call(move |c| {
-                recent(c, &label, n)?
-                    .into_iter()
-                    .map(|m| {
-                        let state = state_of(c, &me, &m)?;
-                        Ok((m, state))
-                    })
+                let upto = read_upto(c, &label)?;
+                let mut q = c.prepare_cached(
+                    "SELECT envelope, rowid FROM messages WHERE conversation = ?1
+                     ORDER BY id DESC, sender DESC LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![label, n as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (env, rowid) = row?;
+                    let message = parse(env)?;
+                    let state = state_of(c, &me, &message)?;
+                    let unread = message.from != me && rowid > upto;
+                    out.push(Entry {
+                        message,
+                        state,
+                        unread,
+                    });
+                }
+                out.reverse();
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Others' messages stored after each conversation's read marker, per conversation (those with any).
+    pub(crate) async fn unread(&self) -> Result<Vec<(String, usize)>, DbError> {
+        let me = self.me.to_string();
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT m.conversation, count(*) FROM messages m
+                     LEFT JOIN read_marks r ON r.conversation = m.conversation
+                     WHERE m.sender != ?1 AND m.rowid > coalesce(r.upto, 0)
+                     GROUP BY m.conversation ORDER BY m.conversation",
+                )?;
+                let rows =
+                    q.query_map([me], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                rows.map(|r| r.map(|(c, n)| (c, n as usize)).map_err(DbError::from))
                     .collect()
+            })
+            .await
+    }
+
+    /// Moves a conversation's read marker past every message stored so far; whether it moved.
+    pub(crate) async fn mark_read(&self, conv: &Destination) -> Result<bool, DbError> {
+        let label = conv.label();
+        self.db
+            .call(move |c| {
+                let last: Option<i64> = c.query_row(
+                    "SELECT max(rowid) FROM messages WHERE conversation = ?1",
+                    [&label],
+                    |r| r.get(0),
+                )?;
+                let Some(last) = last else { return Ok(false) };
+                let n = c.execute(
+                    "INSERT INTO read_marks (conversation, upto) VALUES (?1, ?2)
+                     ON CONFLICT (conversation) DO UPDATE SET upto = ?2 WHERE upto < ?2",
+                    params![label, last],
+                )?;
+                Ok(n > 0)
             })
             .await
     }
@@ -516,6 +578,26 @@ impl PeerStore {
             })
             .await
     }
+}
+
+/// The row after which a conversation's messages are unread (0: all of them).
+fn read_upto(c: &Connection, label: &str) -> Result<i64, DbError> {
+    Ok(
+        c.prepare_cached("SELECT upto FROM read_marks WHERE conversation = ?1")?
+            .query_row([label], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    )
+}
+
+/// A message as the local API lists it: its fields, its state, and whether it is unread (after the read marker).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub message: ChatMessage,
+    pub state: DeliveryState,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unread: bool,
 }
 
 /// A state change of one of this node's messages, with the conversation it is in (as the front ends key it).

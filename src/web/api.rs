@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use crate::peer::presence::MemberList;
-use crate::peer::receipts::DeliveryState;
 use crate::peer::{Node, SendReport};
 use crate::proto::*;
 
@@ -94,14 +93,6 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
 /// Most messages one `GET /api/history` returns.
 pub(super) const HISTORY_PAGE_MAX: usize = 5000;
 
-/// A message as `/api/history` lists it: its fields and its state.
-#[derive(Serialize)]
-pub(super) struct Entry {
-    #[serde(flatten)]
-    message: ChatMessage,
-    state: DeliveryState,
-}
-
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {
     /// `#channel` or `@peer` (or a bare channel name).
@@ -115,12 +106,9 @@ pub(super) async fn history_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let conv = parse_conversation(&q.with)
         .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("with: {e}")))?;
-    let messages: Vec<Entry> = node
-        .history_with_state(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
-        .await?
-        .into_iter()
-        .map(|(message, state)| Entry { message, state })
-        .collect();
+    let messages = node
+        .history_entries(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
+        .await?;
     Ok(Json(
         serde_json::json!({ "with": conv.label(), "messages": messages }),
     ))
@@ -257,5 +245,37 @@ pub(super) async fn presence_set(
     node.set_presence(req.status, req.message).await?;
     Ok(Json(
         serde_json::json!({ "ok": true, "status": req.status.as_str() }),
+    ))
+}
+
+/// `GET /api/unread`: `{"unread":{"#general":3,"@alice":1}}`, the conversations with unread messages.
+pub(super) async fn unread_list(
+    State(node): State<Node>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let unread: serde_json::Map<String, serde_json::Value> = node
+        .unread()
+        .await?
+        .into_iter()
+        .map(|(with, n)| (with, n.into()))
+        .collect();
+    Ok(Json(serde_json::json!({ "unread": unread })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReadRequest {
+    /// `#channel` or `@peer`.
+    with: String,
+}
+
+/// `POST /api/read {"with"}`: the user has seen the conversation; nothing in it is unread any more.
+pub(super) async fn conversation_read(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ReadRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let conv = parse_conversation(&req.with)
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidField, format!("with: {e}")))?;
+    node.mark_read(&conv).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "with": conv.label() }),
     ))
 }

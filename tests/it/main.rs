@@ -29,5 +29,6 @@ mod quick_start;
 mod receipts;
 mod store_and_forward;
 mod tracker_restart;
+mod unread;
 mod web_api;
 mod web_login;

@@ -325,7 +325,20 @@
     renderCurrent();
     $("text").focus();
     if (!c.loaded) await loadHistory(c);
+    markRead(c);
     if (c.kind === "channel") { loadMembers(c.name); loadInfo(c.name); }
+  }
+
+  // The node keeps what is read (so other pages, the CLI and a reload agree): tell it this conversation is seen,
+  // once the page shows it to someone.
+  const readTimers = new Map();
+  function markRead(c) {
+    if (document.hidden || c.key !== state.current) return;
+    clearTimeout(readTimers.get(c.key));
+    readTimers.set(c.key, setTimeout(() => {
+      readTimers.delete(c.key);
+      api("POST", "/api/read", { with: c.key }).catch(() => {});
+    }, 150));
   }
 
   async function loadHistory(c) {
@@ -336,6 +349,9 @@
       c.messages = [];
       c.ids = new Map();
       for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, pageStatus(msg.state)));
+      // The node's read marker: where what the user has not seen begins.
+      const firstUnread = h.messages.find((m) => m.unread);
+      if (firstUnread && !(c.divider && c.ids.has(c.divider))) c.divider = msgKey(firstUnread);
       for (const m of live) keep(c, m);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
@@ -674,9 +690,10 @@
 
   // ---- loading everything (at start, and after a resync) ----
   async function loadAll() {
-    const r = await api("GET", "/api/conversations");
+    const [r, u] = await Promise.all([api("GET", "/api/conversations"), api("GET", "/api/unread")]);
     for (const ch of r.channels) conv("#" + ch);
     for (const p of r.direct) conv("@" + p);
+    for (const c of state.convs.values()) c.unread = u.unread[c.key] || 0;
     for (const c of state.convs.values()) {
       if (c.kind === "channel" && !r.channels.includes(c.name)) state.convs.delete(c.key);
       c.loaded = false;
@@ -771,6 +788,7 @@
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = addMessage(c, ev.message, ev.own, c.ids.has(msgKey(ev.message)) ? undefined : pageStatus(ev.state));
         if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
+        else if (added && !ev.own) markRead(c);
         renderConvs();
         break;
       }
@@ -792,8 +810,13 @@
         const c = conv(ev.with);
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = insertMissed(c, ev.messages);
-        if (ev.with !== state.current || document.hidden) c.unread += added;
+        if (ev.with !== state.current || document.hidden) c.unread += added; else if (added) markRead(c);
         renderConvs();
+        break;
+      }
+      case "read": {
+        const c = state.convs.get(ev.with);
+        if (c && c.unread) { c.unread = 0; renderConvs(); }
         break;
       }
       case "joined":
@@ -889,7 +912,7 @@
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePanels(); });
     document.addEventListener("visibilitychange", () => {
       const c = state.current && state.convs.get(state.current);
-      if (!document.hidden && c && c.unread) { c.unread = 0; renderConvs(); }
+      if (!document.hidden && c) { if (c.unread) { c.unread = 0; renderConvs(); } markRead(c); }
     });
     connect();
   }
