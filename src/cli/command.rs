@@ -49,6 +49,8 @@ pub(crate) enum Command {
     Leave(ChannelName),
     /// `/unread`: the conversations with unread messages, and how many.
     Unread,
+    /// `/search words [#channel|@peer]`.
+    Search(String, Option<Destination>),
     Quit,
     Help,
     /// An empty line.
@@ -75,6 +77,7 @@ pub(crate) const HELP: &[&str] = &[
     "/history [#channel|@peer] [N] the last N messages (default 20)",
     "/leave #name                  leave a channel",
     "/unread                       conversations with unread messages (/history marks one read)",
+    "/search words [#channel|@peer] messages with all the words, newest first, with time and conversation",
     "/info [#channel]              owner, mode, members with roles and status",
     "/mode [#channel] open|invite|key <key>   how your channel admits newcomers (owner only)",
     "/invite [#channel] peer       let peer join your invite-only or key channel (owner only)",
@@ -157,6 +160,8 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             ("back", _) => err("usage: /back (it takes no arguments)"),
             ("invisible", []) => Ok(Command::Invisible),
             ("invisible", _) => err("usage: /invisible (it takes no arguments); /back undoes it"),
+            ("search", []) => err("usage: /search words [#channel|@peer]"),
+            ("search", words) => search(words),
             ("unread", []) => Ok(Command::Unread),
             ("unread", _) => err("usage: /unread (it takes no arguments)"),
             ("web", []) => Ok(Command::Web),
@@ -215,6 +220,19 @@ fn mode(args: &[&str]) -> Result<Command, ParseError> {
         },
         _ => err(usage),
     }
+}
+
+fn search(words: &[&str]) -> Result<Command, ParseError> {
+    let (scope, words) = match words.split_last() {
+        Some((last, rest))
+            if (last.starts_with('#') || last.starts_with('@')) && !rest.is_empty() =>
+        {
+            let conv = parse_conversation(last).map_err(|e| ParseError(format!("{last}: {e}")))?;
+            (Some(conv), rest)
+        }
+        _ => (None, words),
+    };
+    Ok(Command::Search(words.join(" "), scope))
 }
 
 fn history(args: &[&str]) -> Result<Command, ParseError> {
@@ -294,6 +312,17 @@ mod tests {
         assert_eq!(parse("/help"), Ok(Command::Help));
         assert_eq!(parse("/web"), Ok(Command::Web));
         assert_eq!(parse("/unread"), Ok(Command::Unread));
+        assert_eq!(
+            parse("/search lunch at noon #general"),
+            Ok(Command::Search(
+                "lunch at noon".into(),
+                Some(Destination::Channel(ch("general")))
+            ))
+        );
+        assert_eq!(
+            parse("/search #general"),
+            Ok(Command::Search("#general".into(), None))
+        );
         assert_eq!(parse("   "), Ok(Command::Nothing));
     }
 
@@ -360,6 +389,7 @@ mod tests {
             ("/leave", "/leave #channel"),
             ("/history #g zero", "count"),
             ("/peers bob", "/peers #channel"),
+            ("/search", "/search words"),
             ("#", "empty"),
         ] {
             let e = parse(line).unwrap_err();

@@ -19,6 +19,7 @@ pub(crate) mod presence;
 pub mod receipts;
 pub(crate) mod recovery;
 pub(crate) mod routes;
+pub mod search;
 pub(crate) mod store;
 pub(crate) mod tracker_client;
 mod unread;
@@ -123,6 +124,8 @@ pub enum NodeError {
     },
     #[error("{0} messages already wait in the outbox; try again once some are delivered")]
     OutboxFull(usize),
+    #[error("{0}")]
+    BadSearch(String),
 }
 
 /// A cached key that fails to verify a message is checked with the tracker again, but not more often than this.

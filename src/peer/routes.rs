@@ -38,6 +38,7 @@ impl From<NodeError> for ApiError {
                 ApiError::new(status, code, message)
             }
             NodeError::OutboxFull(_) => ApiError::of(ErrorCode::OutboxFull, msg),
+            NodeError::BadSearch(_) => ApiError::of(ErrorCode::BadQuery, msg),
             NodeError::NotDelivered { .. } => ApiError::of(ErrorCode::NotDelivered, msg),
             NodeError::Tracker(TrackerError::Unreachable(..)) => {
                 ApiError::of(ErrorCode::TrackerUnreachable, msg)

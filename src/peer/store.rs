@@ -95,6 +95,11 @@ const MIGRATIONS: &[&str] = &[
         upto INTEGER NOT NULL
     );
     INSERT INTO read_marks (conversation, upto) SELECT conversation, max(rowid) FROM messages GROUP BY conversation",
+    // 5: full-text search over every message's text (issue 15), SQLite's FTS5 (compiled into rusqlite's bundled
+    // SQLite). Contentless: the text is in `messages` already; an index row has the message's rowid (messages
+    // are never deleted and the database is never VACUUMed, so rowids stay put).
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content = '', tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO messages_fts (rowid, text) SELECT rowid, json_extract(envelope, '$.text') FROM messages",
 ];
 
 /// The database file inside a peer's data dir.
@@ -139,6 +144,10 @@ fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage, now: u64) -> Result<
             envelope(msg),
             id_ms(&msg.id).min(now) as i64
         ])?;
+    if n == 1 {
+        c.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![c.last_insert_rowid(), msg.text])?;
+    }
     Ok(n == 1)
 }
 
@@ -476,6 +485,34 @@ impl PeerStore {
                     q.query_map([me], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
                 rows.map(|r| r.map(|(c, n)| (c, n as usize)).map_err(DbError::from))
                     .collect()
+            })
+            .await
+    }
+
+    /// The newest messages whose text has every word of `query` (an FTS5 query, see `peer::search`), in one
+    /// conversation (`#channel`, `@peer`) or all, newest first, at most `limit`; each with its conversation.
+    pub(crate) async fn search(
+        &self,
+        query: String,
+        within: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(ChatMessage, String)>, DbError> {
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT envelope, conversation FROM messages
+                     WHERE rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1)
+                       AND (?2 IS NULL OR conversation = ?2)
+                     ORDER BY rowid DESC LIMIT ?3",
+                )?;
+                let rows = q.query_map(params![query, within, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                rows.map(|r| {
+                    let (env, with) = r?;
+                    Ok((parse(env)?, with))
+                })
+                .collect()
             })
             .await
     }

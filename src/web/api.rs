@@ -279,3 +279,32 @@ pub(super) async fn conversation_read(
         serde_json::json!({ "ok": true, "with": conv.label() }),
     ))
 }
+
+#[derive(Deserialize)]
+pub(super) struct SearchQuery {
+    /// The words to find (each as a prefix, all required).
+    q: String,
+    /// `#channel` or `@peer` to search in; everywhere when absent.
+    #[serde(rename = "in")]
+    within: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/search?q=&in=&limit=`: `{"q","results":[message fields + "with"]}`, newest first.
+pub(super) async fn search_list(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let within = match q.within.as_deref().filter(|w| !w.is_empty()) {
+        Some(w) => Some(
+            parse_conversation(w)
+                .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("in: {e}")))?,
+        ),
+        None => None,
+    };
+    let limit = q
+        .limit
+        .unwrap_or(crate::peer::search::DEFAULT_SEARCH_RESULTS);
+    let results = node.search(&q.q, within.as_ref(), limit).await?;
+    Ok(Json(serde_json::json!({ "q": q.q, "results": results })))
+}

@@ -27,6 +27,7 @@ mod messaging;
 mod missed;
 mod quick_start;
 mod receipts;
+mod search;
 mod store_and_forward;
 mod tracker_restart;
 mod unread;

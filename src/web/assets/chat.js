@@ -96,6 +96,98 @@
     f.hidden = false;
   }
 
+  // ---- mentions and notifications ----
+  // The user's name as a word (or @name), any case: a mention, highlighted, and notified while the tab is hidden.
+  function mentionsMe(text) {
+    if (!state.me) return false;
+    const name = state.me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return new RegExp("(^|[^\\p{L}\\p{N}_-])@?" + name + "($|[^\\p{L}\\p{N}_-])", "iu").test(text);
+  }
+
+  const canNotify = () => "Notification" in window;
+
+  function renderNotify() {
+    const b = $("notify");
+    b.hidden = !canNotify() || Notification.permission !== "default";
+  }
+
+  // Asked for on a click only (browsers refuse, and users resent, a request on load).
+  async function askNotify() {
+    if (!canNotify()) return;
+    try { await Notification.requestPermission(); } catch { /* an old browser's callback form: ignore */ }
+    renderNotify();
+  }
+
+  // A direct message or a mention while the tab is hidden: a system notification (when allowed).
+  function notifyOf(key, msg) {
+    if (!document.hidden || !canNotify() || Notification.permission !== "granted" || msg.from === state.me) return;
+    if (key[0] !== "@" && !mentionsMe(msg.text)) return;
+    const n = new Notification(key[0] === "@" ? msg.from : msg.from + " in " + key, {
+      body: msg.text.length > 140 ? msg.text.slice(0, 140) + "\u2026" : msg.text,
+      tag: "hchat-" + key,
+    });
+    n.onclick = () => { window.focus(); select(key); n.close(); };
+  }
+
+  // ---- search ----
+  async function search(q) {
+    const err = $("search-error");
+    const list = $("search-results");
+    err.hidden = true;
+    if (!q.trim()) { list.hidden = true; return; }
+    try {
+      const r = await api("GET", "/api/search?q=" + encodeURIComponent(q));
+      list.replaceChildren(...(r.results.length ? r.results.map(resultItem) : [emptyResult()]));
+      list.hidden = false;
+    } catch (e) {
+      err.textContent = "Cannot search: " + e.message;
+      err.hidden = false;
+    }
+  }
+
+  function emptyResult() {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "No message has these words.";
+    return li;
+  }
+
+  function resultItem(hit) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    const where = document.createElement("span");
+    where.className = "where";
+    const d = new Date(hit.ts);
+    where.textContent = hit.with + " \u00b7 " + d.toLocaleDateString() + " " + timeFmt.format(d);
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = hit.from === state.me ? "you" : hit.from;
+    const text = document.createElement("span");
+    text.className = "text";
+    showText(text, hit.text);
+    b.append(where, who, text);
+    b.addEventListener("click", () => jumpTo(hit));
+    li.append(b);
+    return li;
+  }
+
+  // Opens the result's conversation and shows the message there, highlighted.
+  async function jumpTo(hit) {
+    const key = hit.with;
+    conv(key);
+    renderConvs();
+    await select(key);
+    const c = state.convs.get(key);
+    if (!c.ids.has(msgKey(hit))) await loadHistory(c, KEPT_PER_CONVERSATION);
+    const li = $("messages").querySelector(`li[data-id="${CSS.escape(hit.id)}"][data-from="${CSS.escape(hit.from)}"]`);
+    if (!li) { notice("That message is older than the page keeps; /history in the CLI shows it."); return; }
+    $("messages").querySelectorAll("li.found").forEach((x) => x.classList.remove("found"));
+    li.classList.add("found");
+    li.scrollIntoView({ block: "center" });
+    closePanels();
+  }
+
   // ---- conversations ----
   const keyOf = (msg) => msg.channel !== undefined ? "#" + msg.channel
     : "@" + (msg.from === state.me ? msg.to : msg.from);
@@ -235,6 +327,7 @@
     const text = document.createElement("div");
     text.className = "text";
     showText(text, m.text);
+    if (!m.own && mentionsMe(m.text)) li.classList.add("mention");
     li.append(meta, text);
     fillState(li, m);
     return li;
@@ -341,9 +434,9 @@
     }, 150));
   }
 
-  async function loadHistory(c) {
+  async function loadHistory(c, limit = HISTORY_LOAD) {
     try {
-      const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + HISTORY_LOAD);
+      const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + limit);
       // History first, then what arrived live and is not in it: no gap and no duplicate either way.
       const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
       c.messages = [];
@@ -787,6 +880,7 @@
         const c = conv(key);
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = addMessage(c, ev.message, ev.own, c.ids.has(msgKey(ev.message)) ? undefined : pageStatus(ev.state));
+        if (added) notifyOf(key, ev.message);
         if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
         else if (added && !ev.own) markRead(c);
         renderConvs();
@@ -810,6 +904,7 @@
         const c = conv(ev.with);
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = insertMissed(c, ev.messages);
+        if (added) { const last = ev.messages[ev.messages.length - 1]; notifyOf(ev.with, last); }
         if (ev.with !== state.current || document.hidden) c.unread += added; else if (added) markRead(c);
         renderConvs();
         break;
@@ -878,6 +973,9 @@
       send(c, m);
     });
     $("dismiss").addEventListener("click", hideSendError);
+    $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search($("search-input").value); });
+    $("notify").addEventListener("click", askNotify);
+    renderNotify();
     $("status-select").addEventListener("change", () => {
       const st = $("status-select").value;
       showStatus(st);
