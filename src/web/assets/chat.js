@@ -240,11 +240,31 @@
     const fresh = msgs.filter((msg) => !c.ids.has(msgKey(msg))).map((msg) => entry(msg, msg.from === state.me, "sent"));
     if (!fresh.length) return 0;
     for (const m of fresh) { c.messages.push(m); c.ids.set(msgKey(m), m); }
-    c.messages.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.from < b.from ? -1 : a.from > b.from ? 1 : 0));
+    c.messages.sort(byId);
     while (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
     if (!c.divider || !c.ids.has(c.divider)) c.divider = msgKey(fresh[0]);
     if (c.key === state.current) renderCurrent();
     return fresh.length;
+  }
+
+  function byId(a, b) {
+    return a.id < b.id ? -1 : a.id > b.id ? 1 : a.from < b.from ? -1 : a.from > b.from ? 1 : 0;
+  }
+
+  // Unread counts are the node's (a reload, another page and the CLI agree): fetched again shortly after
+  // messages arrive, rather than counted here, where a message could be counted twice around a reload.
+  let unreadTimer = null;
+  function refreshUnread() {
+    clearTimeout(unreadTimer);
+    unreadTimer = setTimeout(async () => {
+      try {
+        const u = await api("GET", "/api/unread");
+        for (const c of state.convs.values()) {
+          c.unread = (c.key === state.current && !document.hidden) ? 0 : (u.unread[c.key] || 0);
+        }
+        renderConvs();
+      } catch { /* the next message tries again */ }
+    }, 200);
   }
 
   function dividerItem() {
@@ -441,11 +461,14 @@
       const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
       c.messages = [];
       c.ids = new Map();
-      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, pageStatus(msg.state)));
+      // In id order, as the node keeps history: what the page had may be older than the page of history (a
+      // message shown before the node restarted, then a block of missed ones after it).
+      const all = h.messages.map((msg) => entry(msg, msg.from === state.me, pageStatus(msg.state))).concat(live);
+      all.sort(byId);
+      for (const m of all) keep(c, m);
       // The node's read marker: where what the user has not seen begins.
       const firstUnread = h.messages.find((m) => m.unread);
       if (firstUnread && !(c.divider && c.ids.has(c.divider))) c.divider = msgKey(firstUnread);
-      for (const m of live) keep(c, m);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
@@ -881,7 +904,7 @@
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = addMessage(c, ev.message, ev.own, c.ids.has(msgKey(ev.message)) ? undefined : pageStatus(ev.state));
         if (added) notifyOf(key, ev.message);
-        if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
+        if (added && !ev.own && (key !== state.current || document.hidden)) { c.unread++; refreshUnread(); }
         else if (added && !ev.own) markRead(c);
         renderConvs();
         break;
@@ -905,7 +928,7 @@
         if (isNew) c.loaded = true; // nothing older than this to load
         const added = insertMissed(c, ev.messages);
         if (added) { const last = ev.messages[ev.messages.length - 1]; notifyOf(ev.with, last); }
-        if (ev.with !== state.current || document.hidden) c.unread += added; else if (added) markRead(c);
+        if (added && (ev.with !== state.current || document.hidden)) refreshUnread(); else if (added) markRead(c);
         renderConvs();
         break;
       }
