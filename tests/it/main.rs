@@ -30,6 +30,7 @@ mod receipts;
 mod search;
 mod store_and_forward;
 mod tracker_restart;
+mod typed_ahead;
 mod unread;
 mod web_api;
 mod web_login;
