@@ -827,6 +827,81 @@ mod tests {
         assert!(mark >= now && mark <= now_ms(), "{mark} is not now ({now})");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sent_message_is_sending_then_held_while_anyone_waits_then_delivered_and_only_its_recipient_can_say_so()
+     {
+        let (store, _thread) = PeerStore::open(&Storage::Memory, n("alice")).unwrap();
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let msg = ChatMessage::new(n("alice"), ch.clone(), "hi all".into()).unwrap();
+        let state = |s: &PeerStore| {
+            let s = s.clone();
+            async move { s.recent_entries(&ch_of(), 10).await.unwrap()[0].state }
+        };
+        fn ch_of() -> Destination {
+            Destination::Channel(ChannelName::new("g").unwrap())
+        }
+        store
+            .save_sent(msg.clone(), vec![n("bob"), n("carol")])
+            .await
+            .unwrap();
+        assert_eq!(state(&store).await, DeliveryState::Sending);
+        let changed = store
+            .outbox_settled(&n("bob"), vec![(msg.id, Some(DeliveryState::Held))])
+            .await
+            .unwrap();
+        assert!(changed.is_empty(), "still sending to carol");
+        let changed = store
+            .outbox_settled(&n("carol"), vec![(msg.id, Some(DeliveryState::Delivered))])
+            .await
+            .unwrap();
+        assert_eq!(changed[0].state, DeliveryState::Held);
+        assert_eq!(changed[0].with, "#g");
+        // Only bob's word moves bob's copy; carol's changes nothing.
+        assert!(
+            store
+                .mark_delivered(&n("carol"), vec![msg.id])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let changed = store.mark_delivered(&n("bob"), vec![msg.id]).await.unwrap();
+        assert_eq!(
+            (changed[0].0.state, changed[0].1.as_str()),
+            (DeliveryState::Delivered, "hi all")
+        );
+        assert_eq!(state(&store).await, DeliveryState::Delivered);
+        assert!(
+            store
+                .mark_delivered(&n("bob"), vec![msg.id])
+                .await
+                .unwrap()
+                .is_empty(),
+            "a replay changes nothing"
+        );
+        // Refused by everyone: failed. Nobody to send to: delivered.
+        let refused =
+            ChatMessage::new(n("alice"), Destination::Direct(n("dave")), "x".into()).unwrap();
+        store
+            .save_sent(refused.clone(), vec![n("dave")])
+            .await
+            .unwrap();
+        store
+            .outbox_settled(&n("dave"), vec![(refused.id, Some(DeliveryState::Failed))])
+            .await
+            .unwrap();
+        let dave = store
+            .recent_entries(&Destination::Direct(n("dave")), 1)
+            .await
+            .unwrap();
+        assert_eq!(dave[0].state, DeliveryState::Failed);
+        let alone = ChatMessage::new(n("alice"), ch.clone(), "anyone?".into()).unwrap();
+        store.save_sent(alone, vec![]).await.unwrap();
+        assert_eq!(
+            store.recent_entries(&ch, 1).await.unwrap()[0].state,
+            DeliveryState::Delivered
+        );
+    }
+
     fn ch_name(d: &Destination) -> &ChannelName {
         match d {
             Destination::Channel(c) => c,
