@@ -27,6 +27,9 @@ use crate::sync::lock;
 /// Messages of one conversation one [`Event::Missed`] carries at most (the latest ones; the CLI says how to see
 /// the rest). Above the 400 of issue 15's test, and under the 1,000 a `/history` shows.
 pub const MISSED_SHOWN: usize = 500;
+/// ... and texts of at most this many bytes in all (the events' replay ring keeps up to 1,024 events: this bounds
+/// what one of them holds).
+pub const MISSED_MAX_BYTES: usize = 1024 * 1024;
 
 /// Pushed messages from before the start are shown once no more came for this long.
 pub(crate) const MISSED_QUIET: Duration = Duration::from_millis(500);
@@ -55,6 +58,8 @@ struct State {
 #[derive(Default)]
 struct Block {
     count: usize,
+    /// The bytes of the texts kept.
+    bytes: usize,
     /// The latest [`MISSED_SHOWN`], by id then sender.
     kept: BTreeMap<(MessageId, PeerName), ChatMessage>,
 }
@@ -86,9 +91,18 @@ impl Missed {
         s.collected += 1;
         let block = s.blocks.entry(with).or_default();
         block.count += 1;
-        block.kept.insert((msg.id, msg.from.clone()), msg.clone());
-        if block.kept.len() > MISSED_SHOWN {
-            block.kept.pop_first();
+        if block
+            .kept
+            .insert((msg.id, msg.from.clone()), msg.clone())
+            .is_none()
+        {
+            block.bytes += msg.text.len();
+        }
+        while block.kept.len() > MISSED_SHOWN || block.bytes > MISSED_MAX_BYTES {
+            match block.kept.pop_first() {
+                Some((_, old)) => block.bytes -= old.text.len(),
+                None => break,
+            }
         }
         if pushed && !s.in_pass {
             self.pushed.notify_one();
@@ -221,6 +235,40 @@ mod tests {
         assert_eq!((with.as_str(), *count), ("#g", MISSED_SHOWN + 10));
         assert_eq!(messages.as_slice(), &msgs[10..]);
         assert!(missed.take_after_pass().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_block_holds_at_most_a_mebibyte_of_text_the_latest() {
+        let missed = Missed::default();
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let big = |i: usize| {
+            let text = format!("{i:04}{}", "x".repeat(crate::proto::MAX_TEXT_BYTES - 4));
+            ChatMessage::new(PeerName::new("alice").unwrap(), ch.clone(), text).unwrap()
+        };
+        let caught = Via::CatchUp {
+            channel: ChannelName::new("g").unwrap(),
+        };
+        let msgs: Vec<_> = (0..100).map(big).collect();
+        for m in &msgs {
+            missed.collect(m, "#g".into(), &caught);
+        }
+        let events = missed.take_after_pass();
+        let [
+            Event::Missed {
+                count, messages, ..
+            },
+        ] = events.as_slice()
+        else {
+            panic!("one block")
+        };
+        assert_eq!(*count, 100);
+        let bytes: usize = messages.iter().map(|m| m.text.len()).sum();
+        assert!(
+            bytes <= MISSED_MAX_BYTES && messages.len() == 64,
+            "{} messages, {bytes} bytes",
+            messages.len()
+        );
+        assert_eq!(messages.last(), msgs.last(), "the latest kept");
     }
 
     #[test]
