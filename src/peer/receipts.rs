@@ -227,12 +227,16 @@ impl Node {
         Ok(n)
     }
 
-    /// The key the tracker binds to `name` (cached, as for messages).
+    /// The key the tracker binds to `name`, cached as for messages: an answer (a key, or none) stands for
+    /// [`KEY_RECHECK`](super::KEY_RECHECK), so a flood of notices under made-up names is not a flood of tracker
+    /// requests.
     async fn vouched_key(&self, name: &PeerName) -> Result<PublicKey, ApiError> {
-        if let Some((Some(key), at)) = self.inner.directory.key_of(name)
-            && at.elapsed() < super::KEY_RECHECK
-        {
-            return Ok(key);
+        match self.inner.directory.key_of(name) {
+            Some((Some(key), at)) if at.elapsed() < super::KEY_RECHECK => return Ok(key),
+            Some((None, at)) if at.elapsed() < super::KEY_RECHECK => {
+                return Err(AuthError::UnknownIdentity(name.clone()).into());
+            }
+            _ => {}
         }
         match self.inner.tracker.identity(name).await {
             Ok(key) => {
@@ -242,7 +246,10 @@ impl Node {
             Err(super::tracker_client::TrackerError::Refused {
                 code: ErrorCode::UnknownIdentity,
                 ..
-            }) => Err(AuthError::UnknownIdentity(name.clone()).into()),
+            }) => {
+                self.inner.directory.cache_key(name.clone(), None);
+                Err(AuthError::UnknownIdentity(name.clone()).into())
+            }
             Err(e) => Err(ApiError::of(
                 ErrorCode::CannotVerifySender,
                 format!("{name}'s key cannot be checked now: {e}"),
