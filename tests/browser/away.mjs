@@ -138,7 +138,8 @@ try {
   await bob.locator("#messages li .text", { hasText: `dm ${SENT - 1}` }).waitFor({ timeout: SOON });
   const dms = (await texts(bob)).filter((t) => /^dm \d+$/.test(t));
   const all = await texts(bob);
-  check(all.indexOf("ping while you look away") < all.indexOf("dm 0"), "older messages stay above the missed ones");
+  check(!all.includes("ping while you look away") || all.indexOf("are you back?") === all.indexOf("dm 0") - 1,
+    "no hole: an older message is shown only with everything since: " + all.slice(0, 3).join(", "));
   check(JSON.stringify(dms) === JSON.stringify(Array.from({ length: SENT }, (_, i) => `dm ${i}`)),
     `and each of the ${SENT} DMs once, in order (${dms.length})`);
 
@@ -152,6 +153,9 @@ try {
   await hit.click();
   await bob.locator("#conv-title", { hasText: "Direct messages with alice" }).waitFor({ timeout: SOON });
   await bob.locator("#messages li.found", { hasText: "ping while you look away" }).waitFor({ timeout: SOON });
+  const around = await texts(bob);
+  check(around.indexOf("ping while you look away") < around.indexOf("are you back?") &&
+    around.indexOf("are you back?") === around.indexOf("dm 0") - 1, "the older history loaded around it, in order, no hole");
   check(true, "a click opened the conversation at the message, highlighted");
   await bob.evaluate(() => { document.getElementById("notice").hidden = true; });
   await bob.screenshot({ path: shots + "/search.png" });

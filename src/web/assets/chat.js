@@ -458,7 +458,12 @@
     try {
       const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + limit);
       // History first, then what arrived live and is not in it: no gap and no duplicate either way.
-      const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
+      // What the page had and the history lacks: newer messages it showed live, kept; older ones are dropped when
+      // the history came back full, or there would be a hole between them and the history (messages stored
+      // meanwhile, e.g. while the node was down).
+      const full = h.messages.length >= limit;
+      const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)) &&
+        (!full || !h.messages.length || byId(m, h.messages[0]) > 0));
       c.messages = [];
       c.ids = new Map();
       // In id order, as the node keeps history: what the page had may be older than the page of history (a
@@ -468,7 +473,8 @@
       for (const m of all) keep(c, m);
       // The node's read marker: where what the user has not seen begins.
       const firstUnread = h.messages.find((m) => m.unread);
-      if (firstUnread && !(c.divider && c.ids.has(c.divider))) c.divider = msgKey(firstUnread);
+      const current = c.divider && c.ids.get(c.divider);
+      if (firstUnread && (!current || byId(firstUnread, current) < 0)) c.divider = msgKey(firstUnread);
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
@@ -809,7 +815,8 @@
     const [r, u] = await Promise.all([api("GET", "/api/conversations"), api("GET", "/api/unread")]);
     for (const ch of r.channels) conv("#" + ch);
     for (const p of r.direct) conv("@" + p);
-    for (const c of state.convs.values()) c.unread = u.unread[c.key] || 0;
+    // Counts and "new since you were away" dividers start again from what the node says now.
+    for (const c of state.convs.values()) { c.unread = u.unread[c.key] || 0; c.divider = null; }
     for (const c of state.convs.values()) {
       if (c.kind === "channel" && !r.channels.includes(c.name)) state.convs.delete(c.key);
       c.loaded = false;
