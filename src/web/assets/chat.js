@@ -242,7 +242,7 @@
     for (const m of fresh) { c.messages.push(m); c.ids.set(msgKey(m), m); }
     c.messages.sort(byId);
     while (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
-    if (!c.divider || !c.ids.has(c.divider)) c.divider = msgKey(fresh[0]);
+    if (!c.divider || !c.ids.has(c.divider)) { c.divider = msgKey(fresh[0]); c.showDivider = true; }
     if (c.key === state.current) renderCurrent();
     return fresh.length;
   }
@@ -397,7 +397,9 @@
     $("conv-empty").hidden = !!c;
     list.replaceChildren(...(c ? c.messages.flatMap((m) =>
       msgKey(m) === c.divider ? [dividerItem(), messageItem(m)] : [messageItem(m)]) : []));
-    const divider = list.querySelector("li.divider");
+    // Once, when a divider is new: show where what was missed begins; otherwise the newest, as always.
+    const divider = c && c.showDivider && list.querySelector("li.divider");
+    if (c) c.showDivider = false;
     if (divider) divider.scrollIntoView({ block: "start" }); else list.scrollTop = list.scrollHeight;
     renderComposer();
     renderMembers();
@@ -474,7 +476,7 @@
       // The node's read marker: where what the user has not seen begins.
       const firstUnread = h.messages.find((m) => m.unread);
       const current = c.divider && c.ids.get(c.divider);
-      if (firstUnread && (!current || byId(firstUnread, current) < 0)) c.divider = msgKey(firstUnread);
+      if (firstUnread && (!current || byId(firstUnread, current) < 0)) { c.divider = msgKey(firstUnread); c.showDivider = true; }
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
