@@ -9,6 +9,8 @@ use crate::proto::{
 
 /// Default number of messages `/history` shows.
 pub(crate) const DEFAULT_HISTORY: usize = 20;
+/// Most messages one `/history` shows.
+pub(crate) const MAX_HISTORY: usize = 1000;
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,10 @@ pub(crate) enum Command {
     Whois(PeerName),
     /// `/forget-key peer`: forget the key pinned for a peer, to take the one the tracker vouches for now.
     ForgetKey(PeerName),
+    /// `/unread`: the conversations with unread messages, and how many.
+    Unread,
+    /// `/search words [#channel|@peer]`.
+    Search(String, Option<Destination>),
     Quit,
     Help,
     /// An empty line.
@@ -74,6 +80,8 @@ pub(crate) const HELP: &[&str] = &[
     "/channels                     channels known to the tracker, with member counts",
     "/history [#channel|@peer] [N] the last N messages (default 20)",
     "/leave #name                  leave a channel",
+    "/unread                       conversations with unread messages (/history marks one read)",
+    "/search words [#channel|@peer] messages with all the words, newest first, with time and conversation",
     "/info [#channel]              owner, mode, members with roles and status",
     "/mode [#channel] open|invite|key <key>   how your channel admits newcomers (owner only)",
     "/invite [#channel] peer       let peer join your invite-only or key channel (owner only)",
@@ -162,6 +170,10 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             ("whois", _) => err("usage: /whois peer"),
             ("forget-key", [p]) => peer(p, "usage: /forget-key peer").map(Command::ForgetKey),
             ("forget-key", _) => err("usage: /forget-key peer"),
+            ("search", []) => err("usage: /search words [#channel|@peer]"),
+            ("search", words) => search(words),
+            ("unread", []) => Ok(Command::Unread),
+            ("unread", _) => err("usage: /unread (it takes no arguments)"),
             ("web", []) => Ok(Command::Web),
             ("web", _) => err("usage: /web (it takes no arguments)"),
             ("quit" | "exit", []) => Ok(Command::Quit),
@@ -226,6 +238,19 @@ fn mode(args: &[&str]) -> Result<Command, ParseError> {
     }
 }
 
+fn search(words: &[&str]) -> Result<Command, ParseError> {
+    let (scope, words) = match words.split_last() {
+        Some((last, rest))
+            if (last.starts_with('#') || last.starts_with('@')) && !rest.is_empty() =>
+        {
+            let conv = parse_conversation(last).map_err(|e| ParseError(format!("{last}: {e}")))?;
+            (Some(conv), rest)
+        }
+        _ => (None, words),
+    };
+    Ok(Command::Search(words.join(" "), scope))
+}
+
 fn history(args: &[&str]) -> Result<Command, ParseError> {
     let usage = "usage: /history [#channel|@peer] [N]";
     let (conv, n) = match args {
@@ -246,8 +271,12 @@ fn history(args: &[&str]) -> Result<Command, ParseError> {
         Some(n) => n
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ParseError(format!("{n} is not a count from 1 to 1000; {usage}")))?,
+            .filter(|n| (1..=MAX_HISTORY).contains(n))
+            .ok_or_else(|| {
+                ParseError(format!(
+                    "{n} is not a count from 1 to {MAX_HISTORY}; {usage}"
+                ))
+            })?,
         None => DEFAULT_HISTORY,
     };
     Ok(Command::History(conv, n))
@@ -298,6 +327,18 @@ mod tests {
         assert_eq!(parse("/quit"), Ok(Command::Quit));
         assert_eq!(parse("/help"), Ok(Command::Help));
         assert_eq!(parse("/web"), Ok(Command::Web));
+        assert_eq!(parse("/unread"), Ok(Command::Unread));
+        assert_eq!(
+            parse("/search lunch at noon #general"),
+            Ok(Command::Search(
+                "lunch at noon".into(),
+                Some(Destination::Channel(ch("general")))
+            ))
+        );
+        assert_eq!(
+            parse("/search #general"),
+            Ok(Command::Search("#general".into(), None))
+        );
         assert_eq!(parse("   "), Ok(Command::Nothing));
     }
 
@@ -370,6 +411,7 @@ mod tests {
             ("/leave", "/leave #channel"),
             ("/history #g zero", "count"),
             ("/peers bob", "/peers #channel"),
+            ("/search", "/search words"),
             ("#", "empty"),
         ] {
             let e = parse(line).unwrap_err();

@@ -210,9 +210,49 @@ fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
         Event::Message {
             message,
             own: false,
+            ..
         } => out.line(message.cli_line(me)),
+        Event::Receipt { peer, count, last } => out.status(match count {
+            1 => format!("{peer} got your message \"{}\"", excerpt(last)),
+            n => format!(
+                "{peer} got your {n} held messages (the last: \"{}\")",
+                excerpt(last)
+            ),
+        }),
         Event::Notice { text } => out.status(text.as_str()),
+        Event::Missed {
+            with,
+            count,
+            messages,
+        } => {
+            let plural = if *count == 1 { "message" } else { "messages" };
+            out.status(format!(
+                "--- {count} {plural} in {with} while you were away ---"
+            ));
+            if messages.len() < *count {
+                out.status(format!(
+                    "(the latest {}; /history {with} {} shows more)",
+                    messages.len(),
+                    (*count).min(command::MAX_HISTORY)
+                ));
+            }
+            for m in messages {
+                out.line(m.cli_line(me));
+            }
+        }
         _ => {}
+    }
+}
+
+/// Most characters of a message a receipt line quotes.
+const EXCERPT_CHARS: usize = 40;
+
+/// The start of a message's text, on one line, for a status line that quotes it.
+fn excerpt(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
     }
 }
 
@@ -377,7 +417,47 @@ async fn handle(
             for m in messages {
                 out.status(format!("{} {}", clock(m.ts), m.cli_line(node.name())));
             }
+            // Shown: read, for the page too.
+            if let Err(e) = node.mark_read(&conv).await {
+                tracing::warn!("cannot keep the read marker: {e}");
+            }
         }
+        Command::Search(words, scope) => {
+            match node
+                .search(
+                    &words,
+                    scope.as_ref(),
+                    crate::peer::search::DEFAULT_SEARCH_RESULTS,
+                )
+                .await
+            {
+                Ok(hits) => {
+                    let place = scope
+                        .map(|s| format!(" in {}", s.label()))
+                        .unwrap_or_default();
+                    out.status(format!(
+                        "search \"{words}\"{place}: {} result(s), newest first",
+                        hits.len()
+                    ));
+                    for h in hits {
+                        out.status(format!(
+                            "{} {}",
+                            date_time(h.message.ts),
+                            h.message.cli_line(node.name())
+                        ));
+                    }
+                }
+                Err(e) => out.status(format!("cannot search: {e}")),
+            }
+        }
+        Command::Unread => match node.unread().await {
+            Ok(list) if list.is_empty() => out.status("nothing unread"),
+            Ok(list) => {
+                let items: Vec<String> = list.iter().map(|(w, n)| format!("{w} {n}")).collect();
+                out.status(format!("unread: {}", items.join(", ")));
+            }
+            Err(e) => out.status(format!("cannot count unread messages: {e}")),
+        },
         access_or_presence => access::handle(node, access_or_presence, current, out).await,
     }
     true
@@ -395,6 +475,27 @@ pub fn web_link_note(web: &Web) -> String {
 fn clock(ts_ms: u64) -> String {
     let s = ts_ms / 1000;
     format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of a Unix-ms timestamp.
+fn date_time(ts_ms: u64) -> String {
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let days = (ts_ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let s = ts_ms / 1000;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        (s / 3600) % 24,
+        (s / 60) % 60
+    )
 }
 
 /// Reads lines from a pipe.
@@ -463,6 +564,13 @@ fn start_editor(tx: mpsc::Sender<Typed>, prompt: Arc<Mutex<String>>) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::pasted_lines;
+
+    #[test]
+    fn search_results_carry_a_utc_date() {
+        assert_eq!(super::date_time(0), "1970-01-01 00:00");
+        assert_eq!(super::date_time(1_795_767_000_000), "2026-11-27 08:10");
+        assert_eq!(super::date_time(951_782_400_000), "2000-02-29 00:00");
+    }
 
     #[test]
     fn a_multi_line_paste_becomes_one_command_per_line() {

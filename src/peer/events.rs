@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::receipts::{DeliveryState, StateUpdate};
 use crate::proto::{ChannelName, ChatMessage, PeerName, PeerStatus, Role};
 use crate::sync::lock;
 
@@ -24,8 +25,35 @@ pub const EVENT_REPLAY: usize = 1024;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A message received, or sent by this node's user (`own`).
-    Message { message: ChatMessage, own: bool },
+    /// A message received, or sent by this node's user (`own`), with its state (`sending` for a message just sent
+    /// to someone, `delivered` for one received).
+    Message {
+        message: ChatMessage,
+        own: bool,
+        state: DeliveryState,
+    },
+    /// Some of this user's messages changed state (left the outbox, held by the tracker, delivered, refused).
+    States { updates: Vec<StateUpdate> },
+    /// `peer`'s node says it now has `count` of this user's messages that the tracker had held for it (`last`:
+    /// the text of the latest of them).
+    Receipt {
+        peer: PeerName,
+        count: usize,
+        last: String,
+    },
+    /// Messages that reached this node while its user was away (from the tracker's mailbox, by catch-up, or
+    /// pushed while the node was starting), one event per conversation, in sender order (by id): the latest
+    /// [`MISSED_SHOWN`](super::missed::MISSED_SHOWN) of `count` new ones. Front ends show them in place, under a
+    /// marker; these messages get no `message` event of their own.
+    Missed {
+        /// `#channel` or `@peer`.
+        with: String,
+        /// How many new messages the conversation got this way (`messages` may hold fewer: the latest).
+        count: usize,
+        messages: Vec<ChatMessage>,
+    },
+    /// The user has seen a conversation (`#channel` or `@peer`): nothing in it is unread any more.
+    Read { with: String },
     /// This node joined a channel.
     Joined { channel: ChannelName },
     /// This node left a channel.

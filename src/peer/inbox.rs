@@ -26,7 +26,6 @@ use super::{KEY_RECHECK, Node};
 
 use crate::http::ApiError;
 use crate::identity::{AuthError, PublicKey, verify_message};
-use crate::peer::events::Event;
 use crate::proto::{ChannelName, ChatMessage, Destination, ErrorCode, PeerName, now_ms};
 
 /// How a message reached this node.
@@ -119,13 +118,8 @@ impl Node {
                     let is_new = new.next().unwrap_or(false);
                     if is_new {
                         tracing::debug!(peer = %self.name(), id = %msg.id, from = %msg.from, ?via, "message stored");
-                        // Catch-up can bring hundreds at once: its caller sums them up in one notice instead.
-                        if !matches!(via, Via::CatchUp { .. }) {
-                            self.inner.events.publish(Event::Message {
-                                message: msg,
-                                own: false,
-                            });
-                        }
+                        // What the recovery paths bring back is shown in place, a block per conversation.
+                        self.show_received(msg, &via);
                     }
                     out.push(Ok(!is_new));
                 }

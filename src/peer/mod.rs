@@ -14,14 +14,18 @@ pub mod events;
 pub(crate) mod inbox;
 pub mod known_trackers;
 mod lease;
+pub mod missed;
 mod outbox;
 mod pins;
 pub(crate) mod presence;
+pub mod receipts;
 pub(crate) mod recovery;
 pub(crate) mod routes;
+pub mod search;
 mod sessions;
 pub(crate) mod store;
 pub(crate) mod tracker_client;
+mod unread;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -131,6 +135,8 @@ pub enum NodeError {
     },
     #[error("{0} messages already wait in the outbox; try again once some are delivered")]
     OutboxFull(usize),
+    #[error("{0}")]
+    BadSearch(String),
 }
 
 /// A cached key that fails to verify a message is checked with the tracker again, but not more often than this.
@@ -176,6 +182,10 @@ struct Inner {
     pins: pins::Pins,
     outboxes: Outboxes,
     recovery: Recovery,
+    /// What came back while the user was away, until the recovery pass shows it.
+    missed: missed::Missed,
+    /// Delivered notices waiting to be sent.
+    notices: receipts::Notices,
     catch_up_http: reqwest::Client,
     events: Events,
     presence: Arc<presence::Presence>,
@@ -340,6 +350,8 @@ impl Node {
         node.spawn(node.clone().keep_lease());
         node.spawn(node.clone().keep_presence());
         node.spawn(node.clone().recover());
+        node.spawn(node.clone().show_missed_when_quiet());
+        node.spawn(node.clone().send_notices());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), sessions = ?node.session_addr(), "peer started");
@@ -381,6 +393,8 @@ impl Node {
                 pins: pins::Pins::default(),
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),
+                missed: missed::Missed::default(),
+                notices: receipts::Notices::default(),
                 catch_up_http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(10))
@@ -756,6 +770,10 @@ impl Node {
             self.inner.events.publish(Event::Message {
                 message: msg.clone(),
                 own: true,
+                state: match recipients.is_empty() {
+                    true => receipts::DeliveryState::Delivered,
+                    false => receipts::DeliveryState::Sending,
+                },
             });
         }
         Ok(watches)

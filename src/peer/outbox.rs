@@ -20,6 +20,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use super::delivery::{DeliveryError, MAX_PUSH_BATCH, Pushed, fitting};
+use super::receipts::DeliveryState;
 use super::tracker_client::TrackerError;
 use super::{KEY_RECHECK, Node, NodeError};
 use crate::identity::{PublicKey, SealedMail};
@@ -345,8 +346,12 @@ impl Node {
                     // hears: a send of the same id again (a Retry) that comes after it then finds no row left and
                     // queues a fresh one, instead of having its row deleted under it and waiting for nothing.
                     // A crash before the delete sends it again, and a duplicate id is stored once.
-                    let ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
-                    let done = self.inner.store.outbox_done(&to, ids).await;
+                    let settled = batch
+                        .iter()
+                        .zip(&outcomes)
+                        .map(|(m, o)| (m.id, DeliveryState::after(o)))
+                        .collect();
+                    let done = self.settle_outbox(&to, settled).await;
                     for (m, o) in batch.iter().zip(outcomes) {
                         if let Outcome::Refused { message, .. } = &o {
                             tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");

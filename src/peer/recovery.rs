@@ -136,6 +136,7 @@ impl Node {
                 _ = stop.cancelled() => return,
             }
             let wanted = std::mem::take(&mut *lock(&self.inner.recovery.wanted));
+            self.missed_pass_begins();
             if wanted.mailbox
                 && let Err(e) = self.drain_mailbox().await
                 // A node stopping while it fetches says nothing: its exit line says why it stops.
@@ -144,18 +145,22 @@ impl Node {
                 tracing::warn!(peer = %self.name(), "cannot fetch the mailbox now: {e}");
                 // Asked again at the next renewal that reports mail waiting.
             }
+            let mut caught_up = Vec::new();
             for (channel, after) in wanted.channels {
                 if !self.is_joined(&channel) {
                     continue;
                 }
                 match self.catch_up(&channel, after).await {
                     Ok(0) => {}
-                    Ok(n) => self.notice(format!(
+                    Ok(n) => caught_up.push(format!(
                         "caught up on #{channel}: {n} message(s) you missed (/history #{channel} shows them)"
                     )),
                     Err(e) => tracing::warn!(peer = %self.name(), %channel, "catch-up failed: {e}"),
                 }
             }
+            // The messages first, in place; then the summary of each catch-up.
+            self.show_missed();
+            caught_up.into_iter().for_each(|n| self.notice(n));
         }
     }
 
@@ -195,6 +200,8 @@ impl Node {
                     }
                 }
             }
+            let senders: Vec<(PeerName, MessageId)> =
+                msgs.iter().map(|(m, _)| (m.from.clone(), m.id)).collect();
             let verdicts = self
                 .receive_many(msgs)
                 .await
@@ -220,6 +227,16 @@ impl Node {
             // Stored (or refused for good): the tracker may forget them now.
             self.tracked(|| t.ack_mail(me, acks.clone(), unattributed.clone()))
                 .await?;
+            // Each sender may now show its held messages as delivered.
+            let mut stored: BTreeMap<PeerName, Vec<MessageId>> = BTreeMap::new();
+            for ((from, id), v) in senders.into_iter().zip(&verdicts) {
+                if v.is_ok() {
+                    stored.entry(from).or_default().push(id);
+                }
+            }
+            for (from, ids) in stored {
+                self.tell_delivered(from, ids);
+            }
             if !page.more {
                 break;
             }

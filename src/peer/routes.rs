@@ -38,6 +38,7 @@ impl From<NodeError> for ApiError {
                 ApiError::new(status, code, message)
             }
             NodeError::OutboxFull(_) => ApiError::of(ErrorCode::OutboxFull, msg),
+            NodeError::BadSearch(_) => ApiError::of(ErrorCode::BadQuery, msg),
             NodeError::NotDelivered { .. } => ApiError::of(ErrorCode::NotDelivered, msg),
             NodeError::Tracker(TrackerError::Unreachable(..)) => {
                 ApiError::of(ErrorCode::TrackerUnreachable, msg)
@@ -73,6 +74,10 @@ pub(crate) fn app(node: Node, front: Router) -> Router {
         .route("/p2p/receive", post(message_receive))
         .route("/p2p/receive-batch", post(message_receive_batch))
         .route("/p2p/history", get(channel_history_serve))
+        .route(
+            "/p2p/delivered",
+            post(super::receipts::delivered_notice_receive),
+        )
         .route("/health", get(health))
         .with_state(node)
         .merge(front)

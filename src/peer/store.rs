@@ -17,6 +17,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::receipts::{DeliveryState, StateUpdate};
 use crate::proto::{
     ChannelName, ChatMessage, Destination, MessageId, PeerName, PublicKey, first_id_at, id_ms,
     now_ms,
@@ -85,6 +86,28 @@ const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL,
         since_ms INTEGER NOT NULL
     ) WITHOUT ROWID",
+    // 4: what became of each of this node's messages at each recipient once it left the outbox (issue 15: `held`
+    // until the recipient's node says it has it, `delivered`, `failed`), and the outbox by message, to tell
+    // which messages are still `sending`.
+    "CREATE TABLE delivery (
+        id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (id, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_by_message ON outbox (sender, id)",
+    // 5: the read marker of each conversation (issue 15): the messages stored after row `upto` (in arrival order)
+    // are unread. What was stored before this step counts as read.
+    "CREATE TABLE read_marks (
+        conversation TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL
+    );
+    INSERT INTO read_marks (conversation, upto) SELECT conversation, max(rowid) FROM messages GROUP BY conversation",
+    // 6: full-text search over every message's text (issue 15), SQLite's FTS5 (compiled into rusqlite's bundled
+    // SQLite). Contentless: the text is in `messages` already; an index row has the message's rowid (messages
+    // are never deleted and the database is never VACUUMed, so rowids stay put).
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content = '', tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO messages_fts (rowid, text) SELECT rowid, json_extract(envelope, '$.text') FROM messages",
 ];
 
 /// The database file inside a peer's data dir.
@@ -129,6 +152,10 @@ fn insert(c: &Connection, me: &PeerName, msg: &ChatMessage, now: u64) -> Result<
             envelope(msg),
             id_ms(&msg.id).min(now) as i64
         ])?;
+    if n == 1 {
+        c.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![c.last_insert_rowid(), msg.text])?;
+    }
     Ok(n == 1)
 }
 
@@ -294,28 +321,6 @@ impl PeerStore {
             .await
     }
 
-    /// Takes messages off `recipient`'s outbox (delivered, held by the tracker, or refused for good).
-    pub(crate) async fn outbox_done(
-        &self,
-        recipient: &PeerName,
-        ids: Vec<MessageId>,
-    ) -> Result<(), DbError> {
-        let r = recipient.to_string();
-        let me = self.me.to_string();
-        self.db
-            .call_relaxed(move |c| {
-                // The outbox holds only this node's own messages.
-                let mut q = c.prepare_cached(
-                    "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
-                )?;
-                for id in &ids {
-                    q.execute(params![r, me, id_text(id)])?;
-                }
-                Ok(())
-            })
-            .await
-    }
-
     /// Every recipient with messages waiting, and how many messages wait in all.
     pub(crate) async fn outbox_summary(&self) -> Result<(Vec<PeerName>, usize), DbError> {
         self.db
@@ -456,6 +461,259 @@ impl PeerStore {
     }
 }
 
+/// The state of one of this node's messages (`me` its sender), all recipients together: `sending` while any
+/// recipient's outbox row is left, else `held` while the tracker holds it for any, else `delivered` if anyone
+/// got it (or there was nobody to give it to), else `failed` (every recipient refused it).
+fn own_state(c: &Connection, me: &str, id: &str) -> Result<DeliveryState, DbError> {
+    let queued: i64 = c
+        .prepare_cached("SELECT count(*) FROM outbox WHERE sender = ?1 AND id = ?2")?
+        .query_row(params![me, id], |r| r.get(0))?;
+    if queued > 0 {
+        return Ok(DeliveryState::Sending);
+    }
+    let mut q = c.prepare_cached("SELECT state FROM delivery WHERE id = ?1")?;
+    let states = q
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has = |s: DeliveryState| states.iter().any(|x| x == s.as_str());
+    Ok(if has(DeliveryState::Held) {
+        DeliveryState::Held
+    } else if has(DeliveryState::Delivered) || states.is_empty() {
+        DeliveryState::Delivered
+    } else {
+        DeliveryState::Failed
+    })
+}
+
+/// A message's state as this node sees it: its own messages by [`own_state`], others' are `delivered` (here).
+fn state_of(c: &Connection, me: &PeerName, msg: &ChatMessage) -> Result<DeliveryState, DbError> {
+    match &msg.from == me {
+        true => own_state(c, me.as_str(), &id_text(&msg.id)),
+        false => Ok(DeliveryState::Delivered),
+    }
+}
+
+impl PeerStore {
+    /// [`PeerStore::recent_async`], each message with its state and whether it is unread.
+    pub(crate) async fn recent_entries(
+        &self,
+        conv: &Destination,
+        n: usize,
+    ) -> Result<Vec<Entry>, DbError> {
+        let label = conv.label();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let upto = read_upto(c, &label)?;
+                let mut q = c.prepare_cached(
+                    "SELECT envelope, rowid FROM messages WHERE conversation = ?1
+                     ORDER BY id DESC, sender DESC LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![label, n as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (env, rowid) = row?;
+                    let message = parse(env)?;
+                    let state = state_of(c, &me, &message)?;
+                    let unread = message.from != me && rowid > upto;
+                    out.push(Entry {
+                        message,
+                        state,
+                        unread,
+                    });
+                }
+                out.reverse();
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Others' messages stored after each conversation's read marker, per conversation (those with any).
+    pub(crate) async fn unread(&self) -> Result<Vec<(String, usize)>, DbError> {
+        let me = self.me.to_string();
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT m.conversation, count(*) FROM messages m
+                     LEFT JOIN read_marks r ON r.conversation = m.conversation
+                     WHERE m.sender != ?1 AND m.rowid > coalesce(r.upto, 0)
+                     GROUP BY m.conversation ORDER BY m.conversation",
+                )?;
+                let rows =
+                    q.query_map([me], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                rows.map(|r| r.map(|(c, n)| (c, n as usize)).map_err(DbError::from))
+                    .collect()
+            })
+            .await
+    }
+
+    /// The newest messages whose text has every word of `query` (an FTS5 query, see `peer::search`), in one
+    /// conversation (`#channel`, `@peer`) or all, newest first, at most `limit`; each with its conversation.
+    pub(crate) async fn search(
+        &self,
+        query: String,
+        within: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(ChatMessage, String)>, DbError> {
+        self.db
+            .call(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT envelope, conversation FROM messages
+                     WHERE rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1)
+                       AND (?2 IS NULL OR conversation = ?2)
+                     ORDER BY rowid DESC LIMIT ?3",
+                )?;
+                let rows = q.query_map(params![query, within, limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                rows.map(|r| {
+                    let (env, with) = r?;
+                    Ok((parse(env)?, with))
+                })
+                .collect()
+            })
+            .await
+    }
+
+    /// Moves a conversation's read marker past every message stored so far; whether it moved.
+    pub(crate) async fn mark_read(&self, conv: &Destination) -> Result<bool, DbError> {
+        let label = conv.label();
+        self.db
+            .call(move |c| {
+                let last: Option<i64> = c.query_row(
+                    "SELECT max(rowid) FROM messages WHERE conversation = ?1",
+                    [&label],
+                    |r| r.get(0),
+                )?;
+                let Some(last) = last else { return Ok(false) };
+                let n = c.execute(
+                    "INSERT INTO read_marks (conversation, upto) VALUES (?1, ?2)
+                     ON CONFLICT (conversation) DO UPDATE SET upto = ?2 WHERE upto < ?2",
+                    params![label, last],
+                )?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    /// Takes messages off `recipient`'s outbox with what became of each there, in one transaction; returns the
+    /// messages whose state (all recipients together) this changed, with it.
+    pub(crate) async fn outbox_settled(
+        &self,
+        recipient: &PeerName,
+        outcomes: Vec<(MessageId, Option<DeliveryState>)>,
+    ) -> Result<Vec<StateUpdate>, DbError> {
+        let r = recipient.to_string();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let mut changed = Vec::new();
+                for (id, state) in &outcomes {
+                    let id = id_text(id);
+                    let before = own_state(c, me.as_str(), &id)?;
+                    c.prepare_cached(
+                        "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
+                    )?
+                    .execute(params![r, me.as_str(), id])?;
+                    if let Some(state) = state {
+                        c.prepare_cached(
+                            "INSERT INTO delivery (id, recipient, state) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (id, recipient) DO UPDATE SET state = ?3",
+                        )?
+                        .execute(params![id, r, state.as_str()])?;
+                    }
+                    let after = own_state(c, me.as_str(), &id)?;
+                    if after != before {
+                        changed.extend(own_update(c, me.as_str(), &id, after)?);
+                    }
+                }
+                Ok(changed)
+            })
+            .await
+    }
+
+    /// `recipient`'s node says it holds these messages of ours: those the tracker held for it become
+    /// `delivered`. Returns the messages whose state this changed, with their text.
+    pub(crate) async fn mark_delivered(
+        &self,
+        recipient: &PeerName,
+        ids: Vec<MessageId>,
+    ) -> Result<Vec<(StateUpdate, String)>, DbError> {
+        let r = recipient.to_string();
+        let me = self.me.clone();
+        self.db
+            .call(move |c| {
+                let mut changed = Vec::new();
+                for id in &ids {
+                    let id = id_text(id);
+                    let before = own_state(c, me.as_str(), &id)?;
+                    let n = c
+                        .prepare_cached(
+                            "UPDATE delivery SET state = 'delivered'
+                             WHERE id = ?1 AND recipient = ?2 AND state = 'held'",
+                        )?
+                        .execute(params![id, r])?;
+                    let after = own_state(c, me.as_str(), &id)?;
+                    if n == 0 || after == before {
+                        continue;
+                    }
+                    let text: Option<String> = c
+                        .prepare_cached(
+                            "SELECT envelope FROM messages WHERE sender = ?1 AND id = ?2",
+                        )?
+                        .query_row(params![me.as_str(), id], |r| r.get(0))
+                        .optional()?;
+                    if let (Some(update), Some(env)) =
+                        (own_update(c, me.as_str(), &id, after)?, text)
+                    {
+                        changed.push((update, parse(env)?.text));
+                    }
+                }
+                Ok(changed)
+            })
+            .await
+    }
+}
+
+/// The row after which a conversation's messages are unread (0: all of them).
+fn read_upto(c: &Connection, label: &str) -> Result<i64, DbError> {
+    Ok(
+        c.prepare_cached("SELECT upto FROM read_marks WHERE conversation = ?1")?
+            .query_row([label], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    )
+}
+
+/// A message as the local API lists it: its fields, its state, and whether it is unread (after the read marker).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub message: ChatMessage,
+    pub state: DeliveryState,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unread: bool,
+}
+
+/// A state change of one of this node's messages, with the conversation it is in (as the front ends key it).
+fn own_update(
+    c: &Connection,
+    me: &str,
+    id: &str,
+    state: DeliveryState,
+) -> Result<Option<StateUpdate>, DbError> {
+    let with: Option<String> = c
+        .prepare_cached("SELECT conversation FROM messages WHERE sender = ?1 AND id = ?2")?
+        .query_row(params![me, id], |r| r.get(0))
+        .optional()?;
+    Ok(match (with, id.parse::<MessageId>()) {
+        (Some(with), Ok(id)) => Some(StateUpdate { id, with, state }),
+        _ => None,
+    })
+}
+
 fn recent(c: &Connection, label: &str, n: usize) -> Result<Vec<ChatMessage>, DbError> {
     let mut q = c.prepare_cached(
         "SELECT envelope FROM messages WHERE conversation = ?1 ORDER BY id DESC, sender DESC LIMIT ?2",
@@ -524,7 +782,10 @@ mod tests {
             store.recent(&Destination::Direct(n("carol")), 5).unwrap(),
             vec![dm.clone()]
         );
-        store.outbox_done(&n("carol"), vec![dm.id]).await.unwrap();
+        store
+            .outbox_settled(&n("carol"), vec![(dm.id, None)])
+            .await
+            .unwrap();
         assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
         let after = store
             .channel_after(ch_name(&ch), msgs[2].id, 10)
@@ -565,7 +826,10 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.outbox_for(&n("alice"), 10).await.unwrap(), vec![mine]);
-        store.outbox_done(&n("alice"), vec![real.id]).await.unwrap();
+        store
+            .outbox_settled(&n("alice"), vec![(real.id, None)])
+            .await
+            .unwrap();
         assert_eq!(store.outbox_summary().await.unwrap(), (vec![], 0));
     }
 
@@ -621,6 +885,81 @@ mod tests {
         store.save_received(vec![ahead]).await.unwrap();
         let mark = store.catch_up_mark(&ch, now_ms()).await.unwrap().unwrap();
         assert!(mark >= now && mark <= now_ms(), "{mark} is not now ({now})");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sent_message_is_sending_then_held_while_anyone_waits_then_delivered_and_only_its_recipient_can_say_so()
+     {
+        let (store, _thread) = PeerStore::open(&Storage::Memory, n("alice")).unwrap();
+        let ch = Destination::Channel(ChannelName::new("g").unwrap());
+        let msg = ChatMessage::new(n("alice"), ch.clone(), "hi all".into()).unwrap();
+        let state = |s: &PeerStore| {
+            let s = s.clone();
+            async move { s.recent_entries(&ch_of(), 10).await.unwrap()[0].state }
+        };
+        fn ch_of() -> Destination {
+            Destination::Channel(ChannelName::new("g").unwrap())
+        }
+        store
+            .save_sent(msg.clone(), vec![n("bob"), n("carol")])
+            .await
+            .unwrap();
+        assert_eq!(state(&store).await, DeliveryState::Sending);
+        let changed = store
+            .outbox_settled(&n("bob"), vec![(msg.id, Some(DeliveryState::Held))])
+            .await
+            .unwrap();
+        assert!(changed.is_empty(), "still sending to carol");
+        let changed = store
+            .outbox_settled(&n("carol"), vec![(msg.id, Some(DeliveryState::Delivered))])
+            .await
+            .unwrap();
+        assert_eq!(changed[0].state, DeliveryState::Held);
+        assert_eq!(changed[0].with, "#g");
+        // Only bob's word moves bob's copy; carol's changes nothing.
+        assert!(
+            store
+                .mark_delivered(&n("carol"), vec![msg.id])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let changed = store.mark_delivered(&n("bob"), vec![msg.id]).await.unwrap();
+        assert_eq!(
+            (changed[0].0.state, changed[0].1.as_str()),
+            (DeliveryState::Delivered, "hi all")
+        );
+        assert_eq!(state(&store).await, DeliveryState::Delivered);
+        assert!(
+            store
+                .mark_delivered(&n("bob"), vec![msg.id])
+                .await
+                .unwrap()
+                .is_empty(),
+            "a replay changes nothing"
+        );
+        // Refused by everyone: failed. Nobody to send to: delivered.
+        let refused =
+            ChatMessage::new(n("alice"), Destination::Direct(n("dave")), "x".into()).unwrap();
+        store
+            .save_sent(refused.clone(), vec![n("dave")])
+            .await
+            .unwrap();
+        store
+            .outbox_settled(&n("dave"), vec![(refused.id, Some(DeliveryState::Failed))])
+            .await
+            .unwrap();
+        let dave = store
+            .recent_entries(&Destination::Direct(n("dave")), 1)
+            .await
+            .unwrap();
+        assert_eq!(dave[0].state, DeliveryState::Failed);
+        let alone = ChatMessage::new(n("alice"), ch.clone(), "anyone?".into()).unwrap();
+        store.save_sent(alone, vec![]).await.unwrap();
+        assert_eq!(
+            store.recent_entries(&ch, 1).await.unwrap()[0].state,
+            DeliveryState::Delivered
+        );
     }
 
     fn ch_name(d: &Destination) -> &ChannelName {

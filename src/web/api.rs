@@ -107,7 +107,7 @@ pub(super) async fn history_list(
     let conv = parse_conversation(&q.with)
         .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("with: {e}")))?;
     let messages = node
-        .history_async(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
+        .history_entries(&conv, q.limit.unwrap_or(50).min(HISTORY_PAGE_MAX))
         .await?;
     Ok(Json(
         serde_json::json!({ "with": conv.label(), "messages": messages }),
@@ -246,4 +246,65 @@ pub(super) async fn presence_set(
     Ok(Json(
         serde_json::json!({ "ok": true, "status": req.status.as_str() }),
     ))
+}
+
+/// `GET /api/unread`: `{"unread":{"#general":3,"@alice":1}}`, the conversations with unread messages.
+pub(super) async fn unread_list(
+    State(node): State<Node>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let unread: serde_json::Map<String, serde_json::Value> = node
+        .unread()
+        .await?
+        .into_iter()
+        .map(|(with, n)| (with, n.into()))
+        .collect();
+    Ok(Json(serde_json::json!({ "unread": unread })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReadRequest {
+    /// `#channel` or `@peer`.
+    with: String,
+}
+
+/// `POST /api/read {"with"}`: the user has seen the conversation; nothing in it is unread any more.
+pub(super) async fn conversation_read(
+    State(node): State<Node>,
+    ApiJson(req): ApiJson<ReadRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let conv = parse_conversation(&req.with)
+        .map_err(|e| ApiError::unprocessable(ErrorCode::InvalidField, format!("with: {e}")))?;
+    node.mark_read(&conv).await?;
+    Ok(Json(
+        serde_json::json!({ "ok": true, "with": conv.label() }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SearchQuery {
+    /// The words to find (each as a prefix, all required).
+    q: String,
+    /// `#channel` or `@peer` to search in; everywhere when absent.
+    #[serde(rename = "in")]
+    within: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/search?q=&in=&limit=`: `{"q","results":[message fields + "with"]}`, newest first.
+pub(super) async fn search_list(
+    State(node): State<Node>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let within = match q.within.as_deref().filter(|w| !w.is_empty()) {
+        Some(w) => Some(
+            parse_conversation(w)
+                .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("in: {e}")))?,
+        ),
+        None => None,
+    };
+    let limit = q
+        .limit
+        .unwrap_or(crate::peer::search::DEFAULT_SEARCH_RESULTS);
+    let results = node.search(&q.q, within.as_ref(), limit).await?;
+    Ok(Json(serde_json::json!({ "q": q.q, "results": results })))
 }

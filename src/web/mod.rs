@@ -112,6 +112,9 @@ fn routes(web: Web) -> Router {
         .route("/api/channel/act", post(api::channel_act))
         .route("/api/channel/role", post(api::channel_role))
         .route("/api/presence", post(api::presence_set))
+        .route("/api/unread", get(api::unread_list))
+        .route("/api/read", post(api::conversation_read))
+        .route("/api/search", get(api::search_list))
         .route("/api/events", get(stream::events_stream))
         .route_layer(axum::middleware::from_fn_with_state(
             web.clone(),

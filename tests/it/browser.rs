@@ -119,3 +119,123 @@ fn two_pages_chat_live_and_follow_who_is_online() {
     }
     eprintln!("screenshots in {}", shots.display());
 }
+
+/// Issue 15 in the page (tests/browser/away.mjs): a notification for a DM to a hidden tab, unread counts across
+/// a reload, a held DM turning delivered when bob is back, all that bob missed while dead shown in his open page
+/// without a reload under a divider, a search result that jumps to its message. Screenshots of the divider and
+/// of the search land in target/browser-shots/ (docs/ has copies).
+#[test]
+fn the_page_shows_what_was_missed_in_place_receipts_unread_counts_and_notifications() {
+    let dir = match browser_tools() {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return,
+        Err(why) => panic!("{why}"),
+    };
+    const SENT: usize = 200;
+    let tracker = Proc::tracker(&["--peer-ttl", "2"]);
+    let mut alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+    let bob_dir = tempfile::tempdir().unwrap();
+    let bob_args = [
+        "--data-dir",
+        bob_dir.path().to_str().unwrap(),
+        "--join",
+        "general",
+        "--token",
+        "bobs-token-for-the-away-test",
+    ];
+    let mut bob = Proc::peer("bob", tracker.addr, &bob_args);
+    joined(&alice, "general");
+    joined(&bob, "general");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("away.mjs")
+        .arg(chat_url(&alice))
+        .arg(chat_url(&bob))
+        .arg(&shots);
+    let mut script = Driver::spawn("away.mjs", cmd);
+    let mut handled = 0;
+    let end = Instant::now() + SCENARIO;
+    loop {
+        let asks: Vec<String> = script
+            .out
+            .all()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("ASK ").map(str::to_string))
+            .collect();
+        for ask in &asks[handled..] {
+            match ask.as_str() {
+                said if said.starts_with("alice says: ") => {
+                    let line = &said["alice says: ".len()..];
+                    alice.type_line(line);
+                    let shown = match line.strip_prefix("@bob ") {
+                        Some(dm) => format!("[@alice] alice: {dm}"),
+                        None => format!("[#general] alice: {line}"),
+                    };
+                    bob.out.wait_line(&shown);
+                }
+                "kill bob" => bob.kill(),
+                "flood" => {
+                    let client = http();
+                    for i in 0..SENT {
+                        for (dest, text) in [
+                            (serde_json::json!({"to": "bob"}), format!("dm {i}")),
+                            (serde_json::json!({"channel": "general"}), format!("ch {i}")),
+                        ] {
+                            let mut body = dest;
+                            body["text"] = serde_json::json!(text);
+                            let r = client
+                                .post(alice.url("/api/send"))
+                                .json(&body)
+                                .send()
+                                .unwrap();
+                            assert_eq!(r.status().as_u16(), 200, "{text}");
+                        }
+                    }
+                    // Every DM is with the tracker, none left in alice's outbox to be pushed later.
+                    wait_until("alice's DMs to be held", SCENARIO, || {
+                        let h = get_json(&alice.url("/api/history?with=%40bob&limit=1000"), 200);
+                        let dms =
+                            h["messages"].as_array().unwrap().iter().filter(|m| {
+                                m["text"].as_str().is_some_and(|t| t.starts_with("dm "))
+                            });
+                        dms.clone().count() == SENT && dms.into_iter().all(|m| m["state"] == "held")
+                    });
+                }
+                "restart bob" => {
+                    let port = bob.addr.port();
+                    bob = Proc::peer("bob", tracker.addr, &bob_args);
+                    assert_eq!(
+                        bob.addr.port(),
+                        port,
+                        "bob takes his port back, so his page finds him"
+                    );
+                }
+                other => panic!("the script asked for something unknown: {other}"),
+            }
+            script.answer(&format!("DONE {ask}"));
+        }
+        handled = asks.len();
+        if let Some(status) = script.exited() {
+            script.out.wait_ended(SOON);
+            script.err.wait_ended(SOON);
+            assert!(
+                status.success() && script.out.count(|l| l == "PASS") == 1,
+                "the browser scenario failed ({status}):\n{}",
+                script.transcript()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the browser scenario did not finish within {SCENARIO:?}:\n{}",
+            script.transcript()
+        );
+        let seen = script.out.all().len();
+        script.out.wait_more(seen, Duration::from_millis(200));
+    }
+    for shot in ["away-divider.png", "search.png"] {
+        let meta = std::fs::metadata(shots.join(shot)).expect("the screenshot was saved");
+        assert!(meta.len() > 10_000, "{shot} holds a real picture");
+    }
+}

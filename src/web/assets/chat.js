@@ -96,6 +96,98 @@
     f.hidden = false;
   }
 
+  // ---- mentions and notifications ----
+  // The user's name as a word (or @name), any case: a mention, highlighted, and notified while the tab is hidden.
+  function mentionsMe(text) {
+    if (!state.me) return false;
+    const name = state.me.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return new RegExp("(^|[^\\p{L}\\p{N}_-])@?" + name + "($|[^\\p{L}\\p{N}_-])", "iu").test(text);
+  }
+
+  const canNotify = () => "Notification" in window;
+
+  function renderNotify() {
+    const b = $("notify");
+    b.hidden = !canNotify() || Notification.permission !== "default";
+  }
+
+  // Asked for on a click only (browsers refuse, and users resent, a request on load).
+  async function askNotify() {
+    if (!canNotify()) return;
+    try { await Notification.requestPermission(); } catch { /* an old browser's callback form: ignore */ }
+    renderNotify();
+  }
+
+  // A direct message or a mention while the tab is hidden: a system notification (when allowed).
+  function notifyOf(key, msg) {
+    if (!document.hidden || !canNotify() || Notification.permission !== "granted" || msg.from === state.me) return;
+    if (key[0] !== "@" && !mentionsMe(msg.text)) return;
+    const n = new Notification(key[0] === "@" ? msg.from : msg.from + " in " + key, {
+      body: msg.text.length > 140 ? msg.text.slice(0, 140) + "\u2026" : msg.text,
+      tag: "hchat-" + key,
+    });
+    n.onclick = () => { window.focus(); select(key); n.close(); };
+  }
+
+  // ---- search ----
+  async function search(q) {
+    const err = $("search-error");
+    const list = $("search-results");
+    err.hidden = true;
+    if (!q.trim()) { list.hidden = true; return; }
+    try {
+      const r = await api("GET", "/api/search?q=" + encodeURIComponent(q));
+      list.replaceChildren(...(r.results.length ? r.results.map(resultItem) : [emptyResult()]));
+      list.hidden = false;
+    } catch (e) {
+      err.textContent = "Cannot search: " + e.message;
+      err.hidden = false;
+    }
+  }
+
+  function emptyResult() {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = "No message has these words.";
+    return li;
+  }
+
+  function resultItem(hit) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    const where = document.createElement("span");
+    where.className = "where";
+    const d = new Date(hit.ts);
+    where.textContent = hit.with + " \u00b7 " + d.toLocaleDateString() + " " + timeFmt.format(d);
+    const who = document.createElement("span");
+    who.className = "from";
+    who.textContent = hit.from === state.me ? "you" : hit.from;
+    const text = document.createElement("span");
+    text.className = "text";
+    showText(text, hit.text);
+    b.append(where, who, text);
+    b.addEventListener("click", () => jumpTo(hit));
+    li.append(b);
+    return li;
+  }
+
+  // Opens the result's conversation and shows the message there, highlighted.
+  async function jumpTo(hit) {
+    const key = hit.with;
+    conv(key);
+    renderConvs();
+    await select(key);
+    const c = state.convs.get(key);
+    if (!c.ids.has(msgKey(hit))) await loadHistory(c, KEPT_PER_CONVERSATION);
+    const li = $("messages").querySelector(`li[data-id="${CSS.escape(hit.id)}"][data-from="${CSS.escape(hit.from)}"]`);
+    if (!li) { notice("That message is older than the page keeps; /history in the CLI shows it."); return; }
+    $("messages").querySelectorAll("li.found").forEach((x) => x.classList.remove("found"));
+    li.classList.add("found");
+    li.scrollIntoView({ block: "center" });
+    closePanels();
+  }
+
   // ---- conversations ----
   const keyOf = (msg) => msg.channel !== undefined ? "#" + msg.channel
     : "@" + (msg.from === state.me ? msg.to : msg.from);
@@ -127,6 +219,10 @@
     return true;
   }
 
+  // The node's state of a message (`/api/history`, events) as the page shows it.
+  const PAGE_STATUS = { sending: "pending", held: "held", delivered: "sent", failed: "failed" };
+  const pageStatus = (st) => PAGE_STATUS[st] || "sent";
+
   function entry(msg, own, status) {
     return { id: msg.id, from: msg.from, text: msg.text, ts: msg.ts, own, status, error: null };
   }
@@ -135,6 +231,48 @@
     c.messages.push(m);
     c.ids.set(msgKey(m), m);
     if (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
+  }
+
+  // Messages that reached the node while the user was away (a `missed` event): put where they belong among what
+  // is shown (by id, each sender's order, as history is), under a "new since you were away" divider. Returns how
+  // many were new here.
+  function insertMissed(c, msgs) {
+    const fresh = msgs.filter((msg) => !c.ids.has(msgKey(msg))).map((msg) => entry(msg, msg.from === state.me, "sent"));
+    if (!fresh.length) return 0;
+    for (const m of fresh) { c.messages.push(m); c.ids.set(msgKey(m), m); }
+    c.messages.sort(byId);
+    while (c.messages.length > KEPT_PER_CONVERSATION) c.ids.delete(msgKey(c.messages.shift()));
+    if (!c.divider || !c.ids.has(c.divider)) { c.divider = msgKey(fresh[0]); c.showDivider = true; }
+    if (c.key === state.current) renderCurrent();
+    return fresh.length;
+  }
+
+  function byId(a, b) {
+    return a.id < b.id ? -1 : a.id > b.id ? 1 : a.from < b.from ? -1 : a.from > b.from ? 1 : 0;
+  }
+
+  // Unread counts are the node's (a reload, another page and the CLI agree): fetched again shortly after
+  // messages arrive, rather than counted here, where a message could be counted twice around a reload.
+  let unreadTimer = null;
+  function refreshUnread() {
+    clearTimeout(unreadTimer);
+    unreadTimer = setTimeout(async () => {
+      try {
+        const u = await api("GET", "/api/unread");
+        for (const c of state.convs.values()) {
+          c.unread = (c.key === state.current && !document.hidden) ? 0 : (u.unread[c.key] || 0);
+        }
+        renderConvs();
+      } catch { /* the next message tries again */ }
+    }, 200);
+  }
+
+  function dividerItem() {
+    const li = document.createElement("li");
+    li.className = "divider";
+    li.setAttribute("role", "separator");
+    li.textContent = "new since you were away";
+    return li;
   }
 
   function sortedKeys(kind) {
@@ -209,6 +347,7 @@
     const text = document.createElement("div");
     text.className = "text";
     showText(text, m.text);
+    if (!m.own && mentionsMe(m.text)) li.classList.add("mention");
     li.append(meta, text);
     fillState(li, m);
     return li;
@@ -221,7 +360,10 @@
       pending: () => "sending\u2026",
       failed: () => "not delivered: " + m.error,
       // Not errors: the message is safe and on its way; the user only needs to know it is not there yet.
-      held: () => "held for " + m.later + " by the tracker until they are back online",
+      held: () => m.later ? "held for " + m.later + " by the tracker until they are back online"
+        : "held by the tracker until the recipient is back online",
+      // Held first, then the recipient's node said it has it.
+      delivered: () => "delivered",
       queued: () => "not reached yet (" + m.later + "); retrying on its own",
     }[m.status];
     if (says) {
@@ -253,8 +395,12 @@
     const list = $("messages");
     $("conv-title").textContent = c ? (c.kind === "channel" ? c.key : "Direct messages with " + c.name) : "No conversation";
     $("conv-empty").hidden = !!c;
-    list.replaceChildren(...(c ? c.messages.map(messageItem) : []));
-    list.scrollTop = list.scrollHeight;
+    list.replaceChildren(...(c ? c.messages.flatMap((m) =>
+      msgKey(m) === c.divider ? [dividerItem(), messageItem(m)] : [messageItem(m)]) : []));
+    // Once, when a divider is new: show where what was missed begins; otherwise the newest, as always.
+    const divider = c && c.showDivider && list.querySelector("li.divider");
+    if (c) c.showDivider = false;
+    if (divider) divider.scrollIntoView({ block: "start" }); else list.scrollTop = list.scrollHeight;
     renderComposer();
     renderMembers();
     renderSettings();
@@ -294,18 +440,43 @@
     renderCurrent();
     $("text").focus();
     if (!c.loaded) await loadHistory(c);
+    markRead(c);
     if (c.kind === "channel") { loadMembers(c.name); loadInfo(c.name); }
   }
 
-  async function loadHistory(c) {
+  // The node keeps what is read (so other pages, the CLI and a reload agree): tell it this conversation is seen,
+  // once the page shows it to someone.
+  const readTimers = new Map();
+  function markRead(c) {
+    if (document.hidden || c.key !== state.current) return;
+    clearTimeout(readTimers.get(c.key));
+    readTimers.set(c.key, setTimeout(() => {
+      readTimers.delete(c.key);
+      api("POST", "/api/read", { with: c.key }).catch(() => {});
+    }, 150));
+  }
+
+  async function loadHistory(c, limit = HISTORY_LOAD) {
     try {
-      const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + HISTORY_LOAD);
+      const h = await api("GET", "/api/history?with=" + encodeURIComponent(c.key) + "&limit=" + limit);
       // History first, then what arrived live and is not in it: no gap and no duplicate either way.
-      const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)));
+      // What the page had and the history lacks: newer messages it showed live, kept; older ones are dropped when
+      // the history came back full, or there would be a hole between them and the history (messages stored
+      // meanwhile, e.g. while the node was down).
+      const full = h.messages.length >= limit;
+      const live = c.messages.filter((m) => !h.messages.some((x) => msgKey(x) === msgKey(m)) &&
+        (!full || !h.messages.length || byId(m, h.messages[0]) > 0));
       c.messages = [];
       c.ids = new Map();
-      for (const msg of h.messages) keep(c, entry(msg, msg.from === state.me, "sent"));
-      for (const m of live) keep(c, m);
+      // In id order, as the node keeps history: what the page had may be older than the page of history (a
+      // message shown before the node restarted, then a block of missed ones after it).
+      const all = h.messages.map((msg) => entry(msg, msg.from === state.me, pageStatus(msg.state))).concat(live);
+      all.sort(byId);
+      for (const m of all) keep(c, m);
+      // The node's read marker: where what the user has not seen begins.
+      const firstUnread = h.messages.find((m) => m.unread);
+      const current = c.divider && c.ids.get(c.divider);
+      if (firstUnread && (!current || byId(firstUnread, current) < 0)) { c.divider = msgKey(firstUnread); c.showDivider = true; }
       c.loaded = true;
       if (c.key === state.current) renderCurrent();
     } catch (e) {
@@ -643,9 +814,11 @@
 
   // ---- loading everything (at start, and after a resync) ----
   async function loadAll() {
-    const r = await api("GET", "/api/conversations");
+    const [r, u] = await Promise.all([api("GET", "/api/conversations"), api("GET", "/api/unread")]);
     for (const ch of r.channels) conv("#" + ch);
     for (const p of r.direct) conv("@" + p);
+    // Counts and "new since you were away" dividers start again from what the node says now.
+    for (const c of state.convs.values()) { c.unread = u.unread[c.key] || 0; c.divider = null; }
     for (const c of state.convs.values()) {
       if (c.kind === "channel" && !r.channels.includes(c.name)) state.convs.delete(c.key);
       c.loaded = false;
@@ -738,9 +911,39 @@
         const isNew = !state.convs.has(key);
         const c = conv(key);
         if (isNew) c.loaded = true; // nothing older than this to load
-        const added = addMessage(c, ev.message, ev.own);
-        if (added && !ev.own && (key !== state.current || document.hidden)) c.unread++;
+        const added = addMessage(c, ev.message, ev.own, c.ids.has(msgKey(ev.message)) ? undefined : pageStatus(ev.state));
+        if (added) notifyOf(key, ev.message);
+        if (added && !ev.own && (key !== state.current || document.hidden)) { c.unread++; refreshUnread(); }
+        else if (added && !ev.own) markRead(c);
         renderConvs();
+        break;
+      }
+      case "states":
+        for (const u of ev.updates) {
+          const c = state.convs.get(u.with);
+          const m = c && c.ids.get(msgKey({ from: state.me, id: u.id }));
+          if (!m) continue;
+          m.status = u.state === "delivered" ? (m.status === "held" ? "delivered" : "sent") : pageStatus(u.state);
+          if (m.status !== "failed") m.error = null; else m.error = m.error || "every recipient refused it";
+          renderMessage(c, m);
+        }
+        break;
+      case "receipt":
+        notice(ev.peer + (ev.count === 1 ? " got your message" : " got your " + ev.count + " held messages"));
+        break;
+      case "missed": {
+        const isNew = !state.convs.has(ev.with);
+        const c = conv(ev.with);
+        if (isNew) c.loaded = true; // nothing older than this to load
+        const added = insertMissed(c, ev.messages);
+        if (added) { const last = ev.messages[ev.messages.length - 1]; notifyOf(ev.with, last); }
+        if (added && (ev.with !== state.current || document.hidden)) refreshUnread(); else if (added) markRead(c);
+        renderConvs();
+        break;
+      }
+      case "read": {
+        const c = state.convs.get(ev.with);
+        if (c && c.unread) { c.unread = 0; renderConvs(); }
         break;
       }
       case "joined":
@@ -802,6 +1005,9 @@
       send(c, m);
     });
     $("dismiss").addEventListener("click", hideSendError);
+    $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search($("search-input").value); });
+    $("notify").addEventListener("click", askNotify);
+    renderNotify();
     $("status-select").addEventListener("change", () => {
       const st = $("status-select").value;
       showStatus(st);
@@ -836,7 +1042,7 @@
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePanels(); });
     document.addEventListener("visibilitychange", () => {
       const c = state.current && state.convs.get(state.current);
-      if (!document.hidden && c && c.unread) { c.unread = 0; renderConvs(); }
+      if (!document.hidden && c) { if (c.unread) { c.unread = 0; renderConvs(); } markRead(c); }
     });
     connect();
   }

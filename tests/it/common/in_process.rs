@@ -272,12 +272,18 @@ impl InTracker {
         // What the CLI shows of others' messages, line for line (`cli::show`).
         self.rt.spawn(async move {
             while let Ok(e) = events.recv().await {
-                if let Event::Message {
-                    message,
-                    own: false,
-                } = &e.event
-                {
-                    lines.lock().unwrap().push(message.cli_line(&me));
+                match &e.event {
+                    Event::Message {
+                        message,
+                        own: false,
+                        ..
+                    } => lines.lock().unwrap().push(message.cli_line(&me)),
+                    // What came back while it was away, in place.
+                    Event::Missed { messages, .. } => lines
+                        .lock()
+                        .unwrap()
+                        .extend(messages.iter().map(|m| m.cli_line(&me))),
+                    _ => {}
                 }
             }
         });

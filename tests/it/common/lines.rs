@@ -29,7 +29,7 @@ pub(crate) struct Lines(
 );
 
 impl Lines {
-    pub(super) fn collect(
+    pub(crate) fn collect(
         stream: impl std::io::Read + Send + 'static,
         echo: &'static str,
     ) -> Lines {

@@ -31,6 +31,19 @@ impl Signer {
         hchat::proto::PeerName::new(self.name.as_str()).expect("a valid test name")
     }
 
+    /// A delivered notice (`POST /p2p/delivered`) from `from` to `to` for `ids`, signed with this signer's key.
+    pub(crate) fn delivered_notice(&self, from: &str, to: &str, ids: &[&str]) -> serde_json::Value {
+        let (from, to) = (
+            hchat::proto::PeerName::new(from).unwrap(),
+            hchat::proto::PeerName::new(to).unwrap(),
+        );
+        let ids: Vec<hchat::proto::MessageId> = ids.iter().map(|i| i.parse().unwrap()).collect();
+        let sig = self
+            .identity
+            .sign(&hchat::peer::receipts::notice_bytes(&from, &to, &ids));
+        serde_json::json!({"from": from, "to": to, "ids": ids, "sig": sig})
+    }
+
     /// The public key, as the wire carries it.
     pub(crate) fn key(&self) -> String {
         self.identity.public_key().to_string()
