@@ -84,7 +84,8 @@ impl Missed {
     /// once instead.
     fn collect(&self, msg: &ChatMessage, with: String, via: &Via) -> bool {
         let mut s = lock(&self.state);
-        let pushed = matches!(via, Via::Direct);
+        // Pushed by its sender, over HTTP or a session (not the mailbox, not catch-up).
+        let pushed = matches!(via, Via::Direct | Via::Session { .. });
         if s.settled && pushed && id_ms(&msg.id) >= s.started_ms {
             return false;
         }
