@@ -25,6 +25,7 @@ mod joining;
 mod limits;
 mod link;
 mod messaging;
+mod privacy;
 mod quick_start;
 mod sealed_mail;
 mod sessions_tracker;
