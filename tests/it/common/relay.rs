@@ -58,7 +58,6 @@ impl Recording {
 
 /// One address relayed (TCP and UDP) to another; stops on drop.
 pub(crate) struct Relay {
-    pub(crate) listen: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -84,11 +83,7 @@ impl Relay {
             let (rec, stop) = (rec.clone(), stop.clone());
             threads.push(std::thread::spawn(move || udp_loop(udp, target, rec, stop)));
         }
-        Ok(Relay {
-            listen,
-            stop,
-            threads,
-        })
+        Ok(Relay { stop, threads })
     }
 }
 
