@@ -26,6 +26,7 @@ mod joining;
 mod limits;
 mod link;
 mod messaging;
+mod pinned_mail;
 mod privacy;
 mod quick_start;
 mod sealed_mail;
