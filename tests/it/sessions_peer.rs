@@ -365,7 +365,14 @@ async fn a_frame_whose_from_is_not_the_sessions_identity_is_refused_with_wrong_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_until_the_user_forgets_it()
  {
-    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
+    // The same tracker key across its restart: alice pinned it, and that is not what this test is about.
+    let tracker_id = Arc::new(Identity::ephemeral());
+    let tracker = Tracker::start(TrackerConfig {
+        identity: Some(tracker_id.clone()),
+        ..TrackerConfig::default()
+    })
+    .await
+    .unwrap();
     let port = tracker.local_addr().port();
     let (alice, _) = node("alice", &tracker).await;
     let (bob, _) = node("bob", &tracker).await;
@@ -381,9 +388,13 @@ async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_u
     bob.shutdown().await;
 
     // The tracker loses its bindings (it kept nothing on disk) and someone registers "bob" with another key.
+    // Its UDP port may differ (peers read it from `/health`): in this process the old one's socket can stay bound
+    // while its sessions drain.
     tracker.shutdown().await;
     let tracker = Tracker::start(TrackerConfig {
         port,
+        quic_port: Some(0),
+        identity: Some(tracker_id),
         ..TrackerConfig::default()
     })
     .await
