@@ -8,11 +8,13 @@
 mod connections;
 mod error;
 mod extract;
+pub mod over_session;
 pub(crate) mod rate_limit;
 mod server;
 
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
 pub use extract::{ApiJson, ApiQuery, parse_json, read_body};
+pub use over_session::{RouterOverSession, SessionKey};
 pub use rate_limit::{DEFAULT_RATE_LIMIT, RateLimit};
 pub use server::{
     Bound, ClientOrigin, MAX_CONNECTIONS_PER_CLIENT, ServerLimits, bind_with_fallback, serve,

@@ -40,7 +40,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Bound;
-use crate::http::{ServerLimits, bind_with_fallback, serve};
+use crate::http::rate_limit::RateLimiter;
+use crate::http::{ServerLimits, bind_with_fallback, serve_sharing};
 use crate::identity::Identity;
 use crate::proto::*;
 use crate::storage::{DbError, DbThread, Storage};
@@ -341,8 +342,24 @@ impl Node {
                 marks.push((channel, mark));
             }
         }
+        // One rate limiter for both ways in to the `/p2p/*` routes: an address has one budget however it asks.
+        let limiter = Arc::new(RateLimiter::new(config.limits.rate_limit));
+        if let Some(endpoint) = &node.inner.link {
+            endpoint.serve_requests(Arc::new(sessions::PeerRequests {
+                inbox: inbox.clone(),
+                limiter: limiter.clone(),
+                per_second: config.limits.rate_limit.per_second,
+                request_timeout: config.limits.request_timeout,
+            }));
+        }
         let app = routes::app(node.clone(), front(&node));
-        node.spawn(serve(bound.listener, app, node.stopped(), config.limits));
+        node.spawn(serve_sharing(
+            bound.listener,
+            app,
+            node.stopped(),
+            config.limits,
+            limiter,
+        ));
         if let Err(e) = node.renew().await {
             node.inner.shutdown.cancel();
             return Err(e.into());

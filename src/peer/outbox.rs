@@ -502,14 +502,6 @@ impl Node {
             .map(|m| SealedMail::seal(m, to, &key))
             .collect();
         let t = &self.inner.tracker;
-        // Held mail goes to whoever holds the name at the tracker: not to a key other than the one pinned for it.
-        if self.inner.pins.get(to).is_some()
-            && let Ok(key) = t.identity(to).await
-            && !self.pin_check(to, key).await
-        {
-            let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
-            return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
-        }
         let me = self.name();
         // Sealed mail is a third larger than the message (base64): a batch that fits one push may need two
         // deposits. Should a later one fail, the whole batch is deposited again (a deposit is stored once).
@@ -542,9 +534,39 @@ impl Node {
         }
     }
 
-    /// The key to seal `to`'s mail to: the one the tracker vouched for within [`KEY_RECHECK`], else the one it
-    /// vouches for now. A name with no key has no mailbox either: its `n` messages are refused for good.
+    /// The key to seal `to`'s mail to: the one pinned for `to`, if this node pinned one and the tracker vouches
+    /// for it now (another key: `key_changed`, refused until the user forgets the pin); else the one the tracker
+    /// vouched for within [`KEY_RECHECK`], else the one it vouches for now. Never a cached key over the pin: a
+    /// tracker that vouched for another key a moment ago (a fan-out list caches it) and for the pinned one when
+    /// asked again gets nothing sealed to the other. A name with no key has no mailbox either: its `n` messages are
+    /// refused for good.
     async fn sealing_key(&self, to: &PeerName, n: usize) -> Result<PublicKey, Attempt> {
+        let unknown = |message| {
+            Attempt::Done(vec![
+                Outcome::Refused {
+                    code: ErrorCode::UnknownRecipient,
+                    message
+                };
+                n
+            ])
+        };
+        if let Some((pinned, _)) = self.inner.pins.get(to) {
+            return match self.inner.tracker.identity(to).await {
+                Ok(key) if key == pinned => Ok(pinned),
+                Ok(key) => {
+                    // Reported once, loudly; nothing is deposited for whoever holds the name now.
+                    self.pin_check(to, key).await;
+                    let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
+                    Err(Attempt::Done(vec![Outcome::Refused { code, message }; n]))
+                }
+                Err(TrackerError::Refused {
+                    code: ErrorCode::UnknownIdentity,
+                    message,
+                    ..
+                }) => Err(unknown(message)),
+                Err(e) => Err(Attempt::Stuck(e.to_string())),
+            };
+        }
         if let Some((Some(key), at)) = self.inner.directory.key_of(to)
             && at.elapsed() < KEY_RECHECK
         {
@@ -559,13 +581,7 @@ impl Node {
                 code: ErrorCode::UnknownIdentity,
                 message,
                 ..
-            }) => Err(Attempt::Done(vec![
-                Outcome::Refused {
-                    code: ErrorCode::UnknownRecipient,
-                    message
-                };
-                n
-            ])),
+            }) => Err(unknown(message)),
             Err(e) => Err(Attempt::Stuck(e.to_string())),
         }
     }

@@ -2,7 +2,9 @@
 //! - the **mailbox**: what senders could not push is held by the tracker; the node fetches it, stores it, and only
 //!   then acknowledges it, so the tracker deletes nothing that is not durable here;
 //! - **catch-up**: channel messages nobody queued for us (our lease had expired, so senders did not list us) are
-//!   fetched from online members of the channel (`GET /p2p/history`), a bounded window per channel.
+//!   fetched from online members of the channel (`GET /p2p/history`), a bounded window per channel: over a
+//!   session with each member that takes them (the member knows the asker from the handshake, and nothing
+//!   crosses in the clear), over HTTP with the others.
 //!
 //! One task does both, woken at start-up, when the tracker reports mail waiting, when it had forgotten us, and
 //! when the user re-joins a channel.
@@ -27,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::inbox::Via;
+use super::sessions::SESSION_DIAL_TIMEOUT;
 use super::{Node, NodeError};
 use crate::http::ApiError;
-use crate::identity::{SealError, SealedMail};
+use crate::identity::{PublicKey, SealError, SealedMail};
 use crate::proto::{
     ChannelName, ChatMessage, Destination, ErrorCode, MAX_MAIL_BATCH, MailKey, MessageId, PeerInfo,
     PeerName, first_id_at, id_ms, now_ms,
@@ -66,7 +69,8 @@ pub(super) struct Recovery {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct HistoryRequest {
     pub channel: String,
-    /// Who asks: a live member of the channel, calling from the address it registered.
+    /// Who asks: a live member of the channel; over a session, the name bound to the session's key; over HTTP, a
+    /// member without sessions calling from the address it registered.
     pub name: String,
     /// Messages with an id above this one (default: from the start).
     pub after: Option<MessageId>,
@@ -268,7 +272,7 @@ impl Node {
             .filter(|m| &m.name != self.name())
             .take(CATCH_UP_SOURCES)
         {
-            match self.catch_up_from_member(channel, after, m.addr()).await {
+            match self.catch_up_from_member(channel, after, m).await {
                 Ok(n) => new += n,
                 Err(e) => tracing::debug!(peer = %self.name(), from = %m.name, "catch-up: {e}"),
             }
@@ -280,9 +284,8 @@ impl Node {
         &self,
         channel: &ChannelName,
         mut after: MessageId,
-        addr: SocketAddr,
+        member: &PeerInfo,
     ) -> Result<usize, String> {
-        let url = format!("http://{addr}/p2p/history");
         let mut fetched = 0;
         let mut new = 0;
         while fetched < CATCH_UP_WINDOW {
@@ -293,17 +296,7 @@ impl Node {
                 limit: Some(CATCH_UP_PAGE),
             };
             let query = serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?;
-            let resp = self
-                .inner
-                .catch_up_http
-                .get(format!("{url}?{query}"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("{} answered {}", addr, resp.status()));
-            }
-            let page: HistoryPage = resp.json().await.map_err(|e| e.to_string())?;
+            let page = self.history_page(member, &query).await?;
             let Some(last) = page.messages.last().map(|m| m.id) else {
                 break;
             };
@@ -330,6 +323,52 @@ impl Node {
         Ok(new)
     }
 
+    /// One page of `member`'s history: over a session when both sides take them (the answer is then private, and
+    /// the member knows who asks from the handshake), else over HTTP (the member checks the source address).
+    async fn history_page(&self, member: &PeerInfo, query: &str) -> Result<HistoryPage, String> {
+        let path = format!("/p2p/history?{query}");
+        let (Some(addr), Some(endpoint)) = (member.session_addr(), self.inner.link.as_ref()) else {
+            let url = format!("http://{}{path}", member.addr());
+            let resp = self
+                .inner
+                .catch_up_http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{} answered {}", member.addr(), resp.status()));
+            }
+            return resp.json().await.map_err(|e| e.to_string());
+        };
+        let key = self
+            .vouched_key(&member.name)
+            .await
+            .ok_or_else(|| format!("no key this node accepts for {}", member.name))?;
+        let link = tokio::time::timeout(SESSION_DIAL_TIMEOUT, endpoint.link(addr, key))
+            .await
+            .map_err(|_| format!("no session with {addr} within {SESSION_DIAL_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let resp = link
+            .request(&crate::link::Request {
+                method: "GET".into(),
+                path,
+                headers: BTreeMap::new(),
+                body: Vec::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status != 200 {
+            return Err(format!(
+                "{} answered {} over the session: {}",
+                member.name,
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
+        }
+        serde_json::from_slice(&resp.body).map_err(|e| e.to_string())
+    }
+
     /// A member the channel's list left out (it is invisible): the tracker's channel info says it is a member,
     /// and `connect-peer` where it is.
     async fn invisible_member(
@@ -354,11 +393,15 @@ impl Node {
             .map_err(|_| not_member())
     }
 
-    /// Serves `GET /p2p/history`: a channel's messages to a live member of it, asking from its registered address.
+    /// Serves `GET /p2p/history`: a channel's messages to a live member of it. Over a session (`session`: the key
+    /// the dialler proved) the asker must be the name bound to that key, as the tracker vouches for it and this
+    /// node pinned it. Over HTTP only a member that takes no sessions is answered (from its registered address):
+    /// a member that does is refused `use_session`, so its history never crosses in the clear.
     pub async fn history_for_member(
         &self,
         req: HistoryRequest,
         remote: SocketAddr,
+        session: Option<PublicKey>,
     ) -> Result<HistoryPage, ApiError> {
         let channel = ChannelName::parse_user(&req.channel)
             .map_err(|e| ApiError::of(ErrorCode::BadQuery, format!("channel: {e}")))?;
@@ -383,9 +426,24 @@ impl Node {
             // Lists leave invisible members out: ask about this one alone.
             None => self.invisible_member(&channel, &asker).await?,
         };
-        let same_host =
-            member.ip == remote.ip() || (member.ip.is_loopback() && remote.ip().is_loopback());
-        if !same_host {
+        if let Some(proved) = session {
+            // The session's key, not the query's name, says who asks.
+            if self.vouched_key(&asker).await != Some(proved) {
+                return Err(ApiError::of(
+                    ErrorCode::ForgedSender,
+                    format!("this session is authenticated as another key than {asker}'s"),
+                ));
+            }
+        } else if member.quic_port.is_some() {
+            return Err(ApiError::of(
+                ErrorCode::UseSession,
+                format!(
+                    "{asker} takes sessions: it asks for #{channel}'s history over one, never in the clear"
+                ),
+            ));
+        } else if !(member.ip == remote.ip()
+            || (member.ip.is_loopback() && remote.ip().is_loopback()))
+        {
             return Err(ApiError::of(
                 ErrorCode::WrongAddress,
                 format!(

@@ -1,5 +1,5 @@
 //! The peer's own HTTP surface: `POST /p2p/receive` (and its batch) and `GET /p2p/history` for other peers, and
-//! `GET /health`. A front end (the local API and web page) is merged on top by whoever starts the node
+//! `GET /health`. The `/p2p/*` routes are also answered over sessions ([`p2p`]). A front end (the local API and web page) is merged on top by whoever starts the node
 //! (`Node::start_with`); the peer never names it.
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 
 use super::delivery::{BatchRequest, BatchResponse, BatchResult, MAX_PUSH_BATCH};
@@ -15,7 +15,9 @@ use super::inbox::Via;
 use super::recovery::{HistoryPage, HistoryRequest};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError};
-use crate::http::{ApiError, ApiJson, ApiQuery, fallback_not_found, method_not_allowed};
+use crate::http::{
+    ApiError, ApiJson, ApiQuery, SessionKey, fallback_not_found, method_not_allowed,
+};
 use crate::identity::{ReceiptVerdict, Signature, receipt_bytes};
 use crate::proto::*;
 
@@ -70,6 +72,25 @@ impl From<NodeError> for ApiError {
 /// The peer's router: the peer-to-peer routes and `/health`, with `front` (a front end's routes, already given
 /// their state) merged on top, and the JSON answers for an unknown path or method.
 pub(crate) fn app(node: Node, front: Router) -> Router {
+    p2p_routes()
+        .route("/health", get(health))
+        .with_state(node)
+        .merge(front)
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The peer-to-peer routes alone, with the JSON answers for an unknown path or method: what the node's session
+/// endpoint answers request streams with (peer/sessions.rs). Never the local API: a session proves who dials,
+/// not that it may act as this node's user.
+pub(crate) fn p2p(node: Node) -> Router {
+    p2p_routes()
+        .with_state(node)
+        .fallback(fallback_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+fn p2p_routes() -> Router<Node> {
     Router::new()
         .route("/p2p/receive", post(message_receive))
         .route("/p2p/receive-batch", post(message_receive_batch))
@@ -78,11 +99,6 @@ pub(crate) fn app(node: Node, front: Router) -> Router {
             "/p2p/delivered",
             post(super::receipts::delivered_notice_receive),
         )
-        .route("/health", get(health))
-        .with_state(node)
-        .merge(front)
-        .fallback(fallback_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn message_receive(
@@ -163,9 +179,11 @@ async fn message_receive_batch(
 async fn channel_history_serve(
     State(node): State<Node>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    session: Option<Extension<SessionKey>>,
     ApiQuery(req): ApiQuery<HistoryRequest>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    Ok(Json(node.history_for_member(req, remote).await?))
+    let session = session.map(|Extension(SessionKey(k))| k);
+    Ok(Json(node.history_for_member(req, remote, session).await?))
 }
 
 #[derive(Serialize)]

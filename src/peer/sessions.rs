@@ -7,6 +7,9 @@
 //! - **Sending**: [`Node::push_session`] carries a batch over the pooled session to the recipient's advertised
 //!   `quic_port`, dialled expecting the key the tracker vouches for; its ack replaces the signed HTTP receipt (the
 //!   handshake proved the key). The outbox ([`super::outbox`]) decides when, and what to do when it fails.
+//! - **Requests**: [`PeerRequests`] answers request streams with the `/p2p/*` routes (catch-up's
+//!   `GET /p2p/history` is asked this way, so the member knows the asker from the handshake and the history
+//!   crosses encrypted); peers take no subscriptions.
 //! - **Counting**: [`Pushes`], how many messages went and came each way, shown in `GET /health` so tests and
 //!   operators can tell which path carried them.
 
@@ -21,9 +24,13 @@ use serde::Serialize;
 use super::delivery::{DeliveryError, Pushed};
 use super::inbox::Via;
 use super::{Inner, Node};
+use tokio::sync::mpsc;
+
+use crate::http::RouterOverSession;
+use crate::http::rate_limit::RateLimiter;
 use crate::identity::PublicKey;
-use crate::link::{ErrorBody, Inbox, LinkError, SendError};
-use crate::proto::{ChatMessage, ErrorCode, PeerName};
+use crate::link::{Caller, ErrorBody, Inbox, LinkError, Request, Response, SendError, Service};
+use crate::proto::{ChatMessage, ErrorCode, ErrorDetail, PeerName};
 
 /// A session dial to a peer that has not completed its handshake in this time fails (the link's own limit is
 /// longer; a peer on a LAN answers in milliseconds, and a dead one must not hold its outbox worker long).
@@ -155,6 +162,55 @@ impl Inbox for SessionInbox {
                     .collect(),
                 Err(e) => vec![Err(ErrorBody::new(e.code, e.message)); n],
             }
+        })
+    }
+}
+
+/// What the node's endpoint answers request streams with: its `/p2p/*` routes only ([`super::routes::p2p`]),
+/// never the local API, behind the TCP server's rate limiter, with the dialler's key as a
+/// [`SessionKey`](crate::http::SessionKey). It holds the node weakly (through the [`SessionInbox`]), as the
+/// inbox does, so the endpoint keeps no stopped node alive; the router is built per request for that reason.
+pub(super) struct PeerRequests {
+    pub(super) inbox: Arc<SessionInbox>,
+    pub(super) limiter: Arc<RateLimiter>,
+    pub(super) per_second: u32,
+    pub(super) request_timeout: Duration,
+}
+
+impl Service for PeerRequests {
+    fn request(&self, caller: Caller, req: Request) -> BoxFuture<'_, Response> {
+        Box::pin(async move {
+            let Some(node) = self.inbox.node() else {
+                let body = serde_json::to_vec(&crate::proto::ErrorBody {
+                    error: ErrorDetail {
+                        code: ErrorCode::Stopping.to_string(),
+                        message: "this node is stopping".into(),
+                    },
+                })
+                .expect("serializes");
+                return Response {
+                    status: ErrorCode::Stopping.status(),
+                    headers: [("content-type".to_string(), "application/json".to_string())].into(),
+                    body,
+                };
+            };
+            let app = crate::http::with_limits(super::routes::p2p(node), self.request_timeout);
+            RouterOverSession::new(app, self.limiter.clone(), self.per_second)
+                .answer(caller, req)
+                .await
+        })
+    }
+
+    fn subscribe(
+        &self,
+        _caller: Caller,
+        _payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<mpsc::Receiver<Vec<u8>>, ErrorBody>> {
+        Box::pin(async {
+            Err(ErrorBody::new(
+                ErrorCode::UnknownFrameType,
+                "a peer takes no subscriptions",
+            ))
         })
     }
 }

@@ -106,6 +106,7 @@ error_codes! {
     KeyChanged = "key_changed", 403;
     WrongChannel = "wrong_channel", 403;
     WrongAddress = "wrong_address", 403;
+    UseSession = "use_session", 403;
     NotAllowed = "not_allowed", 403;
     CannotVerifySender = "cannot_verify_sender", 503;
     // A peer's local API.

@@ -1,11 +1,10 @@
 //! The tracker's side of sessions (docs/SESSIONS.md, sections 10 and 11): its HTTP API answered over QUIC, and
 //! pushes of channel membership and presence to the peers that subscribe.
 //!
-//! - **Requests.** A REQUEST frame is turned into an HTTP request and run through the same axum router as the
-//!   TCP server (`tower::ServiceExt::oneshot`), with the same per-address rate limiter, the same body limit and
-//!   deadline ([`with_limits`]), and `ConnectInfo` / [`ClientOrigin`] set to the session's UDP address, so every
-//!   handler, quota and check is the one the HTTP API has. The key the dialler proved is put in the request as a
-//!   [`SessionKey`]. One code path: a bug fixed in a handler is fixed for both ways in.
+//! - **Requests.** Run through the same axum router as the TCP server, with its limits and rate limiter, by
+//!   [`RouterOverSession`] (src/http/over_session.rs, which the peer's `/p2p/*` routes use too); the key the
+//!   dialler proved is in the request as a [`SessionKey`]. One code path: a bug fixed in a handler is fixed for
+//!   both ways in.
 //! - **Pushes.** A peer subscribes for its name (the name must be bound to the session's key). Whenever a change
 //!   that can alter who is in a channel or how they are seen is saved ([`affects_presence`]), the [`Hub`]
 //!   recomputes, for each subscriber, the `/get-list` answer of each channel it is in, as it may see it, and queues
@@ -19,24 +18,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
 use futures_util::future::BoxFuture;
-use http_body_util::BodyExt;
 use tokio::sync::{Notify, mpsc};
-use tower::ServiceExt;
 
 use super::Shared;
 use super::store::Change;
+use crate::http::RouterOverSession;
 use crate::http::rate_limit::RateLimiter;
-use crate::http::{ClientOrigin, rate_limited};
 use crate::identity::PublicKey;
 use crate::link::{Caller, ErrorBody, Request, Response, Service};
 use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, now_ms};
 
-/// The key a request's session proved (a request extension; absent on the HTTP path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionKey(pub PublicKey);
+/// The key a request's session proved: one type for the tracker's and the peer's routes.
+pub use crate::http::SessionKey;
 
 /// Items a subscriber's stream holds ready to write; more wait in its per-channel queue (latest wins).
 const PUSH_QUEUE: usize = 8;
@@ -189,9 +183,7 @@ fn members_push(channel: &ChannelName, mut peers: Vec<PeerInfo>) -> (Vec<u8>, u6
 
 /// The tracker's [`Service`]: its router, its rate limiter, and the hub.
 pub(crate) struct Sessions {
-    app: Router,
-    limiter: Arc<RateLimiter>,
-    per_second: u32,
+    router: RouterOverSession,
     shared: Arc<Shared>,
 }
 
@@ -204,9 +196,7 @@ impl Sessions {
         shared: Arc<Shared>,
     ) -> Sessions {
         Sessions {
-            app,
-            limiter,
-            per_second,
+            router: RouterOverSession::new(app, limiter, per_second),
             shared,
         }
     }
@@ -216,69 +206,7 @@ impl Sessions {
             .sessions
             .requests
             .fetch_add(1, Ordering::Relaxed);
-        let client = caller.addr.ip().to_canonical();
-        // As on TCP: a client at the address it reached us at is this host, and no per-address limit applies.
-        let this_host = match caller.local_ip {
-            Some(local) => local.to_canonical() == client,
-            None => client.is_loopback(),
-        };
-        let resp = if !this_host
-            && let Err(t) = self.limiter.check(client, std::time::Instant::now())
-        {
-            if t.first {
-                tracing::warn!(%client, "more than {} requests a second over a session; refusing with 429 until it slows down", self.per_second);
-            }
-            rate_limited(caller.addr, self.per_second, t.wait)
-        } else {
-            let mut http = axum::http::Request::builder()
-                .method(req.method.as_str())
-                .uri(req.path.as_str());
-            for (k, v) in &req.headers {
-                if k == "hchat-auth" || k == "content-type" {
-                    http = http.header(k.as_str(), v.as_str());
-                }
-            }
-            match http.body(Body::from(req.body)) {
-                Err(e) => axum::response::IntoResponse::into_response(crate::http::ApiError::of(
-                    ErrorCode::BadFrame,
-                    format!("a request head that is not a valid HTTP request: {e}"),
-                )),
-                Ok(mut http) => {
-                    http.extensions_mut().insert(ConnectInfo(caller.addr));
-                    http.extensions_mut().insert(ClientOrigin {
-                        addr: caller.addr,
-                        this_host,
-                    });
-                    http.extensions_mut().insert(SessionKey(caller.key));
-                    match self.app.clone().oneshot(http).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                }
-            }
-        };
-        let status = resp.status().as_u16();
-        let mut headers = std::collections::BTreeMap::new();
-        for name in [
-            axum::http::header::RETRY_AFTER,
-            axum::http::header::CONTENT_TYPE,
-        ] {
-            if let Some(v) = resp.headers().get(&name).and_then(|v| v.to_str().ok()) {
-                headers.insert(name.as_str().to_string(), v.to_string());
-            }
-        }
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes().to_vec(),
-            Err(e) => {
-                tracing::warn!("a session answer's body failed: {e}");
-                Vec::new()
-            }
-        };
-        Response {
-            status,
-            headers,
-            body,
-        }
+        self.router.answer(caller, req).await
     }
 
     fn start_subscription(
