@@ -479,23 +479,7 @@ fn clock(ts_ms: u64) -> String {
 
 /// `YYYY-MM-DD HH:MM` (UTC) of a Unix-ms timestamp.
 fn date_time(ts_ms: u64) -> String {
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let days = (ts_ms / 86_400_000) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = ts_ms / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        (s / 3600) % 24,
-        (s / 60) % 60
-    )
+    crate::proto::utc_date_time(ts_ms)
 }
 
 /// Reads lines from a pipe.

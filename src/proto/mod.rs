@@ -25,9 +25,23 @@ pub const MAX_NAME_CHARS: usize = 32;
 
 /// `ms` (Unix ms) to the minute, as people read it: `2026-11-27 03:04 UTC`.
 pub fn utc_minute(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
+    format!("{} UTC", utc_date_time(ms))
+}
+
+/// `ms` (Unix ms) as `YYYY-MM-DD HH:MM` (UTC).
+pub fn utc_date_time(ms: u64) -> String {
+    let rem = (ms / 1000) as i64 % 86_400;
+    format!(
+        "{} {:02}:{:02}",
+        utc_date(ms),
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// `ms` (Unix ms) as `YYYY-MM-DD` (UTC).
+pub fn utc_date(ms: u64) -> String {
+    let days = (ms / 86_400_000) as i64;
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -38,11 +52,7 @@ pub fn utc_minute(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Milliseconds since the Unix epoch, the one clock every timestamp on the wire uses.
