@@ -5,27 +5,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::common::in_process::keyed_node;
 use futures_util::future::BoxFuture;
 use hchat::identity::{Identity, PublicKey};
 use hchat::link::{Endpoint, ErrorBody, Inbox, Request, RequestError, Response};
-use hchat::peer::{Node, PeerConfig};
+use hchat::peer::Node;
 use hchat::proto::{ChannelName, ChatMessage, Destination, PeerName};
 use hchat::tracker::{Tracker, TrackerConfig};
 
 const SECRET: &str = "only for members: the gate code is 4471";
 
-fn n(s: &str) -> PeerName {
-    PeerName::new(s).unwrap()
-}
-
 async fn node(name: &str, tracker: &Tracker) -> (Node, Arc<Identity>) {
     let id = Arc::new(Identity::ephemeral());
-    let node = Node::start(PeerConfig {
-        identity: Some(id.clone()),
-        ..PeerConfig::on_loopback(n(name), tracker.local_addr())
-    })
-    .await
-    .unwrap();
+    let node = keyed_node(name, tracker, &id, Default::default()).await;
     (node, id)
 }
 

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::in_process::keyed_node;
 use hchat::identity::Identity;
-use hchat::peer::{Node, PeerConfig};
+use hchat::peer::Node;
 use hchat::proto::{Destination, PeerName};
 use hchat::tracker::{Tracker, TrackerConfig};
 
@@ -16,12 +17,7 @@ fn n(s: &str) -> PeerName {
 }
 
 async fn node(name: &str, tracker: &Tracker, id: &Arc<Identity>) -> Node {
-    Node::start(PeerConfig {
-        identity: Some(id.clone()),
-        ..PeerConfig::on_loopback(n(name), tracker.local_addr())
-    })
-    .await
-    .unwrap()
+    keyed_node(name, tracker, id, Default::default()).await
 }
 
 /// The tracker again at the same HTTP port with the same key, its bindings forgotten (its UDP port may differ:

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::in_process::keyed_node;
 use futures_util::future::BoxFuture;
 use hchat::identity::{Identity, PublicKey};
 use hchat::link::{Endpoint, ErrorBody, Inbox, SendError};
-use hchat::peer::{Node, PeerConfig, PushCounts, QuicPort};
+use hchat::peer::{Node, PushCounts, QuicPort};
 use hchat::proto::{ChannelName, ChatMessage, Destination, PeerName};
 use hchat::tracker::{Tracker, TrackerConfig};
 
@@ -25,13 +26,7 @@ fn n(s: &str) -> PeerName {
 
 async fn node_with(name: &str, tracker: &Tracker, quic_port: QuicPort) -> (Node, Arc<Identity>) {
     let id = Arc::new(Identity::ephemeral());
-    let node = Node::start(PeerConfig {
-        identity: Some(id.clone()),
-        quic_port,
-        ..PeerConfig::on_loopback(n(name), tracker.local_addr())
-    })
-    .await
-    .unwrap();
+    let node = keyed_node(name, tracker, &id, quic_port).await;
     (node, id)
 }
 

@@ -347,3 +347,20 @@ impl Drop for InPeer {
         self.rt.block_on(self.web.node().shutdown());
     }
 }
+
+/// A peer in this process on loopback acting with `id` (so a test knows its key, and it keeps its name across a
+/// restart), taking sessions as `quic_port` says.
+pub(crate) async fn keyed_node(
+    name: &str,
+    tracker: &Tracker,
+    id: &Arc<hchat::identity::Identity>,
+    quic_port: hchat::peer::QuicPort,
+) -> hchat::peer::Node {
+    hchat::peer::Node::start(PeerConfig {
+        identity: Some(id.clone()),
+        quic_port,
+        ..PeerConfig::on_loopback(PeerName::new(name).unwrap(), tracker.local_addr())
+    })
+    .await
+    .unwrap()
+}
