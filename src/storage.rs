@@ -319,17 +319,22 @@ fn commit_jobs(conn: &Connection, synced: &mut bool, jobs: Vec<Job>) {
             Err(e) => tracing::error!("store: cannot set synchronous={level}: {e}"),
         }
     }
-    let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from);
+    // Cached statements: `execute_batch` would parse the SQL again for every group.
+    let run = |sql: &str| -> Result<(), DbError> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
+    let began = run("BEGIN IMMEDIATE");
     if let Err(e) = began {
         // Run nothing outside a transaction: dropping the jobs answers every caller with an error.
         tracing::error!("store: {e}");
         return;
     }
     let done: Vec<_> = jobs.into_iter().map(|job| (job.run)(conn)).collect();
-    let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
+    let committed = run("COMMIT");
     if let Err(e) = &committed {
         tracing::error!("store: commit failed: {e}");
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = run("ROLLBACK");
     }
     for d in done {
         d(committed.clone());

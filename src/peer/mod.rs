@@ -369,6 +369,7 @@ impl Node {
         node.spawn(node.clone().recover());
         node.spawn(node.clone().show_missed_when_quiet());
         node.spawn(node.clone().send_notices());
+        node.spawn(node.clone().index_for_search());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), sessions = ?node.session_addr(), "peer started");
@@ -770,10 +771,13 @@ impl Node {
         let new = match self
             .inner
             .store
-            .save_sent(msg.clone(), recipients.to_vec())
+            .save_sent_counted(msg.clone(), recipients.to_vec())
             .await
         {
-            Ok(new) => new,
+            Ok((new, added)) => {
+                self.inner.outboxes.added(added);
+                new
+            }
             Err(e) => {
                 for r in recipients {
                     self.inner.outboxes.unwatch(r, msg.id);
@@ -781,7 +785,9 @@ impl Node {
                 return Err(e.into());
             }
         };
-        self.inner.outboxes.added(recipients.len());
+        for r in recipients {
+            self.inner.outboxes.offer(r, msg);
+        }
         tracing::debug!(peer = %self.name(), id = %msg.id, to = %msg.dest.label(), "message sent");
         if new {
             self.inner.events.publish(Event::Message {

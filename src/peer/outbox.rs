@@ -61,8 +61,85 @@ pub enum Outcome {
     Refused { code: ErrorCode, message: String },
 }
 
+/// Most freshly committed messages handed to a worker in memory ([`Fresh`]); beyond it, the worker reads its rows
+/// from the store again.
+pub(super) const FRESH_LIMIT: usize = 1024;
+
+/// Messages committed since the worker last read its rows from the store, handed over in memory so that the
+/// worker need not read back what was just written (a store round trip per message on the DM path). The store
+/// stays the truth: the queue is only used while `complete` holds, i.e. while every row of this recipient left in
+/// the store is either in the batch being pushed or in `msgs`. A failed attempt, a full queue or a store error
+/// makes it incomplete, and the worker reads the store again.
+#[derive(Default)]
+struct Fresh {
+    complete: bool,
+    msgs: std::collections::VecDeque<ChatMessage>,
+    /// The ids of the last store read: a message committed before that read but handed over after it is in both,
+    /// and is pushed once.
+    read: std::collections::HashSet<MessageId>,
+}
+
+impl Fresh {
+    /// The next batch from memory, if the queue is complete and holds one.
+    fn take(&mut self, max: usize) -> Option<Vec<ChatMessage>> {
+        if !self.complete {
+            return None;
+        }
+        let read = &self.read;
+        self.msgs.retain(|m| !read.contains(&m.id));
+        if self.msgs.is_empty() {
+            return None;
+        }
+        let n = self.msgs.len().min(max);
+        Some(self.msgs.drain(..n).collect())
+    }
+
+    /// The store is about to be read: what is committed from now on is handed over.
+    fn reading(&mut self) {
+        self.complete = true;
+        self.msgs.clear();
+        self.read.clear();
+    }
+
+    /// The store read returned `batch` out of at most `limit`.
+    fn read_done(&mut self, batch: &[ChatMessage], limit: usize) {
+        if batch.len() >= limit {
+            // More rows wait in the store than were read: read it again next time.
+            self.invalidate();
+        } else {
+            self.read = batch.iter().map(|m| m.id).collect();
+        }
+    }
+
+    /// `batch` left the store: a copy handed over late is not pushed again, and the ids of the last read are no
+    /// longer needed (a later send with the same id is a new row).
+    fn settled(&mut self, batch: &[ChatMessage]) {
+        let ids: std::collections::HashSet<MessageId> = batch.iter().map(|m| m.id).collect();
+        self.msgs.retain(|m| !ids.contains(&m.id));
+        self.read.clear();
+    }
+
+    fn invalidate(&mut self) {
+        self.complete = false;
+        self.msgs.clear();
+        self.read.clear();
+    }
+
+    fn offer(&mut self, msg: &ChatMessage) {
+        if !self.complete {
+            return;
+        }
+        if self.msgs.len() >= FRESH_LIMIT {
+            self.invalidate();
+        } else if !self.msgs.iter().any(|m| m.id == msg.id) {
+            self.msgs.push_back(msg.clone());
+        }
+    }
+}
+
 /// One recipient's worker, as the node sees it.
 pub(super) struct Worker {
+    fresh: Mutex<Fresh>,
     wake: Notify,
     /// Ends a back-off at once (the tracker is back).
     retry: Notify,
@@ -183,6 +260,13 @@ impl Outboxes {
         }
     }
 
+    /// `msg` was just committed with a row for `to`: its worker, if running, takes it from memory.
+    pub(super) fn offer(&self, to: &PeerName, msg: &ChatMessage) {
+        if let Some(w) = lock(&self.workers).get(to) {
+            lock(&w.fresh).offer(msg);
+        }
+    }
+
     /// `n` rows were committed to the store.
     pub(super) fn added(&self, n: usize) {
         self.len.fetch_add(n, Ordering::Relaxed);
@@ -190,7 +274,12 @@ impl Outboxes {
 
     /// `n` rows left the store (delivered, held or refused).
     fn removed(&self, n: usize) {
-        self.len.fetch_sub(n, Ordering::Relaxed);
+        // Never below zero, whatever the counts were at start-up.
+        let _ = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some(l.saturating_sub(n))
+            });
     }
 
     /// Waits for `id`'s outcome at `to`.
@@ -292,6 +381,7 @@ impl Node {
             return Some("this node is stopping".into());
         }
         let worker = Arc::new(Worker {
+            fresh: Mutex::default(),
             wake: Notify::new(),
             retry: Notify::new(),
             stuck: Mutex::new(None),
@@ -311,11 +401,25 @@ impl Node {
             if stop.is_cancelled() {
                 return;
             }
-            let pending = match self.inner.store.outbox_for(&to, MAX_PUSH_BATCH).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(peer = %self.name(), "cannot read the outbox: {e}");
-                    Vec::new()
+            let fresh = lock(&worker.fresh).take(MAX_PUSH_BATCH);
+            let from_memory = fresh.is_some();
+            let pending = match fresh {
+                Some(p) => p,
+                // Everything this worker has to send was handed over, and it has sent it.
+                None if lock(&worker.fresh).complete => Vec::new(),
+                None => {
+                    lock(&worker.fresh).reading();
+                    match self.inner.store.outbox_for(&to, MAX_PUSH_BATCH).await {
+                        Ok(p) => {
+                            lock(&worker.fresh).read_done(&p, MAX_PUSH_BATCH);
+                            p
+                        }
+                        Err(e) => {
+                            tracing::error!(peer = %self.name(), "cannot read the outbox: {e}");
+                            lock(&worker.fresh).invalidate();
+                            Vec::new()
+                        }
+                    }
                 }
             };
             if pending.is_empty() {
@@ -338,6 +442,19 @@ impl Node {
                 return;
             }
             let batch = &pending[..fitting(&pending, MAX_PUSH_BATCH)];
+            let rest = &pending[batch.len()..];
+            if !rest.is_empty() {
+                let mut fresh = lock(&worker.fresh);
+                match from_memory {
+                    // What did not fit goes first next time.
+                    true => {
+                        for m in rest.iter().rev() {
+                            fresh.msgs.push_front(m.clone());
+                        }
+                    }
+                    false => fresh.invalidate(),
+                }
+            }
             match self.attempt(&to, batch, &mut path).await {
                 Attempt::Done(outcomes) => {
                     path.backoff = BACKOFF_MIN;
@@ -358,14 +475,22 @@ impl Node {
                         }
                         self.inner.outboxes.tell(&to, m.id, o);
                     }
-                    if let Err(e) = done {
-                        tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
-                        continue;
+                    match done {
+                        Ok(deleted) => {
+                            self.inner.outboxes.removed(deleted);
+                            lock(&worker.fresh).settled(batch);
+                        }
+                        Err(e) => {
+                            tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
+                            lock(&worker.fresh).invalidate();
+                            continue;
+                        }
                     }
-                    self.inner.outboxes.removed(batch.len());
                 }
                 Attempt::Stuck(why) => {
                     tracing::debug!(peer = %self.name(), to = %to, "delivery stuck: {why}");
+                    // The batch stays in the store: the next attempt reads it from there.
+                    lock(&worker.fresh).invalidate();
                     *lock(&worker.stuck) = Some(why.clone());
                     for m in batch {
                         self.inner
@@ -620,6 +745,64 @@ mod tests {
 
     fn addr(port: u16) -> Target {
         (SocketAddr::from(([127, 0, 0, 1], port)), None)
+    }
+
+    fn msg(text: &str) -> ChatMessage {
+        let alice = PeerName::new("alice").unwrap();
+        let bob = PeerName::new("bob").unwrap();
+        ChatMessage::new(alice, crate::proto::Destination::Direct(bob), text.into()).unwrap()
+    }
+
+    #[test]
+    fn fresh_messages_are_taken_from_memory_only_while_the_queue_is_complete() {
+        let mut fresh = Fresh::default();
+        // Before the first read of the store, nothing handed over counts: the store has it.
+        fresh.offer(&msg("before"));
+        assert!(fresh.take(10).is_none());
+        // A read returns m1; m1's hand-over arrives late, m2 is committed after the read.
+        let m1 = msg("m1");
+        let m2 = msg("m2");
+        fresh.reading();
+        fresh.read_done(std::slice::from_ref(&m1), 10);
+        fresh.offer(&m1);
+        fresh.offer(&m2);
+        fresh.offer(&m2);
+        assert_eq!(
+            fresh.take(10).unwrap(),
+            vec![m2.clone()],
+            "m1 once, m2 once"
+        );
+        fresh.settled(&[m1.clone()]);
+        // After the batch left the store, a send with the same id again is a new row: it is taken.
+        fresh.offer(&m1);
+        assert_eq!(fresh.take(10).unwrap(), vec![m1.clone()]);
+        // A failure hands the rows back to the store.
+        fresh.offer(&m2);
+        fresh.invalidate();
+        assert!(fresh.take(10).is_none());
+        fresh.offer(&m2);
+        assert!(
+            fresh.take(10).is_none(),
+            "incomplete until the store is read again"
+        );
+    }
+
+    #[test]
+    fn a_full_read_or_a_full_queue_sends_the_worker_back_to_the_store() {
+        let mut fresh = Fresh::default();
+        fresh.reading();
+        let batch: Vec<_> = (0..3).map(|i| msg(&format!("m{i}"))).collect();
+        fresh.read_done(&batch, 3);
+        fresh.offer(&msg("later"));
+        assert!(fresh.take(10).is_none(), "more rows may wait in the store");
+        fresh.reading();
+        fresh.read_done(&[], 3);
+        for i in 0..FRESH_LIMIT {
+            fresh.offer(&msg(&format!("f{i}")));
+        }
+        assert_eq!(fresh.msgs.len(), FRESH_LIMIT);
+        fresh.offer(&msg("one too many"));
+        assert!(fresh.take(10).is_none());
     }
 
     #[test]

@@ -121,12 +121,16 @@ impl Node {
         &self,
         to: &PeerName,
         outcomes: Vec<(MessageId, Option<DeliveryState>)>,
-    ) -> Result<(), crate::storage::DbError> {
-        let updates = self.inner.store.outbox_settled(to, outcomes).await?;
+    ) -> Result<usize, crate::storage::DbError> {
+        let (updates, deleted) = self
+            .inner
+            .store
+            .outbox_settled_counted(to, outcomes)
+            .await?;
         if !updates.is_empty() {
             self.inner.events.publish(Event::States { updates });
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Queues a delivered notice to `depositor` for messages of its that this node has from the mailbox.

@@ -1,10 +1,13 @@
-//! Search over the whole history: SQLite's FTS5 index of every message's text (the store's `messages_fts`,
-//! filled as messages are stored). What a user types is never handed to FTS5 as a query: each word becomes a
+//! Search over the whole history: SQLite's FTS5 index of every message's text (the store's `messages_fts`).
+//! It is filled in batches, not as each message is stored (FTS5 flushes its index at every commit, which cost a
+//! third of each stored message): by [`Node::index_for_search`] every `INDEX_EVERY`, and with whatever is left
+//! before each search, so a search always sees every message stored before it. What a user types is never handed to FTS5 as a query: each word becomes a
 //! quoted prefix term (`"wor"*`), all of them required, so quotes, `AND`, `NEAR`, `*` or `-` in it are just text
 //! and no input can make a query fail or widen.
 
 use serde::Serialize;
 
+use super::store::INDEX_EVERY;
 use super::{Node, NodeError};
 use crate::proto::{ChatMessage, Destination};
 
@@ -52,6 +55,20 @@ pub fn fts_query(typed: &str) -> Result<String, SearchError> {
 }
 
 impl Node {
+    /// Indexes what was stored since the last pass, every [`INDEX_EVERY`] (a task of the node).
+    pub(super) async fn index_for_search(self) {
+        let stop = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(INDEX_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.inner.store.index_for_search().await {
+                tracing::warn!(peer = %self.name(), "cannot index messages for search: {e}");
+            }
+        }
+    }
+
     /// The newest messages with every word of `typed` (as prefixes), in `within` or everywhere, newest first.
     pub async fn search(
         &self,
