@@ -772,7 +772,7 @@ mod tests {
             vec![m2.clone()],
             "m1 once, m2 once"
         );
-        fresh.settled(&[m1.clone()]);
+        fresh.settled(std::slice::from_ref(&m1));
         // After the batch left the store, a send with the same id again is a new row: it is taken.
         fresh.offer(&m1);
         assert_eq!(fresh.take(10).unwrap(), vec![m1.clone()]);
