@@ -55,6 +55,10 @@ struct TrackerArgs {
     /// Messages the tracker holds for one offline peer; a sender is refused with 507 when it is full.
     #[arg(long, env = "HCHAT_MAILBOX_LIMIT", default_value_t = hchat::tracker::mailbox::DEFAULT_MAILBOX_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     mailbox_limit: u64,
+    /// Do not announce this tracker on the LAN by mDNS (`_hchat._udp.local.`). A tracker bound to loopback is
+    /// never announced.
+    #[arg(long, env = "HCHAT_NO_MDNS")]
+    no_mdns: bool,
     #[command(flatten)]
     quotas: QuotaArgs,
     #[command(flatten)]
@@ -178,17 +182,8 @@ struct PeerArgs {
     /// Default: the number of the HTTP port (any free one if that UDP port is taken).
     #[arg(long, env = "HCHAT_QUIC_PORT", value_name = "PORT|off")]
     quic_port: Option<hchat::peer::QuicPort>,
-    /// The tracker's address.
-    #[arg(long, env = "HCHAT_TRACKER_IP", default_value = "127.0.0.1")]
-    tracker_ip: IpAddr,
-    /// The tracker's port.
-    #[arg(long, env = "HCHAT_TRACKER_PORT", default_value_t = 9001)]
-    tracker_port: u16,
-    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
-    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
-    /// dir's known_trackers).
-    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
-    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
+    #[command(flatten)]
+    tracker: TrackerChoice,
     /// Channel to join at start and talk in (like typing #name first).
     #[arg(long, env = "HCHAT_JOIN")]
     join: Option<ChannelName>,
@@ -202,6 +197,26 @@ struct PeerArgs {
     limits: LimitArgs,
     #[command(flatten)]
     data: DataArgs,
+}
+
+/// Which tracker a peer registers with: given, or found on the LAN.
+#[derive(Args)]
+struct TrackerChoice {
+    /// The tracker's address. Without it (and without --tracker-port), the peer looks for a tracker on the LAN by
+    /// mDNS for up to 3 s, and falls back to 127.0.0.1 if it finds none.
+    #[arg(long, env = "HCHAT_TRACKER_IP")]
+    tracker_ip: Option<IpAddr>,
+    /// The tracker's port [default: 9001].
+    #[arg(long, env = "HCHAT_TRACKER_PORT")]
+    tracker_port: Option<u16>,
+    /// Do not look for a tracker on the LAN by mDNS: without --tracker-ip, use 127.0.0.1.
+    #[arg(long, env = "HCHAT_NO_MDNS")]
+    no_mdns: bool,
+    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
+    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
+    /// dir's known_trackers).
+    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
+    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
 }
 
 #[derive(Args)]
@@ -397,6 +412,7 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
     let tracker = Tracker::start(config)
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
+    let _announcement = announce_tracker(a.no_mdns, &tracker);
     let key = tracker.public_key();
     // One write of all three lines, and no panic if it fails: a parent that reads up to `listening on` and then
     // closes the pipe (the benchmark does) must not kill the tracker (`print!` writes piece by piece and panics).
@@ -419,9 +435,95 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Announces the tracker on the LAN by mDNS (docs/PROTOCOL.md, "Finding a tracker on the LAN"), unless told not
+/// to or bound to loopback, where no other host could reach it anyway. Withdrawn when dropped.
+fn announce_tracker(no_mdns: bool, tracker: &Tracker) -> Option<hchat::discovery::Announcement> {
+    let http = tracker.local_addr();
+    if no_mdns {
+        tracing::info!("not announced on the LAN (--no-mdns)");
+        return None;
+    }
+    if http.ip().is_loopback() {
+        tracing::info!(
+            "not announced on the LAN: bound to loopback {http} (--ip of a LAN interface, or 0.0.0.0, announces it)"
+        );
+        return None;
+    }
+    let quic_port = tracker.session_addr().port();
+    match hchat::discovery::announce(http, quic_port, &tracker.public_key()) {
+        Ok(a) => {
+            tracing::info!(
+                "announced on the LAN as {} (mDNS)",
+                hchat::discovery::SERVICE_TYPE
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!("cannot announce on the LAN: {e}");
+            None
+        }
+    }
+}
+
+/// The address the tracker is at when none is given and none is found.
+const DEFAULT_TRACKER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9001);
+
+/// The tracker to register with and the key it must prove: the one given (`--tracker-ip`/`--tracker-port`: no
+/// browsing), else one found on the LAN by mDNS (pinned to the fingerprint it announced), else 127.0.0.1:9001.
+/// Prints one line saying what was found.
+async fn find_tracker(
+    a: &TrackerChoice,
+    storage: &Storage,
+) -> anyhow::Result<(SocketAddr, Option<hchat::peer::known_trackers::TrackerKey>)> {
+    use hchat::discovery::{self, Found};
+    use hchat::peer::known_trackers::{TrackerKey, pinned_key};
+    if a.tracker_ip.is_some() || a.tracker_port.is_some() || a.no_mdns {
+        let ip = a.tracker_ip.unwrap_or(DEFAULT_TRACKER.ip());
+        let port = a.tracker_port.unwrap_or(DEFAULT_TRACKER.port());
+        return Ok((SocketAddr::new(ip, port), a.tracker_key.clone()));
+    }
+    let found = match discovery::browse(discovery::BROWSE_FOR, discovery::MORE_WITHIN).await {
+        Ok(found) => found,
+        Err(e) => {
+            hchat::cli::print_line(&format!(
+                "* cannot look for a tracker on the LAN ({e}); trying {DEFAULT_TRACKER}"
+            ))?;
+            return Ok((DEFAULT_TRACKER, a.tracker_key.clone()));
+        }
+    };
+    let wanted = a.tracker_key.as_ref().map(|k| match k {
+        TrackerKey::Key(k) => discovery::fingerprint_hex(k),
+        TrackerKey::Fingerprint(f) | TrackerKey::Announced(f) => f.clone(),
+    });
+    let pinned = |f: &Found| match storage {
+        Storage::Dir(dir) => {
+            pinned_key(dir, f.addr).is_some_and(|k| discovery::fingerprint_hex(&k) == f.fingerprint)
+        }
+        Storage::Memory => false,
+    };
+    match discovery::choose(&found, wanted.as_deref(), pinned) {
+        Err(line) => anyhow::bail!(line),
+        Ok(None) => {
+            hchat::cli::print_line(&format!(
+                "* no tracker found on the LAN in {} s (mDNS); trying {DEFAULT_TRACKER} (--tracker-ip gives one)",
+                discovery::BROWSE_FOR.as_secs()
+            ))?;
+            Ok((DEFAULT_TRACKER, a.tracker_key.clone()))
+        }
+        Ok(Some(taken)) => {
+            hchat::cli::print_line(&discovery::taken_line(&found, taken))?;
+            let key = a
+                .tracker_key
+                .clone()
+                .unwrap_or_else(|| TrackerKey::Announced(taken.fingerprint.clone()));
+            Ok((taken.addr, Some(key)))
+        }
+    }
+}
+
 async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
-    let tracker = SocketAddr::new(a.tracker_ip, a.tracker_port);
     let storage = a.data.storage(a.name.as_str());
+    let (tracker, tracker_key) = find_tracker(&a.tracker, &storage).await?;
     let key_file = match &storage {
         Storage::Dir(dir) => dir.join(hchat::identity::KEY_FILE).display().to_string(),
         Storage::Memory => "memory only: a new one at each start".to_string(),
@@ -437,7 +539,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             limits: a.limits.server_limits(),
             storage,
             identity: None,
-            tracker_key: a.tracker_key,
+            tracker_key,
             quic_port: a.quic_port.unwrap_or_default(),
         },
         Duration::from_secs(a.web_link_ttl),

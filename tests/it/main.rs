@@ -19,6 +19,7 @@ mod bench_smoke;
 mod browser;
 mod catch_up_sessions;
 mod cli_usage;
+mod discovery;
 mod durability;
 mod hardening;
 mod identity;
