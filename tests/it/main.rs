@@ -33,6 +33,7 @@ mod pinned_mail;
 mod privacy;
 mod quick_start;
 mod receipts;
+mod roaming;
 mod sealed_mail;
 mod search;
 mod sessions_peer;

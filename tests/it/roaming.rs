@@ -1,0 +1,78 @@
+//! Issue 14, Done when 4: a peer whose address changes mid-conversation (DHCP, a laptop moving) is reachable again
+//! within 5 s, both ways, live (not through the tracker's mailbox), with nobody doing anything. Real processes on
+//! the namespaced LAN; the times are printed (`--nocapture`).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::common::netlan::Lan;
+use crate::common::*;
+
+const REACHABLE_AGAIN_WITHIN: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_peer_whose_address_changes_mid_conversation_is_reachable_again_within_5_s() {
+    let Some(lan) = Lan::new(3) else { return };
+    let tracker = lan.host(0).tracker(&[]);
+    let mut alice = lan
+        .host(1)
+        .peer("alice", Some(tracker.addr), &["--join", "general"]);
+    // bob binds every interface, as a laptop on DHCP would: he advertises the address he reaches the tracker from.
+    let mut bob = lan.host(2).peer(
+        "bob",
+        Some(tracker.addr),
+        &["--join", "general", "--ip", "0.0.0.0"],
+    );
+    joined(&alice, "general");
+    joined(&bob, "general");
+
+    // Chatting: sessions both ways.
+    alice.type_line("@bob lunch?");
+    bob.out
+        .wait_for("alice's first DM", SOON, |l| l == "[@alice] alice: lunch?");
+    bob.type_line("@alice yes, at noon");
+    alice
+        .out
+        .wait_for("bob's answer", SOON, |l| l == "[@bob] bob: yes, at noon");
+
+    // bob's host gets a new address; the old one is gone.
+    let new_ip = Ipv4Addr::new(10, 77, 0, 200);
+    lan.host(2).change_ip(new_ip);
+    let changed = Instant::now();
+    alice.type_line("@bob still there?");
+    bob.out
+        .wait_for("alice's DM after bob moved", REACHABLE_AGAIN_WITHIN, |l| {
+            l == "[@alice] alice: still there?"
+        });
+    let alice_to_bob = changed.elapsed();
+    bob.type_line("@alice yes, moved");
+    alice.out.wait_for(
+        "bob's DM from his new address",
+        REACHABLE_AGAIN_WITHIN,
+        |l| l == "[@bob] bob: yes, moved",
+    );
+    let bob_to_alice = changed.elapsed() - alice_to_bob;
+    eprintln!(
+        "bob's address changed: alice -> bob live after {alice_to_bob:?}, then bob -> alice after {bob_to_alice:?}"
+    );
+    assert!(alice_to_bob < REACHABLE_AGAIN_WITHIN, "{alice_to_bob:?}");
+    assert!(bob_to_alice < REACHABLE_AGAIN_WITHIN, "{bob_to_alice:?}");
+    // Live, not held for later: neither side was told the other is offline.
+    for p in [&alice, &bob] {
+        assert!(
+            !p.out.all().iter().any(|l| l.contains("the tracker holds")),
+            "{}: {:?}",
+            p.name,
+            p.out.all()
+        );
+    }
+    // bob noticed, and the tracker answers his new address to whoever asks.
+    bob.out.wait_for("bob's notice", SOON, |l| {
+        l.starts_with("* your address changed from 10.77.0.12 to 10.77.0.200")
+    });
+    // A channel message reaches him too.
+    alice.type_line("see you all at noon");
+    bob.out.wait_for("alice's channel message", SOON, |l| {
+        l == "[#general] alice: see you all at noon"
+    });
+}
