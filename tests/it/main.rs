@@ -23,6 +23,7 @@ mod discovery;
 mod durability;
 mod hardening;
 mod identity;
+mod ipv6;
 mod joining;
 mod limits;
 mod link;

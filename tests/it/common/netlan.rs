@@ -350,6 +350,26 @@ impl Host {
         .expect("the thread in the host's namespace did not panic")
     }
 
+    /// `GET path` at `addr` (an HTTP node on the LAN) from this host: the status line and the body.
+    pub(crate) fn http_get(&self, addr: SocketAddr, path: &str) -> (String, String) {
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let answer = self.within(move || {
+            use std::io::{Read, Write};
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("reaching {addr}: {e}"));
+            s.write_all(request.as_bytes()).unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            answer
+        });
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    }
+
     /// A UDP socket bound inside this host (port 0: any).
     pub(crate) fn udp(&self, at: IpAddr) -> std::net::UdpSocket {
         self.within(move || std::net::UdpSocket::bind(SocketAddr::new(at, 0)).expect("UDP bind"))
