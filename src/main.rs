@@ -199,13 +199,68 @@ struct PeerArgs {
     data: DataArgs,
 }
 
+/// An IP address with, for a link-local IPv6 one, the interface it is on: `fe80::1%eth0` or `fe80::1%2` (a scope
+/// means something on this host only: the interface's name or index here).
+#[derive(Clone, Copy, Debug)]
+struct ScopedIp {
+    ip: IpAddr,
+    scope_id: u32,
+}
+
+impl std::str::FromStr for ScopedIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, scope) = match s.split_once('%') {
+            Some((ip, scope)) => (ip, Some(scope)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|e| format!("{ip} is not an IP address: {e}"))?;
+        let scope_id = match scope {
+            None => 0,
+            Some(_) if !ip.is_ipv6() => {
+                return Err(format!("{s}: only an IPv6 address takes a %interface"));
+            }
+            Some(index) if index.parse::<u32>().is_ok() => index.parse().unwrap_or(0),
+            Some(name) => interface_index(name)?,
+        };
+        Ok(ScopedIp { ip, scope_id })
+    }
+}
+
+impl ScopedIp {
+    fn with_port(self, port: u16) -> SocketAddr {
+        match self.ip {
+            IpAddr::V6(v6) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, self.scope_id))
+            }
+            IpAddr::V4(_) => SocketAddr::new(self.ip, port),
+        }
+    }
+}
+
+/// The index of network interface `name` (Linux: `/sys/class/net/NAME/ifindex`).
+fn interface_index(name: &str) -> Result<u32, String> {
+    let bad =
+        || format!("no network interface {name:?} on this host (give its index instead, e.g. %2)");
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(bad());
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(bad)
+}
+
 /// Which tracker a peer registers with: given, or found on the LAN.
 #[derive(Args)]
 struct TrackerChoice {
     /// The tracker's address. Without it (and without --tracker-port), the peer looks for a tracker on the LAN by
     /// mDNS for up to 3 s, and falls back to 127.0.0.1 if it finds none.
-    #[arg(long, env = "HCHAT_TRACKER_IP")]
-    tracker_ip: Option<IpAddr>,
+    /// A link-local IPv6 address takes its interface: `fe80::1%eth0` (or `%2`).
+    #[arg(long, env = "HCHAT_TRACKER_IP", value_name = "IP[%IFACE]")]
+    tracker_ip: Option<ScopedIp>,
     /// The tracker's port [default: 9001].
     #[arg(long, env = "HCHAT_TRACKER_PORT")]
     tracker_port: Option<u16>,
@@ -478,9 +533,12 @@ async fn find_tracker(
     use hchat::discovery::{self, Found};
     use hchat::peer::known_trackers::{TrackerKey, pinned_key};
     if a.tracker_ip.is_some() || a.tracker_port.is_some() || a.no_mdns {
-        let ip = a.tracker_ip.unwrap_or(DEFAULT_TRACKER.ip());
         let port = a.tracker_port.unwrap_or(DEFAULT_TRACKER.port());
-        return Ok((SocketAddr::new(ip, port), a.tracker_key.clone()));
+        let addr = match a.tracker_ip {
+            Some(ip) => ip.with_port(port),
+            None => SocketAddr::new(DEFAULT_TRACKER.ip(), port),
+        };
+        return Ok((addr, a.tracker_key.clone()));
     }
     let found = match discovery::browse(discovery::BROWSE_FOR, discovery::MORE_WITHIN).await {
         Ok(found) => found,

@@ -30,6 +30,21 @@ pub(crate) fn route_source(tracker: SocketAddr) -> std::io::Result<IpAddr> {
 }
 
 impl Node {
+    /// `addr` ready to dial: a link-local IPv6 address comes from the tracker without a scope (a scope means
+    /// something on one host only), and is taken to be on the link this node reaches the tracker by, so it gets
+    /// the scope of the tracker's address (docs/PROTOCOL.md, "IPv6").
+    pub(super) fn on_link(&self, addr: SocketAddr) -> SocketAddr {
+        match (addr, self.inner.tracker_addr) {
+            (SocketAddr::V6(mut v6), SocketAddr::V6(t))
+                if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 =>
+            {
+                v6.set_scope_id(t.scope_id());
+                SocketAddr::V6(v6)
+            }
+            _ => addr,
+        }
+    }
+
     /// Whether this node advertises the address it reaches the tracker from, and follows it.
     pub(super) fn follows_address(&self) -> bool {
         self.inner.follows_address

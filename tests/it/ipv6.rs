@@ -11,9 +11,9 @@ fn on_v6(h: &Host) -> [String; 2] {
     ["--ip".into(), h.ip6().to_string()]
 }
 
-/// Messages a peer stored that arrived over a session, from its `/health`, asked from `from`.
-fn session_in(from: &Host, p: &Proc) -> u64 {
-    let (status, body) = from.http_get(p.addr, "/health");
+/// Messages a peer stored that arrived over a session, from its `/health` at `addr`, asked from `from`.
+fn session_in(from: &Host, addr: SocketAddr) -> u64 {
+    let (status, body) = from.http_get(addr, "/health");
     assert!(status.contains(" 200 "), "{status} {body}");
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
     h["pushes"]["session_in"].as_u64().unwrap()
@@ -63,11 +63,11 @@ fn a_tracker_and_peers_on_ipv6_only_register_and_talk_over_sessions() {
     }
     chat(&mut alice, &mut bob);
     assert!(
-        session_in(lan.host(2), &bob) >= 1,
+        session_in(lan.host(2), bob.addr) >= 1,
         "bob got it over a session"
     );
     assert!(
-        session_in(lan.host(1), &alice) >= 1,
+        session_in(lan.host(1), alice.addr) >= 1,
         "alice got hers over a session"
     );
 }
@@ -94,4 +94,49 @@ fn peers_find_a_tracker_announced_on_ipv6_only_and_talk() {
         joined(p, "general");
     }
     chat(&mut alice, &mut bob);
+}
+
+#[test]
+fn peers_reach_a_link_local_tracker_and_each_other_over_link_local_addresses() {
+    let Some(lan) = Lan::new(3) else { return };
+    // The tracker binds every interface; the peers are given its link-local address with their interface.
+    let tracker = lan.host(0).tracker(&["--ip", "::"]);
+    let port = tracker.addr.port().to_string();
+    let ll = format!("{}%eth0", lan.host(0).link_local());
+    let args = [
+        "--join",
+        "general",
+        "--ip",
+        "::",
+        "--tracker-ip",
+        &ll,
+        "--tracker-port",
+        &port,
+    ];
+    let mut alice = lan.host(1).peer("alice", None, &args);
+    let mut bob = lan.host(2).peer("bob", None, &args);
+    joined(&alice, "general");
+    joined(&bob, "general");
+    // Bound to every interface, each advertises the address it reaches the tracker from: its link-local one
+    // (without a scope: a scope means something on one host only).
+    let at = lan
+        .host(1)
+        .scoped(lan.host(0).link_local(), tracker.addr.port());
+    let (_, list) = lan.host(1).http_get(at, "/get-list?channel=general");
+    for i in [1, 2] {
+        assert!(
+            list.contains(&format!("\"ip\":\"{}\"", lan.host(i).link_local())),
+            "{list}"
+        );
+    }
+    chat(&mut alice, &mut bob);
+    // Over sessions, dialled at the link-local addresses with the dialler's own scope.
+    for (i, p) in [(1, &alice), (2, &bob)] {
+        let own = SocketAddr::new(IpAddr::V6(lan.host(i).ip6()), p.addr.port());
+        assert!(
+            session_in(lan.host(i), own) >= 1,
+            "{} got it over a session",
+            p.name
+        );
+    }
 }
