@@ -25,8 +25,9 @@ pub const TXT_VERSION: &str = "1";
 pub const BROWSE_FOR: Duration = Duration::from_secs(3);
 
 /// How long a peer keeps listening after the first tracker answered, to see whether there are several (and say
-/// so). A tracker answers a query within ~0.1 s on a LAN (RFC 6762 lets it delay up to 0.5 s).
-pub const MORE_WITHIN: Duration = Duration::from_millis(800);
+/// so). A tracker answers a query within ~0.1 s on a LAN (RFC 6762 lets it delay up to 0.5 s); a busy host may
+/// take longer to read it.
+pub const MORE_WITHIN: Duration = Duration::from_secs(1);
 
 /// Trackers a browse keeps at most: a hostile host announcing thousands must not grow the peer's memory.
 pub const MAX_FOUND: usize = 16;
@@ -93,6 +94,10 @@ pub fn announce(
             &txt[..],
         )?
     };
+    // No probing for the name first (RFC 6762, 8.1): it is made of the key's fingerprint, so only this very
+    // tracker could hold it, and a tracker is found at once instead of ~0.75 s after it starts.
+    let mut info = info;
+    info.set_requires_probe(false);
     let fullname = info.get_fullname().to_string();
     daemon.register(info)?;
     Ok(Announcement { daemon, fullname })
@@ -168,9 +173,14 @@ fn best_address(addrs: &std::collections::HashSet<ScopedIp>) -> Option<ScopedIp>
     usable.first().map(|(_, _, ip)| (*ip).clone())
 }
 
-/// Browses for trackers: until `within` has passed with none found, or `more_within` after the first one. In
-/// the order they answered, each fingerprint once, at most [`MAX_FOUND`].
-pub async fn browse(within: Duration, more_within: Duration) -> Result<Vec<Found>, DiscoveryError> {
+/// Browses for trackers: until `within` has passed with none found, or `more_within` after the first one; when a
+/// `wanted` fingerprint is given, until that one answers (or `within` has passed). In the order they answered,
+/// each fingerprint once, at most [`MAX_FOUND`].
+pub async fn browse(
+    within: Duration,
+    more_within: Duration,
+    wanted: Option<&str>,
+) -> Result<Vec<Found>, DiscoveryError> {
     let daemon = ServiceDaemon::new()?;
     let events = daemon.browse(SERVICE_TYPE)?;
     let mut found: Vec<Found> = Vec::new();
@@ -186,8 +196,14 @@ pub async fn browse(within: Duration, more_within: Duration) -> Result<Vec<Found
         match Found::from_resolved(&info) {
             Some(f) if !found.iter().any(|g| g.fingerprint == f.fingerprint) => {
                 tracing::debug!(fullname = %info.get_fullname(), ?f, "found a tracker");
+                let done = wanted == Some(f.fingerprint.as_str());
                 found.push(f);
-                until = until.min(tokio::time::Instant::now() + more_within);
+                if done {
+                    break;
+                }
+                if wanted.is_none() {
+                    until = until.min(tokio::time::Instant::now() + more_within);
+                }
             }
             Some(_) => {}
             None => tracing::debug!(

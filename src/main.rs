@@ -540,7 +540,16 @@ async fn find_tracker(
         };
         return Ok((addr, a.tracker_key.clone()));
     }
-    let found = match discovery::browse(discovery::BROWSE_FOR, discovery::MORE_WITHIN).await {
+    let wanted = a.tracker_key.as_ref().map(|k| match k {
+        TrackerKey::Key(k) => discovery::fingerprint_hex(k),
+        TrackerKey::Fingerprint(f) | TrackerKey::Announced(f) => f.clone(),
+    });
+    let browsed = discovery::browse(
+        discovery::BROWSE_FOR,
+        discovery::MORE_WITHIN,
+        wanted.as_deref(),
+    );
+    let found = match browsed.await {
         Ok(found) => found,
         Err(e) => {
             hchat::cli::print_line(&format!(
@@ -549,10 +558,6 @@ async fn find_tracker(
             return Ok((DEFAULT_TRACKER, a.tracker_key.clone()));
         }
     };
-    let wanted = a.tracker_key.as_ref().map(|k| match k {
-        TrackerKey::Key(k) => discovery::fingerprint_hex(k),
-        TrackerKey::Fingerprint(f) | TrackerKey::Announced(f) => f.clone(),
-    });
     let pinned = |f: &Found| match storage {
         Storage::Dir(dir) => {
             pinned_key(dir, f.addr).is_some_and(|k| discovery::fingerprint_hex(&k) == f.fingerprint)

@@ -26,6 +26,29 @@ fn found_line(p: &Proc) -> String {
         })
 }
 
+/// Waits until `host` hears `n` announcements of the service (any, valid or not).
+fn heard(host: &crate::common::netlan::Host, n: usize) {
+    let names = host.within(move || {
+        let daemon = mdns_sd::ServiceDaemon::new().expect("a browser");
+        let events = daemon.browse(hchat::discovery::SERVICE_TYPE).unwrap();
+        let mut names = std::collections::BTreeSet::new();
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        while names.len() < n {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match events.recv_timeout(left) {
+                Ok(mdns_sd::ServiceEvent::ServiceResolved(info)) => {
+                    names.insert(info.get_fullname().to_string());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = daemon.shutdown();
+        names
+    });
+    assert_eq!(names.len(), n, "heard {names:?}");
+}
+
 #[test]
 fn peers_started_with_no_tracker_address_find_it_on_the_lan_and_chat() {
     let Some(lan) = Lan::new(3) else { return };
@@ -62,6 +85,9 @@ fn with_two_trackers_a_peer_says_which_it_took_and_tracker_key_chooses_the_other
     let one = lan.host(0).tracker(&[]);
     let two = lan.host(1).tracker(&[]);
     let (fp1, fp2) = (fingerprint(&one), fingerprint(&two));
+    // A LAN with two trackers: both announced (the peer's browsing rule is what is tested, not how fast they
+    // start).
+    heard(lan.host(2), 2);
     let carol = lan.host(2).peer("carol", None, &["--join", "general"]);
     let line = found_line(&carol);
     assert!(
@@ -207,4 +233,65 @@ fn no_mdns_and_a_given_address_never_browse() {
         "gave up at once, without browsing: {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn announcements_that_break_the_rule_are_ignored() {
+    let Some(lan) = Lan::new(2) else { return };
+    let tracker = lan.host(0).tracker(&[]);
+    let fp = fingerprint(&tracker);
+    // A hostile host announces "trackers" that do not follow the TXT rule: another version, a fingerprint that is
+    // not 32 hex digits, port 0, no HTTP port, a fingerprint in upper case.
+    let ip = lan.host(0).ip();
+    let _hostile = lan.host(0).within(move || {
+        let daemon = mdns_sd::ServiceDaemon::new().expect("a second mDNS responder");
+        let good_fp = "0123456789abcdef0123456789abcdef";
+        let bad: [&[(&str, &str)]; 5] = [
+            &[
+                ("v", "2"),
+                ("http", "9001"),
+                ("quic", "9001"),
+                ("fp", good_fp),
+            ],
+            &[
+                ("v", "1"),
+                ("http", "9001"),
+                ("quic", "9001"),
+                ("fp", "not-a-fingerprint"),
+            ],
+            &[("v", "1"), ("http", "0"), ("quic", "9001"), ("fp", good_fp)],
+            &[("v", "1"), ("quic", "9001"), ("fp", good_fp)],
+            &[
+                ("v", "1"),
+                ("http", "9001"),
+                ("quic", "9001"),
+                ("fp", "0123456789ABCDEF0123456789ABCDEF"),
+            ],
+        ];
+        for (i, txt) in bad.iter().enumerate() {
+            let info = mdns_sd::ServiceInfo::new(
+                hchat::discovery::SERVICE_TYPE,
+                &format!("not a tracker {i}"),
+                "not-a-tracker.local.",
+                ip.to_string().as_str(),
+                9001,
+                *txt,
+            )
+            .unwrap();
+            daemon.register(info).unwrap();
+        }
+        daemon
+    });
+    // Wait until host 1 hears all five (and the tracker), so the peer below surely hears them too.
+    heard(lan.host(1), 6);
+    let alice = lan.host(1).peer("alice", None, &["--join", "general"]);
+    assert_eq!(
+        found_line(&alice),
+        format!(
+            "* found tracker {} on the LAN (mDNS), fingerprint {fp}",
+            tracker.addr
+        ),
+        "only the real tracker counts"
+    );
+    joined(&alice, "general");
 }
