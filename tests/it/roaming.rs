@@ -76,3 +76,81 @@ fn a_peer_whose_address_changes_mid_conversation_is_reachable_again_within_5_s()
         l == "[#general] alice: see you all at noon"
     });
 }
+
+/// `POST /submit-info` with `body`, sent from `host` (so the tracker sees the host's address): status and answer.
+fn register_from(
+    host: &crate::common::netlan::Host,
+    tracker: std::net::SocketAddr,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let answer = host.within(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(tracker).unwrap();
+        write!(
+            s,
+            "POST /submit-info HTTP/1.0\r\nHost: {tracker}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (status, json)
+}
+
+#[test]
+fn a_lease_moves_only_to_the_address_its_holder_registers_from() {
+    let Some(lan) = Lan::new(2) else { return };
+    let tracker = lan.host(0).tracker(&[]);
+    let alice = Signer::new("alice");
+    let host = lan.host(1);
+    let (status, answer) =
+        register_from(host, tracker.addr, &alice.registration("10.77.0.11", 8000));
+    assert_eq!(status, 200, "{answer}");
+    // Her own key, from her own address, claiming an address she is not at: refused.
+    let (status, answer) =
+        register_from(host, tracker.addr, &alice.registration("10.77.0.99", 8000));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("name_taken")),
+        "{answer}"
+    );
+    // A second port at the same address (a second process): refused, as before.
+    let (status, answer) =
+        register_from(host, tracker.addr, &alice.registration("10.77.0.11", 8001));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("name_taken")),
+        "{answer}"
+    );
+    // Her host moved: registering the new address from it moves the lease, channels and all (not a new one).
+    host.change_ip(Ipv4Addr::new(10, 77, 0, 50));
+    let (status, answer) =
+        register_from(host, tracker.addr, &alice.registration("10.77.0.50", 8000));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["created"], false, "{answer}");
+    let (_, peers) = lan.host(1).http_get(tracker.addr, "/peers");
+    assert!(peers.contains("\"ip\":\"10.77.0.50\""), "{peers}");
+    // Another key cannot follow her anywhere.
+    let (status, answer) = register_from(
+        host,
+        tracker.addr,
+        &Signer::new("alice").registration("10.77.0.50", 8000),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("name_taken")),
+        "{answer}"
+    );
+}
