@@ -295,3 +295,37 @@ fn announcements_that_break_the_rule_are_ignored() {
     );
     joined(&alice, "general");
 }
+
+#[test]
+fn with_no_tracker_on_the_lan_a_peer_says_so_and_tries_the_old_default() {
+    let Some(lan) = Lan::new(1) else { return };
+    let mut cmd = hchat();
+    cmd.args([
+        "peer",
+        "--name",
+        "alice",
+        "--ip",
+        &lan.host(0).ip().to_string(),
+        "--in-memory",
+    ]);
+    let started = std::time::Instant::now();
+    let out = output_within(lan.host(0).command(&cmd), Duration::from_secs(20));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains(
+            "* no tracker found on the LAN in 3 s (mDNS); trying 127.0.0.1:9001 (--tracker-ip gives one)"
+        ),
+        "{stdout}"
+    );
+    // Nothing listens there in this host: the contract's runtime failure, after the bounded browse.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9001"), "{stderr}");
+    assert!(
+        started.elapsed() >= hchat::discovery::BROWSE_FOR,
+        "{:?}",
+        started.elapsed()
+    );
+}

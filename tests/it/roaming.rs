@@ -75,6 +75,36 @@ fn a_peer_whose_address_changes_mid_conversation_is_reachable_again_within_5_s()
     bob.out.wait_for("alice's channel message", SOON, |l| {
         l == "[#general] alice: see you all at noon"
     });
+
+    // He moves again, and this time speaks first.
+    lan.host(2).change_ip(Ipv4Addr::new(10, 77, 0, 201));
+    let changed = Instant::now();
+    bob.type_line("@alice moved again");
+    alice.out.wait_for(
+        "bob's DM right after his second move",
+        REACHABLE_AGAIN_WITHIN,
+        |l| l == "[@bob] bob: moved again",
+    );
+    let first = changed.elapsed();
+    alice.type_line("@bob got it");
+    bob.out
+        .wait_for("alice's answer", REACHABLE_AGAIN_WITHIN, |l| {
+            l == "[@alice] alice: got it"
+        });
+    eprintln!(
+        "bob moved again: bob -> alice after {first:?}, alice -> bob {:?} after the move",
+        changed.elapsed()
+    );
+    assert!(changed.elapsed() < REACHABLE_AGAIN_WITHIN);
+    assert!(
+        !alice
+            .out
+            .all()
+            .iter()
+            .any(|l| l.contains("the tracker holds")),
+        "{:?}",
+        alice.out.all()
+    );
 }
 
 /// `POST /submit-info` with `body`, sent from `host` (so the tracker sees the host's address): status and answer.
