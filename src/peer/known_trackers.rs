@@ -296,6 +296,19 @@ mod tests {
     }
 
     #[test]
+    fn a_link_local_tracker_is_pinned_with_its_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker: SocketAddr = "[fe80::77:10%2]:9001".parse().unwrap();
+        let key = Identity::ephemeral().public_key();
+        KnownTrackers::new(Some(dir.path()), None)
+            .check(tracker, &key)
+            .unwrap();
+        assert_eq!(pinned_key(dir.path(), tracker), Some(key));
+        let other_scope: SocketAddr = "[fe80::77:10%3]:9001".parse().unwrap();
+        assert_eq!(pinned_key(dir.path(), other_scope), None);
+    }
+
+    #[test]
     fn today_is_a_date() {
         let d = today();
         assert_eq!(d.len(), 10);

@@ -140,3 +140,36 @@ fn peers_reach_a_link_local_tracker_and_each_other_over_link_local_addresses() {
         );
     }
 }
+
+#[test]
+fn peers_find_a_tracker_that_has_only_a_link_local_address_and_talk() {
+    let Some(lan) = Lan::new(3) else { return };
+    // The tracker's host keeps only its link-local address.
+    let host = lan.host(0);
+    for addr in [format!("{}/24", host.ip()), format!("{}/64", host.ip6())] {
+        let out = host
+            .output(std::process::Command::new("ip").args(["addr", "del", &addr, "dev", "eth0"]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tracker = host.tracker(&["--ip", "::"]);
+    let args = ["--join", "general", "--ip", "::"];
+    let mut alice = lan.host(1).peer("alice", None, &args);
+    let mut bob = lan.host(2).peer("bob", None, &args);
+    for p in [&alice, &bob] {
+        // Found at its link-local address, with the scope of the interface it was heard on.
+        let line = p.out.wait_for("the tracker found", SOON, |l| {
+            l.starts_with("* found tracker ")
+        });
+        assert!(
+            line.starts_with(&format!("* found tracker [{}%", host.link_local()))
+                && line.contains(&format!("]:{} on the LAN", tracker.addr.port())),
+            "{line}"
+        );
+        joined(p, "general");
+    }
+    chat(&mut alice, &mut bob);
+}
