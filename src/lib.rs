@@ -22,6 +22,8 @@
 //!   through, its event stream, and the web chat page.
 //! - [`cli`]: the interactive front end on stdin/stdout.
 //! - [`demo`]: a tracker and three peers in one process.
+//! - [`discovery`]: finding a tracker on the LAN by mDNS (`_hchat._udp.local.`): the tracker's announcement and
+//!   the peer's bounded browse; used by the binary only.
 //! - [`bench`](mod@bench): `hchat bench`, what a user sees measured on loopback, beside ngircd, mosquitto and nginx.
 //! - [`link`]: identity-bound QUIC sessions between nodes (issue 13), not wired into the peer or the tracker yet.
 //! - `sync` (private): the one lock helper, used by the peer, the web front end and the CLI.
@@ -33,6 +35,8 @@ pub mod bench;
 pub mod cli;
 #[cfg(feature = "front-ends")]
 pub mod demo;
+#[cfg(feature = "front-ends")]
+pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

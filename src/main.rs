@@ -55,6 +55,10 @@ struct TrackerArgs {
     /// Messages the tracker holds for one offline peer; a sender is refused with 507 when it is full.
     #[arg(long, env = "HCHAT_MAILBOX_LIMIT", default_value_t = hchat::tracker::mailbox::DEFAULT_MAILBOX_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     mailbox_limit: u64,
+    /// Do not announce this tracker on the LAN by mDNS (`_hchat._udp.local.`). A tracker bound to loopback is
+    /// never announced.
+    #[arg(long, env = "HCHAT_NO_MDNS")]
+    no_mdns: bool,
     #[command(flatten)]
     quotas: QuotaArgs,
     #[command(flatten)]
@@ -178,17 +182,8 @@ struct PeerArgs {
     /// Default: the number of the HTTP port (any free one if that UDP port is taken).
     #[arg(long, env = "HCHAT_QUIC_PORT", value_name = "PORT|off")]
     quic_port: Option<hchat::peer::QuicPort>,
-    /// The tracker's address.
-    #[arg(long, env = "HCHAT_TRACKER_IP", default_value = "127.0.0.1")]
-    tracker_ip: IpAddr,
-    /// The tracker's port.
-    #[arg(long, env = "HCHAT_TRACKER_PORT", default_value_t = 9001)]
-    tracker_port: u16,
-    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
-    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
-    /// dir's known_trackers).
-    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
-    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
+    #[command(flatten)]
+    tracker: TrackerChoice,
     /// Channel to join at start and talk in (like typing #name first).
     #[arg(long, env = "HCHAT_JOIN")]
     join: Option<ChannelName>,
@@ -202,6 +197,81 @@ struct PeerArgs {
     limits: LimitArgs,
     #[command(flatten)]
     data: DataArgs,
+}
+
+/// An IP address with, for a link-local IPv6 one, the interface it is on: `fe80::1%eth0` or `fe80::1%2` (a scope
+/// means something on this host only: the interface's name or index here).
+#[derive(Clone, Copy, Debug)]
+struct ScopedIp {
+    ip: IpAddr,
+    scope_id: u32,
+}
+
+impl std::str::FromStr for ScopedIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, scope) = match s.split_once('%') {
+            Some((ip, scope)) => (ip, Some(scope)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|e| format!("{ip} is not an IP address: {e}"))?;
+        let scope_id = match scope {
+            None => 0,
+            Some(_) if !ip.is_ipv6() => {
+                return Err(format!("{s}: only an IPv6 address takes a %interface"));
+            }
+            Some(index) if index.parse::<u32>().is_ok() => index.parse().unwrap_or(0),
+            Some(name) => interface_index(name)?,
+        };
+        Ok(ScopedIp { ip, scope_id })
+    }
+}
+
+impl ScopedIp {
+    fn with_port(self, port: u16) -> SocketAddr {
+        match self.ip {
+            IpAddr::V6(v6) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, self.scope_id))
+            }
+            IpAddr::V4(_) => SocketAddr::new(self.ip, port),
+        }
+    }
+}
+
+/// The index of network interface `name` (Linux: `/sys/class/net/NAME/ifindex`).
+fn interface_index(name: &str) -> Result<u32, String> {
+    let bad =
+        || format!("no network interface {name:?} on this host (give its index instead, e.g. %2)");
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return Err(bad());
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(bad)
+}
+
+/// Which tracker a peer registers with: given, or found on the LAN.
+#[derive(Args)]
+struct TrackerChoice {
+    /// The tracker's address. Without it (and without --tracker-port), the peer looks for a tracker on the LAN by
+    /// mDNS for up to 3 s, and falls back to 127.0.0.1 if it finds none.
+    /// A link-local IPv6 address takes its interface: `fe80::1%eth0` (or `%2`).
+    #[arg(long, env = "HCHAT_TRACKER_IP", value_name = "IP[%IFACE]")]
+    tracker_ip: Option<ScopedIp>,
+    /// The tracker's port [default: 9001].
+    #[arg(long, env = "HCHAT_TRACKER_PORT")]
+    tracker_port: Option<u16>,
+    /// Do not look for a tracker on the LAN by mDNS: without --tracker-ip, use 127.0.0.1.
+    #[arg(long, env = "HCHAT_NO_MDNS")]
+    no_mdns: bool,
+    /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
+    /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
+    /// dir's known_trackers).
+    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
+    tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
 }
 
 #[derive(Args)]
@@ -397,6 +467,7 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
     let tracker = Tracker::start(config)
         .await
         .with_context(|| format!("the tracker could not start on {}:{}", a.ip, a.port))?;
+    let _announcement = announce_tracker(a.no_mdns, &tracker);
     let key = tracker.public_key();
     // One write of all three lines, and no panic if it fails: a parent that reads up to `listening on` and then
     // closes the pipe (the benchmark does) must not kill the tracker (`print!` writes piece by piece and panics).
@@ -419,9 +490,103 @@ async fn run_tracker(a: TrackerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Announces the tracker on the LAN by mDNS (docs/PROTOCOL.md, "Finding a tracker on the LAN"), unless told not
+/// to or bound to loopback, where no other host could reach it anyway. Withdrawn when dropped.
+fn announce_tracker(no_mdns: bool, tracker: &Tracker) -> Option<hchat::discovery::Announcement> {
+    let http = tracker.local_addr();
+    if no_mdns {
+        tracing::info!("not announced on the LAN (--no-mdns)");
+        return None;
+    }
+    if http.ip().is_loopback() {
+        tracing::info!(
+            "not announced on the LAN: bound to loopback {http} (--ip of a LAN interface, or 0.0.0.0, announces it)"
+        );
+        return None;
+    }
+    let quic_port = tracker.session_addr().port();
+    match hchat::discovery::announce(http, quic_port, &tracker.public_key()) {
+        Ok(a) => {
+            tracing::info!(
+                "announced on the LAN as {} (mDNS)",
+                hchat::discovery::SERVICE_TYPE
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!("cannot announce on the LAN: {e}");
+            None
+        }
+    }
+}
+
+/// The address the tracker is at when none is given and none is found.
+const DEFAULT_TRACKER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9001);
+
+/// The tracker to register with and the key it must prove: the one given (`--tracker-ip`/`--tracker-port`: no
+/// browsing), else one found on the LAN by mDNS (pinned to the fingerprint it announced), else 127.0.0.1:9001.
+/// Prints one line saying what was found.
+async fn find_tracker(
+    a: &TrackerChoice,
+    storage: &Storage,
+) -> anyhow::Result<(SocketAddr, Option<hchat::peer::known_trackers::TrackerKey>)> {
+    use hchat::discovery::{self, Found};
+    use hchat::peer::known_trackers::{TrackerKey, pinned_key};
+    if a.tracker_ip.is_some() || a.tracker_port.is_some() || a.no_mdns {
+        let port = a.tracker_port.unwrap_or(DEFAULT_TRACKER.port());
+        let addr = match a.tracker_ip {
+            Some(ip) => ip.with_port(port),
+            None => SocketAddr::new(DEFAULT_TRACKER.ip(), port),
+        };
+        return Ok((addr, a.tracker_key.clone()));
+    }
+    let wanted = a.tracker_key.as_ref().map(|k| match k {
+        TrackerKey::Key(k) => discovery::fingerprint_hex(k),
+        TrackerKey::Fingerprint(f) | TrackerKey::Announced(f) => f.clone(),
+    });
+    let browsed = discovery::browse(
+        discovery::BROWSE_FOR,
+        discovery::MORE_WITHIN,
+        wanted.as_deref(),
+    );
+    let found = match browsed.await {
+        Ok(found) => found,
+        Err(e) => {
+            hchat::cli::print_line(&format!(
+                "* cannot look for a tracker on the LAN ({e}); trying {DEFAULT_TRACKER}"
+            ))?;
+            return Ok((DEFAULT_TRACKER, a.tracker_key.clone()));
+        }
+    };
+    let pinned = |f: &Found| match storage {
+        Storage::Dir(dir) => {
+            pinned_key(dir, f.addr).is_some_and(|k| discovery::fingerprint_hex(&k) == f.fingerprint)
+        }
+        Storage::Memory => false,
+    };
+    match discovery::choose(&found, wanted.as_deref(), pinned) {
+        Err(line) => anyhow::bail!(line),
+        Ok(None) => {
+            hchat::cli::print_line(&format!(
+                "* no tracker found on the LAN in {} s (mDNS); trying {DEFAULT_TRACKER} (--tracker-ip gives one)",
+                discovery::BROWSE_FOR.as_secs()
+            ))?;
+            Ok((DEFAULT_TRACKER, a.tracker_key.clone()))
+        }
+        Ok(Some(taken)) => {
+            hchat::cli::print_line(&discovery::taken_line(&found, taken))?;
+            let key = a
+                .tracker_key
+                .clone()
+                .unwrap_or_else(|| TrackerKey::Announced(taken.fingerprint.clone()));
+            Ok((taken.addr, Some(key)))
+        }
+    }
+}
+
 async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
-    let tracker = SocketAddr::new(a.tracker_ip, a.tracker_port);
     let storage = a.data.storage(a.name.as_str());
+    let (tracker, tracker_key) = find_tracker(&a.tracker, &storage).await?;
     let key_file = match &storage {
         Storage::Dir(dir) => dir.join(hchat::identity::KEY_FILE).display().to_string(),
         Storage::Memory => "memory only: a new one at each start".to_string(),
@@ -437,7 +602,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             limits: a.limits.server_limits(),
             storage,
             identity: None,
-            tracker_key: a.tracker_key,
+            tracker_key,
             quic_port: a.quic_port.unwrap_or_default(),
         },
         Duration::from_secs(a.web_link_ttl),

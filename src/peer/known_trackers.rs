@@ -22,6 +22,9 @@ pub enum TrackerKey {
     Key(PublicKey),
     /// The 32 hex digits of a fingerprint, lower case, without spaces.
     Fingerprint(String),
+    /// A fingerprint (as above) that a tracker's mDNS announcement claimed, not the user: the tracker must prove
+    /// it, and a key pinned before for that address still wins (docs/PROTOCOL.md, "Finding a tracker on the LAN").
+    Announced(String),
 }
 
 impl std::str::FromStr for TrackerKey {
@@ -45,7 +48,9 @@ impl TrackerKey {
     pub fn matches(&self, key: &PublicKey) -> bool {
         match self {
             TrackerKey::Key(k) => k == key,
-            TrackerKey::Fingerprint(f) => key.fingerprint().replace(' ', "") == *f,
+            TrackerKey::Fingerprint(f) | TrackerKey::Announced(f) => {
+                key.fingerprint().replace(' ', "") == *f
+            }
         }
     }
 
@@ -53,6 +58,7 @@ impl TrackerKey {
         match self {
             TrackerKey::Key(k) => k.to_string(),
             TrackerKey::Fingerprint(f) => format!("fingerprint {f}"),
+            TrackerKey::Announced(f) => format!("fingerprint {f} (its mDNS announcement)"),
         }
     }
 }
@@ -96,7 +102,19 @@ impl KnownTrackers {
     /// Whether a session may go on with a tracker that presented `found`; pins it if nothing was pinned. `Err`
     /// is the one line to show the user.
     pub(crate) fn check(&self, tracker: SocketAddr, found: &PublicKey) -> Result<(), String> {
-        if let Some(given) = &self.given {
+        if let Some(TrackerKey::Announced(fp)) = &self.given
+            && !self.given.as_ref().is_some_and(|g| g.matches(found))
+        {
+            return Err(format!(
+                "tracker {tracker} announced fingerprint {fp} on the LAN (mDNS) but proved key {found} (fingerprint {}): refused, something on the LAN claims to be a tracker it is not; pass --tracker-ip and --tracker-key of the tracker you trust",
+                found.fingerprint()
+            ));
+        }
+        if let Some(given) = self
+            .given
+            .as_ref()
+            .filter(|g| !matches!(g, TrackerKey::Announced(_)))
+        {
             if given.matches(found) {
                 if self.pinned(tracker).is_none_or(|p| p.key != *found) {
                     self.pin(tracker, found);
@@ -172,6 +190,14 @@ impl KnownTrackers {
     }
 }
 
+/// The key pinned for `tracker` in the known-trackers file of the data dir `data_dir`, if any: a peer that finds
+/// several trackers on the LAN takes one it pinned before.
+pub fn pinned_key(data_dir: &Path, tracker: SocketAddr) -> Option<PublicKey> {
+    KnownTrackers::new(Some(data_dir), None)
+        .pinned(tracker)
+        .map(|p| p.key)
+}
+
 fn parse_line(line: &str) -> Option<(SocketAddr, Pin)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
@@ -241,6 +267,45 @@ mod tests {
                 .contains("--tracker-key says")
         );
         assert_eq!(known.pinned(tracker).unwrap().key, k2);
+    }
+
+    #[test]
+    fn an_announced_fingerprint_must_be_proved_and_never_replaces_a_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker: SocketAddr = "10.77.0.10:9001".parse().unwrap();
+        let (k1, k2) = (
+            Identity::ephemeral().public_key(),
+            Identity::ephemeral().public_key(),
+        );
+        let announced = |k: &PublicKey| TrackerKey::Announced(k.fingerprint().replace(' ', ""));
+        // A tracker that proves another key than it announced is refused, and nothing is pinned.
+        let lying = KnownTrackers::new(Some(dir.path()), Some(announced(&k1)));
+        assert!(lying.requires_session(tracker).is_some());
+        let line = lying.check(tracker, &k2).unwrap_err();
+        assert!(line.contains("announced fingerprint"), "{line}");
+        assert!(!line.contains('\n'));
+        assert_eq!(pinned_key(dir.path(), tracker), None);
+        // One that proves what it announced is pinned.
+        lying.check(tracker, &k1).unwrap();
+        assert_eq!(pinned_key(dir.path(), tracker), Some(k1));
+        // Another tracker announcing its own, true key at that address does not replace the pin.
+        let other = KnownTrackers::new(Some(dir.path()), Some(announced(&k2)));
+        let line = other.check(tracker, &k2).unwrap_err();
+        assert!(line.contains("but this peer pinned"), "{line}");
+        assert_eq!(pinned_key(dir.path(), tracker), Some(k1));
+    }
+
+    #[test]
+    fn a_link_local_tracker_is_pinned_with_its_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker: SocketAddr = "[fe80::77:10%2]:9001".parse().unwrap();
+        let key = Identity::ephemeral().public_key();
+        KnownTrackers::new(Some(dir.path()), None)
+            .check(tracker, &key)
+            .unwrap();
+        assert_eq!(pinned_key(dir.path(), tracker), Some(key));
+        let other_scope: SocketAddr = "[fe80::77:10%3]:9001".parse().unwrap();
+        assert_eq!(pinned_key(dir.path(), other_scope), None);
     }
 
     #[test]

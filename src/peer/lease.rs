@@ -83,7 +83,7 @@ impl Node {
         let answer = self
             .inner
             .tracker
-            .register(self.inner.advertised, quic_port)
+            .register(self.advertised(), quic_port)
             .await?;
         self.inner.lease.granted(answer.ttl_secs);
         if answer.mailbox > 0 {

@@ -20,6 +20,7 @@ mod pins;
 pub(crate) mod presence;
 pub mod receipts;
 pub(crate) mod recovery;
+mod roaming;
 pub(crate) mod routes;
 pub mod search;
 mod sessions;
@@ -109,7 +110,7 @@ pub enum NodeError {
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, String),
     #[error(
-        "{0} binds every interface; say with --advertise-ip which address other peers should use"
+        "{0} binds every interface, and no route to the tracker shows which address other peers should use; say it with --advertise-ip"
     )]
     NoAdvertiseAddress(IpAddr),
     #[error(transparent)]
@@ -170,7 +171,12 @@ struct Inner {
     me: PeerName,
     /// This peer's key: signs its registration, its tracker requests and its messages.
     identity: Arc<Identity>,
-    advertised: SocketAddr,
+    /// Where other peers reach this one; it changes only for a node that follows its address (`roaming`).
+    advertised: Mutex<SocketAddr>,
+    /// Bound to every interface with no address to advertise given: advertises, and follows, the address this
+    /// host reaches the tracker from (`roaming`).
+    follows_address: bool,
+    tracker_addr: SocketAddr,
     local_addr: SocketAddr,
     token: String,
     tracker: TrackerClient,
@@ -310,9 +316,13 @@ impl Node {
         config: PeerConfig,
         front: impl FnOnce(&Node) -> Router + Send,
     ) -> Result<Node, NodeError> {
-        let advertised_ip = config.advertise_ip.unwrap_or(config.ip);
+        let mut advertised_ip = config.advertise_ip.unwrap_or(config.ip);
         if advertised_ip.is_unspecified() {
-            return Err(NodeError::NoAdvertiseAddress(advertised_ip));
+            // Bound to every interface: advertise the address this host reaches the tracker from, and follow it.
+            advertised_ip = roaming::route_source(config.tracker)
+                .ok()
+                .filter(|ip| !ip.is_unspecified())
+                .ok_or(NodeError::NoAdvertiseAddress(advertised_ip))?;
         }
         // The store first: a data dir held by another process fails the start before anything is announced.
         let (store, store_thread) = PeerStore::open(&config.storage, config.name.clone())?;
@@ -370,6 +380,9 @@ impl Node {
         node.spawn(node.clone().show_missed_when_quiet());
         node.spawn(node.clone().send_notices());
         node.spawn(node.clone().index_for_search());
+        if node.follows_address() {
+            node.spawn(node.clone().follow_address());
+        }
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), sessions = ?node.session_addr(), "peer started");
@@ -401,7 +414,9 @@ impl Node {
             inner: Arc::new(Inner {
                 me: config.name.clone(),
                 identity,
-                advertised: SocketAddr::new(advertised_ip, local_addr.port()),
+                advertised: Mutex::new(SocketAddr::new(advertised_ip, local_addr.port())),
+                follows_address: config.advertise_ip.is_none() && config.ip.is_unspecified(),
+                tracker_addr: config.tracker,
                 local_addr,
                 token,
                 tracker,
@@ -450,7 +465,7 @@ impl Node {
 
     /// The address other peers reach this node at.
     pub fn advertised(&self) -> SocketAddr {
-        self.inner.advertised
+        *lock(&self.inner.advertised)
     }
 
     /// The token that lets a non-loopback caller act as this user.

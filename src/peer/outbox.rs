@@ -531,7 +531,7 @@ impl Node {
                 // A recipient that takes sessions gets a session, never plaintext HTTP: a node in the path that
                 // blocks UDP can delay its messages into the mailbox, not make them go in the clear.
                 let session = match (info.session_addr(), &self.inner.link) {
-                    (Some(addr), Some(_)) => Some(addr),
+                    (Some(addr), Some(_)) => Some(self.on_link(addr)),
                     _ => None,
                 };
                 if let Some(key) = info.public_key
@@ -540,7 +540,7 @@ impl Node {
                     let (code, message) = (ErrorCode::KeyChanged, self.key_changed(to));
                     return Attempt::Done(vec![Outcome::Refused { code, message }; batch.len()]);
                 }
-                let addr = session.unwrap_or_else(|| info.addr());
+                let addr = session.unwrap_or_else(|| self.on_link(info.addr()));
                 if failed.as_ref().is_some_and(|(a, _)| *a == addr) {
                     break;
                 }

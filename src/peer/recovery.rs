@@ -327,7 +327,8 @@ impl Node {
     /// the member knows who asks from the handshake), else over HTTP (the member checks the source address).
     async fn history_page(&self, member: &PeerInfo, query: &str) -> Result<HistoryPage, String> {
         let path = format!("/p2p/history?{query}");
-        let (Some(addr), Some(endpoint)) = (member.session_addr(), self.inner.link.as_ref()) else {
+        let session = member.session_addr().map(|a| self.on_link(a));
+        let (Some(addr), Some(endpoint)) = (session, self.inner.link.as_ref()) else {
             let url = format!("http://{}{path}", member.addr());
             let resp = self
                 .inner

@@ -93,6 +93,22 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// The name a link-local tracker is asked by over HTTP: a URL cannot carry an IPv6 zone (scope), so the client
+/// resolves this name to the scoped address instead.
+const SCOPED_TRACKER_HOST: &str = "hchat-tracker.invalid";
+
+/// The base URL of the tracker's HTTP API, and, for a link-local address with its scope, the name to resolve to
+/// it (issue 14).
+fn base_url(tracker: SocketAddr) -> (String, Option<(&'static str, SocketAddr)>) {
+    match tracker {
+        SocketAddr::V6(v6) if v6.scope_id() != 0 => (
+            format!("http://{SCOPED_TRACKER_HOST}:{}", v6.port()),
+            Some((SCOPED_TRACKER_HOST, tracker)),
+        ),
+        _ => (format!("http://{tracker}"), None),
+    }
+}
+
 impl TrackerClient {
     pub(crate) fn new(
         tracker: SocketAddr,
@@ -100,16 +116,19 @@ impl TrackerClient {
         identity: Arc<Identity>,
         known: KnownTrackers,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let (base, scoped) = base_url(tracker);
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .pool_idle_timeout(crate::http::CLIENT_IDLE)
-            .no_proxy()
-            .build()
-            .expect("a plain HTTP client always builds");
+            .no_proxy();
+        if let Some((host, addr)) = scoped {
+            http = http.resolve(host, addr);
+        }
+        let http = http.build().expect("a plain HTTP client always builds");
         Self {
-            base: format!("http://{tracker}"),
+            base,
             tracker,
             http,
             me,
@@ -168,7 +187,9 @@ impl TrackerClient {
             return Ok(None);
         };
         let endpoint = self.endpoint()?;
-        let addr = SocketAddr::new(self.tracker.ip(), offer.port);
+        // The tracker's address with the session port (and the scope of a link-local one).
+        let mut addr = self.tracker;
+        addr.set_port(offer.port);
         let link = endpoint
             .dial_any(addr)
             .await

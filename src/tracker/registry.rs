@@ -351,6 +351,32 @@ impl Registry {
         Ok((registered, vec![change]))
     }
 
+    /// The holder of `name`'s key (the caller checked the key) registers at `ip:port` from `origin`: when its live
+    /// lease is at another IP and the request comes from that new IP itself, the lease moves there, channels and
+    /// all, and the registration that follows renews it. A host whose address changed (DHCP, a laptop moving) is
+    /// reachable again at once; a second process at the same IP, or a claim sent from elsewhere, is still
+    /// refused as `name_taken` by [`Registry::register`].
+    pub fn follow_move(
+        &mut self,
+        name: &PeerName,
+        (ip, port): (IpAddr, u16),
+        origin: Option<IpAddr>,
+        now: u64,
+    ) -> bool {
+        if origin != Some(ip) {
+            return false;
+        }
+        let ttl_ms = self.ttl_ms;
+        match self.peers.get_mut(name) {
+            Some(lease) if now.saturating_sub(lease.last_seen_ms) < ttl_ms && lease.ip != ip => {
+                lease.ip = ip;
+                lease.port = port;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn renew_or_lease(
         &mut self,
         name: &PeerName,
@@ -1153,6 +1179,29 @@ mod tests {
         );
         let err = r.register(&n("alice"), LO, 8001, 10).answer().unwrap_err();
         assert!(matches!(err, RegistryError::NameTaken { .. }));
+    }
+
+    #[test]
+    fn given_a_live_peer_whose_ip_changed_when_it_registers_from_the_new_ip_then_its_lease_follows()
+    {
+        let mut r = reg();
+        let (old, new) = (
+            IpAddr::from([10, 77, 0, 11]),
+            IpAddr::from([10, 77, 0, 200]),
+        );
+        r.register(&n("alice"), old, 8000, 0).unwrap();
+        r.join(&n("alice"), &c("general"), None, 0).unwrap();
+        // Claimed from elsewhere, or a second process on the same IP: no move.
+        assert!(!r.follow_move(&n("alice"), (new, 8000), Some(old), 5));
+        assert!(!r.follow_move(&n("alice"), (old, 8001), Some(old), 5));
+        assert!(!r.follow_move(&n("alice"), (new, 8000), None, 5));
+        assert!(r.register(&n("alice"), new, 8000, 5).answer().is_err());
+        // From the new IP itself: the lease moves, channels and all.
+        assert!(r.follow_move(&n("alice"), (new, 8000), Some(new), 10));
+        let again = r.register(&n("alice"), new, 8000, 10).answer().unwrap();
+        assert!(!again.created);
+        assert_eq!(again.channels, vec![c("general")]);
+        assert_eq!(r.live_addr(&n("alice"), 10), Some(new));
     }
 
     #[test]

@@ -87,6 +87,10 @@ impl TrackerState {
         now: u64,
     ) -> Result<(Registration, Vec<Change>), Refused> {
         let free = self.identities.check(name, key, origin, now)?;
+        // The key's holder whose host changed address: its lease follows it (issue 14).
+        if self.registry.follow_move(name, (ip, port), origin, now) {
+            tracing::info!(peer = %name, %ip, port, "a live peer moved to a new address");
+        }
         let ttl_secs = self.registry.ttl().as_secs().max(1);
         let (registered, lease) = self.registry.register(name, ip, port, now)?;
         self.registry.set_quic_port(name, quic_port);
