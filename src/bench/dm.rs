@@ -17,6 +17,7 @@ use super::{BenchError, Result, progress};
 use crate::http::RateLimit;
 use crate::peer::{Node, PeerConfig};
 use crate::proto::PeerName;
+use crate::storage::Storage;
 use crate::tracker::{Tracker, TrackerConfig};
 
 /// Messages sent (at the same rate) before the measured ones, so connections and caches are warm on every system.
@@ -28,10 +29,20 @@ const GRACE: Duration = Duration::from_secs(30);
 
 /// A node on loopback, port 0, for the benchmark, with no rate limit.
 pub(crate) async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
-    let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     // In memory, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability costs is
-    // measured on its own (examples/durability_bench.rs).
+    // the figure's durable row ([`hchat_durable`]).
+    start_node_in(name, tracker, Storage::Memory).await
+}
+
+/// [`start_node`] keeping its store in `storage`.
+async fn start_node_in(
+    name: &str,
+    tracker: std::net::SocketAddr,
+    storage: Storage,
+) -> Result<Node> {
+    let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     let mut config = PeerConfig::on_loopback(name.clone(), tracker);
+    config.storage = storage;
     config.limits.rate_limit = RateLimit::OFF;
     // `HCHAT_BENCH_QUIC_PORT=off`: peers push over HTTP as before sessions (to compare both paths in one binary).
     if let Ok(v) = std::env::var("HCHAT_BENCH_QUIC_PORT") {
@@ -61,9 +72,25 @@ pub(crate) async fn inbox_of(node: &Node) -> Result<Inbox> {
 }
 
 pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
+    hchat_in(count, rate, None).await
+}
+
+/// The same with both nodes keeping their store on disk (SQLite in WAL mode, each commit fsynced before a message
+/// counts as sent or received, as `hchat peer` runs), in a temporary directory removed afterwards.
+pub(crate) async fn hchat_durable(count: usize, rate: u32) -> Result<DmFigure> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| BenchError::Setup(format!("a temporary directory: {e}")))?;
+    Ok(hchat_in(count, rate, Some(dir.path())).await?.0)
+}
+
+async fn hchat_in(count: usize, rate: u32, dir: Option<&Path>) -> Result<(DmFigure, &'static str)> {
+    let storage = |leaf: &str| match dir {
+        Some(d) => Storage::Dir(d.join(leaf)),
+        None => Storage::Memory,
+    };
     let tracker = start_tracker().await?;
-    let alice = start_node("bench-alice", tracker.local_addr()).await?;
-    let bob = start_node("bench-bob", tracker.local_addr()).await?;
+    let alice = start_node_in("bench-alice", tracker.local_addr(), storage("alice")).await?;
+    let bob = start_node_in("bench-bob", tracker.local_addr(), storage("bob")).await?;
     let inbox = inbox_of(&bob).await?;
     let outbox = Outbox::api(
         alice.local_addr(),
@@ -71,7 +98,11 @@ pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static
         API_CONNECTIONS,
     )
     .await?;
-    let result = measure("hchat", outbox, inbox, count, rate).await;
+    let system = match dir {
+        Some(_) => "hchat (durable nodes)",
+        None => "hchat",
+    };
+    let result = measure(system, outbox, inbox, count, rate).await;
     alice.shutdown().await;
     bob.shutdown().await;
     tracker.shutdown().await;

@@ -172,6 +172,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         let (dm, source) = dm::hchat(s.dm_count, s.dm_rate).await?;
         report.event_source = source;
         report.dm.hchat = Some(dm);
+        report.dm_durable = Some(dm::hchat_durable(s.dm_count, s.dm_rate).await?);
         if let Some(bin) = available(Anchor::Ngircd) {
             report.dm.ngircd = Some(dm::ngircd(&bin, s.dm_count, s.dm_rate).await?);
         }

@@ -97,6 +97,8 @@ pub struct Report {
     /// Each anchor: `installed`, `missing: …` or `not asked (no --compare)`.
     pub anchors: BTreeMap<&'static str, String>,
     pub dm: Compared<DmFigure>,
+    /// Figure 1 again with both hchat nodes keeping their store on disk (fsynced), as `hchat peer` runs.
+    pub dm_durable: Option<DmFigure>,
     pub fanout: Compared<FanoutFigure>,
     /// `GET /get-list` of a 100-member channel; nginx serves the same bytes as a static file.
     pub get_list: Compared<Throughput>,
@@ -116,6 +118,7 @@ impl Report {
             event_source: "",
             anchors: BTreeMap::new(),
             dm: Compared::default(),
+            dm_durable: None,
             fanout: Compared::default(),
             get_list: Compared::default(),
             renew: Compared::default(),
@@ -297,6 +300,24 @@ impl Report {
         rows.push(cells("  p90", lat(dm, |l| l.p90_us), Unit::Us));
         rows.push(cells("  p99", lat(dm, |l| l.p99_us), Unit::Us));
         rows.push(cells("  max", lat(dm, |l| l.max_us), Unit::Us));
+        let durable = |f: fn(&Latency) -> f64| {
+            [
+                self.dm_durable.as_ref().map(|d| f(&d.latency)),
+                None,
+                None,
+                None,
+            ]
+        };
+        rows.push(cells(
+            "  durable nodes (on disk, fsynced): p50",
+            durable(|l| l.p50_us),
+            Unit::Us,
+        ));
+        rows.push(cells(
+            "  durable nodes: p99",
+            durable(|l| l.p99_us),
+            Unit::Us,
+        ));
         let fo = |f: fn(&FanoutFigure) -> f64| {
             let c = &self.fanout;
             [&c.hchat, &c.ngircd, &c.mosquitto, &c.nginx].map(|x| x.as_ref().map(f))
