@@ -178,6 +178,10 @@ struct PeerArgs {
     /// Default: the number of the HTTP port (any free one if that UDP port is taken).
     #[arg(long, env = "HCHAT_QUIC_PORT", value_name = "PORT|off")]
     quic_port: Option<hchat::peer::QuicPort>,
+    /// Reach other peers only through the tracker's relay, never directly (for trying the relay out; without it,
+    /// the relay is used only when a direct session cannot be had).
+    #[arg(long, env = "HCHAT_FORCE_RELAY")]
+    force_relay: bool,
     /// The tracker's address.
     #[arg(long, env = "HCHAT_TRACKER_IP", default_value = "127.0.0.1")]
     tracker_ip: IpAddr,
@@ -439,6 +443,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             identity: None,
             tracker_key: a.tracker_key,
             quic_port: a.quic_port.unwrap_or_default(),
+            force_relay: a.force_relay,
         },
         Duration::from_secs(a.web_link_ttl),
     )

@@ -31,6 +31,7 @@ mod pinned_mail;
 mod privacy;
 mod quick_start;
 mod receipts;
+mod relayed_sessions;
 mod sealed_mail;
 mod search;
 mod sessions_peer;
