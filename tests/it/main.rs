@@ -27,6 +27,7 @@ mod limits;
 mod link;
 mod messaging;
 mod missed;
+mod netlan;
 mod pinned_mail;
 mod privacy;
 mod quick_start;

@@ -4,6 +4,7 @@
 //! - `http`: blocking requests and their JSON answers;
 //! - `sse`: a peer's event stream read over a plain socket;
 //! - `lan`: a second host in a network namespace;
+//! - `netlan`: a LAN of N namespaced hosts on a bridge: cut links, loss, changing addresses, IPv6;
 //! - `relay`: a recording relay between nodes on loopback, to see every byte they send each other;
 //! - `browser`: the browser test's tools and driver;
 //! - `signer`: speaking the protocol by hand, signed;
@@ -14,6 +15,7 @@ pub(crate) mod http;
 pub(crate) mod in_process;
 pub(crate) mod lan;
 pub(crate) mod lines;
+pub(crate) mod netlan;
 pub(crate) mod process;
 pub(crate) mod relay;
 pub(crate) mod signer;

@@ -296,6 +296,18 @@ pub(crate) fn spawn_node(name: &str, cmd: Command) -> Proc {
     Proc::spawn(name, cmd, None)
 }
 
+/// Starts `cmd` (an `hchat` node) inside a host of a namespaced LAN ([`super::netlan`]), with a fresh test data dir
+/// unless `extra` names one.
+pub(crate) fn spawn_in(
+    host: &super::netlan::Host,
+    name: &str,
+    mut cmd: Command,
+    extra: &[&str],
+) -> Proc {
+    let data = with_data_dir(&mut cmd, extra);
+    Proc::spawn(name, host.command(&cmd), data)
+}
+
 /// The soft and hard limits on open files of process `pid`.
 pub(crate) fn open_files_limit(pid: u32) -> (u64, u64) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
