@@ -32,6 +32,7 @@ mod pinned_mail;
 mod privacy;
 mod quick_start;
 mod receipts;
+mod relay_lan;
 mod relayed_sessions;
 mod sealed_mail;
 mod search;
