@@ -315,31 +315,44 @@ impl Endpoint {
             let endpoint = self.clone();
             async move {
                 if forced {
-                    return false;
+                    return Direct::Failed;
                 }
                 match endpoint.dial(direct, expected).await {
                     Ok(link) => {
                         endpoint.pool.offer(link);
-                        true
+                        Direct::Up
                     }
+                    // Another node answers at the address: not a path problem, and not one the relay should paper
+                    // over (the caller reports it, as without a relay).
+                    Err(LinkError::WrongKey { found, .. }) => Direct::WrongKey(found),
                     Err(e) => {
                         tracing::debug!("direct session with {direct} failed: {e}");
                         if let Some(r) = &endpoint.relay {
                             r.direct_failed();
                         }
-                        false
+                        Direct::Failed
                     }
                 }
             }
         };
         let direct_up = tokio::spawn(direct_dial)
-            .map(|r| r.unwrap_or(false))
+            .map(|r| r.unwrap_or(Direct::Failed))
             .shared();
-        if !forced
-            && let Ok(true) = tokio::time::timeout(relay::RELAY_HEADSTART, direct_up.clone()).await
-            && let Some(link) = self.pool.get(&expected)
-        {
-            return Ok(link);
+        let wrong_key = |found| LinkError::WrongKey {
+            addr: direct,
+            expected,
+            found,
+        };
+        if !forced {
+            match tokio::time::timeout(relay::RELAY_HEADSTART, direct_up.clone()).await {
+                Ok(Direct::Up) => {
+                    if let Some(link) = self.pool.get(&expected) {
+                        return Ok(link);
+                    }
+                }
+                Ok(Direct::WrongKey(found)) => return Err(wrong_key(found)),
+                _ => {}
+            }
         }
         let via_relay = self.dial(relayed, expected);
         tokio::pin!(via_relay);
@@ -348,8 +361,14 @@ impl Endpoint {
             tokio::select! {
                 up = direct_up.clone(), if direct_pending => {
                     direct_pending = false;
-                    if up && let Some(link) = self.pool.get(&expected) {
-                        return Ok(link);
+                    match up {
+                        Direct::Up => {
+                            if let Some(link) = self.pool.get(&expected) {
+                                return Ok(link);
+                            }
+                        }
+                        Direct::WrongKey(found) => return Err(wrong_key(found)),
+                        Direct::Failed => {}
                     }
                 }
                 r = &mut via_relay => {
@@ -592,15 +611,23 @@ fn bind_relayable(
     Ok((quic, port))
 }
 
+/// How the direct dial of [`Endpoint::link_via`] ended.
+#[derive(Debug, Clone, Copy)]
+enum Direct {
+    Up,
+    WrongKey(Option<PublicKey>),
+    Failed,
+}
+
 /// Moves a relayed session to the direct path: waits for the first direct dial (`first`), then, while `relayed`
 /// is still the session pooled for its key, dials `direct` again after a back-off that doubles each time.
 async fn upgrade(
     endpoint: std::sync::Weak<Endpoint>,
     relayed: Arc<Link>,
     direct: SocketAddr,
-    first: impl std::future::Future<Output = bool>,
+    first: impl std::future::Future<Output = Direct>,
 ) {
-    if first.await {
+    if matches!(first.await, Direct::Up) {
         return;
     }
     let key = relayed.remote_key();
