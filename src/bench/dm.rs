@@ -26,13 +26,39 @@ const API_CONNECTIONS: usize = 4;
 /// How long the receiver waits beyond the time the sending takes.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// A node on loopback, port 0, for the benchmark, with no rate limit.
-pub(crate) async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
+/// A node on loopback, port 0, for the benchmark, with no rate limit; when `relayed`, reaching other peers only
+/// through the tracker's relay (`--force-relay`: the relay rows), and returned once its relay stream is open.
+pub(crate) async fn start_node_with(
+    name: &str,
+    tracker: std::net::SocketAddr,
+    relayed: bool,
+) -> Result<Node> {
+    let node = start_node_configured(name, tracker, relayed).await?;
+    if relayed {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.relay_counts().is_some_and(|c| c.up) {
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "{name}: no relay stream with the tracker within 10 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(node)
+}
+
+async fn start_node_configured(
+    name: &str,
+    tracker: std::net::SocketAddr,
+    relayed: bool,
+) -> Result<Node> {
     let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     // In memory, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability costs is
     // measured on its own (examples/durability_bench.rs).
     let mut config = PeerConfig::on_loopback(name.clone(), tracker);
     config.limits.rate_limit = RateLimit::OFF;
+    config.force_relay = relayed;
     // `HCHAT_BENCH_QUIC_PORT=off`: peers push over HTTP as before sessions (to compare both paths in one binary).
     if let Ok(v) = std::env::var("HCHAT_BENCH_QUIC_PORT") {
         config.quic_port = v
@@ -61,9 +87,18 @@ pub(crate) async fn inbox_of(node: &Node) -> Result<Inbox> {
 }
 
 pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
+    hchat_on(count, rate, false).await
+}
+
+/// The relay row: [`hchat`] with both nodes reaching each other only through the tracker's relay.
+pub(crate) async fn hchat_relayed(count: usize, rate: u32) -> Result<DmFigure> {
+    Ok(hchat_on(count, rate, true).await?.0)
+}
+
+async fn hchat_on(count: usize, rate: u32, relayed: bool) -> Result<(DmFigure, &'static str)> {
     let tracker = start_tracker().await?;
-    let alice = start_node("bench-alice", tracker.local_addr()).await?;
-    let bob = start_node("bench-bob", tracker.local_addr()).await?;
+    let alice = start_node_with("bench-alice", tracker.local_addr(), relayed).await?;
+    let bob = start_node_with("bench-bob", tracker.local_addr(), relayed).await?;
     let inbox = inbox_of(&bob).await?;
     let outbox = Outbox::api(
         alice.local_addr(),
@@ -71,11 +106,28 @@ pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static
         API_CONNECTIONS,
     )
     .await?;
-    let result = measure("hchat", outbox, inbox, count, rate).await;
+    let result = measure("hchat", outbox, inbox, count, rate)
+        .await
+        .and_then(|r| all_relayed(relayed, &alice).map(|()| r));
     alice.shutdown().await;
     bob.shutdown().await;
     tracker.shutdown().await;
     Ok((result?, FROM_EVENTS))
+}
+
+/// For a relay row: every message `sender` pushed went through the relay (else the row would measure the direct
+/// path under another name).
+pub(crate) fn all_relayed(relayed: bool, sender: &Node) -> Result<()> {
+    let c = sender.push_counts();
+    if relayed && (c.relayed_out == 0 || c.relayed_out != c.session_out) {
+        return Err(BenchError::Protocol(format!(
+            "{}: {} of {} messages went through the relay",
+            sender.name(),
+            c.relayed_out,
+            c.session_out
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {

@@ -83,6 +83,9 @@ pub enum LinkError {
     Timeout(SocketAddr),
     #[error("this endpoint is closed")]
     Closed,
+    /// Dialling through the relay only (`--force-relay`), and no relay stream is open with the tracker now.
+    #[error("the relay is not up, and the direct path is not to be used (--force-relay)")]
+    NoRelay,
 }
 
 /// A node's session endpoint: listens, dials, and keeps the pool.
@@ -279,6 +282,13 @@ impl Endpoint {
     ) -> Result<Arc<Link>, LinkError> {
         if let Some(link) = self.pool.get(&expected) {
             return Ok(link);
+        }
+        if self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.forced() && !r.is_up())
+        {
+            return Err(LinkError::NoRelay);
         }
         let relayed = self
             .relay
