@@ -190,6 +190,64 @@ fn peers_that_cannot_reach_each_other_talk_through_the_relay_unreadable_and_go_d
     );
 }
 
+#[test]
+fn the_page_tags_a_relayed_conversation_and_drops_the_tag_when_it_goes_direct() {
+    let dir = match browser_tools() {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return,
+        Err(why) => panic!("{why}"),
+    };
+    let tracker = Proc::tracker(&[]);
+    let alice = peer("alice", free_port(loopback(1)), loopback(1), tracker.addr);
+    let bob_ip = loopback(72);
+    let bob_port = free_port(bob_ip);
+    let bob = peer("bob", bob_port, bob_ip, tracker.addr);
+    joined(&alice, "general");
+    joined(&bob, "general");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(&dir)
+        .arg("relay.mjs")
+        .arg(chat_url(&alice))
+        .arg(&shots);
+    let mut script = Driver::spawn("relay.mjs", cmd);
+    script
+        .out
+        .wait_for("the page to ask", SOON * 3, |l| l == "ASK dm bob");
+    send(&alice, json!({"to": "bob", "text": "through the relay"}));
+    bob.out.wait_line("[@alice] alice: through the relay");
+    script.answer("DONE dm bob");
+    script
+        .out
+        .wait_for("the page to ask", SOON * 3, |l| l == "ASK lift the cut");
+    let _uncut = Relay::start(
+        &Recording::default(),
+        SocketAddr::new(bob_ip, bob_port),
+        SocketAddr::new(loopback(1), bob_port),
+    )
+    .unwrap();
+    script.answer("DONE lift the cut");
+    let end = Instant::now() + SOON * 6;
+    let status = loop {
+        if let Some(status) = script.exited() {
+            break status;
+        }
+        assert!(
+            Instant::now() < end,
+            "the page script did not finish:\n{}",
+            script.transcript()
+        );
+        let seen = script.out.all().len();
+        script.out.wait_more(seen, Duration::from_millis(200));
+    };
+    script.out.wait_ended(SOON);
+    assert!(
+        status.success() && script.out.count(|l| l == "PASS") == 1,
+        "the page script failed ({status}):\n{}",
+        script.transcript()
+    );
+}
+
 // ---- hostile members on a relay stream ------------------------------------------------------------------------
 
 /// A tracker with `limits`, on a runtime of its own.
