@@ -262,6 +262,7 @@ fn tracker_with(rt: &tokio::runtime::Runtime, limits: RelayLimits) -> Tracker {
 /// A member speaking the relay protocol by hand: registered (if `name`), with a session to the tracker.
 struct Member {
     key: PublicKey,
+    id: Arc<Identity>,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     buf: Vec<u8>,
@@ -312,6 +313,7 @@ impl Member {
         send.write_all(&frame(TYPE_RELAY_OPEN, &[])).await.unwrap();
         Member {
             key: id.public_key(),
+            id,
             send,
             recv,
             buf: Vec::new(),
@@ -455,6 +457,65 @@ fn the_relayed_source_is_the_sessions_key_and_nobody_relays_to_itself_or_with_ba
             .unwrap();
         let (_, payload) = bob.next(SOON).await.expect("the next relayed packet");
         assert_eq!(&payload[32..], b"still here");
+    });
+    rt.block_on(tracker.shutdown());
+}
+
+#[test]
+fn a_member_that_leaves_loses_the_relay_both_ways() {
+    let rt = runtime();
+    let tracker = tracker_with(&rt, RelayLimits::default());
+    rt.block_on(async {
+        let mut gone = Member::join(&tracker, Some("gone")).await;
+        let mut bob = Member::join(&tracker, Some("bob")).await;
+        gone.accepted().await;
+        bob.accepted().await;
+        let body = serde_json::to_vec(&json!({"name": "gone"})).unwrap();
+        let name = hchat::proto::PeerName::new("gone").unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/unregister", tracker.local_addr()))
+            .header(
+                hchat::identity::AUTH_HEADER,
+                gone.id.auth_header(&name, "POST", "/unregister", &body),
+            )
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // Within the re-check period, what bob sends to it is refused (relay_unreachable)...
+        let deadline = Instant::now() + hchat::link::relay::RELAY_RECHECK + SOON;
+        let mut refused = false;
+        while !refused && Instant::now() < deadline {
+            bob.send
+                .write_all(&relay_frame(&gone.key, b"still there?"))
+                .await
+                .unwrap();
+            while let Some((kind, payload)) = bob.next(Duration::from_millis(200)).await {
+                if kind == 0x03 {
+                    assert!(String::from_utf8_lossy(&payload).contains("relay_unreachable"));
+                    refused = true;
+                }
+            }
+        }
+        assert!(
+            refused,
+            "bob's packets to a member that left were still relayed"
+        );
+        // ... and its own relay stream has ended (the tracker stopped reading it: a write may fail).
+        let _ = gone
+            .send
+            .write_all(&relay_frame(&bob.key, b"me again"))
+            .await;
+        // What bob sent before the re-check may still be queued for it; then the stream ends.
+        let ends = tokio::time::timeout(SOON, async {
+            while let Some((kind, _)) = gone.next(SOON).await {
+                assert_eq!(kind, TYPE_RELAY, "only bob's earlier packets");
+            }
+        })
+        .await;
+        assert!(ends.is_ok(), "the relay stream of a member that left ends");
     });
     rt.block_on(tracker.shutdown());
 }
