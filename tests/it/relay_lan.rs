@@ -19,6 +19,7 @@ const TO_BOB: &str = "across the cut: the lantern is in the shed";
 const TO_ALICE: &str = "back across the cut: take the north path";
 const SAID: &str = "to the channel across the cut: supper at eight";
 const DIRECT: &str = "after the cut: the road is open";
+const RECUT: &str = "cut again: the road is closed";
 
 /// `GET path` of a node running in `host` (its address is reached only from inside the LAN).
 fn get_in(host: &Host, p: &Proc, path: &str) -> serde_json::Value {
@@ -137,7 +138,34 @@ fn cut_peers_talk_through_the_relay_unreadable_within_a_second_and_go_direct_whe
     );
     assert_eq!(a["via_relay"], serde_json::json!([]), "{a}");
     assert!(!rec.contains(DIRECT.as_bytes()));
+
+    // Cut again mid-conversation: the direct session is lost (nothing comes back), and the next attempt goes
+    // through the relay.
+    lan.cut(1, 2);
+    let before = alice.out.count(|l| l.starts_with("* @bob: via relay"));
+    let recut = time_to_arrive(
+        &mut alice,
+        &format!("@bob {RECUT}"),
+        &bob,
+        &format!("[@alice] alice: {RECUT}"),
+    );
+    alice
+        .out
+        .wait_for("alice sees bob via relay again", SOON, |l| {
+            l.starts_with("* @bob: via relay")
+        });
+    assert_eq!(
+        alice.out.count(|l| l.starts_with("* @bob: via relay")),
+        before + 1
+    );
+    let a = get_in(lan.host(1), &alice, "/health");
+    assert!(
+        a["pushes"]["relayed_out"].as_u64() > relayed.as_u64(),
+        "the DM after the second cut went through the relay: {a}"
+    );
+    assert!(!rec.contains(RECUT.as_bytes()));
     eprintln!(
-        "across the cut: DM, DM back, channel message took {took:?}; direct again {moved:?} after the cut was lifted"
+        "across the cut: DM, DM back, channel message took {took:?}; direct again {moved:?} after the cut was lifted; \
+         a DM right after a second cut (the direct session lost) took {recut:?}"
     );
 }

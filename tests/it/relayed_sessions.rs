@@ -555,7 +555,8 @@ fn a_flood_past_the_rate_limit_is_dropped_at_the_tracker() {
         }
         received
     });
-    assert!((20..=22).contains(&received), "bob got {received} of 200");
+    // The burst of 20, plus one a second for the time the tracker took to read the flood (well under 4 s).
+    assert!((20..=24).contains(&received), "bob got {received} of 200");
     let h = std::thread::scope(|s| s.spawn(|| health(&tracker)).join().unwrap());
     assert!(h["relay"]["dropped"].as_u64().unwrap() >= 178, "{h}");
     rt.block_on(tracker.shutdown());
