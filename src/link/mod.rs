@@ -367,6 +367,7 @@ impl Endpoint {
         let via_relay = self.dial(relayed, expected);
         tokio::pin!(via_relay);
         let mut direct_pending = !forced;
+        let mut relay_failed = None;
         loop {
             tokio::select! {
                 up = direct_up.clone(), if direct_pending => {
@@ -380,14 +381,22 @@ impl Endpoint {
                         Direct::WrongKey(found) => return Err(wrong_key(found)),
                         Direct::Failed => {}
                     }
-                }
-                r = &mut via_relay => {
-                    let link = self.pool.offer(r?);
-                    if !forced {
-                        tokio::spawn(upgrade(Arc::downgrade(self), link.clone(), direct, direct_up));
+                    if let Some(e) = relay_failed.take() {
+                        return Err(e);
                     }
-                    return Ok(link);
                 }
+                r = &mut via_relay, if relay_failed.is_none() => match r {
+                    Ok(link) => {
+                        let link = self.pool.offer(link);
+                        if !forced {
+                            tokio::spawn(upgrade(Arc::downgrade(self), link.clone(), direct, direct_up));
+                        }
+                        return Ok(link);
+                    }
+                    // The direct dial may still come up: wait for it.
+                    Err(e) if direct_pending => relay_failed = Some(e),
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
