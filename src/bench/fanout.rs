@@ -67,6 +67,12 @@ async fn hchat_on(members: usize, count: usize, relayed: bool) -> Result<FanoutF
     let result = measure("hchat", outbox, inboxes, count)
         .await
         .and_then(|r| all_relayed(relayed, &sender).map(|()| r));
+    if let (true, Some(h)) = (relayed, tracker.relay_health()) {
+        progress(format!(
+            "the relay carried {} packets ({} bytes), dropped {} over a rate limit or a full queue",
+            h.packets, h.bytes, h.dropped
+        ));
+    }
     for n in nodes.iter().chain([&sender]) {
         n.shutdown().await;
     }

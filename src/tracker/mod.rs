@@ -189,6 +189,7 @@ impl Shared {
 
 /// A running tracker.
 pub struct Tracker {
+    shared: Arc<Shared>,
     local_addr: SocketAddr,
     endpoint: Arc<crate::link::Endpoint>,
     shutdown: CancellationToken,
@@ -251,13 +252,19 @@ impl Tracker {
             shutdown.clone(),
             PUSH_RESYNC,
         ));
-        let sweeper = tokio::spawn(sweep(shared, config.peer_ttl, shutdown.clone()));
+        let sweeper = tokio::spawn(sweep(shared.clone(), config.peer_ttl, shutdown.clone()));
         Ok(Tracker {
+            shared,
             local_addr: bound.local_addr,
             endpoint,
             shutdown,
             tasks: vec![server, sweeper, watcher, hub],
         })
+    }
+
+    /// What the relay carried since start (as `GET /health` says).
+    pub fn relay_health(&self) -> Option<crate::proto::RelayHealth> {
+        relay::health(&self.shared)
     }
 
     /// The UDP address sessions are accepted on.
