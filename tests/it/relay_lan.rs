@@ -38,6 +38,11 @@ fn get_in(host: &Host, p: &Proc, path: &str) -> serde_json::Value {
     })
 }
 
+/// A `pushes` count of a node running in `host`.
+fn count(host: &Host, p: &Proc, k: &str) -> u64 {
+    get_in(host, p, "/health")["pushes"][k].as_u64().unwrap()
+}
+
 /// Types `line` at `from` and waits for `shown` at `to`: how long it took.
 fn time_to_arrive(from: &mut Proc, line: &str, to: &Proc, shown: &str) -> Duration {
     let t0 = Instant::now();
@@ -66,6 +71,11 @@ fn cut_peers_talk_through_the_relay_unreadable_within_a_second_and_go_direct_whe
     joined(&alice, "general");
     joined(&bob, "general");
     lan.cut(1, 2);
+    for (host, p) in [(lan.host(1), &alice), (lan.host(2), &bob)] {
+        wait_until(&format!("{}'s relay stream", p.name), SOON, || {
+            get_in(host, p, "/health")["relay"]["up"] == true
+        });
+    }
     let took = [
         time_to_arrive(
             &mut alice,
@@ -93,13 +103,12 @@ fn cut_peers_talk_through_the_relay_unreadable_within_a_second_and_go_direct_whe
     bob.out.wait_for("bob sees alice via relay", SOON, |l| {
         l.starts_with("* @alice: via relay")
     });
-    let (a, b) = (
-        get_in(lan.host(1), &alice, "/health"),
-        get_in(lan.host(2), &bob, "/health"),
-    );
-    assert!(a["pushes"]["relayed_out"].as_u64().unwrap() >= 2, "{a}");
-    assert!(b["pushes"]["relayed_in"].as_u64().unwrap() >= 2, "{b}");
-    assert!(b["pushes"]["relayed_out"].as_u64().unwrap() >= 1, "{b}");
+    // Counted as relayed at both ends (a sender counts a push once its ack is back, after the line is shown).
+    wait_until("the relayed pushes to be counted", SOON, || {
+        count(lan.host(1), &alice, "relayed_out") >= 2
+            && count(lan.host(2), &bob, "relayed_in") >= 2
+            && count(lan.host(2), &bob, "relayed_out") >= 1
+    });
     // The recording holds the relayed packets (and every request to the tracker), and none of the words.
     assert!(rec.packets() > 0);
     for text in [TO_BOB, TO_ALICE, SAID] {
@@ -128,12 +137,17 @@ fn cut_peers_talk_through_the_relay_unreadable_within_a_second_and_go_direct_whe
     let moved = t0.elapsed();
     bob.out
         .wait_for("bob's to go direct", SOON, |l| l == "* @alice: direct");
-    let relayed = get_in(lan.host(1), &alice, "/health")["pushes"]["relayed_out"].clone();
+    let relayed = count(lan.host(1), &alice, "relayed_out");
+    let pushed = count(lan.host(1), &alice, "session_out");
     alice.type_line(&format!("@bob {DIRECT}"));
     bob.out.wait_line(&format!("[@alice] alice: {DIRECT}"));
+    wait_until("alice's push to be counted", SOON, || {
+        count(lan.host(1), &alice, "session_out") > pushed
+    });
     let a = get_in(lan.host(1), &alice, "/health");
     assert_eq!(
-        a["pushes"]["relayed_out"], relayed,
+        a["pushes"]["relayed_out"].as_u64().unwrap(),
+        relayed,
         "after the cut it went direct: {a}"
     );
     assert_eq!(a["via_relay"], serde_json::json!([]), "{a}");
@@ -158,10 +172,10 @@ fn cut_peers_talk_through_the_relay_unreadable_within_a_second_and_go_direct_whe
         alice.out.count(|l| l.starts_with("* @bob: via relay")),
         before + 1
     );
-    let a = get_in(lan.host(1), &alice, "/health");
-    assert!(
-        a["pushes"]["relayed_out"].as_u64() > relayed.as_u64(),
-        "the DM after the second cut went through the relay: {a}"
+    wait_until(
+        "the DM after the second cut counted as relayed",
+        SOON,
+        || count(lan.host(1), &alice, "relayed_out") > relayed,
     );
     assert!(!rec.contains(RECUT.as_bytes()));
     eprintln!(

@@ -62,6 +62,15 @@ fn health(p: &Proc) -> serde_json::Value {
     get_json(&p.url("/health"), 200)
 }
 
+/// Waits until each peer holds its relay stream with the tracker (opened once it has registered).
+fn relay_up(peers: &[&Proc]) {
+    for p in peers {
+        wait_until(&format!("{}'s relay stream", p.name), SOON, || {
+            health(p)["relay"]["up"] == true
+        });
+    }
+}
+
 fn send(p: &Proc, body: serde_json::Value) {
     let (status, answer) = post_json(&p.url("/api/send"), &body);
     assert_eq!(status, 200, "{} sends {body}: {answer}", p.name);
@@ -94,6 +103,7 @@ fn peers_that_cannot_reach_each_other_talk_through_the_relay_unreadable_and_go_d
         let m = get_json(&alice.url("/api/members?channel=general"), 200).to_string();
         m.contains("\"bob\"") && m.contains("\"alice\"")
     });
+    relay_up(&[&alice, &bob]);
 
     // alice cannot reach bob's advertised address: the session goes through the tracker, and each message
     // arrives within a second.
@@ -204,6 +214,7 @@ fn the_page_tags_a_relayed_conversation_and_drops_the_tag_when_it_goes_direct() 
     let bob = peer("bob", bob_port, bob_ip, tracker.addr);
     joined(&alice, "general");
     joined(&bob, "general");
+    relay_up(&[&alice, &bob]);
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
     let mut cmd = std::process::Command::new("node");
     cmd.current_dir(&dir)
