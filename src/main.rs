@@ -182,6 +182,10 @@ struct PeerArgs {
     /// Default: the number of the HTTP port (any free one if that UDP port is taken).
     #[arg(long, env = "HCHAT_QUIC_PORT", value_name = "PORT|off")]
     quic_port: Option<hchat::peer::QuicPort>,
+    /// Reach other peers only through the tracker's relay, never directly (for trying the relay out; without it,
+    /// the relay is used only when a direct session cannot be had).
+    #[arg(long, env = "HCHAT_FORCE_RELAY")]
+    force_relay: bool,
     #[command(flatten)]
     tracker: TrackerChoice,
     /// Channel to join at start and talk in (like typing #name first).
@@ -604,6 +608,7 @@ async fn run_peer(a: PeerArgs) -> anyhow::Result<()> {
             identity: None,
             tracker_key,
             quic_port: a.quic_port.unwrap_or_default(),
+            force_relay: a.force_relay,
         },
         Duration::from_secs(a.web_link_ttl),
     )

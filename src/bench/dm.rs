@@ -27,23 +27,51 @@ const API_CONNECTIONS: usize = 4;
 /// How long the receiver waits beyond the time the sending takes.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// A node on loopback, port 0, for the benchmark, with no rate limit.
-pub(crate) async fn start_node(name: &str, tracker: std::net::SocketAddr) -> Result<Node> {
-    // In memory, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability costs is
-    // the figure's durable row ([`hchat_durable`]).
-    start_node_in(name, tracker, Storage::Memory).await
+/// A node on loopback, port 0, for the benchmark, with no rate limit; when `relayed`, reaching other peers only
+/// through the tracker's relay (`--force-relay`: the relay rows), and returned once its relay stream is open.
+pub(crate) async fn start_node_with(
+    name: &str,
+    tracker: std::net::SocketAddr,
+    relayed: bool,
+) -> Result<Node> {
+    start_node_in(name, tracker, relayed, Storage::Memory).await
 }
 
-/// [`start_node`] keeping its store in `storage`.
+/// [`start_node_with`] keeping its store in `storage`.
 async fn start_node_in(
     name: &str,
     tracker: std::net::SocketAddr,
+    relayed: bool,
+    storage: Storage,
+) -> Result<Node> {
+    let node = start_node_configured(name, tracker, relayed, storage).await?;
+    if relayed {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.relay_counts().is_some_and(|c| c.up) {
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup(format!(
+                    "{name}: no relay stream with the tracker within 10 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(node)
+}
+
+async fn start_node_configured(
+    name: &str,
+    tracker: std::net::SocketAddr,
+    relayed: bool,
     storage: Storage,
 ) -> Result<Node> {
     let name = PeerName::new(name).map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
+    // In memory by default, like the anchors (ngircd, mosquitto at QoS 0 keep nothing either); what durability
+    // costs is the figure's durable row ([`hchat_durable`]).
     let mut config = PeerConfig::on_loopback(name.clone(), tracker);
     config.storage = storage;
     config.limits.rate_limit = RateLimit::OFF;
+    config.force_relay = relayed;
     // `HCHAT_BENCH_QUIC_PORT=off`: peers push over HTTP as before sessions (to compare both paths in one binary).
     if let Ok(v) = std::env::var("HCHAT_BENCH_QUIC_PORT") {
         config.quic_port = v
@@ -72,25 +100,41 @@ pub(crate) async fn inbox_of(node: &Node) -> Result<Inbox> {
 }
 
 pub(crate) async fn hchat(count: usize, rate: u32) -> Result<(DmFigure, &'static str)> {
-    hchat_in(count, rate, None).await
+    hchat_on(count, rate, false, None).await
 }
 
-/// The same with both nodes keeping their store on disk (SQLite in WAL mode, each commit fsynced before a message
-/// counts as sent or received, as `hchat peer` runs), in a temporary directory removed afterwards.
+/// The durable row: [`hchat`] with both nodes keeping their store on disk (SQLite in WAL mode, each commit fsynced
+/// before a message counts as sent or received, as `hchat peer` runs), in a temporary directory removed afterwards.
 pub(crate) async fn hchat_durable(count: usize, rate: u32) -> Result<DmFigure> {
     let dir = tempfile::tempdir()
         .map_err(|e| BenchError::Setup(format!("a temporary directory: {e}")))?;
-    Ok(hchat_in(count, rate, Some(dir.path())).await?.0)
+    Ok(hchat_on(count, rate, false, Some(dir.path())).await?.0)
 }
 
-async fn hchat_in(count: usize, rate: u32, dir: Option<&Path>) -> Result<(DmFigure, &'static str)> {
+/// The relay row: [`hchat`] with both nodes reaching each other only through the tracker's relay.
+pub(crate) async fn hchat_relayed(count: usize, rate: u32) -> Result<DmFigure> {
+    Ok(hchat_on(count, rate, true, None).await?.0)
+}
+
+async fn hchat_on(
+    count: usize,
+    rate: u32,
+    relayed: bool,
+    dir: Option<&Path>,
+) -> Result<(DmFigure, &'static str)> {
     let storage = |leaf: &str| match dir {
         Some(d) => Storage::Dir(d.join(leaf)),
         None => Storage::Memory,
     };
     let tracker = start_tracker().await?;
-    let alice = start_node_in("bench-alice", tracker.local_addr(), storage("alice")).await?;
-    let bob = start_node_in("bench-bob", tracker.local_addr(), storage("bob")).await?;
+    let alice = start_node_in(
+        "bench-alice",
+        tracker.local_addr(),
+        relayed,
+        storage("alice"),
+    )
+    .await?;
+    let bob = start_node_in("bench-bob", tracker.local_addr(), relayed, storage("bob")).await?;
     let inbox = inbox_of(&bob).await?;
     let outbox = Outbox::api(
         alice.local_addr(),
@@ -98,15 +142,33 @@ async fn hchat_in(count: usize, rate: u32, dir: Option<&Path>) -> Result<(DmFigu
         API_CONNECTIONS,
     )
     .await?;
-    let system = match dir {
-        Some(_) => "hchat (durable nodes)",
-        None => "hchat",
+    let system = match (relayed, dir) {
+        (true, _) => "hchat (relayed)",
+        (false, Some(_)) => "hchat (durable nodes)",
+        (false, None) => "hchat",
     };
-    let result = measure(system, outbox, inbox, count, rate).await;
+    let result = measure(system, outbox, inbox, count, rate)
+        .await
+        .and_then(|r| all_relayed(relayed, &alice).map(|()| r));
     alice.shutdown().await;
     bob.shutdown().await;
     tracker.shutdown().await;
     Ok((result?, FROM_EVENTS))
+}
+
+/// For a relay row: every message `sender` pushed went through the relay (else the row would measure the direct
+/// path under another name).
+pub(crate) fn all_relayed(relayed: bool, sender: &Node) -> Result<()> {
+    let c = sender.push_counts();
+    if relayed && (c.relayed_out == 0 || c.relayed_out != c.session_out) {
+        return Err(BenchError::Protocol(format!(
+            "{}: {} of {} messages went through the relay",
+            sender.name(),
+            c.relayed_out,
+            c.session_out
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn ngircd(bin: &Path, count: usize, rate: u32) -> Result<DmFigure> {

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::anchors::{mosquitto, ngircd};
 use super::clock::now_ns;
-use super::dm::{inbox_of, start_node, start_tracker};
+use super::dm::{all_relayed, inbox_of, start_node_with, start_tracker};
 use super::stats::{FanoutFigure, Latency};
 use super::wire::{Inbox, Outbox, Sample, collect, wait_seen};
 use super::{BenchError, Result, progress};
@@ -31,9 +31,18 @@ pub(crate) const FLUSH_EVERY: usize = 50;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 pub(crate) async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> {
+    hchat_on(members, count, false).await
+}
+
+/// The relay row: [`hchat`] with every node reaching the others only through the tracker's relay.
+pub(crate) async fn hchat_relayed(members: usize, count: usize) -> Result<FanoutFigure> {
+    hchat_on(members, count, true).await
+}
+
+async fn hchat_on(members: usize, count: usize, relayed: bool) -> Result<FanoutFigure> {
     let tracker = start_tracker().await?;
     let channel = ChannelName::new("bench").expect("a valid name");
-    let sender = start_node("bench-sender", tracker.local_addr()).await?;
+    let sender = start_node_with("bench-sender", tracker.local_addr(), relayed).await?;
     sender
         .join(&channel)
         .await
@@ -41,7 +50,8 @@ pub(crate) async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> 
     let mut nodes = Vec::with_capacity(members);
     let mut inboxes = Vec::with_capacity(members);
     for i in 0..members {
-        let node = start_node(&format!("bench-m{i:03}"), tracker.local_addr()).await?;
+        let node =
+            start_node_with(&format!("bench-m{i:03}"), tracker.local_addr(), relayed).await?;
         node.join(&channel)
             .await
             .map_err(|e| BenchError::Setup(format!("joining #bench: {e}")))?;
@@ -54,7 +64,15 @@ pub(crate) async fn hchat(members: usize, count: usize) -> Result<FanoutFigure> 
         API_CONNECTIONS,
     )
     .await?;
-    let result = measure("hchat", outbox, inboxes, count).await;
+    let result = measure("hchat", outbox, inboxes, count)
+        .await
+        .and_then(|r| all_relayed(relayed, &sender).map(|()| r));
+    if let (true, Some(h)) = (relayed, tracker.relay_health()) {
+        progress(format!(
+            "the relay carried {} packets ({} bytes), dropped {} over a rate limit or a full queue",
+            h.packets, h.bytes, h.dropped
+        ));
+    }
     for n in nodes.iter().chain([&sender]) {
         n.shutdown().await;
     }

@@ -179,6 +179,10 @@ pub async fn run(opts: Options) -> Result<Report> {
         if let Some(bin) = available(Anchor::Mosquitto) {
             report.dm.mosquitto = Some(dm::mosquitto(&bin, s.dm_count, s.dm_rate).await?);
         }
+        progress(
+            "1/4 direct messages again, through the tracker's relay (--force-relay on both nodes)",
+        );
+        report.relay.dm = Some(dm::hchat_relayed(s.dm_count, s.dm_rate).await?);
     }
     if wants(Figure::Fanout) {
         progress(format!(
@@ -194,6 +198,10 @@ pub async fn run(opts: Options) -> Result<Report> {
             report.fanout.mosquitto =
                 Some(fanout::mosquitto(&bin, s.fanout_members, s.fanout_count).await?);
         }
+        progress(
+            "2/4 channel fan-out again, through the tracker's relay (--force-relay on every node)",
+        );
+        report.relay.fanout = Some(fanout::hchat_relayed(s.fanout_members, s.fanout_count).await?);
     }
     if wants(Figure::Tracker) {
         progress(format!(

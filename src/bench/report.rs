@@ -85,6 +85,15 @@ pub struct Target {
     pub detail: String,
 }
 
+/// hchat's figures 1 and 2 with every node on `--force-relay`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayRows {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dm: Option<DmFigure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutFigure>,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -100,6 +109,8 @@ pub struct Report {
     /// Figure 1 again with both hchat nodes keeping their store on disk (fsynced), as `hchat peer` runs.
     pub dm_durable: Option<DmFigure>,
     pub fanout: Compared<FanoutFigure>,
+    /// Figures 1 and 2 again with every session through the tracker's relay (docs/SESSIONS.md, 12).
+    pub relay: RelayRows,
     /// `GET /get-list` of a 100-member channel; nginx serves the same bytes as a static file.
     pub get_list: Compared<Throughput>,
     /// Lease renewals (`POST /submit-info`); nginx answers the same bytes to a POST.
@@ -120,6 +131,7 @@ impl Report {
             dm: Compared::default(),
             dm_durable: None,
             fanout: Compared::default(),
+            relay: RelayRows::default(),
             get_list: Compared::default(),
             renew: Compared::default(),
             scale: None,
@@ -350,6 +362,37 @@ impl Report {
             fo(|f| f.delivered as f64 / f.expected.max(1) as f64),
             Unit::Share,
         ));
+        let hchat_only = |v: Option<f64>| [v, None, None, None];
+        if let Some(d) = &self.relay.dm {
+            rows.push(cells(
+                "1r DM latency via relay: p50",
+                hchat_only(Some(d.latency.p50_us)),
+                Unit::Us,
+            ));
+            rows.push(cells("  p99", hchat_only(Some(d.latency.p99_us)), Unit::Us));
+        }
+        if let Some(f) = &self.relay.fanout {
+            rows.push(cells(
+                "2r fan-out via relay: completion",
+                hchat_only(Some(f.completion_s)),
+                Unit::Secs,
+            ));
+            rows.push(cells(
+                "  deliveries/s",
+                hchat_only(Some(f.deliveries_per_s)),
+                Unit::Rate,
+            ));
+            rows.push(cells(
+                "  per-delivery p99",
+                hchat_only(Some(f.latency.p99_us)),
+                Unit::Us,
+            ));
+            rows.push(cells(
+                "  delivered / expected",
+                hchat_only(Some(f.delivered as f64 / f.expected.max(1) as f64)),
+                Unit::Share,
+            ));
+        }
         let tp = |c: &Compared<Throughput>| {
             [&c.hchat, &c.ngircd, &c.mosquitto, &c.nginx]
                 .map(|x| x.as_ref().map(|t| t.requests_per_s))

@@ -240,6 +240,16 @@ fn show(event: &Event, me: &crate::proto::PeerName, out: &Out) {
                 out.line(m.cli_line(me));
             }
         }
+        Event::Path {
+            peer,
+            relayed: true,
+        } => out.status(format!(
+            "@{peer}: via relay (no direct path; the tracker relays the session, encrypted end to end)"
+        )),
+        Event::Path {
+            peer,
+            relayed: false,
+        } => out.status(format!("@{peer}: direct")),
         _ => {}
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod frame;
 pub(crate) mod pool;
+pub mod relay;
 pub mod request;
 pub(crate) mod session;
 pub(crate) mod tls;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use frame::ErrorBody;
+pub use relay::{RelayPort, Switch};
 pub use request::{Caller, PushStream, Request, RequestError, Response, Service};
 pub use session::{Inbox, Link, SendError};
 
@@ -81,6 +83,9 @@ pub enum LinkError {
     Timeout(SocketAddr),
     #[error("this endpoint is closed")]
     Closed,
+    /// Dialling through the relay only (`--force-relay`), and no relay stream is open with the tracker now.
+    #[error("the relay is not up, and the direct path is not to be used (--force-relay)")]
+    NoRelay,
 }
 
 /// A node's session endpoint: listens, dials, and keeps the pool.
@@ -94,6 +99,10 @@ pub struct Endpoint {
     accepted: std::sync::atomic::AtomicUsize,
     /// What answers request and push streams (the tracker's API); none: they are refused.
     service: std::sync::OnceLock<Arc<dyn Service>>,
+    /// The tracker's relay, answering relay streams; none: they are refused.
+    switch: std::sync::OnceLock<Arc<Switch>>,
+    /// A peer's way to reach keys through its tracker (its socket is a [`relay::RelaySocket`]).
+    relay: Option<RelayPort>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -117,6 +126,8 @@ pub struct Config {
     /// Bidirectional streams the other side may have open at once ([`MAX_STREAMS`] by default). The tracker grants
     /// more: each request is a stream, and a peer depositing for 50 members at once must not queue behind 8.
     pub max_streams: u32,
+    /// Run on a [`relay::RelaySocket`]: sessions with other keys may go through the tracker (a peer's endpoint).
+    pub relay: bool,
 }
 
 impl Default for Config {
@@ -126,6 +137,7 @@ impl Default for Config {
             max_connections: MAX_CONNECTIONS,
             keep_alive: None,
             max_streams: MAX_STREAMS,
+            relay: false,
         }
     }
 }
@@ -168,7 +180,15 @@ impl Endpoint {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls));
         server.transport_config(transport.clone());
         server.max_incoming(MAX_HANDSHAKES);
-        let quic = quinn::Endpoint::server(server, addr).map_err(LinkError::Bind)?;
+        let (quic, relay) = if config.relay {
+            let (quic, port) = bind_relayable(addr, server).map_err(LinkError::Bind)?;
+            (quic, Some(port))
+        } else {
+            (
+                quinn::Endpoint::server(server, addr).map_err(LinkError::Bind)?,
+                None,
+            )
+        };
         let endpoint = Arc::new(Endpoint {
             quic: quic.clone(),
             identity,
@@ -177,6 +197,8 @@ impl Endpoint {
             pool: pool::Pool::new(config.max_connections),
             accepted: Default::default(),
             service: Default::default(),
+            switch: Default::default(),
+            relay,
         });
         tokio::spawn(accept_loop(quic, Arc::downgrade(&endpoint)));
         Ok(endpoint)
@@ -231,6 +253,152 @@ impl Endpoint {
     /// Answers request and push streams with `service` from now on (once: a second call is ignored).
     pub fn serve_requests(&self, service: Arc<dyn Service>) {
         let _ = self.service.set(service);
+    }
+
+    /// Answers relay streams with `switch` from now on (the tracker; once: a second call is ignored).
+    pub fn serve_relay(&self, switch: Arc<Switch>) {
+        let _ = self.switch.set(switch);
+    }
+
+    /// Each time the session kept for a key moves to the relay (`true`) or off it (`false`).
+    pub fn path_changes(&self) -> tokio::sync::broadcast::Receiver<(PublicKey, bool)> {
+        self.pool.path_changes()
+    }
+
+    /// This endpoint's relay, if it runs on a relay socket (a peer's).
+    pub fn relay(&self) -> Option<&RelayPort> {
+        self.relay.as_ref()
+    }
+
+    /// The pooled link to `expected`, or a new one: dialled at `direct`, and, if that has not answered within
+    /// [`relay::RELAY_HEADSTART`] (or fails) and the relay is up, also through the relay; the first session up
+    /// wins. A direct session that comes up later replaces a relayed one in the pool; if the direct dial fails, it
+    /// is tried again now and then ([`relay::DIRECT_RETRY_FIRST`], doubling to [`relay::DIRECT_RETRY_MAX`]) for as
+    /// long as the relayed session is the one pooled. Either way the session proves `expected`.
+    pub async fn link_via(
+        self: &Arc<Self>,
+        direct: SocketAddr,
+        expected: PublicKey,
+    ) -> Result<Arc<Link>, LinkError> {
+        if let Some(link) = self.pool.get(&expected) {
+            return Ok(link);
+        }
+        if self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.forced() && !r.is_up())
+        {
+            return Err(LinkError::NoRelay);
+        }
+        let relayed = self
+            .relay
+            .as_ref()
+            .filter(|r| r.is_up())
+            .and_then(|r| r.mapped(expected));
+        let Some(relayed) = relayed else {
+            return self.link(direct, expected).await;
+        };
+        let slot = self.pool.slot(expected);
+        let _dialling = slot.dialling.lock().await;
+        if let Some(link) = self.pool.get(&expected) {
+            return Ok(link);
+        }
+        let result = self.race(direct, relayed, expected).await;
+        if result.is_err() {
+            drop(_dialling);
+            self.pool.forget_slot_if_empty(&expected);
+        }
+        result
+    }
+
+    async fn race(
+        self: &Arc<Self>,
+        direct: SocketAddr,
+        relayed: SocketAddr,
+        expected: PublicKey,
+    ) -> Result<Arc<Link>, LinkError> {
+        use futures_util::FutureExt;
+        let forced = self.relay.as_ref().is_some_and(|r| r.forced());
+        // The direct dial runs on its own, so a relayed session that wins does not cancel it: if it comes up
+        // later, it replaces the relayed one in the pool.
+        let direct_dial = {
+            let endpoint = self.clone();
+            async move {
+                if forced {
+                    return Direct::Failed;
+                }
+                match endpoint.dial(direct, expected).await {
+                    Ok(link) => {
+                        endpoint.pool.offer(link);
+                        Direct::Up
+                    }
+                    // Another node answers at the address: not a path problem, and not one the relay should paper
+                    // over (the caller reports it, as without a relay).
+                    Err(LinkError::WrongKey { found, .. }) => Direct::WrongKey(found),
+                    Err(e) => {
+                        tracing::debug!("direct session with {direct} failed: {e}");
+                        if let Some(r) = &endpoint.relay {
+                            r.direct_failed();
+                        }
+                        Direct::Failed
+                    }
+                }
+            }
+        };
+        let direct_up = tokio::spawn(direct_dial)
+            .map(|r| r.unwrap_or(Direct::Failed))
+            .shared();
+        let wrong_key = |found| LinkError::WrongKey {
+            addr: direct,
+            expected,
+            found,
+        };
+        if !forced {
+            match tokio::time::timeout(relay::RELAY_HEADSTART, direct_up.clone()).await {
+                Ok(Direct::Up) => {
+                    if let Some(link) = self.pool.get(&expected) {
+                        return Ok(link);
+                    }
+                }
+                Ok(Direct::WrongKey(found)) => return Err(wrong_key(found)),
+                _ => {}
+            }
+        }
+        let via_relay = self.dial(relayed, expected);
+        tokio::pin!(via_relay);
+        let mut direct_pending = !forced;
+        let mut relay_failed = None;
+        loop {
+            tokio::select! {
+                up = direct_up.clone(), if direct_pending => {
+                    direct_pending = false;
+                    match up {
+                        Direct::Up => {
+                            if let Some(link) = self.pool.get(&expected) {
+                                return Ok(link);
+                            }
+                        }
+                        Direct::WrongKey(found) => return Err(wrong_key(found)),
+                        Direct::Failed => {}
+                    }
+                    if let Some(e) = relay_failed.take() {
+                        return Err(e);
+                    }
+                }
+                r = &mut via_relay, if relay_failed.is_none() => match r {
+                    Ok(link) => {
+                        let link = self.pool.offer(link);
+                        if !forced {
+                            tokio::spawn(upgrade(Arc::downgrade(self), link.clone(), direct, direct_up));
+                        }
+                        return Ok(link);
+                    }
+                    // The direct dial may still come up: wait for it.
+                    Err(e) if direct_pending => relay_failed = Some(e),
+                    Err(e) => return Err(e),
+                },
+            }
+        }
     }
 
     /// A new connection to `addr`, not pooled (the pool offers it; tests use it directly).
@@ -364,6 +532,14 @@ async fn accept_loop(quic: quinn::Endpoint, endpoint: std::sync::Weak<Endpoint>)
             let Some(remote) = tls::peer_key(&conn) else {
                 return conn.close(CLOSE_NORMAL, b"no key");
             };
+            // A session that came through the relay must be with the key the tracker relayed it from: a relay that
+            // lies about the source gets nothing (the key is proved, so this only catches a dishonest tracker).
+            if let Some(port) = &endpoint.relay
+                && relay::is_relayed(addr)
+                && port.key_of(addr) != Some(remote)
+            {
+                return conn.close(CLOSE_NORMAL, b"relayed from another key");
+            }
             endpoint
                 .accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -382,8 +558,18 @@ async fn serve_connection(link: Arc<Link>, endpoint: std::sync::Weak<Endpoint>) 
     };
     while let Ok((send, recv)) = link.conn.accept_bi().await {
         link.touch();
-        let service = endpoint.upgrade().and_then(|e| e.service.get().cloned());
-        tokio::spawn(dispatch(send, recv, link.clone(), inbox.clone(), service));
+        let (service, switch) = match endpoint.upgrade() {
+            Some(e) => (e.service.get().cloned(), e.switch.get().cloned()),
+            None => (None, None),
+        };
+        tokio::spawn(dispatch(
+            send,
+            recv,
+            link.clone(),
+            inbox.clone(),
+            service,
+            switch,
+        ));
     }
     if let Some(e) = endpoint.upgrade() {
         e.pool.forget(&link);
@@ -398,6 +584,7 @@ async fn dispatch(
     link: Arc<Link>,
     inbox: Arc<dyn Inbox>,
     service: Option<Arc<dyn Service>>,
+    switch: Option<Arc<Switch>>,
 ) {
     let mut first = Vec::new();
     while first.len() < frame::HEADER_LEN {
@@ -411,6 +598,9 @@ async fn dispatch(
         addr: link.remote_address(),
         local_ip: link.conn.local_ip(),
     };
+    if let (relay::TYPE_RELAY_OPEN, Some(switch)) = (first[4], switch) {
+        return relay::serve_relay(send, recv, first, link.remote_key(), switch).await;
+    }
     match (first[4], service) {
         (request::TYPE_REQUEST, Some(s)) => {
             request::serve_request(send, recv, first, caller, &*s).await
@@ -419,6 +609,69 @@ async fn dispatch(
             request::serve_subscription(send, recv, first, caller, &*s).await
         }
         _ => session::serve_stream(send, recv, link.remote_key(), inbox, first).await,
+    }
+}
+
+/// Binds `addr` on a [`relay::RelaySocket`] (what `quinn::Endpoint::server` does, with the socket wrapped).
+fn bind_relayable(
+    addr: SocketAddr,
+    server: quinn::ServerConfig,
+) -> std::io::Result<(quinn::Endpoint, RelayPort)> {
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime to run sessions on"))?;
+    let socket = runtime.wrap_udp_socket(std::net::UdpSocket::bind(addr)?)?;
+    let (socket, port) = relay::RelaySocket::wrap(socket)?;
+    let quic = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?;
+    Ok((quic, port))
+}
+
+/// How the direct dial of [`Endpoint::link_via`] ended.
+#[derive(Debug, Clone, Copy)]
+enum Direct {
+    Up,
+    WrongKey(Option<PublicKey>),
+    Failed,
+}
+
+/// Moves a relayed session to the direct path: waits for the first direct dial (`first`), then, while `relayed`
+/// is still the session pooled for its key, dials `direct` again after a back-off that doubles each time.
+async fn upgrade(
+    endpoint: std::sync::Weak<Endpoint>,
+    relayed: Arc<Link>,
+    direct: SocketAddr,
+    first: impl std::future::Future<Output = Direct>,
+) {
+    if matches!(first.await, Direct::Up) {
+        return;
+    }
+    let key = relayed.remote_key();
+    let mut wait = relay::DIRECT_RETRY_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(e) = endpoint.upgrade() else { return };
+        let pooled = e.pool.get(&key);
+        if relayed.is_closed() || !pooled.is_some_and(|l| Arc::ptr_eq(&l, &relayed)) {
+            return;
+        }
+        match e.dial(direct, key).await {
+            Ok(link) => {
+                tracing::info!(%direct, "a relayed session moved to the direct path");
+                e.pool.offer(link);
+                return;
+            }
+            Err(err) => {
+                tracing::debug!("direct path to {direct} still fails: {err}");
+                if let Some(r) = &e.relay {
+                    r.direct_failed();
+                }
+            }
+        }
+        wait = (wait * 2).min(relay::DIRECT_RETRY_MAX);
     }
 }
 

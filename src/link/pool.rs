@@ -28,13 +28,19 @@ pub(crate) struct Slot {
 pub(crate) struct Pool {
     slots: Mutex<HashMap<PublicKey, Arc<Slot>>>,
     max: usize,
+    /// Each time the link kept for a key moves between the relay and the direct path: (key, now relayed).
+    paths: tokio::sync::broadcast::Sender<(PublicKey, bool)>,
 }
+
+/// Path changes a slow watcher may fall behind by before it misses some.
+const PATH_CHANGES: usize = 64;
 
 impl Pool {
     pub(crate) fn new(max: usize) -> Pool {
         Pool {
             slots: Mutex::new(HashMap::new()),
             max,
+            paths: tokio::sync::broadcast::channel(PATH_CHANGES).0,
         }
     }
 
@@ -71,8 +77,12 @@ impl Pool {
                 Some(old) if !old.is_closed() => !prefer_new(old, &new),
                 _ => false,
             };
+            let was_relayed = held.as_ref().map(|old| old.is_relayed());
             if !keep_old {
                 *held = Some(new.clone());
+                if was_relayed.unwrap_or(false) != new.is_relayed() {
+                    let _ = self.paths.send((key, new.is_relayed()));
+                }
             }
             held.clone().expect("just set or kept")
         };
@@ -122,6 +132,11 @@ impl Pool {
         {
             slots.remove(key);
         }
+    }
+
+    /// Tells of each change of path of the link kept for a key.
+    pub(crate) fn path_changes(&self) -> tokio::sync::broadcast::Receiver<(PublicKey, bool)> {
+        self.paths.subscribe()
     }
 
     /// Live links held.

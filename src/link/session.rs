@@ -131,6 +131,20 @@ impl Link {
         self.conn.stats().udp_rx.datagrams
     }
 
+    /// Whether this session goes through the tracker's relay (docs/SESSIONS.md, 12) rather than straight to the
+    /// other node.
+    pub fn is_relayed(&self) -> bool {
+        super::relay::is_relayed(self.conn.remote_address())
+    }
+
+    /// Opens a bidirectional stream for a caller that writes and reads frames itself (tools and tests that speak
+    /// the protocol by hand).
+    pub async fn open_stream(
+        &self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError> {
+        self.conn.open_bi().await
+    }
+
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
     }

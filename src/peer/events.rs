@@ -66,6 +66,8 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         away: Option<String>,
     },
+    /// The session with `peer` now goes through the tracker's relay (`relayed`), or straight to it again.
+    Path { peer: PeerName, relayed: bool },
     /// The members of a joined channel and whether each is online, sent whenever that changes.
     Presence {
         channel: ChannelName,

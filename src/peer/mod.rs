@@ -20,6 +20,7 @@ mod pins;
 pub(crate) mod presence;
 pub mod receipts;
 pub(crate) mod recovery;
+mod relay;
 mod roaming;
 pub(crate) mod routes;
 pub mod search;
@@ -82,6 +83,9 @@ pub struct PeerConfig {
     pub tracker_key: Option<known_trackers::TrackerKey>,
     /// Where to take sessions (docs/SESSIONS.md): by default UDP at the HTTP port's number.
     pub quic_port: QuicPort,
+    /// Reach other peers through the tracker's relay only, never directly (`--force-relay`; the benchmark's
+    /// relayed rows). Off: direct first, the relay when direct fails.
+    pub force_relay: bool,
 }
 
 impl PeerConfig {
@@ -100,6 +104,7 @@ impl PeerConfig {
             identity: None,
             tracker_key: None,
             quic_port: QuicPort::default(),
+            force_relay: false,
         }
     }
 }
@@ -185,6 +190,8 @@ struct Inner {
     link: Option<Arc<crate::link::Endpoint>>,
     /// Messages carried each way, by path.
     pushes: sessions::Pushes,
+    /// Whether the session with each peer goes through the relay.
+    paths: relay::Paths,
     /// Each peer's key as first seen.
     pins: pins::Pins,
     outboxes: Outboxes,
@@ -287,7 +294,19 @@ fn bind_sessions(
     inbox: Arc<sessions::SessionInbox>,
 ) -> Result<Option<Arc<crate::link::Endpoint>>, NodeError> {
     let at = |port| SocketAddr::new(http.ip(), port);
-    let bind = |port| crate::link::Endpoint::bind(at(port), identity.clone(), inbox.clone());
+    // On a relay socket: a session with a peer that cannot be reached directly goes through the tracker.
+    let relayable = crate::link::Config {
+        relay: true,
+        ..crate::link::Config::default()
+    };
+    let bind = |port| {
+        crate::link::Endpoint::bind_with(
+            at(port),
+            identity.clone(),
+            inbox.clone(),
+            relayable.clone(),
+        )
+    };
     let endpoint = match config.quic_port {
         QuicPort::Off => return Ok(None),
         QuicPort::Port(p) => bind(p).map_err(|e| NodeError::Bind(at(p), e.to_string()))?,
@@ -300,6 +319,9 @@ fn bind_sessions(
             }
         },
     };
+    if let Some(relay) = endpoint.relay() {
+        relay.set_force(config.force_relay);
+    }
     Ok(Some(endpoint))
 }
 
@@ -383,6 +405,8 @@ impl Node {
         if node.follows_address() {
             node.spawn(node.clone().follow_address());
         }
+        node.spawn(node.clone().keep_relay());
+        node.spawn(node.clone().watch_paths());
         node.want_recovery(true, marks);
         node.resume_outbox().await?;
         tracing::info!(peer = %node.name(), addr = %node.local_addr(), sessions = ?node.session_addr(), "peer started");
@@ -423,6 +447,7 @@ impl Node {
                 courier: Courier::default(),
                 link,
                 pushes: sessions::Pushes::default(),
+                paths: relay::Paths::default(),
                 pins: pins::Pins::default(),
                 outboxes: Outboxes::default(),
                 recovery: Recovery::default(),

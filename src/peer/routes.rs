@@ -197,6 +197,10 @@ struct NodeHealth {
     quic_port: Option<u16>,
     /// Messages carried each way since this start, by path.
     pushes: super::PushCounts,
+    /// What the relay carried (absent: sessions are off), and the peers reached through it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<crate::link::relay::PortCounts>,
+    via_relay: Vec<PeerName>,
 }
 
 #[derive(Serialize)]
@@ -213,6 +217,8 @@ async fn health(State(node): State<Node>) -> Json<NodeHealth> {
         tracker_requests: TrackerRequests { session, http },
         quic_port: node.session_addr().map(|a| a.port()),
         pushes: node.push_counts(),
+        relay: node.relay_counts(),
+        via_relay: node.via_relay(),
     })
 }
 

@@ -72,6 +72,8 @@ pub(super) struct Pushes {
     http_out: AtomicU64,
     session_in: AtomicU64,
     http_in: AtomicU64,
+    relayed_out: AtomicU64,
+    relayed_in: AtomicU64,
 }
 
 /// [`Pushes`] as `GET /health` shows them.
@@ -85,6 +87,10 @@ pub struct PushCounts {
     pub session_in: u64,
     /// Messages stored (new or duplicate) that arrived by `POST /p2p/receive` or `/p2p/receive-batch`.
     pub http_in: u64,
+    /// Of `session_out`, those whose session went through the tracker's relay (docs/SESSIONS.md, 12).
+    pub relayed_out: u64,
+    /// Of `session_in`, those that came over a relayed session.
+    pub relayed_in: u64,
 }
 
 impl Pushes {
@@ -106,12 +112,23 @@ impl Pushes {
         c.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    pub(super) fn relayed(&self, out: bool, n: usize) {
+        let c = if out {
+            &self.relayed_out
+        } else {
+            &self.relayed_in
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub(super) fn counts(&self) -> PushCounts {
         PushCounts {
             session_out: self.session_out.load(Ordering::Relaxed),
             http_out: self.http_out.load(Ordering::Relaxed),
             session_in: self.session_in.load(Ordering::Relaxed),
             http_in: self.http_in.load(Ordering::Relaxed),
+            relayed_out: self.relayed_out.load(Ordering::Relaxed),
+            relayed_in: self.relayed_in.load(Ordering::Relaxed),
         }
     }
 }
@@ -151,15 +168,20 @@ impl Inbox for SessionInbox {
                 let e = ErrorBody::new(ErrorCode::Stopping, "this node is stopping");
                 return vec![Err(e); n];
             };
+            let sender = batch.first().map(|m| m.from.clone());
             let msgs = batch
                 .into_iter()
                 .map(|m| (m, Via::Session { key: from }))
                 .collect();
             match node.receive_many(msgs).await {
-                Ok(verdicts) => verdicts
-                    .into_iter()
-                    .map(|v| v.map(|_| ()).map_err(|e| ErrorBody::new(e.code, e.message)))
-                    .collect(),
+                Ok(verdicts) => {
+                    let stored = verdicts.iter().filter(|v| v.is_ok()).count();
+                    node.note_session_in(from, sender.as_ref(), stored);
+                    verdicts
+                        .into_iter()
+                        .map(|v| v.map(|_| ()).map_err(|e| ErrorBody::new(e.code, e.message)))
+                        .collect()
+                }
                 Err(e) => vec![Err(ErrorBody::new(e.code, e.message)); n],
             }
         })
@@ -263,19 +285,19 @@ impl Node {
         let Some(endpoint) = self.inner.link.as_ref() else {
             return Err(DeliveryError::Unreachable("sessions are off".into()));
         };
-        let link = match tokio::time::timeout(SESSION_DIAL_TIMEOUT, endpoint.link(addr, key)).await
-        {
-            Err(_) => {
-                return Err(DeliveryError::Unreachable(format!(
-                    "no session with {addr} within {SESSION_DIAL_TIMEOUT:?}"
-                )));
-            }
-            Ok(Err(e @ LinkError::WrongKey { .. })) => {
-                return Err(DeliveryError::BadAnswer(format!("not {to}: {e}")));
-            }
-            Ok(Err(e)) => return Err(DeliveryError::Unreachable(e.to_string())),
-            Ok(Ok(link)) => link,
-        };
+        let link =
+            match tokio::time::timeout(SESSION_DIAL_TIMEOUT, endpoint.link_via(addr, key)).await {
+                Err(_) => {
+                    return Err(DeliveryError::Unreachable(format!(
+                        "no session with {addr} within {SESSION_DIAL_TIMEOUT:?}"
+                    )));
+                }
+                Ok(Err(e @ LinkError::WrongKey { .. })) => {
+                    return Err(DeliveryError::BadAnswer(format!("not {to}: {e}")));
+                }
+                Ok(Err(e)) => return Err(DeliveryError::Unreachable(e.to_string())),
+                Ok(Ok(link)) => link,
+            };
         // Polled in order, each send queues its frame before the next: one write, order kept.
         let heard = link.datagrams_received();
         let sends = futures_util::future::join_all(batch.iter().map(|m| link.send(m)));
@@ -326,7 +348,27 @@ impl Node {
         }
         let stored = verdicts.iter().filter(|v| **v == Pushed::Stored).count();
         self.inner.pushes.sent(true, stored);
+        if link.is_relayed() {
+            self.inner.pushes.relayed(true, stored);
+        }
+        self.note_path(to, key, link.is_relayed());
         Ok(verdicts)
+    }
+
+    /// Counts messages that came over a session with `from` (relayed or not) and notes its path for `sender`.
+    fn note_session_in(&self, from: PublicKey, sender: Option<&PeerName>, stored: usize) {
+        let relayed = self
+            .inner
+            .link
+            .as_ref()
+            .and_then(|e| e.pooled_link(&from))
+            .is_some_and(|l| l.is_relayed());
+        if relayed {
+            self.inner.pushes.relayed(false, stored);
+        }
+        if let Some(sender) = sender.filter(|_| stored > 0) {
+            self.note_path(sender, from, relayed);
+        }
     }
 
     /// How many messages went and came over sessions and over HTTP since this start.

@@ -125,6 +125,8 @@ error_codes! {
     UnknownFrameType = "unknown_frame_type", 400;
     FrameTooLarge = "frame_too_large", 413;
     DuplicateInFlight = "duplicate_in_flight", 409;
+    // The relay (docs/SESSIONS.md, 12): a RELAY frame names a key that holds no relay stream with the tracker.
+    RelayUnreachable = "relay_unreachable", 404;
     // Our own faults.
     StoreFailed = "store_failed", 500;
     Internal = "internal", 500;

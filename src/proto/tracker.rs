@@ -366,6 +366,23 @@ pub struct Health {
     /// without sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionHealth>,
+    /// What the relay carried since start (docs/SESSIONS.md, 12); absent from a tracker without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayHealth>,
+}
+
+/// The `relay` part of `GET /health`: totals only (who relays to whom is not counted).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayHealth {
+    /// Peers holding a relay stream now.
+    pub streams: usize,
+    /// Packets relayed, and their bytes (packets only, without frame headers).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets dropped: a sender over its rate limit, or a destination's queue full.
+    pub dropped: u64,
+    /// RELAY frames refused with an ERROR: no such destination, to itself, malformed.
+    pub refused: u64,
 }
 
 /// The `session` part of `GET /health`.

@@ -70,6 +70,15 @@ impl Identities {
         self.keys.get(name).map(|b| b.key)
     }
 
+    /// The names bound to `key` (a scan of every binding: the relay asks once per key every few seconds).
+    pub fn names_of(&self, key: &PublicKey) -> Vec<PeerName> {
+        self.keys
+            .iter()
+            .filter(|(_, b)| b.key == *key)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// May `key` act as `name`, registering from `origin` at `now`? `Ok(true)` when the name is free and
     /// [`Identities::registered`] must bind it once the registration is accepted; `Ok(false)` when it is already
     /// `key`'s. A free name that looks like a bound one, or one more new name from an address that

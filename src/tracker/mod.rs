@@ -15,6 +15,7 @@ pub(crate) mod identities;
 pub mod mailbox;
 pub mod quota;
 pub(crate) mod registry;
+pub mod relay;
 pub(crate) mod routes;
 pub mod sessions;
 pub(crate) mod sqlite_store;
@@ -59,6 +60,8 @@ pub struct TrackerConfig {
     pub quic_port: Option<u16>,
     /// The key to listen with, instead of the data dir's `identity.key` (or, in memory, a new one each start).
     pub identity: Option<Arc<Identity>>,
+    /// What the relay lets each peer send (docs/SESSIONS.md, 12).
+    pub relay_limits: crate::link::relay::RelayLimits,
 }
 
 impl Default for TrackerConfig {
@@ -73,6 +76,7 @@ impl Default for TrackerConfig {
             quotas: quota::Quotas::default(),
             quic_port: None,
             identity: None,
+            relay_limits: Default::default(),
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct Shared {
     /// Who subscribed to pushes, and the signal that presence may have changed.
     pub(crate) hub: sessions::Hub,
     pub(crate) sessions: sessions::SessionStats,
+    /// The relay of sessions between peers that cannot reach each other (set once the endpoint is bound).
+    pub(crate) relay: std::sync::OnceLock<Arc<crate::link::Switch>>,
 }
 
 impl Shared {
@@ -124,6 +130,7 @@ impl Shared {
             replay: Mutex::default(),
             hub: Default::default(),
             sessions: Default::default(),
+            relay: Default::default(),
         }))
     }
 
@@ -182,6 +189,7 @@ impl Shared {
 
 /// A running tracker.
 pub struct Tracker {
+    shared: Arc<Shared>,
     local_addr: SocketAddr,
     endpoint: Arc<crate::link::Endpoint>,
     shutdown: CancellationToken,
@@ -230,6 +238,7 @@ impl Tracker {
             config.limits.rate_limit.per_second,
             shared.clone(),
         )));
+        relay::serve(&shared, &endpoint, config.relay_limits);
         let server = tokio::spawn(serve_sharing(
             bound.listener,
             routes::app(shared.clone()),
@@ -243,13 +252,19 @@ impl Tracker {
             shutdown.clone(),
             PUSH_RESYNC,
         ));
-        let sweeper = tokio::spawn(sweep(shared, config.peer_ttl, shutdown.clone()));
+        let sweeper = tokio::spawn(sweep(shared.clone(), config.peer_ttl, shutdown.clone()));
         Ok(Tracker {
+            shared,
             local_addr: bound.local_addr,
             endpoint,
             shutdown,
             tasks: vec![server, sweeper, watcher, hub],
         })
+    }
+
+    /// What the relay carried since start (as `GET /health` says).
+    pub fn relay_health(&self) -> Option<crate::proto::RelayHealth> {
+        relay::health(&self.shared)
     }
 
     /// The UDP address sessions are accepted on.

@@ -408,6 +408,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
                 .subscribers
                 .load(std::sync::atomic::Ordering::Relaxed),
         }),
+        relay: super::relay::health(&s),
     })
 }
 

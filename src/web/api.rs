@@ -75,6 +75,8 @@ pub(super) struct Me {
     /// This node's identity, as other peers and the tracker know it, and its fingerprint.
     public_key: crate::identity::PublicKey,
     fingerprint: String,
+    /// The peers whose session goes through the tracker's relay now (later changes come as `path` events).
+    via_relay: Vec<PeerName>,
 }
 
 pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
@@ -87,6 +89,7 @@ pub(super) async fn me_show(State(node): State<Node>) -> Json<Me> {
         away,
         public_key: node.public_key(),
         fingerprint: node.public_key().fingerprint(),
+        via_relay: node.via_relay(),
     })
 }
 

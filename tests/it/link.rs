@@ -251,6 +251,7 @@ async fn the_pool_is_bounded_and_idle_connections_close() {
         max_connections: 1,
         keep_alive: None,
         max_streams: 8,
+        relay: false,
     };
     let (alice, bob, carol) = (
         peer("alice", small.clone()),

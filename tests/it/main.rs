@@ -34,6 +34,8 @@ mod pinned_mail;
 mod privacy;
 mod quick_start;
 mod receipts;
+mod relay_lan;
+mod relayed_sessions;
 mod roaming;
 mod sealed_mail;
 mod search;

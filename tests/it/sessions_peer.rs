@@ -70,6 +70,8 @@ async fn health_pushes(node: &Node) -> PushCounts {
         http_out: at("http_out"),
         session_in: at("session_in"),
         http_in: at("http_in"),
+        relayed_out: at("relayed_out"),
+        relayed_in: at("relayed_in"),
     }
 }
 

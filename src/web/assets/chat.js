@@ -51,6 +51,7 @@
     boot: null,
     lastSeq: 0,
     convs: new Map(),      // key ("#general" | "@bob") -> conversation
+    viaRelay: new Set(),   // peers whose session goes through the tracker's relay now
     current: null,
     members: new Map(),    // channel -> { seq, list: [{name, online, role, status, away}] }
     info: new Map(),       // channel -> { owner, mode, members, invited, banned } (GET /api/channel)
@@ -297,6 +298,7 @@
         const label = document.createElement("span");
         label.textContent = key;
         open.append(label);
+        if (kind === "direct" && state.viaRelay.has(c.name)) open.append(relayTag());
         if (c.unread > 0) {
           const b = document.createElement("span");
           b.className = "badge";
@@ -588,6 +590,21 @@
     }
   }
 
+  // A session relayed by the tracker (no direct path to that peer): still end to end encrypted.
+  function relayTag() {
+    const t = document.createElement("span");
+    t.className = "via-relay";
+    t.textContent = "via relay";
+    t.title = "No direct path to this peer: the tracker relays the session, encrypted end to end";
+    return t;
+  }
+
+  function setViaRelay(names) {
+    state.viaRelay = new Set(names);
+    renderMembers();
+    renderConvs();
+  }
+
   function renderMembers() {
     const c = state.current && state.convs.get(state.current);
     const ul = $("members");
@@ -622,6 +639,7 @@
         r.textContent = role;
         b.append(r);
       }
+      if (m.name !== state.me && state.viaRelay.has(m.name)) b.append(relayTag());
       if (m.status === "away") {
         const a = document.createElement("span");
         a.className = "away";
@@ -890,6 +908,7 @@
       if (firstTime) loadAll().catch((e) => notice("Could not load the conversations: " + e.message));
       api("GET", "/api/me").then((me) => {
         state.fingerprint = me.fingerprint;
+        setViaRelay(me.via_relay || []);
         showStatus(me.status, me.away);
       }).catch(() => {});
       return;
@@ -962,6 +981,11 @@
         break;
       case "status":
         showStatus(ev.status, ev.away);
+        break;
+      case "path":
+        if (ev.relayed) state.viaRelay.add(ev.peer); else state.viaRelay.delete(ev.peer);
+        renderMembers();
+        renderConvs();
         break;
     }
   }
