@@ -16,13 +16,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every target, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "names",
     "signatures",
     "messages",
     "tracker_answers",
     "tracker_api",
     "peer_api",
+    "frames",
 ];
 /// Targets fuzzed at once: one per core of the CI machine.
 const AT_ONCE: usize = 2;
@@ -39,6 +40,7 @@ fn entry(target: &str) -> fn(&[u8]) {
         "tracker_answers" => hchat::fuzzing::tracker_answers,
         "tracker_api" => hchat::fuzzing::tracker_api,
         "peer_api" => hchat::fuzzing::peer_api,
+        "frames" => hchat::fuzzing::frames,
         other => panic!("no entry point for {other}"),
     }
 }
