@@ -3,7 +3,8 @@
 //! committed corpus through them on the stable toolchain); the targets themselves are one line each.
 //!
 //! Two kinds:
-//! - parsers called directly, fast: [`names`], [`messages`], [`tracker_answers`];
+//! - parsers called directly, fast: [`names`], [`messages`], [`tracker_answers`], [`frames`] (a session stream's
+//!   frames, requests and answers);
 //! - whole endpoints, through a real in-process node over loopback HTTP, so that a body or query string meets the
 //!   same extractor, validation and handler it would in production: [`tracker_api`] (every tracker request type
 //!   and `get-list`'s query string) and [`peer_api`] (`/p2p/receive`, `/p2p/receive-batch`, `/p2p/history`'s
@@ -362,5 +363,198 @@ pub fn signatures(data: &[u8]) {
         assert!(verify_message(&msg, &key).is_ok(), "own signature");
         msg.text.push('!');
         assert!(verify_message(&msg, &key).is_err(), "a changed text");
+    }
+}
+
+/// A session stream's bytes (src/link, docs/SESSIONS.md, "Frames" and section 10), as the stream loops cut and
+/// parse them: frame after frame until one is partial or its length is over the limit. Both cutters (`decode`,
+/// which parses the message-stream types, and request streams' `split`) must agree on every length. A frame that
+/// decodes encodes again to the same frame: an ACK to the very same bytes, a MESSAGE or ERROR (JSON) to a
+/// canonical form that decodes to the same value and encodes to itself. A refusal is an ERROR frame that can be
+/// sent back, with the code the protocol gives it. Then the whole frames, taken as a request stream and as an
+/// answer stream: what parses encodes again (heads and bodies included) to frames that parse to the same value.
+pub fn frames(data: &[u8]) {
+    use crate::link::frame::{self, Decoded, Frame, HEADER_LEN, MAX_PAYLOAD, TooLarge};
+    use crate::link::request;
+
+    let mut whole = Vec::new();
+    let mut buf = data;
+    loop {
+        let cut = request::split(buf);
+        match frame::decode(buf) {
+            Err(TooLarge(n)) => {
+                assert!(n > MAX_PAYLOAD);
+                assert_eq!(
+                    n as u32,
+                    u32::from_be_bytes(buf[..4].try_into().expect("4"))
+                );
+                assert_eq!(cut, Err(TooLarge(n)));
+                break;
+            }
+            Ok(Decoded::Partial) => {
+                assert!(cut.expect("the same verdict").is_none());
+                break;
+            }
+            Ok(Decoded::Frame(n, parsed)) => {
+                let (m, kind, payload) = cut.expect("the same verdict").expect("whole");
+                assert_eq!((m, kind), (n, buf[4]));
+                assert_eq!(n, HEADER_LEN + payload.len());
+                let bytes = &buf[..n];
+                match parsed {
+                    Ok(Frame::Ack(ids)) => {
+                        let mut out = Vec::new();
+                        frame::encode_ack(&ids, &mut out);
+                        assert_eq!(out, bytes, "an ACK encodes to the bytes it came from");
+                    }
+                    Ok(f @ (Frame::Message(_) | Frame::Error(_))) => {
+                        let mut out = Vec::new();
+                        match &f {
+                            Frame::Message(m) => frame::encode_message(m, &mut out)
+                                .expect("a decoded message fits a frame again"),
+                            Frame::Error(e) => frame::encode_error(e, &mut out),
+                            Frame::Ack(_) => unreachable!(),
+                        }
+                        assert_eq!(
+                            frame::decode(&out),
+                            Ok(Decoded::Frame(out.len(), Ok(f.clone()))),
+                            "a decoded frame encodes to one that decodes to it"
+                        );
+                        let mut again = Vec::new();
+                        match &f {
+                            Frame::Message(m) => {
+                                frame::encode_message(m, &mut again).expect("fits")
+                            }
+                            Frame::Error(e) => frame::encode_error(e, &mut again),
+                            Frame::Ack(_) => unreachable!(),
+                        }
+                        assert_eq!(again, out, "one encoding per frame");
+                    }
+                    Err(refusal) => {
+                        let expected = match kind {
+                            frame::TYPE_MESSAGE | frame::TYPE_ACK | frame::TYPE_ERROR => {
+                                frame::code::BAD_FRAME
+                            }
+                            _ => frame::code::UNKNOWN_FRAME_TYPE,
+                        };
+                        assert_eq!(refusal.code, expected.as_str());
+                        sendable_refusal(&refusal);
+                    }
+                }
+                whole.push((kind, payload.to_vec()));
+                buf = &buf[n..];
+            }
+        }
+    }
+    request_stream(&whole);
+    answer_stream(&whole);
+}
+
+/// A refusal a node sends back as an ERROR frame: a documented code, a message, and it arrives as it was sent.
+fn sendable_refusal(e: &crate::link::ErrorBody) {
+    use crate::link::frame::{self, Decoded, Frame};
+    assert!(
+        ErrorCode::parse(&e.code) != ErrorCode::Unknown && !e.message.is_empty(),
+        "{e:?}"
+    );
+    let mut out = Vec::new();
+    frame::encode_error(e, &mut out);
+    assert_eq!(
+        frame::decode(&out),
+        Ok(Decoded::Frame(out.len(), Ok(Frame::Error(e.clone()))))
+    );
+}
+
+/// Every whole frame at the front of `bytes`.
+fn split_all(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while let Some((n, kind, payload)) =
+        crate::link::request::split(bytes).expect("within the limit")
+    {
+        frames.push((kind, payload.to_vec()));
+        bytes = &bytes[n..];
+    }
+    assert!(bytes.is_empty(), "encoding leaves no partial frame");
+    frames
+}
+
+/// The most a head that was taken grows when encoded again: the `,"headers":{}` a sender may leave out (escapes
+/// only shrink, unknown fields and repeated header names are dropped, names are lower-cased in place).
+const HEAD_GAIN: usize = r#","headers":{}"#.len();
+
+/// The head length at the front of a REQUEST payload (or of a RESPONSE payload after its status).
+fn head_len(payload: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// `frames` as what a listener read of a request stream (it parses one that starts with a REQUEST and stays within
+/// the limit; `serve_request`).
+fn request_stream(frames: &[(u8, Vec<u8>)]) {
+    use crate::link::frame::TooLarge;
+    use crate::link::request::{self, MAX_HEAD, MAX_REQUEST_BODY, TYPE_REQUEST};
+    let total: usize = frames.iter().map(|(_, p)| p.len()).sum();
+    if frames.first().is_none_or(|(kind, _)| *kind != TYPE_REQUEST)
+        || total > MAX_REQUEST_BODY + MAX_HEAD + 2
+    {
+        return;
+    }
+    match request::parse_request(frames.to_vec()) {
+        Ok(req) => {
+            assert!(
+                req.headers
+                    .keys()
+                    .all(|k| !k.chars().any(|c| c.is_ascii_uppercase()))
+            );
+            let head = head_len(&frames[0].1);
+            assert!(head <= MAX_HEAD, "a head of {head} bytes was taken");
+            let mut out = Vec::new();
+            if let Err(TooLarge(n)) = request::encode_request(&req, &mut out) {
+                assert!(
+                    n <= head + HEAD_GAIN,
+                    "a head of {head} bytes encodes to {n}"
+                );
+                return;
+            }
+            assert_eq!(request::parse_request(split_all(&out)), Ok(req.clone()));
+            let mut again = Vec::new();
+            request::encode_request(&req, &mut again).expect("fits");
+            assert_eq!(again, out, "one encoding per request");
+        }
+        Err(refusal) => {
+            assert!(
+                ["bad_frame", "unknown_frame_type", "frame_too_large"]
+                    .contains(&refusal.code.as_str()),
+                "{refusal:?}"
+            );
+            sendable_refusal(&refusal);
+        }
+    }
+}
+
+/// `frames` as what a dialler read of an answer stream (`Link::request`).
+fn answer_stream(frames: &[(u8, Vec<u8>)]) {
+    use crate::link::RequestError;
+    use crate::link::frame::TooLarge;
+    use crate::link::request::{self, MAX_HEAD};
+    match request::parse_response(frames.to_vec()) {
+        Ok(resp) => {
+            let head = head_len(&frames[0].1[2..]);
+            assert!(head <= MAX_HEAD, "a head of {head} bytes was taken");
+            let mut out = Vec::new();
+            if let Err(TooLarge(n)) = request::encode_response(&resp, &mut out) {
+                assert!(
+                    n <= head + HEAD_GAIN,
+                    "a head of {head} bytes encodes to {n}"
+                );
+                return;
+            }
+            let again = request::parse_response(split_all(&out)).expect("parses again");
+            assert_eq!(again, resp);
+        }
+        Err(RequestError::Lost) => assert!(frames.is_empty()),
+        Err(RequestError::Refused(e)) => {
+            assert_eq!(frames[0].0, crate::link::frame::TYPE_ERROR, "{e:?}")
+        }
+        Err(RequestError::BadAnswer(why)) => assert!(!why.is_empty()),
+        Err(e @ (RequestError::TooLarge(_) | RequestError::Timeout)) => panic!("{e}"),
     }
 }

@@ -1,28 +1,29 @@
-//! The fuzz targets in `fuzz/` (cargo-fuzz, one per parser of network input):
+//! The fuzz targets in `fuzz/` (cargo-fuzz targets, one per parser of network input):
 //! - every committed seed passes its target's checks, run in this process on the stable toolchain;
 //! - every target is built and fuzzed for `HCHAT_FUZZ_SECONDS` (default 60) seconds, two at a time, and a finding
 //!   fails the test (libFuzzer leaves the input in `fuzz/artifacts/<target>/`).
 //!
-//! The fuzz build uses `--sanitizer none`: hchat forbids `unsafe`, so AddressSanitizer has little to find, and
-//! without it cargo-fuzz passes no nightly flag, so the stable toolchain builds the targets (libFuzzer's coverage
-//! instrumentation is a stable codegen option); CI machines need not have nightly. It builds with `--dev` (the
-//! fuzz package's dev profile is `opt-level = 1`): half the release build's time on the CI machine, since the
-//! whole of hchat's dependencies are built again, instrumented, and fast enough for a minute per target to mean
-//! something (see fuzz/Cargo.toml). Without cargo-fuzz the test fails under `CI=true`; elsewhere it says how
-//! to install it and skips the runs.
+//! The targets are built by `fuzz/build`: cargo with libFuzzer's coverage instrumentation in hchat's code and the
+//! targets only (`cargo fuzz build` instruments every dependency too, and took twice as long to build), on the
+//! stable toolchain without a sanitizer (hchat forbids `unsafe`, so AddressSanitizer has little to find), in the
+//! fuzz package's lightly optimized dev profile (fuzz/Cargo.toml): fast enough for a minute per target to mean
+//! something. The binaries are libFuzzer's, run here as `cargo fuzz run` would run them. Building needs a C++
+//! compiler (libFuzzer itself); without one the test fails under `CI=true`, and elsewhere says so and skips the
+//! runs. `.ci/run` starts the same build ahead, while other steps leave a core idle; this test then finds it done.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every target, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "names",
     "signatures",
     "messages",
     "tracker_answers",
     "tracker_api",
     "peer_api",
+    "frames",
 ];
 /// Targets fuzzed at once: one per core of the CI machine.
 const AT_ONCE: usize = 2;
@@ -39,6 +40,7 @@ fn entry(target: &str) -> fn(&[u8]) {
         "tracker_answers" => hchat::fuzzing::tracker_answers,
         "tracker_api" => hchat::fuzzing::tracker_api,
         "peer_api" => hchat::fuzzing::peer_api,
+        "frames" => hchat::fuzzing::frames,
         other => panic!("no entry point for {other}"),
     }
 }
@@ -64,35 +66,28 @@ fn every_target_is_declared_and_has_a_seed_corpus_that_passes_it() {
     }
 }
 
-/// How to run cargo-fuzz here, or why it cannot run.
-fn cargo_fuzz() -> Result<Command, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let found = Command::new(&cargo)
-        .args(["fuzz", "--version"])
+/// Why the targets cannot be built here, if they cannot.
+fn missing_tool() -> Option<String> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let found = Command::new(&cxx)
+        .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        return Err(
-            "cargo-fuzz is not installed: `cargo install cargo-fuzz --locked` (or run .ci/run)"
-                .into(),
-        );
-    }
-    let mut cmd = Command::new(cargo);
-    cmd.arg("fuzz").current_dir(fuzz_dir());
-    Ok(cmd)
+    (!found).then(|| {
+        format!(
+            "no C++ compiler ({cxx}) to build libFuzzer: `apt-get install g++` (or run .ci/run)"
+        )
+    })
 }
 
 #[test]
 fn every_target_is_fuzzed_without_a_finding() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut base = match cargo_fuzz() {
-        Ok(cmd) => cmd,
-        Err(why) if ci => panic!("{why} (CI=true: the fuzz runs cannot be skipped)"),
-        Err(why) => {
-            eprintln!("SKIPPED: the fuzz runs: {why}");
-            return;
-        }
-    };
+    if let Some(why) = missing_tool() {
+        assert!(!ci, "{why} (CI=true: the fuzz runs cannot be skipped)");
+        eprintln!("SKIPPED: the fuzz runs: {why}");
+        return;
+    }
     let seconds: u64 = std::env::var("HCHAT_FUZZ_SECONDS")
         .ok()
         .map(|s| {
@@ -101,79 +96,87 @@ fn every_target_is_fuzzed_without_a_finding() {
         })
         .unwrap_or(60);
     let started = Instant::now();
-    let build = base
-        .args(["build", "--dev", "--sanitizer", "none"])
+    let build = Command::new(fuzz_dir().join("build"))
         .output()
-        .expect("cargo fuzz runs");
+        .expect("fuzz/build runs");
     assert!(
         build.status.success(),
-        "cargo fuzz build failed:\n{}",
+        "fuzz/build failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
     let built = started.elapsed();
     eprintln!("fuzz targets built in {built:?}");
 
     let scratch = tempfile::tempdir().unwrap();
-    for group in TARGETS.chunks(AT_ONCE) {
-        let runs: Vec<_> = group
-            .iter()
-            .map(|target| {
-                // New inputs go to a scratch folder; the committed seeds are read only.
-                let found = scratch.path().join(target);
-                std::fs::create_dir_all(&found).unwrap();
-                let seeds = fuzz_dir().join("corpus").join(target);
-                let child = cargo_fuzz()
-                    .unwrap()
-                    .args(["run", "--dev", "--sanitizer", "none", target])
-                    .arg(&found)
-                    .arg(&seeds)
-                    .args([
-                        "--",
-                        &format!("-max_total_time={seconds}"),
-                        "-timeout=10",
-                        "-rss_limit_mb=2048",
-                        "-print_final_stats=1",
-                    ])
-                    // To files, not pipes: a pipe nobody drains while the other run is awaited would stall
-                    // libFuzzer's progress output, and with it the target.
-                    .stdout(std::process::Stdio::null())
-                    .stderr(
-                        std::fs::File::create(scratch.path().join(format!("{target}.log")))
-                            .unwrap(),
-                    )
-                    .spawn()
-                    .expect("cargo fuzz run starts");
-                (*target, child)
-            })
-            .collect();
-        for (target, child) in runs {
-            let mut child = child;
-            let status = child.wait().unwrap();
-            let log = std::fs::read_to_string(scratch.path().join(format!("{target}.log")))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            assert!(
-                status.success(),
-                "fuzz target {target} found a failure (the input is in fuzz/artifacts/{target}/; reproduce with \
-                 `cargo fuzz run --dev --sanitizer none {target} <that file>` in fuzz/):\n{}",
-                tail.join("\n")
-            );
-            let runs = log
-                .lines()
-                .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-                .map(str::trim)
-                .unwrap_or("?");
-            eprintln!("fuzz target {target}: {runs} inputs in {seconds} s, no finding");
+    let (ended, exits) = std::sync::mpsc::channel();
+    let mut waiting = TARGETS.iter();
+    let mut running = 0;
+    loop {
+        // One run per core: the next starts whenever one ends.
+        while running < AT_ONCE
+            && let Some(&target) = waiting.next()
+        {
+            let mut child = start(target, seconds, scratch.path());
+            let ended = ended.clone();
+            std::thread::spawn(move || ended.send((target, child.wait())));
+            running += 1;
         }
+        if running == 0 {
+            break;
+        }
+        let (target, status) = exits.recv().unwrap();
+        running -= 1;
+        let status = status.unwrap();
+        let log = std::fs::read_to_string(scratch.path().join(format!("{target}.log")))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        assert!(
+            status.success(),
+            "fuzz target {target} found a failure (the input is in fuzz/artifacts/{target}/; reproduce with \
+             `fuzz/build && fuzz/target/debug/{target} <that file>`):\n{}",
+            tail.join("\n")
+        );
+        let runs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .map(str::trim)
+            .unwrap_or("?");
+        eprintln!("fuzz target {target}: {runs} inputs in {seconds} s, no finding");
     }
     let total = started.elapsed();
     eprintln!(
         "fuzzing took {total:?} ({built:?} building, {:?} running)",
         total - built
     );
+    let rounds = (TARGETS.len() as u64).div_ceil(AT_ONCE as u64);
     assert!(
-        total < built + Duration::from_secs(seconds * (TARGETS.len() as u64).div_ceil(2) + 120),
+        total < built + Duration::from_secs(seconds * rounds + 120),
         "the runs are bounded"
     );
+}
+
+/// Starts libFuzzer on `target` for `seconds`, as `cargo fuzz run` does: new inputs go to a scratch folder (the
+/// committed seeds are read only), a finding to fuzz/artifacts/<target>/.
+fn start(target: &str, seconds: u64, scratch: &Path) -> std::process::Child {
+    let found = scratch.join(target);
+    std::fs::create_dir_all(&found).unwrap();
+    let artifacts = fuzz_dir().join("artifacts").join(target);
+    std::fs::create_dir_all(&artifacts).unwrap();
+    Command::new(fuzz_dir().join("target/debug").join(target))
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .args([
+            &format!("-max_total_time={seconds}"),
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ])
+        .arg(&found)
+        .arg(fuzz_dir().join("corpus").join(target))
+        // To a file, not a pipe: a pipe nobody drains while the other run is awaited would stall libFuzzer's
+        // progress output, and with it the target.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(scratch.join(format!("{target}.log"))).unwrap())
+        .spawn()
+        .expect("the fuzz target starts")
 }

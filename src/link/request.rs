@@ -277,10 +277,19 @@ pub(super) async fn serve_request(
     let _ = send.finish();
 }
 
-fn parse_request(frames: Vec<(u8, Vec<u8>)>) -> Result<Request, ErrorBody> {
+pub(crate) fn parse_request(frames: Vec<(u8, Vec<u8>)>) -> Result<Request, ErrorBody> {
     let mut frames = frames.into_iter();
     let (_, first) = frames.next().ok_or_else(|| bad("REQUEST"))?;
     let (head, start) = take_head(&first).ok_or_else(|| bad("REQUEST"))?;
+    if head.len() > MAX_HEAD {
+        return Err(ErrorBody::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "a request head of {} bytes; the limit is {MAX_HEAD} bytes",
+                head.len()
+            ),
+        ));
+    }
     let head: RequestHead = serde_json::from_slice(head).map_err(|_| bad("REQUEST"))?;
     let mut body = start.to_vec();
     for (kind, p) in frames {
@@ -414,7 +423,7 @@ impl super::Link {
     }
 }
 
-fn parse_response(frames: Vec<(u8, Vec<u8>)>) -> Result<Response, RequestError> {
+pub(crate) fn parse_response(frames: Vec<(u8, Vec<u8>)>) -> Result<Response, RequestError> {
     let mut frames = frames.into_iter();
     let Some((kind, first)) = frames.next() else {
         return Err(RequestError::Lost);
@@ -431,6 +440,9 @@ fn parse_response(frames: Vec<(u8, Vec<u8>)>) -> Result<Response, RequestError> 
     }
     let status = u16::from_be_bytes([first[0], first[1]]);
     let (head, start) = take_head(&first[2..]).ok_or_else(malformed)?;
+    if head.len() > MAX_HEAD {
+        return Err(malformed());
+    }
     let head: ResponseHead = serde_json::from_slice(head).map_err(|_| malformed())?;
     let mut body = start.to_vec();
     for (kind, p) in frames {
@@ -556,5 +568,42 @@ mod tests {
         let first = split(&ok).unwrap().unwrap().2.to_vec();
         let e = parse_request(vec![(TYPE_REQUEST, first), (TYPE_PUSH, vec![])]).unwrap_err();
         assert_eq!(e.code, "unknown_frame_type");
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_by_either_side() {
+        // What a sender cannot encode, a receiver does not take (the head length field allows 64 KiB).
+        let head = |len: usize| {
+            let mut p = (len as u16).to_be_bytes().to_vec();
+            p.extend_from_slice(br#"{"method":"GET","path":"/"#);
+            p.resize(2 + len - 15, b'x');
+            p.extend_from_slice(br#"","headers":{}}"#);
+            p
+        };
+        let at_limit = parse_request(vec![(TYPE_REQUEST, head(MAX_HEAD))]).unwrap();
+        let mut out = Vec::new();
+        encode_request(&at_limit, &mut out).unwrap();
+        assert_eq!(out.len(), HEADER_LEN + 2 + MAX_HEAD);
+        let e = parse_request(vec![(TYPE_REQUEST, head(MAX_HEAD + 1))]).unwrap_err();
+        assert_eq!(e.code, "frame_too_large");
+        let request = Request {
+            path: "/".to_string() + &"x".repeat(MAX_HEAD),
+            ..at_limit
+        };
+        assert!(encode_request(&request, &mut out).is_err());
+
+        let answer = |len: usize| {
+            let mut p = 200u16.to_be_bytes().to_vec();
+            p.extend_from_slice(&(len as u16).to_be_bytes());
+            p.extend_from_slice(br#"{"headers":{"x":""#);
+            p.resize(4 + len - 3, b'x');
+            p.extend_from_slice(br#""}}"#);
+            p
+        };
+        assert!(parse_response(vec![(TYPE_RESPONSE, answer(MAX_HEAD))]).is_ok());
+        assert!(matches!(
+            parse_response(vec![(TYPE_RESPONSE, answer(MAX_HEAD + 1))]),
+            Err(RequestError::BadAnswer(_))
+        ));
     }
 }
