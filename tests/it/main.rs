@@ -27,6 +27,7 @@ mod ipv6;
 mod joining;
 mod limits;
 mod link;
+mod loss;
 mod messaging;
 mod missed;
 mod netlan;
