@@ -808,6 +808,8 @@ impl Node {
             .iter()
             .map(|r| (r.clone(), self.inner.outboxes.watch(r, msg.id)))
             .collect();
+        // Counted before the commit: a running worker may settle the new rows before this task resumes.
+        self.inner.outboxes.added(recipients.len());
         let new = match self
             .inner
             .store
@@ -815,10 +817,12 @@ impl Node {
             .await
         {
             Ok((new, added)) => {
-                self.inner.outboxes.added(added);
+                // A recipient whose row for this id was waiting already got no second one.
+                self.inner.outboxes.removed(recipients.len() - added);
                 new
             }
             Err(e) => {
+                self.inner.outboxes.removed(recipients.len());
                 for r in recipients {
                     self.inner.outboxes.unwatch(r, msg.id);
                 }

@@ -272,8 +272,8 @@ impl Outboxes {
         self.len.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// `n` rows left the store (delivered, held or refused).
-    fn removed(&self, n: usize) {
+    /// `n` rows left the store (delivered, held or refused), or were counted and not added.
+    pub(super) fn removed(&self, n: usize) {
         // Never below zero, whatever the counts were at start-up.
         let _ = self
             .len
