@@ -386,8 +386,11 @@ async fn a_tracker_that_rebinds_a_pinned_name_to_another_key_is_refused_loudly_u
 
     // The tracker loses its bindings (it kept nothing on disk) and someone registers "bob" with another key.
     tracker.shutdown().await;
+    // On the same HTTP port but any UDP port: the old endpoint's socket may not be released yet (it failed with
+    // AddrInUse under load); peers learn the session port from the tracker's /health.
     let tracker = Tracker::start(TrackerConfig {
         port,
+        quic_port: Some(0),
         identity: Some(tracker_id),
         ..TrackerConfig::default()
     })
