@@ -274,7 +274,12 @@ struct TrackerChoice {
     /// The tracker's key (43 characters) or fingerprint (32 hex digits), as `hchat tracker` prints it at start;
     /// a tracker that proves another key is refused. Without it, the key is pinned on first contact (in the data
     /// dir's known_trackers).
-    #[arg(long, env = "HCHAT_TRACKER_KEY", value_name = "KEY_OR_FINGERPRINT")]
+    #[arg(
+        long,
+        env = "HCHAT_TRACKER_KEY",
+        value_name = "KEY_OR_FINGERPRINT",
+        allow_hyphen_values = true
+    )]
     tracker_key: Option<hchat::peer::known_trackers::TrackerKey>,
 }
 

@@ -56,6 +56,21 @@ fn a_runtime_failure_is_one_line_and_exit_1() {
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("cannot be reached"), "{stderr}");
+    // A tracker key is base64url and may begin with '-': it is the flag's value, not another flag (one key in 64
+    // did, and was refused as a usage mistake).
+    let key = format!("-{}", "A".repeat(42));
+    let (code, stderr) = run(&[
+        "peer",
+        "--name",
+        "zed",
+        "--in-memory",
+        "--tracker-port",
+        &port.to_string(),
+        "--tracker-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
 }
 
 #[test]
