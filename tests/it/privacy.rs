@@ -9,9 +9,9 @@
 
 use crate::common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 
-use common::relay::{Recording, Relay};
+use common::relay::{Recording, Relay, free_port, loopback};
 use common::*;
 use serde_json::json;
 
@@ -20,28 +20,6 @@ const SAID: &str = "said in the vault: the tide turns at nine";
 const DM: &str = "between us: the spare key is under the third stone";
 const HELD: &str = "held for bob: the ferry leaves from pier eleven";
 const MISSED: &str = "while bob was away: the password is wolfram";
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A port free on both 127.0.0.1 and `relay_ip`, TCP and UDP.
-fn free_port(relay_ip: IpAddr) -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind((relay_ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((relay_ip, port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
 
 /// A peer at 127.0.0.1:`port`, advertised at `relay_ip`:`port`, reaching the tracker through `tracker`.
 fn peer(

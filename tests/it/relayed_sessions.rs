@@ -8,11 +8,11 @@
 
 use crate::common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::relay::{Recording, Relay};
+use common::relay::{Recording, Relay, free_port, loopback};
 use common::*;
 use hchat::identity::{Identity, PublicKey};
 use hchat::link::relay::{RelayLimits, TYPE_RELAY, TYPE_RELAY_OPEN};
@@ -24,28 +24,6 @@ const DM_TO_BOB: &str = "relayed: the blue door opens at noon";
 const DM_TO_ALICE: &str = "relayed back: bring the brass key";
 const SAID: &str = "relayed to the channel: meet by the old mill";
 const DIRECT: &str = "direct again: the mill is closed";
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A port free on both 127.0.0.1 and `other`, TCP and UDP.
-fn free_port(other: IpAddr) -> u16 {
-    for _ in 0..50 {
-        let port = TcpListener::bind((other, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((other, port)).is_ok();
-        if free {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
 
 fn peer(name: &str, port: u16, advertise: IpAddr, tracker: SocketAddr) -> Proc {
     let mut cmd = hchat();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -188,4 +188,27 @@ fn udp_loop(socket: UdpSocket, target: SocketAddr, rec: Recording, stop: Arc<Ato
     for b in backs {
         let _ = b.join();
     }
+}
+
+/// `127.0.0.last`: another loopback address, for a relay in front of a node on 127.0.0.1.
+pub(crate) fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A port free on both 127.0.0.1 and `other`, TCP and UDP (a relay on `other` and a node on 127.0.0.1 share it).
+pub(crate) fn free_port(other: IpAddr) -> u16 {
+    for _ in 0..50 {
+        let port = TcpListener::bind((other, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((other, port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port");
 }
