@@ -469,22 +469,31 @@ impl Node {
                         .map(|(m, o)| (m.id, DeliveryState::after(o)))
                         .collect();
                     let done = self.settle_outbox(&to, settled).await;
+                    // The in-memory queue forgets the batch before the sender hears: a send of the same id again
+                    // (a Retry) that follows the outcome is offered after this, and so is kept and pushed.
+                    // (Told first, a retry could be offered between the two, dropped here as if it were this
+                    // batch, and wait in the store until the worker's next read: seen as a report saying "still
+                    // trying" under load.)
+                    let settled_ok = match done {
+                        Ok(deleted) => {
+                            self.inner.outboxes.removed(deleted);
+                            lock(&worker.fresh).settled(batch);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
+                            lock(&worker.fresh).invalidate();
+                            false
+                        }
+                    };
                     for (m, o) in batch.iter().zip(outcomes) {
                         if let Outcome::Refused { message, .. } = &o {
                             tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");
                         }
                         self.inner.outboxes.tell(&to, m.id, o);
                     }
-                    match done {
-                        Ok(deleted) => {
-                            self.inner.outboxes.removed(deleted);
-                            lock(&worker.fresh).settled(batch);
-                        }
-                        Err(e) => {
-                            tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
-                            lock(&worker.fresh).invalidate();
-                            continue;
-                        }
+                    if !settled_ok {
+                        continue;
                     }
                 }
                 Attempt::Stuck(why) => {
