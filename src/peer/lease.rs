@@ -91,7 +91,9 @@ impl Node {
         }
         let known: BTreeSet<ChannelName> = answer.channels.into_iter().collect();
         let missing: Vec<ChannelName> = self
-            .joined()
+            .inner
+            .joined
+            .settled()
             .into_iter()
             .filter(|c| !known.contains(c))
             .collect();

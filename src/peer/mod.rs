@@ -216,26 +216,73 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// The channels this user is in, as the store says (kept in memory for every message's checks).
+/// The channels this user is in, as the store says (kept in memory for every message's checks), and those with a
+/// join under way.
 #[derive(Default)]
-struct Joined(Mutex<BTreeSet<ChannelName>>);
+struct Joined(Mutex<JoinedSets>);
+
+#[derive(Default)]
+struct JoinedSets {
+    channels: BTreeSet<ChannelName>,
+    /// Joins under way, per channel: the tracker may not have counted this user in yet.
+    joining: std::collections::BTreeMap<ChannelName, usize>,
+}
 
 impl Joined {
     fn list(&self) -> Vec<ChannelName> {
-        lock(&self.0).iter().cloned().collect()
+        lock(&self.0).channels.iter().cloned().collect()
+    }
+
+    /// The channels this user is in with no join of them under way: those a renewal's answer can be held against.
+    /// A renewal answered before the tracker saw a join does not list that channel; taken as "removed by the
+    /// owner", it would drop a channel the user has just joined (seen as "you are not in #side" right after
+    /// joining it, under load, with a 2 s lease).
+    fn settled(&self) -> Vec<ChannelName> {
+        let sets = lock(&self.0);
+        sets.channels
+            .iter()
+            .filter(|c| !sets.joining.contains_key(*c))
+            .cloned()
+            .collect()
     }
 
     fn contains(&self, channel: &ChannelName) -> bool {
-        lock(&self.0).contains(channel)
+        lock(&self.0).channels.contains(channel)
     }
 
     /// True when it is new.
     fn insert(&self, channel: &ChannelName) -> bool {
-        lock(&self.0).insert(channel.clone())
+        lock(&self.0).channels.insert(channel.clone())
     }
 
     fn remove(&self, channel: &ChannelName) {
-        lock(&self.0).remove(channel);
+        lock(&self.0).channels.remove(channel);
+    }
+
+    /// Marks a join of `channel` under way until the guard is dropped.
+    fn joining(&self, channel: &ChannelName) -> JoiningGuard<'_> {
+        *lock(&self.0).joining.entry(channel.clone()).or_default() += 1;
+        JoiningGuard {
+            joined: self,
+            channel: channel.clone(),
+        }
+    }
+}
+
+struct JoiningGuard<'a> {
+    joined: &'a Joined,
+    channel: ChannelName,
+}
+
+impl Drop for JoiningGuard<'_> {
+    fn drop(&mut self) {
+        let mut sets = lock(&self.joined.0);
+        if let Some(n) = sets.joining.get_mut(&self.channel) {
+            *n -= 1;
+            if *n == 0 {
+                sets.joining.remove(&self.channel);
+            }
+        }
     }
 }
 
@@ -560,6 +607,7 @@ impl Node {
         // Counted in before the tracker can list us: a member who sees us listed and sends at once must not be
         // refused `not_joined` (a refusal for good) while our answer is on its way back. Whether the sender may
         // post, and whether the tracker has us as a member, is still checked with the tracker as for any message.
+        let _joining = self.inner.joined.joining(channel);
         let new = self.inner.joined.insert(channel);
         let joined = async {
             let answer = self.tracked(|| t.join(me, channel, key)).await?;
@@ -939,5 +987,32 @@ impl Node {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    #[test]
+    fn given_a_join_under_way_then_its_channel_is_joined_but_not_settled_until_it_ends() {
+        let joined = Joined::default();
+        joined.insert(&ch("general"));
+        {
+            let _first = joined.joining(&ch("side"));
+            joined.insert(&ch("side"));
+            {
+                // The same channel joined twice at once (a page and the CLI): settled only when both end.
+                let _second = joined.joining(&ch("side"));
+            }
+            assert!(joined.contains(&ch("side")));
+            assert_eq!(joined.list(), [ch("general"), ch("side")]);
+            assert_eq!(joined.settled(), [ch("general")]);
+        }
+        assert_eq!(joined.settled(), [ch("general"), ch("side")]);
     }
 }
