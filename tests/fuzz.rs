@@ -5,11 +5,12 @@
 //!
 //! The targets are built by `fuzz/build`: cargo with libFuzzer's coverage instrumentation in hchat's code and the
 //! targets only (`cargo fuzz build` instruments every dependency too, and took twice as long to build), on the
-//! stable toolchain without a sanitizer (hchat forbids `unsafe`, so AddressSanitizer has little to find), in the
-//! fuzz package's lightly optimized dev profile (fuzz/Cargo.toml): fast enough for a minute per target to mean
-//! something. The binaries are libFuzzer's, run here as `cargo fuzz run` would run them. Building needs a C++
-//! compiler (libFuzzer itself); without one the test fails under `CI=true`, and elsewhere says so and skips the
-//! runs. `.ci/run` starts the same build ahead, while other steps leave a core idle; this test then finds it done.
+//! stable toolchain without a sanitizer (hchat forbids `unsafe`, so AddressSanitizer has little to find), into
+//! the test build's target dir, whose dependencies it reuses (fuzz/ is a member of the workspace; hchat's code and
+//! the targets are lightly optimized, libFuzzer fully). The binaries are libFuzzer's, run here as `cargo fuzz run`
+//! would run them. Building needs a C++ compiler (libFuzzer itself); without one the test fails under `CI=true`,
+//! and elsewhere says so and skips the runs. `.ci/run` starts the same build once the tests run, on the cores
+//! `it` leaves idle; this test then finds it done.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,7 +135,7 @@ fn every_target_is_fuzzed_without_a_finding() {
         assert!(
             status.success(),
             "fuzz target {target} found a failure (the input is in fuzz/artifacts/{target}/; reproduce with \
-             `fuzz/build && fuzz/target/debug/{target} <that file>`):\n{}",
+             `fuzz/build && target/debug/{target} <that file>`):\n{}",
             tail.join("\n")
         );
         let runs = log
@@ -156,6 +157,17 @@ fn every_target_is_fuzzed_without_a_finding() {
     );
 }
 
+/// Where fuzz/build leaves `target`: beside this test binary's folder, in the workspace's target dir (fuzz/ is a
+/// member of it), e.g. target/debug/names.
+fn built(target: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("this test's path");
+    // target/debug/deps/libfuzzer-… → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in <target dir>/<profile>/deps")
+        .join(target)
+}
+
 /// Starts libFuzzer on `target` for `seconds`, as `cargo fuzz run` does: new inputs go to a scratch folder (the
 /// committed seeds are read only), a finding to fuzz/artifacts/<target>/.
 fn start(target: &str, seconds: u64, scratch: &Path) -> std::process::Child {
@@ -163,7 +175,7 @@ fn start(target: &str, seconds: u64, scratch: &Path) -> std::process::Child {
     std::fs::create_dir_all(&found).unwrap();
     let artifacts = fuzz_dir().join("artifacts").join(target);
     std::fs::create_dir_all(&artifacts).unwrap();
-    Command::new(fuzz_dir().join("target/debug").join(target))
+    Command::new(built(target))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .args([
             &format!("-max_total_time={seconds}"),
