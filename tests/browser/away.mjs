@@ -4,7 +4,7 @@
 // delivered when bob is back; everything bob missed while dead shown in his open page without a reload, under a
 // divider; a search result that jumps to its message. Prints "PASS" at the end.
 import { mkdirSync } from "node:fs";
-import { ask, done, launch } from "./lib.mjs";
+import { ask, done, launch, SOON, check } from "./lib.mjs";
 
 const [aliceUrl, bobUrl, shots] = process.argv.slice(2);
 if (!aliceUrl || !bobUrl || !shots) {
@@ -12,13 +12,8 @@ if (!aliceUrl || !bobUrl || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
-const SOON = 10_000;
 const SENT = 200;
 
-function check(cond, what) {
-  if (!cond) throw new Error("expected: " + what);
-  console.log("ok - " + what);
-}
 const step = (what) => console.log("# " + what);
 
 // Records every notification the page makes (headless chromium shows none), and lets the test hide the tab.

@@ -3,7 +3,7 @@
 // Each step waits for what a user would see, with a deadline; a failed expectation throws (exit status 1).
 // Prints "PASS" at the end.
 import { mkdirSync } from "node:fs";
-import { ask, done, launch } from "./lib.mjs";
+import { ask, done, launch, SOON, check } from "./lib.mjs";
 
 const [aliceUrl, bobUrl, shots] = process.argv.slice(2);
 if (!aliceUrl || !bobUrl || !shots) {
@@ -11,12 +11,7 @@ if (!aliceUrl || !bobUrl || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
-const SOON = 10_000;
 
-function check(cond, what) {
-  if (!cond) throw new Error("expected: " + what);
-  console.log("ok - " + what);
-}
 
 const step = (what) => console.log("# " + what);
 

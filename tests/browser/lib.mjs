@@ -4,6 +4,15 @@ import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { spawn } from "node:child_process";
 
+/** How long a script waits for something the page should show soon. */
+export const SOON = 10_000;
+
+/** Prints an "ok" line for a check that holds, and fails the script on one that does not. */
+export function check(cond, what) {
+  if (!cond) throw new Error("expected: " + what);
+  console.log("ok - " + what);
+}
+
 export const CHROMIUM = process.env.HCHAT_CHROMIUM || "/usr/bin/chromium";
 
 /** Launches chromium; `extraArgs` are more command-line switches (e.g. a host name mapped to 127.0.0.1). */

@@ -5,7 +5,7 @@
 // Started by tests/it/relayed_sessions.rs, which sends alice's DM to bob (whom she cannot reach directly) when
 // asked "dm bob", and lifts the cut when asked "lift the cut". Prints "PASS" at the end.
 import { mkdirSync } from "node:fs";
-import { ask, done, launch } from "./lib.mjs";
+import { ask, done, launch, SOON, check } from "./lib.mjs";
 
 const [aliceUrl, shots] = process.argv.slice(2);
 if (!aliceUrl || !shots) {
@@ -13,12 +13,7 @@ if (!aliceUrl || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
-const SOON = 10_000;
 
-function check(cond, what) {
-  if (!cond) throw new Error("expected: " + what);
-  console.log("ok - " + what);
-}
 
 const browser = await launch();
 try {

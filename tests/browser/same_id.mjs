@@ -4,7 +4,7 @@
 // Started by tests/it/attack_message_identity.rs, which sends the two messages when asked ("reuse an id").
 // Prints "PASS" at the end.
 import { mkdirSync } from "node:fs";
-import { ask, done, launch } from "./lib.mjs";
+import { ask, done, launch, SOON, check } from "./lib.mjs";
 
 const [bobUrl, shots] = process.argv.slice(2);
 if (!bobUrl || !shots) {
@@ -12,12 +12,7 @@ if (!bobUrl || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
-const SOON = 10_000;
 
-function check(cond, what) {
-  if (!cond) throw new Error("expected: " + what);
-  console.log("ok - " + what);
-}
 
 const texts = (page) => page.locator("#messages li .text").allTextContents();
 

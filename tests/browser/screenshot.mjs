@@ -1,11 +1,10 @@
 // Makes the README's picture of the web chat (not a test): a tracker and four peers on loopback, a short
 // conversation, one peer gone offline, unread messages elsewhere; bob's page is photographed.
 //   node tests/browser/screenshot.mjs [path/to/hchat] [out.png]   (default: target/release/hchat docs/chat.png)
-import { launch, startNodes, stopNodes } from "./lib.mjs";
+import { launch, startNodes, stopNodes, SOON } from "./lib.mjs";
 
 const hchat = process.argv[2] || "target/release/hchat";
 const out = process.argv[3] || "docs/chat.png";
-const SOON = 10_000;
 
 let browser;
 try {
