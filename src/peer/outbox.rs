@@ -9,6 +9,11 @@
 //! it, and keep doing so for [`DIRECT_RETRY_AFTER`] before trying directly again. When neither works (tracker down,
 //! mailbox full), the rows wait and the worker backs off up to [`BACKOFF_MAX`]: afresh from [`BACKOFF_MIN`] when it
 //! turns to the mailbox, and no longer once the tracker is back ([`Outboxes::tracker_back`]).
+//!
+//! Once a direct push over a session has succeeded, the worker pipelines: up to [`PIPELINE`] batches taken from
+//! memory go out on that session without waiting for the previous one's ack and settle (each batch settles when
+//! its own ack comes back). Any failure ends the pipeline: the worker lets the batches in flight finish, then reads
+//! its rows from the store and goes on one attempt at a time, as above, until a push succeeds again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
@@ -61,6 +69,12 @@ pub enum Outcome {
     Refused { code: ErrorCode, message: String },
 }
 
+/// Batches a worker may have in flight at once on a session a push has just proven ([`Route`]).
+pub(super) const PIPELINE: usize = 4;
+/// How long a proven session is pipelined to before the worker looks its recipient up again (address, key, pin)
+/// with one ordinary attempt.
+pub(super) const ROUTE_FRESH: Duration = Duration::from_secs(5);
+
 /// Most freshly committed messages handed to a worker in memory ([`Fresh`]); beyond it, the worker reads its rows
 /// from the store again.
 pub(super) const FRESH_LIMIT: usize = 1024;
@@ -77,6 +91,10 @@ struct Fresh {
     /// The ids of the last store read: a message committed before that read but handed over after it is in both,
     /// and is pushed once.
     read: std::collections::HashSet<MessageId>,
+    /// The ids of the pipelined batches in flight: a retry of one of them handed over meanwhile is not pushed
+    /// beside it (the session would refuse the second copy while the first waits for its ack); the first's
+    /// outcome answers both, and a failure leaves the row in the store for the next read.
+    flying: std::collections::HashSet<MessageId>,
 }
 
 impl Fresh {
@@ -85,8 +103,9 @@ impl Fresh {
         if !self.complete {
             return None;
         }
-        let read = &self.read;
-        self.msgs.retain(|m| !read.contains(&m.id));
+        let (read, flying) = (&self.read, &self.flying);
+        self.msgs
+            .retain(|m| !read.contains(&m.id) && !flying.contains(&m.id));
         if self.msgs.is_empty() {
             return None;
         }
@@ -319,6 +338,15 @@ impl Outboxes {
     }
 }
 
+impl From<Pushed> for Outcome {
+    fn from(p: Pushed) -> Outcome {
+        match p {
+            Pushed::Stored => Outcome::Delivered,
+            Pushed::Refused { code, message } => Outcome::Refused { code, message },
+        }
+    }
+}
+
 /// What one attempt achieved.
 enum Attempt {
     /// A verdict on each message of the batch.
@@ -327,8 +355,24 @@ enum Attempt {
     Stuck(String),
 }
 
+/// A session a direct push has just gone through: the pipeline's way to the recipient while it is fresh.
+#[derive(Clone, Copy)]
+struct Route {
+    addr: SocketAddr,
+    key: PublicKey,
+    since: Instant,
+}
+
+/// A pipelined batch, once its push (and, if acked, its settle) is over.
+struct Flight {
+    batch: Vec<ChatMessage>,
+    result: Result<(Vec<Outcome>, Result<usize, crate::storage::DbError>), DeliveryError>,
+}
+
 /// A worker's memory of the way it delivers.
 struct Path {
+    /// The session the last direct push went through, if it succeeded.
+    route: Option<Route>,
     /// When direct pushes started failing.
     failing_since: Option<Instant>,
     /// When we last fell back to the mailbox.
@@ -340,6 +384,7 @@ struct Path {
 impl Default for Path {
     fn default() -> Path {
         Path {
+            route: None,
             failing_since: None,
             mailbox_since: None,
             backoff: BACKOFF_MIN,
@@ -360,6 +405,7 @@ impl Path {
     /// because the tracker was restarting at that moment would otherwise wait the whole of it, while the
     /// tracker is back at once (every message sent meanwhile reported `queued` instead of `held`).
     fn via_mailbox(&mut self) {
+        self.route = None;
         if self.mailbox_since.is_none() {
             self.backoff = BACKOFF_MIN;
         }
@@ -397,9 +443,37 @@ impl Node {
     async fn deliver_to(self, to: PeerName, worker: Arc<Worker>) {
         let stop = self.inner.shutdown.clone();
         let mut path = Path::default();
+        let mut flights: FuturesOrdered<BoxFuture<'static, Flight>> = FuturesOrdered::new();
         loop {
             if stop.is_cancelled() {
                 return;
+            }
+            // The pipeline: while the last push proved a session, what is in memory goes out at once.
+            if let Some(route) = path.route.filter(|r| r.since.elapsed() < ROUTE_FRESH) {
+                while flights.len() < PIPELINE {
+                    // The recipient is still where the route goes, as far as this node knows (the tracker's
+                    // word that it left, or moved, ends the pipeline: the next attempt looks it up).
+                    if !self.route_holds(&to, &route) {
+                        path.route = None;
+                        break;
+                    }
+                    let Some(batch) = Self::fresh_batch(&worker) else {
+                        break;
+                    };
+                    lock(&worker.fresh)
+                        .flying
+                        .extend(batch.iter().map(|m| m.id));
+                    flights.push_back(self.clone().fly(to.clone(), route, batch));
+                }
+            }
+            if !flights.is_empty() {
+                let more = flights.len() < PIPELINE && path.route.is_some();
+                tokio::select! {
+                    Some(flight) = flights.next() => self.landed(&to, &worker, &mut path, flight),
+                    _ = worker.wake.notified(), if more => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
             }
             let fresh = lock(&worker.fresh).take(MAX_PUSH_BATCH);
             let from_memory = fresh.is_some();
@@ -463,36 +537,9 @@ impl Node {
                     // hears: a send of the same id again (a Retry) that comes after it then finds no row left and
                     // queues a fresh one, instead of having its row deleted under it and waiting for nothing.
                     // A crash before the delete sends it again, and a duplicate id is stored once.
-                    let settled = batch
-                        .iter()
-                        .zip(&outcomes)
-                        .map(|(m, o)| (m.id, DeliveryState::after(o)))
-                        .collect();
-                    let done = self.settle_outbox(&to, settled).await;
-                    // The in-memory queue forgets the batch before the sender hears: a send of the same id again
-                    // (a Retry) that follows the outcome is offered after this, and so is kept and pushed.
-                    // (Told first, a retry could be offered between the two, dropped here as if it were this
-                    // batch, and wait in the store until the worker's next read: seen as a report saying "still
-                    // trying" under load.)
-                    let settled_ok = match done {
-                        Ok(deleted) => {
-                            self.inner.outboxes.removed(deleted);
-                            lock(&worker.fresh).settled(batch);
-                            true
-                        }
-                        Err(e) => {
-                            tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
-                            lock(&worker.fresh).invalidate();
-                            false
-                        }
-                    };
-                    for (m, o) in batch.iter().zip(outcomes) {
-                        if let Outcome::Refused { message, .. } = &o {
-                            tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");
-                        }
-                        self.inner.outboxes.tell(&to, m.id, o);
-                    }
-                    if !settled_ok {
+                    let done = self.settle_batch(&to, batch, &outcomes).await;
+                    if !self.report(&to, &worker, batch, outcomes, done) {
+                        path.route = None;
                         continue;
                     }
                 }
@@ -518,9 +565,126 @@ impl Node {
         }
     }
 
+    /// The next batch in memory for the pipeline (what does not fit in one goes first next time).
+    fn fresh_batch(worker: &Worker) -> Option<Vec<ChatMessage>> {
+        let mut fresh = lock(&worker.fresh);
+        let mut batch = fresh.take(MAX_PUSH_BATCH)?;
+        let rest = batch.split_off(fitting(&batch, MAX_PUSH_BATCH));
+        for m in rest.into_iter().rev() {
+            fresh.msgs.push_front(m);
+        }
+        Some(batch)
+    }
+
+    /// Whether the directory still has `to` at `route`'s session address with its key.
+    fn route_holds(&self, to: &PeerName, route: &Route) -> bool {
+        self.inner.directory.fresh(to).is_some_and(|info| {
+            info.public_key == Some(route.key)
+                && info.session_addr().map(|a| self.on_link(a)) == Some(route.addr)
+        })
+    }
+
+    /// A pipelined batch: pushed over `route`'s session and, if acked, settled in the store.
+    fn fly(
+        self,
+        to: PeerName,
+        route: Route,
+        batch: Vec<ChatMessage>,
+    ) -> BoxFuture<'static, Flight> {
+        Box::pin(async move {
+            let result = match self.push_session(route.addr, &to, route.key, &batch).await {
+                Ok(verdicts) => {
+                    let outcomes: Vec<Outcome> = verdicts.into_iter().map(Outcome::from).collect();
+                    let done = self.settle_batch(&to, &batch, &outcomes).await;
+                    Ok((outcomes, done))
+                }
+                Err(e) => Err(e),
+            };
+            Flight { batch, result }
+        })
+    }
+
+    /// A pipelined batch is over: its outcome is told, or, if the push failed, the pipeline ends (the batches
+    /// still in flight finish; then the worker reads the store and makes ordinary attempts).
+    fn landed(&self, to: &PeerName, worker: &Worker, path: &mut Path, flight: Flight) {
+        {
+            let mut fresh = lock(&worker.fresh);
+            for m in &flight.batch {
+                fresh.flying.remove(&m.id);
+            }
+        }
+        match flight.result {
+            Ok((outcomes, done)) => {
+                if !self.report(to, worker, &flight.batch, outcomes, done) {
+                    path.route = None;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.name(), to = %to, "pipelined push failed: {e}");
+                // As an attempt's failed push does: the next attempt asks the tracker where `to` is (or whether
+                // it is gone, and its messages go to the mailbox at once).
+                self.forget_address(to);
+                path.route = None;
+                lock(&worker.fresh).invalidate();
+            }
+        }
+    }
+
+    /// Deletes `batch`'s outbox rows and records what became of each message; how many rows were deleted.
+    async fn settle_batch(
+        &self,
+        to: &PeerName,
+        batch: &[ChatMessage],
+        outcomes: &[Outcome],
+    ) -> Result<usize, crate::storage::DbError> {
+        let settled = batch
+            .iter()
+            .zip(outcomes)
+            .map(|(m, o)| (m.id, DeliveryState::after(o)))
+            .collect();
+        self.settle_outbox(to, settled).await
+    }
+
+    /// After a batch was settled in the store (`done`): the in-memory queue forgets it, then each sender hears.
+    /// Returns whether the settle succeeded (if not, the worker reads the store again).
+    fn report(
+        &self,
+        to: &PeerName,
+        worker: &Worker,
+        batch: &[ChatMessage],
+        outcomes: Vec<Outcome>,
+        done: Result<usize, crate::storage::DbError>,
+    ) -> bool {
+        // The in-memory queue forgets the batch before the sender hears: a send of the same id again (a Retry)
+        // that follows the outcome is offered after this, and so is kept and pushed. (Told first, a retry could be
+        // offered between the two, dropped here as if it were this batch, and wait in the store until the worker's
+        // next read: seen as a report saying "still trying" under load.)
+        let settled_ok = match done {
+            Ok(deleted) => {
+                self.inner.outboxes.removed(deleted);
+                lock(&worker.fresh).settled(batch);
+                true
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.name(), "cannot update the outbox: {e}");
+                lock(&worker.fresh).invalidate();
+                false
+            }
+        };
+        for (m, o) in batch.iter().zip(outcomes) {
+            if let Outcome::Refused { message, .. } = &o {
+                tracing::info!(peer = %self.name(), to = %to, id = %m.id, "refused: {message}");
+            }
+            self.inner.outboxes.tell(to, m.id, o);
+        }
+        settled_ok
+    }
+
     /// One attempt at a batch: directly if the direct path is worth trying, else (or when it has failed long
     /// enough) through the tracker's mailbox.
     async fn attempt(&self, to: &PeerName, batch: &[ChatMessage], path: &mut Path) -> Attempt {
+        // Set again only by a push that goes through.
+        path.route = None;
         let try_direct = path
             .mailbox_since
             .is_none_or(|t| t.elapsed() >= DIRECT_RETRY_AFTER);
@@ -586,17 +750,15 @@ impl Node {
                     Ok(verdicts) => {
                         self.inner.outboxes.addresses.proven(target);
                         *path = Path::default();
-                        return Attempt::Done(
-                            verdicts
-                                .into_iter()
-                                .map(|v| match v {
-                                    Pushed::Stored => Outcome::Delivered,
-                                    Pushed::Refused { code, message } => {
-                                        Outcome::Refused { code, message }
-                                    }
-                                })
-                                .collect(),
-                        );
+                        // A session that carried this batch carries the next ones without waiting (the pipeline).
+                        if let (Some(addr), Some(key)) = (session, info.public_key) {
+                            path.route = Some(Route {
+                                addr,
+                                key,
+                                since: Instant::now(),
+                            });
+                        }
+                        return Attempt::Done(verdicts.into_iter().map(Outcome::from).collect());
                     }
                     Err(DeliveryError::BadAnswer(why)) => {
                         let backoff = self.inner.outboxes.addresses.bad(target);
@@ -794,6 +956,32 @@ mod tests {
             fresh.take(10).is_none(),
             "incomplete until the store is read again"
         );
+    }
+
+    #[test]
+    fn a_retry_of_a_message_in_flight_is_not_taken_beside_it_and_is_taken_after_it_settles() {
+        let mut fresh = Fresh::default();
+        fresh.reading();
+        fresh.read_done(&[], 10);
+        let m1 = msg("m1");
+        let m2 = msg("m2");
+        fresh.offer(&m1);
+        let flying = fresh.take(10).unwrap();
+        assert_eq!(flying, vec![m1.clone()]);
+        fresh.flying.extend(flying.iter().map(|m| m.id));
+        // The user retries m1 while its batch waits for its ack; m2 is sent meanwhile.
+        fresh.offer(&m1);
+        fresh.offer(&m2);
+        assert_eq!(
+            fresh.take(10).unwrap(),
+            vec![m2.clone()],
+            "m1 is in flight: its outcome answers the retry"
+        );
+        // It landed and settled: a later retry of m1 is a new row, pushed again.
+        fresh.flying.remove(&m1.id);
+        fresh.settled(std::slice::from_ref(&m1));
+        fresh.offer(&m1);
+        assert_eq!(fresh.take(10).unwrap(), vec![m1]);
     }
 
     #[test]

@@ -206,7 +206,10 @@ impl PeerStore {
                 owner,
             });
         }
-        let (db, thread) = Db::start(conn, me.as_str())?;
+        let (db, thread) = match storage {
+            Storage::Memory => Db::inline(conn),
+            Storage::Dir(_) => Db::start(conn, me.as_str())?,
+        };
         Ok((PeerStore { db, me }, thread))
     }
 
