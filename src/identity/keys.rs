@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::sync::lock;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -61,6 +63,12 @@ impl std::str::FromStr for PublicKey {
 }
 b64_serde!(PublicKey, "PublicKey");
 
+/// Keys whose bytes were lately checked to be a curve point ([`PublicKey::from_bytes`]); forgotten all at once
+/// when [`VALID_KEYS_KEPT`] is reached (128 KiB at most).
+static VALID_KEYS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> =
+    std::sync::LazyLock::new(Default::default);
+const VALID_KEYS_KEPT: usize = 4096;
+
 /// Hex digits in a key's fingerprint: 128 bits, enough that nobody can make a key with a chosen fingerprint.
 pub const FINGERPRINT_HEX: usize = 32;
 
@@ -69,13 +77,17 @@ impl PublicKey {
     /// as 8 groups of 4 hex digits (`3f2a 9c1b 77d0 e4a5 0b6c 1d2e 4f5a 6b7c`). The page shows it on hover.
     pub fn fingerprint(&self) -> String {
         use sha2::Digest;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = sha2::Sha256::digest(self.0);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        hex.as_bytes()[..FINGERPRINT_HEX]
-            .chunks(4)
-            .map(|g| std::str::from_utf8(g).expect("hex is ASCII"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut out = String::with_capacity(FINGERPRINT_HEX + FINGERPRINT_HEX / 4);
+        for (i, b) in digest[..FINGERPRINT_HEX / 2].iter().enumerate() {
+            if i > 0 && i % 2 == 0 {
+                out.push(' ');
+            }
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+        out
     }
 }
 
@@ -87,9 +99,18 @@ impl PublicKey {
 
     /// The key from its 32 compressed bytes, if they are one.
     pub fn from_bytes(bytes: &[u8; 32]) -> Option<PublicKey> {
-        VerifyingKey::from_bytes(bytes)
-            .ok()
-            .map(|_| PublicKey(*bytes))
+        // Checking a point decompresses it (a square root, ~12 µs), and the same few keys come back in every
+        // member list and presence push a node reads: the ones found valid lately are remembered.
+        if lock(&VALID_KEYS).contains(bytes) {
+            return Some(PublicKey(*bytes));
+        }
+        VerifyingKey::from_bytes(bytes).ok()?;
+        let mut valid = lock(&VALID_KEYS);
+        if valid.len() >= VALID_KEYS_KEPT {
+            valid.clear();
+        }
+        valid.insert(*bytes);
+        Some(PublicKey(*bytes))
     }
 
     /// The X25519 public key this Ed25519 key maps to (the birational map from Edwards to Montgomery form, as
@@ -218,6 +239,26 @@ mod tests {
             zero.fingerprint(),
             "6668 7aad f862 bd77 6c8f c18b 8e9f 8e20"
         );
+    }
+
+    #[test]
+    fn a_key_is_checked_to_be_a_point_every_time_it_is_read_remembered_or_not() {
+        let good = Identity::ephemeral().public_key().to_bytes();
+        // Bytes that are not the y of any curve point (about half of all values are not).
+        let bad = (0u8..=255)
+            .map(|i| [i; 32])
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .expect("some value is no point");
+        for _ in 0..2 {
+            assert_eq!(
+                PublicKey::from_bytes(&good).map(|k| k.to_bytes()),
+                Some(good)
+            );
+            assert!(
+                PublicKey::from_bytes(&bad).is_none(),
+                "never remembered as valid"
+            );
+        }
     }
 
     #[test]
