@@ -68,7 +68,59 @@ struct Lease {
     /// restored lease has none until the peer renews, and is reached over HTTP meanwhile).
     quic_port: Option<u16>,
     last_seen_ms: u64,
-    channels: BTreeSet<ChannelName>,
+    channels: LeaseChannels,
+}
+
+/// The channels one lease is in, sorted, in a vector grown one name at a time: most peers are in a few channels,
+/// and a `BTreeSet` allocates a whole node (room for 11 names, 280 bytes) for the first one, a quarter of what
+/// the tracker held per peer (docs/BENCHMARKS.md, figure 4). A peer is in at most [`MAX_CHANNELS_PER_PEER`].
+#[derive(Debug, Clone, Default)]
+struct LeaseChannels(Vec<ChannelName>);
+
+impl LeaseChannels {
+    fn contains(&self, channel: &ChannelName) -> bool {
+        self.0.binary_search(channel).is_ok()
+    }
+
+    /// Adds `channel`; false if it was there.
+    fn insert(&mut self, channel: ChannelName) -> bool {
+        match self.0.binary_search(&channel) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, channel);
+                true
+            }
+        }
+    }
+
+    /// Takes `channel` out; false if it was not there.
+    fn remove(&mut self, channel: &ChannelName) -> bool {
+        match self.0.binary_search(channel) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, ChannelName> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a LeaseChannels {
+    type Item = &'a ChannelName;
+    type IntoIter = std::slice::Iter<'a, ChannelName>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -456,7 +508,7 @@ impl Registry {
                 port,
                 quic_port: None,
                 last_seen_ms: now,
-                channels: BTreeSet::new(),
+                channels: LeaseChannels::default(),
             },
         );
         Ok(Registered {
@@ -486,7 +538,7 @@ impl Registry {
                 port,
                 quic_port: None,
                 last_seen_ms,
-                channels: BTreeSet::new(),
+                channels: LeaseChannels::default(),
             },
         );
     }
@@ -1268,6 +1320,23 @@ mod tests {
         ChannelName::new(s).unwrap()
     }
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_leases_channels_stay_sorted_and_unique_and_take_no_more_room_than_they_need() {
+        let mut set = LeaseChannels::default();
+        for ch in ["b", "a", "c", "a"] {
+            set.insert(c(ch));
+        }
+        assert_eq!(
+            set.iter().cloned().collect::<Vec<_>>(),
+            vec![c("a"), c("b"), c("c")]
+        );
+        assert_eq!(set.0.capacity(), 3, "room for exactly the names held");
+        assert!(set.remove(&c("b")));
+        assert!(!set.remove(&c("b")));
+        assert!(set.contains(&c("a")) && !set.contains(&c("b")));
+        assert_eq!(set.len(), 2);
+    }
 
     #[test]
     fn given_a_live_name_when_another_address_registers_it_then_it_is_refused() {
