@@ -5,6 +5,7 @@
 //!
 //! Both roles serve through [`serve`], so a limit fixed here is fixed for every endpoint of the system.
 
+mod answer;
 mod connections;
 mod error;
 mod extract;
@@ -12,6 +13,7 @@ pub mod over_session;
 pub(crate) mod rate_limit;
 mod server;
 
+pub use answer::JsonBytes;
 pub use error::{ApiError, fallback_not_found, method_not_allowed};
 pub use extract::{ApiJson, ApiQuery, parse_json, read_body};
 pub use over_session::{RouterOverSession, SessionKey};

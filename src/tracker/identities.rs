@@ -178,10 +178,11 @@ impl Identities {
             let at = times.partition_point(|t| *t <= binding.bound_ms);
             times.insert(at, binding.bound_ms);
         }
-        self.skeletons
-            .entry(name.skeleton())
-            .or_default()
-            .push(name.clone());
+        // Grown one name at a time: almost every skeleton has one name, and a vector's first push makes room for
+        // four (72 bytes a peer wasted, docs/BENCHMARKS.md, figure 4).
+        let names = self.skeletons.entry(name.skeleton()).or_default();
+        names.reserve_exact(1);
+        names.push(name.clone());
         self.keys.insert(name, binding);
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod acl;
 pub(crate) mod auth;
 mod errors;
 pub(crate) mod identities;
+mod lists;
 pub mod mailbox;
 pub mod quota;
 pub(crate) mod registry;
@@ -149,6 +150,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(name, nonce, now)
+    }
+
+    /// `GET /get-list`'s answer as JSON ([`TrackerState::members_json`]: kept while it holds).
+    pub(crate) fn members_json(
+        &self,
+        channel: &crate::proto::ChannelName,
+        caller: Option<&PeerName>,
+        now: u64,
+    ) -> Result<bytes::Bytes, registry::RegistryError> {
+        self.lock().members_json(channel, caller, now)
     }
 
     /// Reads the state.

@@ -68,7 +68,59 @@ struct Lease {
     /// restored lease has none until the peer renews, and is reached over HTTP meanwhile).
     quic_port: Option<u16>,
     last_seen_ms: u64,
-    channels: BTreeSet<ChannelName>,
+    channels: LeaseChannels,
+}
+
+/// The channels one lease is in, sorted, in a vector grown one name at a time: most peers are in a few channels,
+/// and a `BTreeSet` allocates a whole node (room for 11 names, 280 bytes) for the first one, a quarter of what
+/// the tracker held per peer (docs/BENCHMARKS.md, figure 4). A peer is in at most [`MAX_CHANNELS_PER_PEER`].
+#[derive(Debug, Clone, Default)]
+struct LeaseChannels(Vec<ChannelName>);
+
+impl LeaseChannels {
+    fn contains(&self, channel: &ChannelName) -> bool {
+        self.0.binary_search(channel).is_ok()
+    }
+
+    /// Adds `channel`; false if it was there.
+    fn insert(&mut self, channel: ChannelName) -> bool {
+        match self.0.binary_search(&channel) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, channel);
+                true
+            }
+        }
+    }
+
+    /// Takes `channel` out; false if it was not there.
+    fn remove(&mut self, channel: &ChannelName) -> bool {
+        match self.0.binary_search(channel) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, ChannelName> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a LeaseChannels {
+    type Item = &'a ChannelName;
+    type IntoIter = std::slice::Iter<'a, ChannelName>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -79,6 +131,10 @@ struct Channel {
     origin: Origin,
     /// Since when the channel has had no members (`None` while it has some).
     empty_since: Option<u64>,
+    /// Which version of its `GET /get-list` answer the channel is at: a new value (from the registry's counter, so
+    /// a channel forgotten and made again never repeats one) whenever its members, their roles, leases or presence
+    /// change. A cached answer made at this value is still the answer, until a listed lease lapses.
+    answer_gen: u64,
 }
 
 impl Channel {
@@ -184,6 +240,8 @@ pub struct Registry {
     owned: HashMap<PeerName, usize>,
     created_from: HashMap<IpAddr, usize>,
     quotas: Quotas,
+    /// The last value handed out as a channel's `answer_gen`.
+    generation: u64,
 }
 
 impl Registry {
@@ -197,11 +255,40 @@ impl Registry {
             owned: HashMap::new(),
             created_from: HashMap::new(),
             quotas: Quotas::default(),
+            generation: 0,
         }
     }
 
     pub fn set_quotas(&mut self, quotas: Quotas) {
         self.quotas = quotas;
+    }
+
+    /// `channel`'s `/get-list` answer may have changed: it moves to a new version.
+    fn touch(&mut self, channel: &ChannelName) {
+        if let Some(ch) = self.channels.get_mut(channel) {
+            self.generation += 1;
+            ch.answer_gen = self.generation;
+        }
+    }
+
+    /// How `name` is listed may have changed (its lease, presence or key): every channel it is in moves to a new
+    /// version of its `/get-list` answer.
+    pub(crate) fn touch_peer(&mut self, name: &PeerName) {
+        let Registry {
+            peers,
+            channels,
+            generation,
+            ..
+        } = self;
+        let Some(lease) = peers.get(name) else {
+            return;
+        };
+        *generation += 1;
+        for c in &lease.channels {
+            if let Some(ch) = channels.get_mut(c) {
+                ch.answer_gen = *generation;
+            }
+        }
     }
 
     /// Adds a channel to the maps that count channels (by skeleton, owner, address).
@@ -371,6 +458,7 @@ impl Registry {
             Some(lease) if now.saturating_sub(lease.last_seen_ms) < ttl_ms && lease.ip != ip => {
                 lease.ip = ip;
                 lease.port = port;
+                self.touch_peer(name);
                 true
             }
             _ => false,
@@ -394,10 +482,15 @@ impl Registry {
             }
             if live {
                 let lease = self.peers.get_mut(name).expect("checked above");
-                lease.last_seen_ms = now;
+                let seen_before = std::mem::replace(&mut lease.last_seen_ms, now);
+                let channels = lease.channels.iter().cloned().collect();
+                // `last_seen_ms` is in every list the peer is in: a renewal in the same millisecond changes nothing.
+                if seen_before != now {
+                    self.touch_peer(name);
+                }
                 return Ok(Registered {
                     created: false,
-                    channels: lease.channels.iter().cloned().collect(),
+                    channels,
                 });
             }
             self.remove(name);
@@ -415,7 +508,7 @@ impl Registry {
                 port,
                 quic_port: None,
                 last_seen_ms: now,
-                channels: BTreeSet::new(),
+                channels: LeaseChannels::default(),
             },
         );
         Ok(Registered {
@@ -427,13 +520,17 @@ impl Registry {
     /// Records the session port `name` registered with (`None`: it advertised none). Called right after a
     /// successful [`Registry::register`]; a name without a lease is left alone.
     pub fn set_quic_port(&mut self, name: &PeerName, quic_port: Option<u16>) {
-        if let Some(lease) = self.peers.get_mut(name) {
+        if let Some(lease) = self.peers.get_mut(name)
+            && lease.quic_port != quic_port
+        {
             lease.quic_port = quic_port;
+            self.touch_peer(name);
         }
     }
 
     /// Puts back a lease as a store saved it (at start-up); it expires as usual from `last_seen_ms`.
     pub fn restore_lease(&mut self, name: PeerName, ip: IpAddr, port: u16, last_seen_ms: u64) {
+        self.touch_peer(&name);
         self.peers.insert(
             name,
             Lease {
@@ -441,7 +538,7 @@ impl Registry {
                 port,
                 quic_port: None,
                 last_seen_ms,
-                channels: BTreeSet::new(),
+                channels: LeaseChannels::default(),
             },
         );
     }
@@ -453,9 +550,10 @@ impl Registry {
         if let Some(m) = member
             && let Some(lease) = self.peers.get_mut(&m)
         {
-            lease.channels.insert(channel);
+            lease.channels.insert(channel.clone());
             ch.members.insert(m);
             ch.empty_since = None;
+            self.touch(&channel);
         }
     }
 
@@ -471,6 +569,7 @@ impl Registry {
                 },
             );
         }
+        self.touch(channel);
         self.channels.get_mut(channel).expect("inserted")
     }
 
@@ -527,6 +626,7 @@ impl Registry {
 
     /// Puts back a peer's presence as a store saved it.
     pub fn restore_presence(&mut self, name: PeerName, presence: Presence) {
+        self.touch_peer(&name);
         self.presence.insert(name, presence);
     }
 
@@ -596,13 +696,16 @@ impl Registry {
                 acl: Acl::owned_by(name.clone()),
                 origin,
                 empty_since: None,
+                answer_gen: 0,
             });
         ch.empty_since = None;
         if admitted {
             ch.acl
                 .set_listed(AclList::Invited, name, true, channel.as_str())?;
         }
-        ch.members.insert(name.clone());
+        if ch.members.insert(name.clone()) || created {
+            self.touch(channel);
+        }
         self.peers
             .get_mut(name)
             .expect("live")
@@ -655,6 +758,7 @@ impl Registry {
             .expect("live")
             .channels
             .remove(channel);
+        self.touch(channel);
         let left = Change::Left {
             name: name.clone(),
             channel: channel.clone(),
@@ -675,6 +779,7 @@ impl Registry {
     }
 
     fn remove(&mut self, name: &PeerName) {
+        self.touch_peer(name);
         self.presence.remove(name);
         if let Some(lease) = self.peers.remove(name) {
             for c in &lease.channels {
@@ -709,6 +814,36 @@ impl Registry {
             .into_iter()
             .filter(|p| !self.invisible(&p.name))
             .collect())
+    }
+
+    /// The version of `channel`'s `/get-list` answer, once `caller` may see it (as [`Registry::members`] checks):
+    /// an answer made at this version is the answer still, until the first of its leases lapses
+    /// ([`Registry::members_until`]).
+    pub fn members_version(
+        &self,
+        channel: &ChannelName,
+        caller: Option<&PeerName>,
+    ) -> Result<u64, RegistryError> {
+        let ch = self.channel(channel)?;
+        self.check_may_see(ch, channel, caller)?;
+        Ok(ch.answer_gen)
+    }
+
+    /// [`Registry::members`], and until when (Unix ms, exclusive) they stay the answer if nothing changes: the
+    /// moment the first listed lease lapses.
+    pub fn members_until(
+        &self,
+        channel: &ChannelName,
+        caller: Option<&PeerName>,
+        now: u64,
+    ) -> Result<(Vec<PeerInfo>, u64), RegistryError> {
+        let peers = self.members(channel, caller, now)?;
+        let until = peers
+            .iter()
+            .map(|p| p.last_seen_ms.saturating_add(self.ttl_ms))
+            .min()
+            .unwrap_or(u64::MAX);
+        Ok((peers, until))
     }
 
     /// Every live member, invisible ones too, with roles.
@@ -862,6 +997,9 @@ impl Registry {
             mode,
             key: ch.acl.key.clone(),
         }];
+        // Who may see the list is checked on every request; a new version all the same, so that no answer made
+        // under the old rules outlives them.
+        self.touch(channel);
         changes.extend(
             admitted
                 .iter()
@@ -897,6 +1035,9 @@ impl Registry {
         }
         if let Some(l) = self.peers.get_mut(peer) {
             l.channels.remove(channel);
+        }
+        if out.was_member {
+            self.touch(channel);
         }
         out
     }
@@ -981,6 +1122,9 @@ impl Registry {
         let changed = ch
             .acl
             .set_listed(AclList::Visitor, peer, visitor, channel.as_str())?;
+        if changed {
+            self.touch(channel);
+        }
         Ok(listed_if(changed, channel, AclList::Visitor, peer, visitor))
     }
 
@@ -1023,10 +1167,13 @@ impl Registry {
                 ));
             }
         };
-        match &presence {
+        let before = match &presence {
             Some(p) => self.presence.insert(name.clone(), p.clone()),
             None => self.presence.remove(name),
         };
+        if before != presence {
+            self.touch_peer(name);
+        }
         let change = Change::PresenceSet {
             name: name.clone(),
             presence: presence.clone(),
@@ -1098,15 +1245,21 @@ impl Registry {
     /// lists, and its ownership (its channels keep their rules, with no owner, until they are forgotten).
     pub fn forget_name(&mut self, name: &PeerName) {
         self.remove(name);
+        let generation = self.generation + 1;
         for ch in self.channels.values_mut() {
-            ch.members.remove(name);
+            let mut listed = ch.members.remove(name);
             ch.acl.invited.remove(name);
             ch.acl.banned.remove(name);
-            ch.acl.visitors.remove(name);
+            listed |= ch.acl.visitors.remove(name);
             if ch.acl.owner.as_ref() == Some(name) {
                 ch.acl.owner = None;
+                listed = true;
+            }
+            if listed {
+                ch.answer_gen = generation;
             }
         }
+        self.generation = generation;
         self.owned.remove(name);
     }
 
@@ -1167,6 +1320,23 @@ mod tests {
         ChannelName::new(s).unwrap()
     }
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_leases_channels_stay_sorted_and_unique_and_take_no_more_room_than_they_need() {
+        let mut set = LeaseChannels::default();
+        for ch in ["b", "a", "c", "a"] {
+            set.insert(c(ch));
+        }
+        assert_eq!(
+            set.iter().cloned().collect::<Vec<_>>(),
+            vec![c("a"), c("b"), c("c")]
+        );
+        assert_eq!(set.0.capacity(), 3, "room for exactly the names held");
+        assert!(set.remove(&c("b")));
+        assert!(!set.remove(&c("b")));
+        assert!(set.contains(&c("a")) && !set.contains(&c("b")));
+        assert_eq!(set.len(), 2);
+    }
 
     #[test]
     fn given_a_live_name_when_another_address_registers_it_then_it_is_refused() {

@@ -20,7 +20,7 @@ use super::registry::{Registry, RegistryError};
 use super::state::Registration;
 use super::store::Change;
 use crate::http::{
-    ApiError, ApiJson, ApiQuery, ClientOrigin, fallback_not_found, method_not_allowed,
+    ApiError, ApiJson, ApiQuery, ClientOrigin, JsonBytes, fallback_not_found, method_not_allowed,
 };
 use crate::identity::{AuthError, SealedMail, verify_registration};
 use crate::proto::*;
@@ -193,18 +193,18 @@ impl ChannelQuery {
 }
 
 /// `GET /get-list`: who asks matters for a non-open channel (members only), so a signed request names the caller.
+/// The answer ([`ChannelPeers`]) is the same for everyone who may see the channel, so it is kept serialized.
 async fn channel_members(
     State(s): State<Arc<Shared>>,
     Caller(caller): Caller,
     ApiQuery(q): ApiQuery<ChannelQuery>,
-) -> Result<Json<ChannelPeers>, ApiError> {
+) -> Result<JsonBytes, ApiError> {
     let channel = q.channel()?;
-    let peers = s.read(|st| {
-        st.registry
-            .members(&channel, caller.as_ref(), now_ms())
-            .map(|p| st.with_keys(p))
-    })?;
-    Ok(Json(ChannelPeers { channel, peers }))
+    Ok(JsonBytes(s.members_json(
+        &channel,
+        caller.as_ref(),
+        now_ms(),
+    )?))
 }
 
 async fn channel_info(
