@@ -846,6 +846,13 @@ impl Registry {
         Ok((peers, until))
     }
 
+    /// Whether `caller` may see `channel`'s members (what [`Registry::members`] checks first).
+    pub fn may_see(&self, channel: &ChannelName, caller: Option<&PeerName>) -> bool {
+        self.channel(channel)
+            .and_then(|ch| self.check_may_see(ch, channel, caller))
+            .is_ok()
+    }
+
     /// Every live member, invisible ones too, with roles.
     fn live_members(&self, ch: &Channel, now: u64) -> Vec<PeerInfo> {
         ch.members

@@ -122,18 +122,28 @@ impl Hub {
             .cloned()
             .collect();
         let now = now_ms();
+        // A channel's list is the same for every member who may see it: made once per recompute, not once per
+        // subscriber (100 members subscribed to one channel made it 100 times, ~17 KB of JSON each).
+        let mut made: std::collections::HashMap<ChannelName, Option<(Vec<u8>, u64)>> =
+            std::collections::HashMap::new();
         for sub in subs {
             let lists: Vec<(ChannelName, Vec<u8>, u64)> = shared.read(|st| {
                 st.registry
                     .channels_of(&sub.name)
                     .into_iter()
+                    .filter(|ch| st.registry.may_see(ch, Some(&sub.name)))
                     .filter_map(|ch| {
-                        let peers = st
-                            .registry
-                            .members(&ch, Some(&sub.name), now)
-                            .map(|p| st.with_keys(p))
-                            .ok()?;
-                        let (json, hash) = members_push(&ch, peers);
+                        let (json, hash) = made
+                            .entry(ch.clone())
+                            .or_insert_with(|| {
+                                let peers = st
+                                    .registry
+                                    .members(&ch, Some(&sub.name), now)
+                                    .map(|p| st.with_keys(p))
+                                    .ok()?;
+                                Some(members_push(&ch, peers))
+                            })
+                            .clone()?;
                         Some((ch, json, hash))
                     })
                     .collect()
