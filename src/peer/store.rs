@@ -524,12 +524,22 @@ impl PeerStore {
 /// recipient's outbox row is left, else `held` while the tracker holds it for any, else `delivered` if anyone
 /// got it (or there was nobody to give it to), else `failed` (every recipient refused it).
 fn own_state(c: &Connection, me: &str, id: &str) -> Result<DeliveryState, DbError> {
-    let queued: i64 = c
-        .prepare_cached("SELECT count(*) FROM outbox WHERE sender = ?1 AND id = ?2")?
-        .query_row(params![me, id], |r| r.get(0))?;
-    if queued > 0 {
+    if queued_rows(c, me, id)? > 0 {
         return Ok(DeliveryState::Sending);
     }
+    state_once_sent(c, id)
+}
+
+/// How many recipients' outbox rows are left for one of this node's messages.
+fn queued_rows(c: &Connection, me: &str, id: &str) -> Result<i64, DbError> {
+    Ok(
+        c.prepare_cached("SELECT count(*) FROM outbox WHERE sender = ?1 AND id = ?2")?
+            .query_row(params![me, id], |r| r.get(0))?,
+    )
+}
+
+/// [`own_state`] of a message with no outbox row left: from what became of it at each recipient.
+fn state_once_sent(c: &Connection, id: &str) -> Result<DeliveryState, DbError> {
     let mut q = c.prepare_cached("SELECT state FROM delivery WHERE id = ?1")?;
     let states = q
         .query_map([id], |r| r.get::<_, String>(0))?
@@ -689,12 +699,19 @@ impl PeerStore {
                 let mut deleted = 0;
                 for (id, state) in &outcomes {
                     let id = id_text(id);
-                    let before = own_state(c, me.as_str(), &id)?;
-                    deleted += c
+                    // `own_state` before and after, reading the delivery rows only when no outbox row is left
+                    // (for a channel message, every recipient's settle read every recipient's row: quadratic).
+                    let queued = queued_rows(c, me.as_str(), &id)?;
+                    let before = match queued {
+                        0 => state_once_sent(c, &id)?,
+                        _ => DeliveryState::Sending,
+                    };
+                    let gone = c
                         .prepare_cached(
                             "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
                         )?
                         .execute(params![r, me.as_str(), id])?;
+                    deleted += gone;
                     if let Some(state) = state {
                         c.prepare_cached(
                             "INSERT INTO delivery (id, recipient, state) VALUES (?1, ?2, ?3)
@@ -702,7 +719,10 @@ impl PeerStore {
                         )?
                         .execute(params![id, r, state.as_str()])?;
                     }
-                    let after = own_state(c, me.as_str(), &id)?;
+                    let after = match queued - gone as i64 {
+                        left if left > 0 => DeliveryState::Sending,
+                        _ => state_once_sent(c, &id)?,
+                    };
                     if after != before {
                         changed.extend(own_update(c, me.as_str(), &id, after)?);
                     }
