@@ -8,7 +8,9 @@
 //! One the tracker held is not: the recipient fetches it later, from the tracker, not from us. So a node that has
 //! stored messages from its mailbox tells each depositor, with a **delivered notice**: `POST /p2p/delivered`
 //! `{"from","to","ids","sig"}`, `sig` the telling node's Ed25519 signature over [`notice_bytes`]. The sender checks it against the key the tracker binds to `from` (as it checks messages), and
-//! marks those of its messages held for `from` delivered. A forged notice (another key, another recipient's name,
+//! marks those of its messages held for `from` delivered. Between nodes with sessions the notice goes on a request
+//! stream of the session (the sender's key is then the handshake's too, and nothing of it is in the clear); to a
+//! node without one, over HTTP. A forged notice (another key, another recipient's name,
 //! an altered list) is refused with a stable code and changes nothing. A replayed one changes nothing either: it
 //! can only say again what was true. Notices go out from one task through a bounded queue
 //! ([`NOTICE_QUEUE`]); one that cannot be sent (the sender is offline) is dropped, and that message stays `held`
@@ -177,6 +179,9 @@ impl Node {
             ids,
             sig,
         };
+        if let Some(addr) = at.session_addr() {
+            return self.send_notice_over_session(&at.name, addr, &notice).await;
+        }
         let resp = self
             .inner
             .catch_up_http
@@ -188,6 +193,48 @@ impl Node {
         match resp.status().is_success() {
             true => Ok(()),
             false => Err(format!("{to} answered {}", resp.status())),
+        }
+    }
+
+    /// Sends `notice` as `POST /p2p/delivered` on a request stream of the session with `to` at `addr` (direct,
+    /// or through the tracker's relay, as messages go): who received which message stays between the two. A
+    /// notice that cannot go this way is dropped, not sent in the clear.
+    async fn send_notice_over_session(
+        &self,
+        to: &PeerName,
+        addr: std::net::SocketAddr,
+        notice: &DeliveredNotice,
+    ) -> Result<(), String> {
+        let Some(endpoint) = self.inner.link.as_ref() else {
+            return Err("sessions are off on this node".into());
+        };
+        let key = self
+            .vouched_key(to)
+            .await
+            .ok_or_else(|| format!("no key this node accepts for {to}"))?;
+        let link = tokio::time::timeout(
+            super::sessions::SESSION_DIAL_TIMEOUT,
+            endpoint.link_via(self.on_link(addr), key),
+        )
+        .await
+        .map_err(|_| format!("no session with {to} at {addr}"))?
+        .map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(notice).map_err(|e| e.to_string())?;
+        let resp = link
+            .request(&crate::link::Request {
+                method: "POST".into(),
+                path: "/p2p/delivered".into(),
+                headers: [("content-type".to_string(), "application/json".to_string())].into(),
+                body,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match resp.status {
+            200..=299 => Ok(()),
+            s => Err(format!(
+                "{to} answered {s} over the session: {}",
+                String::from_utf8_lossy(&resp.body)
+            )),
         }
     }
 

@@ -120,6 +120,10 @@ fn nothing_said_nor_any_channel_key_crosses_the_network_in_the_clear() {
     });
     let report = api(&alice, "/api/send", json!({"to": "bob", "text": HELD}));
     assert_eq!(report["held"], json!(["bob"]), "{report}");
+    let held_id = report["id"]
+        .as_str()
+        .expect("the report names its message")
+        .to_string();
     api(
         &alice,
         "/api/send",
@@ -128,6 +132,15 @@ fn nothing_said_nor_any_channel_key_crosses_the_network_in_the_clear() {
     carol.out.wait_line(&format!("[#vault] alice: {MISSED}"));
     let bob = peer("bob", ports[1], loopback(52), tracker_via, &dirs[1]);
     bob.out.wait_line(&format!("[@alice] alice: {HELD}"));
+    // bob tells alice he has it (a delivered notice): who received which message is the conversation's business.
+    wait_until("alice to hear her held DM was delivered", SOON, || {
+        get_json(&alice.url("/api/history?with=%40bob&limit=50"), 200)["messages"]
+            .as_array()
+            .is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["id"] == held_id.as_str() && m["state"] == "delivered")
+            })
+    });
     wait_until("bob to catch up on #vault", SOON, || {
         get_json(&bob.url("/api/history?with=%23vault"), 200)
             .to_string()
@@ -140,6 +153,10 @@ fn nothing_said_nor_any_channel_key_crosses_the_network_in_the_clear() {
         "the relays saw {} payloads, {} bytes",
         rec.packets(),
         rec.len()
+    );
+    assert!(
+        !rec.contains(b"/p2p/delivered") && !rec.contains(held_id.as_bytes()),
+        "bob's delivered notice to alice crossed the network in the clear"
     );
     for secret in [KEY, SAID, DM, HELD, MISSED] {
         assert!(
