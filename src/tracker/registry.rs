@@ -434,6 +434,8 @@ impl Registry {
             port,
             at_ms: now,
             created: registered.created,
+            quic_port: None,
+            moved: false,
         };
         Ok((registered, vec![change]))
     }
@@ -529,14 +531,19 @@ impl Registry {
     }
 
     /// Puts back a lease as a store saved it (at start-up); it expires as usual from `last_seen_ms`.
-    pub fn restore_lease(&mut self, name: PeerName, ip: IpAddr, port: u16, last_seen_ms: u64) {
+    pub fn restore_lease(
+        &mut self,
+        name: PeerName,
+        (ip, port, quic_port): (IpAddr, u16, Option<u16>),
+        last_seen_ms: u64,
+    ) {
         self.touch_peer(&name);
         self.peers.insert(
             name,
             Lease {
                 ip,
                 port,
-                quic_port: None,
+                quic_port,
                 last_seen_ms,
                 channels: LeaseChannels::default(),
             },
@@ -641,6 +648,11 @@ impl Registry {
     /// The address a live peer registered, if it is live.
     pub fn live_addr(&self, name: &PeerName, now: u64) -> Option<IpAddr> {
         self.live(name, now).map(|l| l.ip)
+    }
+
+    /// Where a live peer is: its address, port and session port.
+    pub fn live_endpoint(&self, name: &PeerName, now: u64) -> Option<(IpAddr, u16, Option<u16>)> {
+        self.live(name, now).map(|l| (l.ip, l.port, l.quic_port))
     }
 
     /// Makes a live peer a member of `channel`, creating the channel (owned by the peer) if new. A member joining

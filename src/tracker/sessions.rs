@@ -49,7 +49,7 @@ pub struct SessionStats {
 /// Whether a saved change can alter what some `/get-list` answers.
 pub(crate) fn affects_presence(c: &Change) -> bool {
     match c {
-        Change::Registered { created, .. } => *created,
+        Change::Registered { created, moved, .. } => *created || *moved,
         Change::Joined { .. }
         | Change::Left { .. }
         | Change::Unregistered { .. }

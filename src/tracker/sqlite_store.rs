@@ -94,6 +94,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE channels ADD COLUMN emptied_ms INTEGER;
     ALTER TABLE mail ADD COLUMN origin TEXT;
     CREATE INDEX mail_by_time ON mail (deposited_ms)",
+    // 6: the session port each lease advertised (issue 13), so a restarted tracker answers it before the peer's
+    // next renewal; leases saved before it have none until then.
+    "ALTER TABLE leases ADD COLUMN quic_port INTEGER",
 ];
 
 /// The tracker's SQLite store.
@@ -230,16 +233,24 @@ fn apply(c: &Connection, change: &Change) -> Result<(), StoreError> {
             port,
             at_ms,
             created,
+            quic_port,
+            moved: _,
         } => {
             if *created {
                 c.execute("DELETE FROM members WHERE peer = ?1", [name.as_str()])?;
                 c.execute("DELETE FROM presence WHERE name = ?1", [name.as_str()])?;
             }
             c.prepare_cached(
-                "INSERT INTO leases (name, ip, port, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET ip = ?2, port = ?3, last_seen_ms = ?4",
+                "INSERT INTO leases (name, ip, port, last_seen_ms, quic_port) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET ip = ?2, port = ?3, last_seen_ms = ?4, quic_port = ?5",
             )?
-            .execute(params![name.as_str(), ip.to_string(), port, *at_ms as i64])?;
+            .execute(params![
+                name.as_str(),
+                ip.to_string(),
+                port,
+                *at_ms as i64,
+                quic_port
+            ])?;
             c.prepare_cached("INSERT OR IGNORE INTO mailbox_owners (name) VALUES (?1)")?
                 .execute([name.as_str()])?;
         }
@@ -499,19 +510,20 @@ impl Store for SqliteStore {
     ) -> Result<(Registry, Mailboxes), StoreError> {
         let c = &self.conn;
         let mut registry = Registry::new(ttl);
-        let mut q = c.prepare("SELECT name, ip, port, last_seen_ms FROM leases")?;
+        let mut q = c.prepare("SELECT name, ip, port, last_seen_ms, quic_port FROM leases")?;
         let rows = q.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, u16>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, Option<u16>>(4)?,
             ))
         })?;
         for row in rows {
-            let (name, ip, port, seen) = row?;
+            let (name, ip, port, seen, quic_port) = row?;
             match (PeerName::new(name.clone()), ip.parse()) {
-                (Ok(n), Ok(ip)) => registry.restore_lease(n, ip, port, seen as u64),
+                (Ok(n), Ok(ip)) => registry.restore_lease(n, (ip, port, quic_port), seen as u64),
                 _ => tracing::warn!("skipping a saved lease that does not parse: {name} at {ip}"),
             }
         }
@@ -691,6 +703,8 @@ mod tests {
             port: 2,
             at_ms: 10,
             created: true,
+            quic_port: None,
+            moved: false,
         };
         {
             let mut s = SqliteStore::open(&storage).unwrap();
@@ -742,6 +756,8 @@ mod tests {
                     port: 1,
                     at_ms: 10,
                     created: true,
+                    quic_port: None,
+                    moved: false,
                 },
                 Change::Registered {
                     name: n("bob"),
@@ -749,6 +765,18 @@ mod tests {
                     port: 2,
                     at_ms: 10,
                     created: true,
+                    quic_port: None,
+                    moved: false,
+                },
+                // alice renews with a session port: a restarted tracker answers it.
+                Change::Registered {
+                    name: n("alice"),
+                    ip: LO,
+                    port: 1,
+                    at_ms: 10,
+                    created: false,
+                    quic_port: Some(4433),
+                    moved: true,
                 },
                 Change::Joined {
                     name: n("alice"),
@@ -780,6 +808,11 @@ mod tests {
         let (registry, mailboxes) = s.load(Duration::from_secs(30), 100).unwrap();
         assert_eq!(registry.channels_of(&n("alice")), vec![ch.clone()]);
         assert_eq!(
+            registry.live_endpoint(&n("alice"), 11),
+            Some((LO, 1, Some(4433))),
+            "the session port survives a restart"
+        );
+        assert_eq!(
             registry.members(&ch, None, 11).unwrap().len(),
             1,
             "bob left with his lease"
@@ -806,6 +839,8 @@ mod tests {
             port,
             at_ms: 10,
             created: true,
+            quic_port: None,
+            moved: false,
         };
         let join = |name: &str| Change::Joined {
             name: n(name),
@@ -936,6 +971,8 @@ mod tests {
                 port: 1,
                 at_ms: 100,
                 created: true,
+                quic_port: None,
+                moved: false,
             });
             for ch in ["a", "b"] {
                 changes.push(Change::Joined {
@@ -1019,6 +1056,8 @@ mod tests {
                 port: 1,
                 at_ms: 10,
                 created: true,
+                quic_port: None,
+                moved: false,
             })
             .collect();
         store.record(&changes).unwrap();
@@ -1050,6 +1089,8 @@ mod tests {
             port: 1,
             at_ms: 10,
             created: true,
+            quic_port: None,
+            moved: false,
         };
         store.record(&[registered("alice")]).unwrap();
         // The whole data dir removed, and a file where it was: nothing can be written back there.

@@ -93,6 +93,7 @@ impl TrackerState {
         now: u64,
     ) -> Result<(Registration, Vec<Change>), Refused> {
         let free = self.identities.check(name, key, origin, now)?;
+        let before = self.registry.live_endpoint(name, now);
         // The key's holder whose host changed address: its lease follows it (issue 14).
         if self.registry.follow_move(name, (ip, port), origin, now) {
             tracing::info!(peer = %name, %ip, port, "a live peer moved to a new address");
@@ -100,6 +101,19 @@ impl TrackerState {
         let ttl_secs = self.registry.ttl().as_secs().max(1);
         let (registered, lease) = self.registry.register(name, ip, port, now)?;
         self.registry.set_quic_port(name, quic_port);
+        let moved = before.is_some_and(|b| b != (ip, port, quic_port));
+        let mut lease = lease;
+        for c in &mut lease {
+            if let Change::Registered {
+                quic_port: q,
+                moved: m,
+                ..
+            } = c
+            {
+                *q = quic_port;
+                *m = moved;
+            }
+        }
         self.mailboxes.open(name);
         let mut changes: Vec<Change> = self
             .identities
@@ -397,6 +411,47 @@ mod tests {
         changes_answer(&mut st, 6, |st| register(st, "bob", 8001, 6));
     }
 
+    /// Whether any of a registration's changes has the presence hub push the lists at once.
+    fn pushes(changes: &[Change]) -> bool {
+        changes.iter().any(super::super::sessions::affects_presence)
+    }
+
+    #[test]
+    fn a_renewal_that_moves_or_changes_the_session_port_is_pushed_at_once_and_a_plain_one_is_not() {
+        let mut st = state();
+        let (_, first) = st
+            .register_with_quic(&n("bob"), (LO, 8001), Some(8001), key("bob"), None, 0)
+            .unwrap();
+        assert!(pushes(&first), "a new lease: {first:?}");
+        let (_, plain) = st
+            .register_with_quic(&n("bob"), (LO, 8001), Some(8001), key("bob"), None, 1)
+            .unwrap();
+        assert!(!pushes(&plain), "the same address and port: {plain:?}");
+        let (_, port) = st
+            .register_with_quic(&n("bob"), (LO, 8001), Some(9001), key("bob"), None, 2)
+            .unwrap();
+        assert!(pushes(&port), "another session port: {port:?}");
+        assert!(
+            port.iter().any(|c| matches!(
+                c,
+                Change::Registered {
+                    quic_port: Some(9001),
+                    ..
+                }
+            )),
+            "the port is recorded: {port:?}"
+        );
+        let (_, off) = st
+            .register_with_quic(&n("bob"), (LO, 8001), None, key("bob"), None, 3)
+            .unwrap();
+        assert!(pushes(&off), "sessions turned off: {off:?}");
+        let new_ip: IpAddr = [10, 0, 0, 7].into();
+        let (_, moved) = st
+            .register_with_quic(&n("bob"), (new_ip, 8001), None, key("bob"), Some(new_ip), 4)
+            .unwrap();
+        assert!(pushes(&moved), "a new address: {moved:?}");
+    }
+
     #[test]
     fn given_a_kept_list_when_a_member_moves_or_changes_its_session_port_then_the_answer_follows() {
         let mut st = state();
@@ -430,7 +485,7 @@ mod tests {
         // bound by the peer's next registration.
         let mut st = state();
         channel_of(&mut st, "x", &["alice"], 0);
-        st.registry.restore_lease(n("bob"), LO, 8001, 0);
+        st.registry.restore_lease(n("bob"), (LO, 8001, None), 0);
         st.registry.restore_channel(c("x"), Some(n("bob")));
         let unbound = ask(&mut st, "x", None, 1);
         assert!(

@@ -26,6 +26,11 @@ pub enum Change {
         at_ms: u64,
         /// A new lease (not a renewal): the name starts with no channels.
         created: bool,
+        /// The session port the peer advertised (`None`: none); stored, so a restarted tracker still answers it.
+        quic_port: Option<u16>,
+        /// A renewal that changed the live lease's address or session port: the lists it is in are pushed to
+        /// their subscribers at once (not stored: only the running tracker acts on it).
+        moved: bool,
     },
     Joined {
         name: PeerName,
