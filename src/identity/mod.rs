@@ -31,7 +31,7 @@ pub use replay::{MAX_NONCES, ReplayGuard};
 pub use seal::{SEAL, SEAL_OVERHEAD, SealError, SealedMail};
 pub use signed::{
     REQUEST_WINDOW_MS, ReceiptVerdict, check_window, message_bytes, receipt_bytes, register_bytes,
-    request_bytes, verify_message, verify_registration,
+    request_bytes, verify_message, verify_messages, verify_registration,
 };
 
 #[cfg(test)]

@@ -140,6 +140,18 @@ pub fn verify_message(msg: &ChatMessage, key: &PublicKey) -> Result<(), AuthErro
     key.verify(&message_bytes(msg), sig)
 }
 
+/// Checks the signatures of many messages at once, each against the key given with it: `Ok` only if every one
+/// would pass [`verify_message`] ([`PublicKey::verify_batch`]); on `Err`, check them one by one to learn which.
+pub fn verify_messages(items: &[(&ChatMessage, PublicKey)]) -> Result<(), AuthError> {
+    let bytes: Vec<Vec<u8>> = items.iter().map(|(m, _)| message_bytes(m)).collect();
+    let mut list = Vec::with_capacity(items.len());
+    for ((m, key), b) in items.iter().zip(&bytes) {
+        let sig = m.sig.as_ref().ok_or(AuthError::Unsigned)?;
+        list.push((b.as_slice(), sig, key));
+    }
+    PublicKey::verify_batch(&list)
+}
+
 /// Checks a registration: all identity fields present, stamped within the window of `now`, signed by the key it
 /// carries. Returns that key and the nonce (for the replay guard).
 pub fn verify_registration(

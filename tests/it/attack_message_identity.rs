@@ -459,3 +459,83 @@ fn bobs_page_shows_alices_message_beside_the_one_that_reused_its_id() {
         script.transcript()
     );
 }
+
+#[test]
+fn a_page_of_signatures_is_checked_together_and_a_forgery_in_it_is_refused_alone() {
+    // Several messages at once (a batch push here; a mailbox page or a catch-up page arrive the same way) have
+    // their signatures checked together; a page with one bad signature, or a sender without a key, must still
+    // get each message its own verdict.
+    let tracker = Proc::tracker(&[]);
+    let bob = Proc::peer("bob", tracker.addr, &["--join", "general"]);
+    joined(&bob, "general");
+    let mallory = Signer::new("mallory");
+    mallory_in_general(&tracker, &mallory, json!({"ok": true, "duplicate": false}));
+    let now = hchat::proto::now_ms;
+    let general = json!({"channel": "general"});
+    let page = |tag: &str| -> Vec<serde_json::Value> {
+        (0..6)
+            .map(|i| {
+                signed(
+                    &mallory,
+                    uuid::Uuid::now_v7(),
+                    now(),
+                    general.clone(),
+                    &format!("{tag} line {i}"),
+                )
+            })
+            .collect()
+    };
+    let verdicts = |answer: &serde_json::Value| -> Vec<(bool, Option<String>)> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["ok"].as_bool().unwrap(),
+                    r["error"]["code"].as_str().map(String::from),
+                )
+            })
+            .collect()
+    };
+
+    let good = page("good");
+    let (status, answer) = post_json(&bob.url("/p2p/receive-batch"), &json!({ "messages": good }));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(verdicts(&answer), vec![(true, None); 6], "{answer}");
+
+    let mut mixed = page("mixed");
+    mixed[2]["text"] = json!("mixed line 2, changed after signing");
+    let stranger = Signer::new("stranger"); // never registered: no key bound to the name
+    mixed.push(signed(
+        &stranger,
+        uuid::Uuid::now_v7(),
+        now(),
+        general.clone(),
+        "from a name with no key",
+    ));
+    let (status, answer) = post_json(
+        &bob.url("/p2p/receive-batch"),
+        &json!({ "messages": mixed }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let got = verdicts(&answer);
+    let mut want = vec![(true, None); 7];
+    want[2] = (false, Some("bad_signature".into()));
+    want[6] = (false, Some("unknown_identity".into()));
+    assert_eq!(got, want, "{answer}");
+
+    let shown = texts(&bob, "#general");
+    for i in 0..6 {
+        assert!(shown.contains(&format!("good line {i}")), "{shown:?}");
+        if i != 2 {
+            assert!(shown.contains(&format!("mixed line {i}")), "{shown:?}");
+        }
+    }
+    assert!(
+        !shown
+            .iter()
+            .any(|t| t.contains("changed after signing") || t.contains("no key")),
+        "{shown:?}"
+    );
+}
