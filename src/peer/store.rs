@@ -524,16 +524,17 @@ impl PeerStore {
 /// recipient's outbox row is left, else `held` while the tracker holds it for any, else `delivered` if anyone
 /// got it (or there was nobody to give it to), else `failed` (every recipient refused it).
 fn own_state(c: &Connection, me: &str, id: &str) -> Result<DeliveryState, DbError> {
-    if queued_rows(c, me, id)? > 0 {
+    if any_queued(c, me, id)? {
         return Ok(DeliveryState::Sending);
     }
     state_once_sent(c, id)
 }
 
-/// How many recipients' outbox rows are left for one of this node's messages.
-fn queued_rows(c: &Connection, me: &str, id: &str) -> Result<i64, DbError> {
+/// Whether any recipient's outbox row is left for one of this node's messages. `EXISTS` stops at the first row
+/// (a channel message has one per member, and every member's settle asks: counting them made it quadratic).
+fn any_queued(c: &Connection, me: &str, id: &str) -> Result<bool, DbError> {
     Ok(
-        c.prepare_cached("SELECT count(*) FROM outbox WHERE sender = ?1 AND id = ?2")?
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE sender = ?1 AND id = ?2)")?
             .query_row(params![me, id], |r| r.get(0))?,
     )
 }
@@ -701,17 +702,17 @@ impl PeerStore {
                     let id = id_text(id);
                     // `own_state` before and after, reading the delivery rows only when no outbox row is left
                     // (for a channel message, every recipient's settle read every recipient's row: quadratic).
-                    let queued = queued_rows(c, me.as_str(), &id)?;
-                    let before = match queued {
-                        0 => state_once_sent(c, &id)?,
-                        _ => DeliveryState::Sending,
-                    };
                     let gone = c
                         .prepare_cached(
                             "DELETE FROM outbox WHERE recipient = ?1 AND sender = ?2 AND id = ?3",
                         )?
                         .execute(params![r, me.as_str(), id])?;
                     deleted += gone;
+                    // A row was there, so it was `sending`; else the delete changed nothing and it is as it is.
+                    let before = match gone > 0 || any_queued(c, me.as_str(), &id)? {
+                        true => DeliveryState::Sending,
+                        false => state_once_sent(c, &id)?,
+                    };
                     if let Some(state) = state {
                         c.prepare_cached(
                             "INSERT INTO delivery (id, recipient, state) VALUES (?1, ?2, ?3)
@@ -719,9 +720,9 @@ impl PeerStore {
                         )?
                         .execute(params![id, r, state.as_str()])?;
                     }
-                    let after = match queued - gone as i64 {
-                        left if left > 0 => DeliveryState::Sending,
-                        _ => state_once_sent(c, &id)?,
+                    let after = match any_queued(c, me.as_str(), &id)? {
+                        true => DeliveryState::Sending,
+                        false => state_once_sent(c, &id)?,
                     };
                     if after != before {
                         changed.extend(own_update(c, me.as_str(), &id, after)?);
