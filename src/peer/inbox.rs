@@ -202,18 +202,9 @@ impl Node {
             }
             _ => {}
         }
-        let key: PublicKey = match self.inner.tracker.identity(&msg.from).await {
-            Ok(key) => {
-                self.inner.directory.cache_key(msg.from.clone(), Some(key));
-                key
-            }
-            Err(TrackerError::Refused {
-                code: ErrorCode::UnknownIdentity,
-                ..
-            }) => {
-                self.inner.directory.cache_key(msg.from.clone(), None);
-                return Err(AuthError::UnknownIdentity(msg.from.clone()).into());
-            }
+        let key: PublicKey = match self.ask_tracker_key(&msg.from).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(AuthError::UnknownIdentity(msg.from.clone()).into()),
             Err(e) => match cached {
                 Some((Some(key), _)) => key,
                 _ => {
@@ -289,20 +280,25 @@ impl Node {
             Some((None, at)) if at.elapsed() < KEY_RECHECK => return None,
             _ => {}
         }
-        match self.inner.tracker.identity(from).await {
-            Ok(key) => {
-                self.inner.directory.cache_key(from.clone(), Some(key));
-                Some(key)
-            }
+        self.ask_tracker_key(from).await.ok().flatten()
+    }
+
+    /// The key the tracker binds to `name` (`None`: no key is bound to it), cached either way for the checks
+    /// that follow; an `Err` (the tracker cannot be asked now) is not cached.
+    pub(super) async fn ask_tracker_key(
+        &self,
+        name: &PeerName,
+    ) -> Result<Option<PublicKey>, TrackerError> {
+        let key = match self.inner.tracker.identity(name).await {
+            Ok(key) => Some(key),
             Err(TrackerError::Refused {
                 code: ErrorCode::UnknownIdentity,
                 ..
-            }) => {
-                self.inner.directory.cache_key(from.clone(), None);
-                None
-            }
-            Err(_) => None,
-        }
+            }) => None,
+            Err(e) => return Err(e),
+        };
+        self.inner.directory.cache_key(name.clone(), key);
+        Ok(key)
     }
 
     /// Refuses a sender whose key, as the tracker vouches for it, is not the one pinned for the name.

@@ -300,18 +300,9 @@ impl Node {
             }
             _ => {}
         }
-        match self.inner.tracker.identity(name).await {
-            Ok(key) => {
-                self.inner.directory.cache_key(name.clone(), Some(key));
-                Ok(key)
-            }
-            Err(super::tracker_client::TrackerError::Refused {
-                code: ErrorCode::UnknownIdentity,
-                ..
-            }) => {
-                self.inner.directory.cache_key(name.clone(), None);
-                Err(AuthError::UnknownIdentity(name.clone()).into())
-            }
+        match self.ask_tracker_key(name).await {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(AuthError::UnknownIdentity(name.clone()).into()),
             Err(e) => Err(ApiError::of(
                 ErrorCode::CannotVerifySender,
                 format!("{name}'s key cannot be checked now: {e}"),
