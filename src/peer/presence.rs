@@ -105,12 +105,22 @@ fn as_members(state: &BTreeMap<PeerName, Seen>) -> Vec<Member> {
         .collect()
 }
 
+/// A channel's live members by name, as the tracker lists them.
+type Live = BTreeMap<PeerName, Seen>;
+
+fn live_of(peers: &[PeerInfo]) -> Live {
+    peers
+        .iter()
+        .map(|p| (p.name.clone(), Seen::live(p)))
+        .collect()
+}
+
 /// The members that were online and are no longer in the tracker's live list: each has either left the channel
 /// or gone offline, which only a look-up can tell.
-fn vanished(before: &BTreeMap<PeerName, Seen>, live: &[PeerInfo]) -> Vec<PeerName> {
+fn vanished(before: &BTreeMap<PeerName, Seen>, live: &Live) -> Vec<PeerName> {
     before
         .iter()
-        .filter(|(name, seen)| seen.online && !live.iter().any(|p| &p.name == *name))
+        .filter(|(name, seen)| seen.online && !live.contains_key(*name))
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -119,13 +129,10 @@ fn vanished(before: &BTreeMap<PeerName, Seen>, live: &[PeerInfo]) -> Vec<PeerNam
 /// already offline, offline (at most [`OFFLINE_MEMBERS_KEPT`]); any other member that vanished left the channel.
 fn next_members(
     before: &BTreeMap<PeerName, Seen>,
-    live: &[PeerInfo],
+    live: &Live,
     gone: &BTreeSet<PeerName>,
 ) -> BTreeMap<PeerName, Seen> {
-    let mut after: BTreeMap<PeerName, Seen> = live
-        .iter()
-        .map(|p| (p.name.clone(), Seen::live(p)))
-        .collect();
+    let mut after = live.clone();
     let offline: Vec<(&PeerName, &Seen)> = before
         .iter()
         .filter(|(name, seen)| !after.contains_key(*name) && (!seen.online || gone.contains(*name)))
@@ -135,6 +142,22 @@ fn next_members(
         after.insert(name.clone(), seen.offline());
     }
     after
+}
+
+/// The live members after a pushed change (docs/SESSIONS.md, 11): the ones online `before`, less the `gone`,
+/// with each of `changed` as it is now (a change names every member whose entry differs, whole).
+fn live_after_change(
+    before: &BTreeMap<PeerName, Seen>,
+    changed: &[PeerInfo],
+    gone: &[PeerName],
+) -> Live {
+    let mut live: Live = before
+        .iter()
+        .filter(|(name, seen)| seen.online && !gone.contains(name))
+        .map(|(name, seen)| (name.clone(), seen.clone()))
+        .collect();
+    live.extend(live_of(changed));
+    live
 }
 
 impl Node {
@@ -177,7 +200,7 @@ impl Node {
             }) => vec![],
             Err(e) => return Err(e.into()),
         };
-        self.apply_members(channel, live).await
+        self.apply_members(channel, live_of(&live)).await
     }
 
     /// Takes `live` as the channel's live members (from an answer or a push), looks up the ones that vanished,
@@ -185,7 +208,7 @@ impl Node {
     async fn apply_members(
         &self,
         channel: &ChannelName,
-        live: Vec<PeerInfo>,
+        live: Live,
     ) -> Result<MemberList, NodeError> {
         let presence = &self.inner.presence;
         let before = lock(&presence.channels)
@@ -228,7 +251,8 @@ impl Node {
         })
     }
 
-    /// A push from the tracker (docs/SESSIONS.md, 11): a channel's live members, as `/get-list` would answer.
+    /// A push from the tracker (docs/SESSIONS.md, 11): a channel's live members, as `/get-list` would answer
+    /// (`members`), or what changed in them since the push before (`members_changed`).
     async fn apply_push(&self, item: &[u8]) {
         #[derive(serde::Deserialize)]
         struct Push {
@@ -236,19 +260,51 @@ impl Node {
             channel: Option<ChannelName>,
             #[serde(default)]
             peers: Vec<PeerInfo>,
+            #[serde(default)]
+            gone: Vec<PeerName>,
         }
         let push: Push = match serde_json::from_slice(item) {
             Ok(p) => p,
             Err(e) => return tracing::debug!("a push that does not parse, ignored: {e}"),
         };
-        let (true, Some(channel)) = (push.kind == "members", push.channel) else {
-            return tracing::debug!(kind = %push.kind, "a push of a kind not known here, ignored");
+        let change = match push.kind.as_str() {
+            "members" => false,
+            "members_changed" => true,
+            _ => {
+                return tracing::debug!(kind = %push.kind, "a push of a kind not known here, ignored");
+            }
+        };
+        let Some(channel) = push.channel else {
+            return tracing::debug!("a members push without a channel, ignored");
         };
         if !self.is_joined(&channel) {
             return;
         }
+        // The page shows the key pinned for a name, the one to compare out of band (as an answer's list does).
+        let peers: Vec<PeerInfo> = push
+            .peers
+            .into_iter()
+            .map(|p| PeerInfo {
+                public_key: self.shown_key(&p.name, p.public_key),
+                ..p
+            })
+            .collect();
         let _one_at_a_time = self.inner.presence.refreshing.lock().await;
-        if let Err(e) = self.apply_members(&channel, push.peers).await {
+        let live = match change {
+            false => Some(live_of(&peers)),
+            true => lock(&self.inner.presence.channels)
+                .get(&channel)
+                .map(|before| live_after_change(before, &peers, &push.gone)),
+        };
+        let Some(live) = live else {
+            // Nothing to apply the change to (the channel was left and joined again meanwhile): ask for the list.
+            drop(_one_at_a_time);
+            if let Err(e) = self.channel_members(&channel).await {
+                tracing::debug!(peer = %self.name(), %channel, "presence not refreshed: {e}");
+            }
+            return;
+        };
+        if let Err(e) = self.apply_members(&channel, live).await {
             tracing::debug!(peer = %self.name(), %channel, "pushed presence not applied: {e}");
         }
     }
@@ -367,11 +423,11 @@ mod tests {
     fn given_members_when_one_dies_and_one_leaves_then_the_dead_one_is_offline_and_the_other_gone()
     {
         let before = state(&[("alice", true), ("bob", true), ("carol", true)]);
-        let live = [info("alice")];
+        let live = live_of(&[info("alice")]);
         assert_eq!(vanished(&before, &live), names(&["bob", "carol"]));
         // The tracker no longer knows bob (lease lapsed); carol is still online elsewhere.
         let gone: BTreeSet<_> = names(&["bob"]).into_iter().collect();
-        let after = next_members(&before, &infos(&["alice"]), &gone);
+        let after = next_members(&before, &live, &gone);
         assert_eq!(after, state(&[("alice", true), ("bob", false)]));
     }
 
@@ -379,16 +435,37 @@ mod tests {
     fn given_an_offline_member_then_it_stays_listed_until_it_comes_back_online() {
         let before = state(&[("alice", true), ("bob", false)]);
         assert!(
-            vanished(&before, &[info("alice")]).is_empty(),
+            vanished(&before, &live_of(&[info("alice")])).is_empty(),
             "no look-up for bob again"
         );
         let none = BTreeSet::new();
-        assert_eq!(next_members(&before, &infos(&["alice"]), &none), before);
-        let back = next_members(&before, &infos(&["alice", "bob", "dave"]), &none);
+        let alice = live_of(&infos(&["alice"]));
+        assert_eq!(next_members(&before, &alice, &none), before);
+        let back = next_members(&before, &live_of(&infos(&["alice", "bob", "dave"])), &none);
         assert_eq!(
             back,
             state(&[("alice", true), ("bob", true), ("dave", true)])
         );
+    }
+
+    #[test]
+    fn a_pushed_change_updates_the_members_it_names_and_keeps_the_others() {
+        let before = state(&[("alice", true), ("bob", true), ("carol", false)]);
+        let mut away = info("bob");
+        away.status = PeerStatus::Away;
+        let live = live_after_change(&before, &[away, info("dave")], &names(&["alice"]));
+        let expected: Vec<(PeerName, PeerStatus)> = vec![
+            (PeerName::new("bob").unwrap(), PeerStatus::Away),
+            (PeerName::new("dave").unwrap(), PeerStatus::Online),
+        ];
+        let got: Vec<(PeerName, PeerStatus)> =
+            live.iter().map(|(n, s)| (n.clone(), s.status)).collect();
+        assert_eq!(
+            got, expected,
+            "alice gone, carol was not live, bob changed, dave new"
+        );
+        // Alice vanished from the live list: looked up once, like a member missing from a whole list.
+        assert_eq!(vanished(&before, &live), names(&["alice"]));
     }
 
     #[test]
@@ -400,7 +477,7 @@ mod tests {
             .iter()
             .map(|(n, on)| (PeerName::new(n).unwrap(), seen(*on)))
             .collect();
-        let after = next_members(&before, &infos(&["alice"]), &BTreeSet::new());
+        let after = next_members(&before, &live_of(&infos(&["alice"])), &BTreeSet::new());
         assert_eq!(after.len(), OFFLINE_MEMBERS_KEPT + 1);
     }
 }

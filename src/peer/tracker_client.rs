@@ -368,8 +368,10 @@ impl TrackerClient {
         let Some(link) = self.link().await? else {
             return Ok(None);
         };
-        let payload =
-            serde_json::to_vec(&serde_json::json!({ "name": self.me })).expect("serializes");
+        // `changes`: this peer applies `members_changed` pushes, so a join in a big channel costs each member one
+        // entry instead of the whole list.
+        let payload = serde_json::to_vec(&serde_json::json!({ "name": self.me, "changes": true }))
+            .expect("serializes");
         self.session.over_session.fetch_add(1, Ordering::Relaxed);
         link.subscribe(&payload)
             .await

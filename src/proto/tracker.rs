@@ -396,6 +396,9 @@ pub struct SessionHealth {
     pub requests: u64,
     /// Peers subscribed to pushes now.
     pub subscribers: usize,
+    /// Bytes of pushes written to subscribers since start (absent from trackers before it was added).
+    #[serde(default)]
+    pub pushed_bytes: u64,
 }
 
 /// The body of every refusal: `{"error":{"code","message"}}`.

@@ -407,6 +407,10 @@ async fn health(State(s): State<Arc<Shared>>) -> Json<Health> {
                 .sessions
                 .subscribers
                 .load(std::sync::atomic::Ordering::Relaxed),
+            pushed_bytes: s
+                .sessions
+                .pushed_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }),
         relay: super::relay::health(&s),
     })

@@ -12,7 +12,6 @@
 //!   replaces an unsent older one), so a slow peer costs the tracker one list per channel, never a backlog.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -42,6 +41,8 @@ const COALESCE: Duration = Duration::from_millis(20);
 pub struct SessionStats {
     pub requests: AtomicU64,
     pub subscribers: AtomicUsize,
+    /// Bytes of push payloads written to subscribers' streams, ever.
+    pub pushed_bytes: AtomicU64,
     /// The UDP port and key the tracker listens with, once it does.
     pub listening: OnceLock<(u16, PublicKey)>,
 }
@@ -62,9 +63,11 @@ pub(crate) fn affects_presence(c: &Change) -> bool {
     }
 }
 
-/// One subscription: whose, what was last sent per channel (a hash), and what waits to be sent.
+/// One subscription: whose, whether it takes changes (else every push is a whole list), what was last sent per
+/// channel (a version), and what waits to be sent.
 struct Subscriber {
     name: PeerName,
+    changes: bool,
     state: Mutex<Queued>,
     wake: Notify,
 }
@@ -72,14 +75,26 @@ struct Subscriber {
 #[derive(Default)]
 struct Queued {
     sent: HashMap<ChannelName, u64>,
-    pending: Vec<(ChannelName, Vec<u8>)>,
+    pending: Vec<(ChannelName, Arc<Vec<u8>>)>,
     closed: bool,
 }
 
-/// Every subscriber, and the signal that something changed.
+/// A channel's live members as the hub last made them: each member's pushed entry, the whole list, and what
+/// changed since the version before (`None` for the first).
+struct Snapshot {
+    version: u64,
+    entries: HashMap<PeerName, Vec<u8>>,
+    full: Arc<Vec<u8>>,
+    change: Option<(u64, Arc<Vec<u8>>)>,
+}
+
+/// Every subscriber, each channel's last snapshot, and the signal that something changed.
 #[derive(Default)]
 pub struct Hub {
     subscribers: Mutex<HashMap<PeerName, Arc<Subscriber>>>,
+    snapshots: Mutex<HashMap<ChannelName, Snapshot>>,
+    /// Versions are drawn from one counter: a channel made again after it was forgotten never reuses one.
+    versions: AtomicU64,
     changed: Notify,
 }
 
@@ -122,18 +137,22 @@ impl Hub {
             .cloned()
             .collect();
         let now = now_ms();
+        let mut snapshots = shared
+            .hub
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // A channel's list is the same for every member who may see it: made once per recompute, not once per
         // subscriber (100 members subscribed to one channel made it 100 times, ~17 KB of JSON each).
-        let mut made: std::collections::HashMap<ChannelName, Option<(Vec<u8>, u64)>> =
-            std::collections::HashMap::new();
+        let mut made: HashMap<ChannelName, Option<View>> = HashMap::new();
         for sub in subs {
-            let lists: Vec<(ChannelName, Vec<u8>, u64)> = shared.read(|st| {
+            let lists: Vec<(ChannelName, View)> = shared.read(|st| {
                 st.registry
                     .channels_of(&sub.name)
                     .into_iter()
                     .filter(|ch| st.registry.may_see(ch, Some(&sub.name)))
                     .filter_map(|ch| {
-                        let (json, hash) = made
+                        let view = made
                             .entry(ch.clone())
                             .or_insert_with(|| {
                                 let peers = st
@@ -141,30 +160,100 @@ impl Hub {
                                     .members(&ch, Some(&sub.name), now)
                                     .map(|p| st.with_keys(p))
                                     .ok()?;
-                                Some(members_push(&ch, peers))
+                                Some(shared.hub.update(&mut snapshots, &ch, peers))
                             })
                             .clone()?;
-                        Some((ch, json, hash))
+                        Some((ch, view))
                     })
                     .collect()
             });
             Hub::queue(&sub, lists);
         }
+        // A channel no subscriber sees now is forgotten: whoever sees it again gets its whole list first.
+        snapshots.retain(|ch, _| made.contains_key(ch));
     }
 
-    /// Queues the lists that differ from what `sub` was last sent.
-    fn queue(sub: &Subscriber, lists: Vec<(ChannelName, Vec<u8>, u64)>) {
+    /// Takes `peers` as `channel`'s live members now: a new version if anything a subscriber sees differs.
+    fn update(
+        &self,
+        snapshots: &mut HashMap<ChannelName, Snapshot>,
+        channel: &ChannelName,
+        peers: Vec<PeerInfo>,
+    ) -> View {
+        let entries: Vec<(PeerName, Vec<u8>)> = peers
+            .into_iter()
+            .map(|mut p| {
+                // A heartbeat moves it and nothing a user sees.
+                p.last_seen_ms = 0;
+                let json = serde_json::to_vec(&p).expect("serializes");
+                (p.name, json)
+            })
+            .collect();
+        let old = snapshots.get(channel);
+        let same = old.is_some_and(|o| {
+            o.entries.len() == entries.len()
+                && entries.iter().all(|(n, j)| o.entries.get(n) == Some(j))
+        });
+        if !same {
+            let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+            let change = old.map(|o| {
+                let changed: Vec<&[u8]> = entries
+                    .iter()
+                    .filter(|(n, j)| o.entries.get(n) != Some(j))
+                    .map(|(_, j)| j.as_slice())
+                    .collect();
+                let kept: std::collections::HashSet<&PeerName> =
+                    entries.iter().map(|(n, _)| n).collect();
+                let gone: Vec<&PeerName> = o.entries.keys().filter(|n| !kept.contains(n)).collect();
+                (
+                    o.version,
+                    Arc::new(push_json("members_changed", channel, &changed, Some(&gone))),
+                )
+            });
+            let all: Vec<&[u8]> = entries.iter().map(|(_, j)| j.as_slice()).collect();
+            let full = Arc::new(push_json("members", channel, &all, None));
+            snapshots.insert(
+                channel.clone(),
+                Snapshot {
+                    version,
+                    entries: entries.into_iter().collect(),
+                    full,
+                    change,
+                },
+            );
+        }
+        let s = &snapshots[channel];
+        View {
+            version: s.version,
+            full: s.full.clone(),
+            change: s.change.clone(),
+        }
+    }
+
+    /// Queues, for each of `sub`'s channels whose version it was not sent, the change since the version it was sent
+    /// if it takes changes and has nothing unsent for that channel; else the whole list (replacing an unsent one).
+    fn queue(sub: &Subscriber, lists: Vec<(ChannelName, View)>) {
         let mut q = sub.state.lock().unwrap_or_else(|p| p.into_inner());
         let current: std::collections::HashSet<&ChannelName> = lists.iter().map(|l| &l.0).collect();
         q.sent.retain(|ch, _| current.contains(ch));
         let mut any = false;
-        for (ch, json, hash) in lists {
-            if q.sent.get(&ch) == Some(&hash) {
+        for (ch, view) in lists {
+            let sent = q.sent.get(&ch).copied();
+            if sent == Some(view.version) {
                 continue;
             }
-            q.sent.insert(ch.clone(), hash);
-            q.pending.retain(|(c, _)| *c != ch);
-            q.pending.push((ch, json));
+            let unsent = q.pending.iter().any(|(c, _)| *c == ch);
+            let item = match (&view.change, sent) {
+                (Some((from, change)), Some(s)) if sub.changes && !unsent && *from == s => {
+                    change.clone()
+                }
+                _ => {
+                    q.pending.retain(|(c, _)| *c != ch);
+                    view.full.clone()
+                }
+            };
+            q.sent.insert(ch.clone(), view.version);
+            q.pending.push((ch, item));
             any = true;
         }
         drop(q);
@@ -174,21 +263,41 @@ impl Hub {
     }
 }
 
-/// A channel's members as pushed, and a hash of what a subscriber sees in it (`last_seen_ms` left out: a
-/// heartbeat changes it and nothing a user sees).
-fn members_push(channel: &ChannelName, mut peers: Vec<PeerInfo>) -> (Vec<u8>, u64) {
-    for p in &mut peers {
-        p.last_seen_ms = 0;
+/// One channel's version as a subscriber may be sent it: whole, or as the change from the version before.
+#[derive(Clone)]
+struct View {
+    version: u64,
+    full: Arc<Vec<u8>>,
+    change: Option<(u64, Arc<Vec<u8>>)>,
+}
+
+/// A push's JSON: `{"kind":…,"channel":…,"peers":[…]}` from entries already serialized, with `"gone":[…]` for a
+/// change.
+fn push_json(
+    kind: &str,
+    channel: &ChannelName,
+    peers: &[&[u8]],
+    gone: Option<&[&PeerName]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + peers.iter().map(|p| p.len() + 1).sum::<usize>());
+    out.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut out, kind).expect("serializes");
+    out.extend_from_slice(b",\"channel\":");
+    serde_json::to_writer(&mut out, channel).expect("serializes");
+    out.extend_from_slice(b",\"peers\":[");
+    for (i, p) in peers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
     }
-    let json = serde_json::to_vec(&serde_json::json!({
-        "kind": "members",
-        "channel": channel,
-        "peers": peers,
-    }))
-    .expect("serializes");
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    json.hash(&mut h);
-    (json, h.finish())
+    out.push(b']');
+    if let Some(gone) = gone {
+        out.extend_from_slice(b",\"gone\":");
+        serde_json::to_writer(&mut out, gone).expect("serializes");
+    }
+    out.push(b'}');
+    out
 }
 
 /// The tracker's [`Service`]: its router, its rate limiter, and the hub.
@@ -227,8 +336,11 @@ impl Sessions {
         #[derive(serde::Deserialize)]
         struct Subscribe {
             name: PeerName,
+            /// The subscriber applies `members_changed` pushes (else it is sent whole lists only).
+            #[serde(default)]
+            changes: bool,
         }
-        let Subscribe { name } = serde_json::from_slice(&payload).map_err(|e| {
+        let Subscribe { name, changes } = serde_json::from_slice(&payload).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::BadFrame,
                 format!("a SUBSCRIBE payload must be {{\"name\":\"…\"}}: {e}"),
@@ -251,6 +363,7 @@ impl Sessions {
         }
         let sub = Arc::new(Subscriber {
             name: name.clone(),
+            changes,
             state: Mutex::default(),
             wake: Notify::new(),
         });
@@ -296,9 +409,14 @@ async fn feed(shared: Arc<Shared>, sub: Arc<Subscriber>, tx: mpsc::Sender<Vec<u8
             }
         }
         for (_, json) in batch {
-            if tx.send(json).await.is_err() {
+            let len = json.len() as u64;
+            if tx.send(Arc::unwrap_or_clone(json)).await.is_err() {
                 break;
             }
+            shared
+                .sessions
+                .pushed_bytes
+                .fetch_add(len, Ordering::Relaxed);
         }
         if tx.is_closed() {
             break;
@@ -326,5 +444,146 @@ impl Service for Sessions {
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<mpsc::Receiver<Vec<u8>>, ErrorBody>> {
         Box::pin(async move { self.start_subscription(caller, payload) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::PeerStatus;
+
+    fn peer(name: &str, status: PeerStatus) -> PeerInfo {
+        PeerInfo {
+            name: PeerName::new(name).unwrap(),
+            ip: [127, 0, 0, 1].into(),
+            port: 1,
+            last_seen_ms: now_ms(),
+            status,
+            away: None,
+            role: None,
+            public_key: None,
+            quic_port: None,
+        }
+    }
+
+    fn online(names: &[&str]) -> Vec<PeerInfo> {
+        names.iter().map(|n| peer(n, PeerStatus::Online)).collect()
+    }
+
+    fn subscriber(changes: bool) -> Subscriber {
+        Subscriber {
+            name: PeerName::new("alice").unwrap(),
+            changes,
+            state: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The pushes waiting for `sub`, parsed, and taken (as its feed would).
+    fn take(sub: &Subscriber) -> Vec<serde_json::Value> {
+        std::mem::take(&mut sub.state.lock().unwrap().pending)
+            .into_iter()
+            .map(|(_, json)| serde_json::from_slice(&json).unwrap())
+            .collect()
+    }
+
+    fn names(v: &serde_json::Value, field: &str) -> Vec<String> {
+        v[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.get("name").unwrap_or(p).as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_whole_list_first_then_only_what_changed_and_nothing_for_a_heartbeat() {
+        let hub = Hub::default();
+        let mut snaps = HashMap::new();
+        let ch = ChannelName::new("general").unwrap();
+        let sub = subscriber(true);
+        let step = |snaps: &mut HashMap<_, _>, peers| {
+            let view = hub.update(snaps, &ch, peers);
+            Hub::queue(&sub, vec![(ch.clone(), view)]);
+            take(&sub)
+        };
+        let first = step(&mut snaps, online(&["alice", "bob", "carol"]));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["kind"], "members");
+        assert_eq!(names(&first[0], "peers"), ["alice", "bob", "carol"]);
+
+        // Dave joins, carol goes away: the change names those two, whole, and nobody else.
+        let mut now = online(&["alice", "bob", "dave"]);
+        now.push(peer("carol", PeerStatus::Away));
+        let second = step(&mut snaps, now.clone());
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_eq!(second[0]["kind"], "members_changed");
+        assert_eq!(names(&second[0], "peers"), ["dave", "carol"]);
+        assert_eq!(second[0]["peers"][1]["status"], "away");
+        assert_eq!(names(&second[0], "gone"), Vec::<String>::new());
+
+        // Only heartbeats (last_seen_ms moves): nothing is pushed.
+        for p in &mut now {
+            p.last_seen_ms += 5_000;
+        }
+        assert!(step(&mut snaps, now).is_empty());
+
+        // Bob leaves: a change with only `gone`.
+        let mut now = online(&["alice", "dave"]);
+        now.push(peer("carol", PeerStatus::Away));
+        let third = step(&mut snaps, now);
+        assert_eq!(third[0]["kind"], "members_changed");
+        assert!(names(&third[0], "peers").is_empty());
+        assert_eq!(names(&third[0], "gone"), ["bob"]);
+    }
+
+    #[test]
+    fn a_change_goes_only_on_top_of_what_was_sent_else_the_whole_list_replaces_anything_unsent() {
+        let hub = Hub::default();
+        let mut snaps = HashMap::new();
+        let ch = ChannelName::new("general").unwrap();
+        let sub = subscriber(true);
+        let queue = |snaps: &mut HashMap<_, _>, peers| {
+            let view = hub.update(snaps, &ch, peers);
+            Hub::queue(&sub, vec![(ch.clone(), view)]);
+        };
+        queue(&mut snaps, online(&["alice"]));
+        take(&sub);
+        // Two changes before the subscriber's stream takes anything: one whole list, the latest.
+        queue(&mut snaps, online(&["alice", "bob"]));
+        queue(&mut snaps, online(&["alice", "bob", "carol"]));
+        let waiting = take(&sub);
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert_eq!(waiting[0]["kind"], "members");
+        assert_eq!(names(&waiting[0], "peers"), ["alice", "bob", "carol"]);
+
+        // A subscriber that no longer sees the channel forgets what it was sent: seen again, it gets it whole.
+        Hub::queue(&sub, vec![]);
+        queue(&mut snaps, online(&["alice", "bob", "carol", "dave"]));
+        let back = take(&sub);
+        assert_eq!(back[0]["kind"], "members");
+
+        // A subscriber that did not ask for changes gets whole lists only.
+        let old = subscriber(false);
+        let view = hub.update(&mut snaps, &ch, online(&["alice"]));
+        Hub::queue(&old, vec![(ch.clone(), view)]);
+        take(&old);
+        let view = hub.update(&mut snaps, &ch, online(&["alice", "erin"]));
+        Hub::queue(&old, vec![(ch.clone(), view)]);
+        let pushed = take(&old);
+        assert_eq!(pushed[0]["kind"], "members");
+        assert_eq!(names(&pushed[0], "peers"), ["alice", "erin"]);
+    }
+
+    #[test]
+    fn a_push_is_the_json_a_reader_parses() {
+        let ch = ChannelName::new("general").unwrap();
+        let bob = PeerName::new("bob").unwrap();
+        let json = push_json("members_changed", &ch, &[br#"{"name":"x"}"#], Some(&[&bob]));
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"kind":"members_changed","channel":"general","peers":[{"name":"x"}],"gone":["bob"]})
+        );
     }
 }

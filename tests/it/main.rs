@@ -32,6 +32,7 @@ mod messaging;
 mod missed;
 mod netlan;
 mod pinned_mail;
+mod presence_pushes;
 mod privacy;
 mod quick_start;
 mod receipts;
