@@ -273,38 +273,66 @@ fn prompt_for(current: &Option<ChannelName>) -> String {
     }
 }
 
-/// Sends typed messages one after another, so they leave in the order they were typed, and reports failures.
+/// Reports awaited at once: a line typed beyond this many waits for the oldest report (each waits at most a few
+/// seconds, [`crate::peer::SEND_REPORT_WAIT`]).
+const REPORTS_IN_FLIGHT: usize = 64;
+
+/// Sends typed messages one after another, so they are stored and leave in the order they were typed, and reports
+/// failures. A line does not wait for the one before it to be delivered (to a peer that cannot be reached that is
+/// seconds): only for it to be in the store.
 async fn send_in_order(node: Node, mut rx: mpsc::Receiver<(Destination, String)>, out: Out) {
+    let mut reports = tokio::task::JoinSet::new();
     while let Some((dest, text)) = rx.recv().await {
-        match node.send(dest.clone(), text).await {
+        while reports.try_join_next().is_some() {}
+        if reports.len() >= REPORTS_IN_FLIGHT {
+            reports.join_next().await;
+        }
+        match node.send_then_report(dest.clone(), text).await {
             Ok(report) => {
-                for f in &report.failed {
-                    out.status(format!("not delivered to {}: {}", f.peer, f.error));
-                }
-                for p in &report.held {
-                    out.status(format!(
-                        "{p} is offline; the tracker holds the message until {p} is back"
-                    ));
-                }
-                for q in &report.queued {
-                    out.status(format!(
-                        "{} cannot be reached now ({}); the message waits in your outbox and is retried",
-                        q.peer, q.error
-                    ));
-                }
-                if report.delivered.is_empty()
-                    && report.failed.is_empty()
-                    && report.held.is_empty()
-                    && report.queued.is_empty()
-                {
-                    out.status(format!(
-                        "nobody else is in {} yet; the message is in your history",
-                        dest.label()
-                    ));
-                }
+                let out = out.clone();
+                reports.spawn(async move { tell(report.await, &dest, &out) });
             }
             Err(e) => out.status(format!("not sent to {}: {e}", dest.label())),
         }
+    }
+    // Input ended (the user quit): the reports still due are told if they come while the CLI ends.
+    while reports.join_next().await.is_some() {}
+}
+
+/// Prints what became of one sent message, if it needs saying.
+fn tell(
+    report: Result<crate::peer::SendReport, crate::peer::NodeError>,
+    dest: &Destination,
+    out: &Out,
+) {
+    match report {
+        Ok(report) => {
+            for f in &report.failed {
+                out.status(format!("not delivered to {}: {}", f.peer, f.error));
+            }
+            for p in &report.held {
+                out.status(format!(
+                    "{p} is offline; the tracker holds the message until {p} is back"
+                ));
+            }
+            for q in &report.queued {
+                out.status(format!(
+                    "{} cannot be reached now ({}); the message waits in your outbox and is retried",
+                    q.peer, q.error
+                ));
+            }
+            if report.delivered.is_empty()
+                && report.failed.is_empty()
+                && report.held.is_empty()
+                && report.queued.is_empty()
+            {
+                out.status(format!(
+                    "nobody else is in {} yet; the message is in your history",
+                    dest.label()
+                ));
+            }
+        }
+        Err(e) => out.status(format!("not sent to {}: {e}", dest.label())),
     }
 }
 

@@ -811,6 +811,26 @@ impl Node {
         self.report_on(&msg, watches).await
     }
 
+    /// [`Node::send`] in two steps: returns once the message is signed and in the store (its place among this
+    /// user's messages is fixed, and it is being carried), with the report to wait for. A front end that takes
+    /// the next line while earlier ones wait for their reports keeps the user's order without making a line wait
+    /// for the one before it to be delivered.
+    pub async fn send_then_report(
+        &self,
+        dest: Destination,
+        text: String,
+    ) -> Result<
+        impl std::future::Future<Output = Result<SendReport, NodeError>> + Send + 'static,
+        NodeError,
+    > {
+        let recipients = self.recipients_of(&dest).await?;
+        self.inner.outboxes.room_for(recipients.len())?;
+        let msg = self.compose(dest, text, None)?;
+        let watches = self.commit_sent(&msg, &recipients).await?;
+        let node = self.clone();
+        Ok(async move { node.report_on(&msg, watches).await })
+    }
+
     /// Who a message to `dest` goes to, by name.
     async fn recipients_of(&self, dest: &Destination) -> Result<Vec<PeerName>, NodeError> {
         Ok(match dest {

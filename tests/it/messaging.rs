@@ -132,3 +132,38 @@ fn a_name_held_by_a_live_peer_cannot_be_taken() {
         "{stderr}"
     );
 }
+
+/// Lines typed to a peer that cannot be reached are each stored at once, in order: a line does not wait for the
+/// report on the one before it (which takes the second or so a dead address takes to show it is dead).
+#[test]
+fn lines_typed_to_a_peer_that_died_are_all_stored_before_the_first_report() {
+    let tracker = Proc::tracker(&[]);
+    let mut alice = Proc::peer("alice", tracker.addr, &[]);
+    let mut bob = Proc::peer("bob", tracker.addr, &[]);
+    alice.type_line("@bob are you there?");
+    bob.out
+        .wait_for("bob to get alice's first line", SOON, |l| {
+            l.contains("alice: are you there?")
+        });
+    bob.kill();
+    for i in 1..=3 {
+        alice.type_line(&format!("@bob line {i}"));
+    }
+    let first_report = alice
+        .out
+        .wait_for("a report on the lines to bob", SOON, |l| {
+            l.contains("bob is offline") || l.contains("bob cannot be reached")
+        });
+    let v = get_json(&alice.url("/api/history?with=@bob&limit=10"), 200);
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["are you there?", "line 1", "line 2", "line 3"],
+        "alice's history when the first report ({first_report}) was printed"
+    );
+}
