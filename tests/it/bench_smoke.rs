@@ -99,7 +99,7 @@ fn a_quick_run_reports_every_figure_with_sane_values() {
     assert!(svg.contains("<svg") && svg.contains("hchat"), "{svg:.200}");
 
     let targets = r["targets"].as_array().expect("the targets are judged");
-    assert_eq!(targets.len(), 6, "{targets:?}");
+    assert_eq!(targets.len(), 8, "{targets:?}");
     if compare {
         for who in ["ngircd", "mosquitto"] {
             assert_eq!(
