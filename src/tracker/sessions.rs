@@ -496,15 +496,25 @@ mod tests {
             .collect()
     }
 
+    /// `peers` as #general's live members now, offered to `sub` (as a recompute does).
+    fn offer(
+        hub: &Hub,
+        snaps: &mut HashMap<ChannelName, Snapshot>,
+        sub: &Subscriber,
+        peers: Vec<PeerInfo>,
+    ) {
+        let ch = ChannelName::new("general").unwrap();
+        let view = hub.update(snaps, &ch, peers);
+        Hub::queue(sub, vec![(ch, view)]);
+    }
+
     #[test]
     fn a_subscriber_gets_the_whole_list_first_then_only_what_changed_and_nothing_for_a_heartbeat() {
         let hub = Hub::default();
         let mut snaps = HashMap::new();
-        let ch = ChannelName::new("general").unwrap();
         let sub = subscriber(true);
         let step = |snaps: &mut HashMap<_, _>, peers| {
-            let view = hub.update(snaps, &ch, peers);
-            Hub::queue(&sub, vec![(ch.clone(), view)]);
+            offer(&hub, snaps, &sub, peers);
             take(&sub)
         };
         let first = step(&mut snaps, online(&["alice", "bob", "carol"]));
@@ -541,12 +551,8 @@ mod tests {
     fn a_change_goes_only_on_top_of_what_was_sent_else_the_whole_list_replaces_anything_unsent() {
         let hub = Hub::default();
         let mut snaps = HashMap::new();
-        let ch = ChannelName::new("general").unwrap();
         let sub = subscriber(true);
-        let queue = |snaps: &mut HashMap<_, _>, peers| {
-            let view = hub.update(snaps, &ch, peers);
-            Hub::queue(&sub, vec![(ch.clone(), view)]);
-        };
+        let queue = |snaps: &mut HashMap<_, _>, peers| offer(&hub, snaps, &sub, peers);
         queue(&mut snaps, online(&["alice"]));
         take(&sub);
         // Two changes before the subscriber's stream takes anything: one whole list, the latest.
@@ -565,11 +571,9 @@ mod tests {
 
         // A subscriber that did not ask for changes gets whole lists only.
         let old = subscriber(false);
-        let view = hub.update(&mut snaps, &ch, online(&["alice"]));
-        Hub::queue(&old, vec![(ch.clone(), view)]);
+        offer(&hub, &mut snaps, &old, online(&["alice"]));
         take(&old);
-        let view = hub.update(&mut snaps, &ch, online(&["alice", "erin"]));
-        Hub::queue(&old, vec![(ch.clone(), view)]);
+        offer(&hub, &mut snaps, &old, online(&["alice", "erin"]));
         let pushed = take(&old);
         assert_eq!(pushed[0]["kind"], "members");
         assert_eq!(names(&pushed[0], "peers"), ["alice", "erin"]);
