@@ -407,25 +407,38 @@ impl Endpoint {
         addr: SocketAddr,
         expected: PublicKey,
     ) -> Result<Arc<Link>, LinkError> {
-        self.dial_checked(addr, Some(expected)).await
+        self.dial_checked(addr, Some(expected), self.transport.clone())
+            .await
     }
 
     /// A new connection to whatever key answers at `addr` (first contact, before a key is pinned: the caller
     /// pins [`Link::remote_key`] or compares it). Not pooled.
     pub async fn dial_any(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Link>, LinkError> {
-        self.dial_checked(addr, None).await
+        self.dial_checked(addr, None, self.transport.clone()).await
+    }
+
+    /// [`Endpoint::dial_any`] with this connection's own limits (idle timeout, keep-alive, streams) instead of the
+    /// endpoint's: a peer's session with its tracker, dialled from the endpoint it takes sessions on, pings every
+    /// second and gives up after 3 s, while its sessions with peers do not.
+    pub async fn dial_any_with(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        limits: &Config,
+    ) -> Result<Arc<Link>, LinkError> {
+        self.dial_checked(addr, None, transport(limits)).await
     }
 
     async fn dial_checked(
         self: &Arc<Self>,
         addr: SocketAddr,
         wanted: Option<PublicKey>,
+        transport: Arc<quinn::TransportConfig>,
     ) -> Result<Arc<Link>, LinkError> {
         let (tls, seen) = tls::client_config(&self.identity, wanted)?;
         let tls = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| LinkError::Tls(rustls::Error::General(e.to_string())))?;
         let mut config = quinn::ClientConfig::new(Arc::new(tls));
-        config.transport_config(self.transport.clone());
+        config.transport_config(transport);
         let connecting = self
             .quic
             .connect_with(config, addr, SERVER_NAME)

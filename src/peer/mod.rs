@@ -481,6 +481,9 @@ impl Node {
         let known = known_trackers::KnownTrackers::new(data_dir, config.tracker_key.clone());
         let tracker =
             TrackerClient::new(config.tracker, config.name.clone(), identity.clone(), known);
+        if let Some(endpoint) = &link {
+            tracker.dial_from(endpoint);
+        }
         Node {
             inner: Arc::new(Inner {
                 me: config.name.clone(),

@@ -83,6 +83,22 @@ struct Session {
 const SESSION_IDLE: Duration = Duration::from_secs(3);
 /// A QUIC PING this often keeps a quiet session open (a packet, not a request: the tracker does no work for it).
 const SESSION_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// The limits of the session with the tracker, whichever endpoint it is dialled from.
+fn session_limits() -> link::Config {
+    link::Config {
+        idle_timeout: SESSION_IDLE,
+        keep_alive: Some(SESSION_KEEP_ALIVE),
+        ..link::Config::default()
+    }
+}
+
+/// Whether a UDP socket bound at `local` can send to `tracker`: the same address family, and not a socket bound to
+/// loopback for a tracker elsewhere (or the other way round).
+fn reaches(local: SocketAddr, tracker: SocketAddr) -> bool {
+    local.is_ipv4() == tracker.is_ipv4()
+        && (local.ip().is_unspecified() || local.ip().is_loopback() == tracker.ip().is_loopback())
+}
+
 /// A tracker without sessions is asked again after this long.
 const HTTP_ONLY_FOR: Duration = Duration::from_secs(60);
 
@@ -191,7 +207,7 @@ impl TrackerClient {
         let mut addr = self.tracker;
         addr.set_port(offer.port);
         let link = endpoint
-            .dial_any(addr)
+            .dial_any_with(addr, &session_limits())
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         if let Err(line) = self.session.known.check(self.tracker, &link.remote_key()) {
@@ -200,6 +216,16 @@ impl TrackerClient {
         }
         *held = Some(link.clone());
         Ok(Some(link))
+    }
+
+    /// Dials the tracker from `endpoint`, the one this peer takes sessions on, if that socket can reach it: one
+    /// UDP port for everything, so the tracker sees the peer's sessions come from the port it advertises (and a
+    /// NAT maps one port, not two). Else (sessions off, another address family, a socket bound to loopback and a
+    /// tracker that is not) the first session binds an endpoint of its own.
+    pub(crate) fn dial_from(&self, endpoint: &Arc<Endpoint>) {
+        if reaches(endpoint.local_addr(), self.tracker) {
+            let _ = self.session.endpoint.set(endpoint.clone());
+        }
     }
 
     fn endpoint(&self) -> Result<Arc<Endpoint>, TrackerError> {
@@ -215,11 +241,7 @@ impl TrackerClient {
             SocketAddr::new(any, 0),
             self.identity.clone(),
             Arc::new(link::NoInbox),
-            link::Config {
-                idle_timeout: SESSION_IDLE,
-                keep_alive: Some(SESSION_KEEP_ALIVE),
-                ..link::Config::default()
-            },
+            session_limits(),
         )
         .map_err(|e| TrackerError::Unreachable(self.base.clone(), e.to_string()))?;
         Ok(self.session.endpoint.get_or_init(|| e).clone())
@@ -628,4 +650,35 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_sessions_socket_dials_the_tracker_only_where_it_can_reach_it() {
+        let tracker_lan = at("192.168.1.2:9000");
+        assert!(reaches(at("0.0.0.0:7000"), tracker_lan));
+        assert!(reaches(at("192.168.1.5:7000"), tracker_lan));
+        assert!(reaches(at("127.0.0.1:7000"), at("127.0.0.1:9000")));
+        assert!(reaches(at("[::1]:7000"), at("[::1]:9000")));
+        assert!(
+            !reaches(at("127.0.0.1:7000"), tracker_lan),
+            "loopback cannot send to the LAN"
+        );
+        assert!(
+            !reaches(at("192.168.1.5:7000"), at("127.0.0.1:9000")),
+            "nor the LAN to loopback"
+        );
+        assert!(!reaches(at("[::]:7000"), tracker_lan), "another family");
+        assert!(
+            !reaches(at("0.0.0.0:7000"), at("[fe80::1%2]:9000")),
+            "another family"
+        );
+    }
 }

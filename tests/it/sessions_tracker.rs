@@ -422,3 +422,46 @@ async fn a_session_acts_only_as_the_name_its_key_holds() {
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     tracker.shutdown().await;
 }
+
+/// The local ports of the UDP sockets process `pid` holds (from `/proc`: its socket fds, matched by inode with the
+/// UDP tables of its network namespace).
+fn udp_ports_of(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["udp", "udp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if inodes.iter().any(|i| i == cols[9]) {
+                let port = cols[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+#[test]
+fn a_peer_talks_to_its_tracker_from_the_one_udp_port_it_takes_sessions_on() {
+    let tracker = Proc::tracker(&[]);
+    let mut alice = Proc::peer("alice", tracker.addr, &["--join", "general"]);
+    joined(&alice, "general");
+    wait_until("alice's requests to go over the session", SOON, || {
+        peer_requests(&alice).0 > 0
+    });
+    let quic_port = health(&alice)["quic_port"].as_u64().unwrap() as u16;
+    assert_eq!(
+        udp_ports_of(alice.pid()),
+        [quic_port],
+        "one UDP socket, the session port alice advertises"
+    );
+    alice.type_line("/quit");
+    alice.wait_exit(SOON);
+}
