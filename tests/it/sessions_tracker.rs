@@ -282,6 +282,18 @@ async fn an_oversize_or_malformed_request_gets_a_frame_error_and_the_tracker_kee
         Err(RequestError::Refused(e)) => assert_eq!(e.code, "unknown_identity", "{e:?}"),
         other => panic!("{other:?}"),
     }
+    // A SUBSCRIBE payload of the wrong shape (`changes` is a boolean) is a frame error, not a subscription.
+    for payload in [
+        &br#"{"name":"alice","changes":"yes"}"#[..],
+        br#"{"changes":true}"#,
+        b"not json",
+    ] {
+        let mut sub = link.subscribe(payload).await.unwrap();
+        match sub.next().await {
+            Err(RequestError::Refused(e)) => assert_eq!(e.code, "bad_frame", "{e:?}"),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(payload)),
+        }
+    }
     let resp = link.request(&get("/health")).await.unwrap();
     assert_eq!(resp.status, 200);
     let h: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
