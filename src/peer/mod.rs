@@ -807,11 +807,7 @@ impl Node {
         text: String,
         id: Option<MessageId>,
     ) -> Result<SendReport, NodeError> {
-        let recipients = self.recipients_of(&dest).await?;
-        self.inner.outboxes.room_for(recipients.len())?;
-        let msg = self.compose(dest, text, id)?;
-        let watches = self.commit_sent(&msg, &recipients).await?;
-        self.report_on(&msg, watches).await
+        self.store_then_report(dest, text, id).await?.await
     }
 
     /// [`Node::send`] in two steps: returns once the message is signed and in the store (its place among this
@@ -826,9 +822,22 @@ impl Node {
         impl std::future::Future<Output = Result<SendReport, NodeError>> + Send + 'static,
         NodeError,
     > {
+        self.store_then_report(dest, text, None).await
+    }
+
+    /// Signs and stores the message (with the caller's id if given); the report on it is the future returned.
+    async fn store_then_report(
+        &self,
+        dest: Destination,
+        text: String,
+        id: Option<MessageId>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<SendReport, NodeError>> + Send + 'static,
+        NodeError,
+    > {
         let recipients = self.recipients_of(&dest).await?;
         self.inner.outboxes.room_for(recipients.len())?;
-        let msg = self.compose(dest, text, None)?;
+        let msg = self.compose(dest, text, id)?;
         let watches = self.commit_sent(&msg, &recipients).await?;
         let node = self.clone();
         Ok(async move { node.report_on(&msg, watches).await })
