@@ -1,11 +1,15 @@
 //! One authenticated connection to one remote key ([`Link`]), and the two stream loops on it:
 //!
-//! - **Sending** ([`Link::send`]): the first message opens this side's long-lived bidirectional stream; a writer
-//!   task writes every queued MESSAGE frame in one write (so frames coalesce under load and order is kept), and
-//!   an ack task reads ACK and ERROR frames from the same stream and resolves each message's waiter by id.
+//! - **Sending** ([`Link::send`]): the first message opens this side's long-lived bidirectional stream (a *lane*,
+//!   [`LaneId`]); a writer task writes every queued MESSAGE frame in one write (so frames coalesce under load and
+//!   order is kept), and an ack task reads ACK and ERROR frames from the same stream and resolves each message's
+//!   waiter by id. A refusal for now ([`ErrorCode::is_transient`]) halts the lane: the receiver stores nothing
+//!   more from it, so the next send opens a new one, and sends bound to the old lane ([`Link::send_on`]) fail
+//!   unwritten, so a sender never has a later message stored before an earlier one it must send again.
 //! - **Receiving** ([`serve_stream`]): every stream the other side opens is read in chunks; all the whole frames in
 //!   a chunk form one batch, checked (text rules, `from` bound to the handshake's key), handed to the [`Inbox`]
-//!   at once, and answered with one ACK frame for all that were stored plus one ERROR frame per refusal.
+//!   at once, and answered with one ACK frame for all that were stored plus one ERROR frame per refusal. After a
+//!   refusal for now, every later MESSAGE on that stream is answered `stream_halted` and not stored.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +31,8 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Stores `batch` (in order, all sent by the holder of `from`, each already checked to be from it); one
     /// result per message, in the same order. `Ok` means stored (or stored before: a duplicate id): it is acked.
+    /// After the first refusal for now ([`ErrorCode::is_transient`]) nothing later in the batch may be stored:
+    /// those get `stream_halted` (the sender sends them again after the refused one, in order).
     fn deliver(
         &self,
         from: PublicKey,
@@ -51,6 +57,34 @@ pub enum SendError {
     /// No session could be had with the node (not sent at all).
     #[error(transparent)]
     NoLink(#[from] super::LinkError),
+    /// The lane this send was bound to ([`Link::send_on`]) has ended or was halted by a refusal for now: nothing
+    /// was written. Send again on a new lane, after what was refused.
+    #[error("the session stream this message was bound to has ended (not sent)")]
+    StreamEnded,
+}
+
+/// One sending stream of one link ([`Link::lane`]). Sends bound to a lane go out on that stream or not at all,
+/// so a sender that must have its messages stored in the order it sent them (the outbox's pipeline) never has a
+/// later one go out on a fresh stream, and be stored, before an earlier one it has to send again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneId(u64);
+
+/// Lane ids are unique in the process, so a lane of a connection that was replaced is never taken for a new one.
+static NEXT_LANE: AtomicU64 = AtomicU64::new(1);
+
+/// The sending stream the link writes to now.
+struct Lane {
+    id: LaneId,
+    tx: mpsc::Sender<Queued>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Lane {
+    /// Whether sends may still go on it: its writer is running, its stream is alive and was not halted.
+    fn open(&self) -> bool {
+        let p = self.pending.lock().expect("not poisoned");
+        !self.tx.is_closed() && !p.dead && !p.halted
+    }
 }
 
 type Waiter = oneshot::Sender<Result<(), SendError>>;
@@ -61,11 +95,13 @@ struct Queued {
     done: Waiter,
 }
 
-/// The waiters of one sending stream; `dead` once its ack task has ended (nothing more will be acked there).
+/// The waiters of one sending stream; `dead` once its ack task has ended (nothing more will be acked there),
+/// `halted` once the receiver refused a message on it for now (it stores nothing more from that stream).
 #[derive(Default)]
 struct Pending {
     waiters: HashMap<MessageId, Waiter>,
     dead: bool,
+    halted: bool,
 }
 
 /// One connection to one remote key, usable both ways; shared by the pool.
@@ -77,7 +113,7 @@ pub struct Link {
     pub(super) born: Instant,
     /// Milliseconds since `born` at the last use, for the pool's least-recently-used eviction.
     pub(super) last_used: AtomicU64,
-    writer: Mutex<Option<mpsc::Sender<Queued>>>,
+    writer: Mutex<Option<Lane>>,
     in_flight: Semaphore,
 }
 
@@ -157,20 +193,42 @@ impl Link {
     /// Sends `msg` and waits for the receiver's ack (it is stored) or its refusal. Messages sent from one task
     /// one after another arrive in that order; at most [`MAX_IN_FLIGHT`] wait for acks at once.
     pub async fn send(&self, msg: &ChatMessage) -> Result<(), SendError> {
+        self.send_on(self.lane(), msg).await
+    }
+
+    /// [`Link::send`] on `lane` only: [`SendError::StreamEnded`], and nothing written, once that lane has ended
+    /// or was halted.
+    pub async fn send_on(&self, lane: LaneId, msg: &ChatMessage) -> Result<(), SendError> {
         let mut buf = Vec::new();
         frame::encode_message(msg, &mut buf)?;
-        self.send_frame(msg.id, buf).await
+        self.send_frame_on(lane, msg.id, buf).await
     }
 
     /// Sends an already encoded MESSAGE frame for the message `id` (benchmarks, and re-sends of a stored frame).
     pub async fn send_frame(&self, id: MessageId, frame: Vec<u8>) -> Result<(), SendError> {
+        self.send_frame_on(self.lane(), id, frame).await
+    }
+
+    /// [`Link::send_frame`] on `lane` only.
+    pub async fn send_frame_on(
+        &self,
+        lane: LaneId,
+        id: MessageId,
+        frame: Vec<u8>,
+    ) -> Result<(), SendError> {
         let _permit = self.in_flight.acquire().await.expect("never closed");
         self.touch();
         let (done, rx) = oneshot::channel();
-        self.writer()
-            .send(Queued { id, frame, done })
-            .await
-            .map_err(|_| SendError::Lost)?;
+        let (tx, pending) = self.lane_queue(lane).ok_or(SendError::StreamEnded)?;
+        if tx.send(Queued { id, frame, done }).await.is_err() {
+            // The writer stopped before taking it: not written.
+            let halted = pending.lock().expect("not poisoned").halted;
+            return Err(if halted {
+                SendError::StreamEnded
+            } else {
+                SendError::Lost
+            });
+        }
         match tokio::time::timeout(ACK_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SendError::Lost),
@@ -178,38 +236,59 @@ impl Link {
         }
     }
 
-    /// The queue of this side's sending stream, starting a new stream if there is none or it has ended.
-    fn writer(&self) -> mpsc::Sender<Queued> {
+    /// The lane sends go on now: this side's sending stream, a new one if there is none or it has ended or was
+    /// halted. (The stream itself is opened by its first message.)
+    pub fn lane(&self) -> LaneId {
         let mut writer = self.writer.lock().expect("not poisoned");
-        if let Some(tx) = writer.as_ref().filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(lane) = writer.as_ref().filter(|l| l.open()) {
+            return lane.id;
         }
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-        tokio::spawn(write_loop(self.conn.clone(), rx));
-        *writer = Some(tx.clone());
-        tx
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        tokio::spawn(write_loop(self.conn.clone(), rx, pending.clone()));
+        let id = LaneId(NEXT_LANE.fetch_add(1, Ordering::Relaxed));
+        *writer = Some(Lane { id, tx, pending });
+        id
+    }
+
+    /// The queue of `lane`, if it is this link's current lane and still open.
+    fn lane_queue(&self, lane: LaneId) -> Option<(mpsc::Sender<Queued>, Arc<Mutex<Pending>>)> {
+        let writer = self.writer.lock().expect("not poisoned");
+        writer
+            .as_ref()
+            .filter(|l| l.id == lane && l.open())
+            .map(|l| (l.tx.clone(), l.pending.clone()))
     }
 }
 
-/// Opens a stream, then writes whatever is queued, as many frames per write as are waiting.
-async fn write_loop(conn: quinn::Connection, mut rx: mpsc::Receiver<Queued>) {
+/// Opens a stream, then writes whatever is queued, as many frames per write as are waiting. Once the receiver
+/// has halted the stream (a refusal for now), what is still queued is answered [`SendError::StreamEnded`]
+/// unwritten and the stream is finished.
+async fn write_loop(
+    conn: quinn::Connection,
+    mut rx: mpsc::Receiver<Queued>,
+    pending: Arc<Mutex<Pending>>,
+) {
     let Some(first) = rx.recv().await else {
         return;
     };
     let Ok((mut send, recv)) = conn.open_bi().await else {
         return; // dropping `first` and `rx` resolves their waiters as Lost
     };
-    let pending = Arc::new(Mutex::new(Pending::default()));
     tokio::spawn(ack_loop(recv, pending.clone()));
     let mut buf = Vec::with_capacity(frame::MAX_PAYLOAD);
     let mut next = Some(first);
     loop {
-        {
+        let halted = {
             let mut p = pending.lock().expect("not poisoned");
             let mut count = 0;
             while let Some(q) = next.take() {
                 if p.dead {
                     return;
+                }
+                if p.halted {
+                    let _ = q.done.send(Err(SendError::StreamEnded));
+                    break;
                 }
                 match p.waiters.entry(q.id) {
                     std::collections::hash_map::Entry::Occupied(_) => {
@@ -229,11 +308,20 @@ async fn write_loop(conn: quinn::Connection, mut rx: mpsc::Receiver<Queued>) {
                 }
                 next = rx.try_recv().ok();
             }
-        }
+            p.halted
+        };
+        // What was taken before the halt was seen goes out (the receiver answers it `stream_halted`).
         if !buf.is_empty() && send.write_all(&buf).await.is_err() {
             return; // the ack task sees the stream end and fails the waiters
         }
         buf.clear();
+        if halted {
+            rx.close();
+            while let Ok(q) = rx.try_recv() {
+                let _ = q.done.send(Err(SendError::StreamEnded));
+            }
+            break;
+        }
         match rx.recv().await {
             Some(q) => next = Some(q),
             None => break,
@@ -265,6 +353,10 @@ async fn ack_loop(mut recv: quinn::RecvStream, pending: Arc<Mutex<Pending>>) {
                         }
                         Ok(Frame::Error(e)) => match e.id.and_then(|id| p.waiters.remove(&id)) {
                             Some(w) => {
+                                // The receiver stores nothing more from this stream: later sends take a new one.
+                                if ErrorCode::parse(&e.code).is_transient() {
+                                    p.halted = true;
+                                }
                                 let _ = w.send(Err(SendError::Refused(e)));
                             }
                             None => tracing::debug!(code = %e.code, "session error: {}", e.message),
@@ -294,6 +386,8 @@ pub(super) async fn serve_stream(
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     let mut pending = Some(first);
+    // Set by the first refusal for now: nothing later on this stream is stored.
+    let mut halted = false;
     loop {
         match pending.take() {
             Some(bytes) => buf.extend_from_slice(&bytes),
@@ -330,7 +424,7 @@ pub(super) async fn serve_stream(
         }
         buf.drain(..at);
         for group in chunks(batch) {
-            answer(group, remote, &*inbox, &mut out).await;
+            answer(group, remote, &*inbox, &mut out, &mut halted).await;
         }
         if let Some(e) = too_large {
             frame::encode_error(
@@ -368,12 +462,33 @@ fn chunks(mut batch: Vec<ChatMessage>) -> Vec<Vec<ChatMessage>> {
     groups
 }
 
-/// Checks each message of a batch, hands the good ones to the inbox, and writes the ACK and ERROR frames.
-async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, out: &mut Vec<u8>) {
+/// The refusal of a message that came after a refusal for now on the same stream.
+fn halted_error(id: MessageId) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::StreamHalted,
+        "an earlier message on this stream was refused for now, so nothing after it is stored; \
+         send them again, in order, on a new stream",
+    )
+    .with_id(id)
+}
+
+/// Checks each message of a batch, hands the good ones to the inbox, and writes the ACK and ERROR frames. A
+/// refusal for now sets `halted`; once it is set, every message is refused `stream_halted` and not stored.
+async fn answer(
+    batch: Vec<ChatMessage>,
+    remote: PublicKey,
+    inbox: &dyn Inbox,
+    out: &mut Vec<u8>,
+    halted: &mut bool,
+) {
     let mut accepted = Vec::with_capacity(batch.len());
     // Most batches come from one sender name: look its key up once.
     let mut known: Option<(PeerName, Option<PublicKey>)> = None;
     for m in batch {
+        if *halted {
+            frame::encode_error(&halted_error(m.id), out);
+            continue;
+        }
         if let Err(e) = m.check() {
             let err = ErrorBody::new(ErrorCode::InvalidField, e.to_string());
             frame::encode_error(&err.with_id(m.id), out);
@@ -402,7 +517,10 @@ async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, o
             )),
         };
         match refusal {
-            Some(err) => frame::encode_error(&err.with_id(m.id), out),
+            Some(err) => {
+                *halted = ErrorCode::parse(&err.code).is_transient();
+                frame::encode_error(&err.with_id(m.id), out);
+            }
             None => accepted.push(m),
         }
     }
@@ -413,14 +531,17 @@ async fn answer(batch: Vec<ChatMessage>, remote: PublicKey, inbox: &dyn Inbox, o
     let results = inbox.deliver(remote, accepted).await;
     let mut acked = Vec::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
-        match results.get(i) {
-            Some(Ok(())) => acked.push(id),
-            Some(Err(e)) => frame::encode_error(&e.clone().with_id(id), out),
-            None => frame::encode_error(
-                &ErrorBody::new(ErrorCode::Internal, "the inbox gave no answer").with_id(id),
-                out,
-            ),
-        }
+        let refusal = match results.get(i) {
+            // Stored: acked, even after a refusal for now (an inbox should not have stored it, but it did).
+            Some(Ok(())) => {
+                acked.push(id);
+                continue;
+            }
+            Some(Err(e)) => e.clone(),
+            None => ErrorBody::new(ErrorCode::Internal, "the inbox gave no answer"),
+        };
+        *halted |= ErrorCode::parse(&refusal.code).is_transient();
+        frame::encode_error(&refusal.with_id(id), out);
     }
     frame::encode_ack(&acked, out);
 }

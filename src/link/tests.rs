@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
+use super::SendError;
 use super::frame::{self, Decoded, ErrorBody, Frame};
 use super::{Endpoint, Inbox};
 use crate::identity::{Identity, PublicKey};
-use crate::proto::{ChatMessage, Destination, PeerName};
+use crate::proto::{ChatMessage, Destination, ErrorCode, PeerName};
 
 #[derive(Default)]
 struct Book {
@@ -206,4 +207,200 @@ async fn a_dialler_that_presents_no_key_gets_no_session() {
         );
     }
     assert_eq!((bob.accepted(), bob.pooled()), (0, 0));
+}
+
+/// An inbox that refuses the message with text `refuse` for now (`store_failed`) the first time it sees it, and,
+/// as [`Inbox::deliver`] requires, stores nothing after that refusal in the same batch.
+struct Flaky {
+    alice: PublicKey,
+    refuse: &'static str,
+    refused_once: Mutex<bool>,
+    stored: Mutex<Vec<String>>,
+}
+
+impl Flaky {
+    fn new(alice: PublicKey, refuse: &'static str) -> Flaky {
+        Flaky {
+            alice,
+            refuse,
+            refused_once: Mutex::new(false),
+            stored: Mutex::new(Vec::new()),
+        }
+    }
+    fn stored(&self) -> Vec<String> {
+        self.stored.lock().unwrap().clone()
+    }
+}
+
+impl Inbox for Flaky {
+    fn key_of<'a>(&'a self, _name: &'a PeerName) -> BoxFuture<'a, Option<PublicKey>> {
+        Box::pin(async move { Some(self.alice) })
+    }
+    fn deliver(
+        &self,
+        _from: PublicKey,
+        batch: Vec<ChatMessage>,
+    ) -> BoxFuture<'_, Vec<Result<(), ErrorBody>>> {
+        Box::pin(async move {
+            let mut halted = false;
+            let mut results = Vec::new();
+            for m in batch {
+                let mut once = self.refused_once.lock().unwrap();
+                if halted {
+                    results.push(Err(ErrorBody::new(ErrorCode::StreamHalted, "halted")));
+                } else if m.text == self.refuse && !*once {
+                    *once = true;
+                    halted = true;
+                    results.push(Err(ErrorBody::new(ErrorCode::StoreFailed, "disk full")));
+                } else {
+                    self.stored.lock().unwrap().push(m.text.clone());
+                    results.push(Ok(()));
+                }
+            }
+            results
+        })
+    }
+}
+
+fn texts(alice: &Identity, range: std::ops::Range<usize>) -> Vec<ChatMessage> {
+    range
+        .map(|i| {
+            let mut m = ChatMessage::new(
+                name("alice"),
+                Destination::Direct(name("bob")),
+                format!("m{i}"),
+            )
+            .unwrap();
+            alice.sign_message(&mut m);
+            m
+        })
+        .collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// A refusal for now halts the stream at the receiver: a message sent on it later is refused `stream_halted`
+/// and not stored, so it cannot be stored ahead of the refused one, which the sender sends again on a new stream.
+#[tokio::test]
+async fn after_a_refusal_for_now_the_receiver_stores_nothing_more_from_that_stream() {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let alice = Arc::new(Identity::ephemeral());
+    let inbox = Arc::new(Flaky::new(alice.public_key(), "m2"));
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), inbox.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let msgs = texts(&alice, 0..5);
+    let encode = |ms: &[ChatMessage]| {
+        let mut out = Vec::new();
+        for m in ms {
+            frame::encode_message(m, &mut out).unwrap();
+        }
+        out
+    };
+
+    let (mut send, mut recv) = link.conn.open_bi().await.unwrap();
+    send.write_all(&encode(&msgs[..4])).await.unwrap();
+    let mut answered = Vec::new();
+    while answered.len() < 4 {
+        for f in read_frames(&mut recv, 1).await {
+            match f {
+                Frame::Ack(ids) => {
+                    answered.extend(ids.into_iter().map(|id| (id, "ack".to_string())))
+                }
+                Frame::Error(e) => answered.push((e.id.unwrap(), e.code)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    answered.sort_by_key(|(id, _)| msgs.iter().position(|m| m.id == *id));
+    let verdicts: Vec<&str> = answered.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(verdicts, ["ack", "ack", "store_failed", "stream_halted"]);
+    // Sent on the halted stream after the refusal came back: refused, not stored.
+    send.write_all(&encode(&msgs[4..])).await.unwrap();
+    let late = read_frames(&mut recv, 1).await;
+    assert!(
+        matches!(&late[..], [Frame::Error(e)] if e.code == "stream_halted" && e.id == Some(msgs[4].id)),
+        "{late:?}"
+    );
+    assert_eq!(inbox.stored(), strings(&["m0", "m1"]));
+
+    // Again, in order, on a new stream: all stored, in the order sent.
+    let (mut send, mut recv) = link.conn.open_bi().await.unwrap();
+    send.write_all(&encode(&msgs[2..])).await.unwrap();
+    send.finish().unwrap();
+    let frames = read_frames(&mut recv, usize::MAX).await;
+    assert_eq!(codes(&frames), ["ack×3"]);
+    assert_eq!(inbox.stored(), strings(&["m0", "m1", "m2", "m3", "m4"]));
+}
+
+/// A sender's lane ends at a refusal for now: sends bound to it fail unwritten, and the next lane is a new stream
+/// that carries the rest in order (the outbox's pipeline binds its batches to the lane that proved the route).
+#[tokio::test]
+async fn sends_bound_to_a_halted_lane_are_not_written_and_the_next_lane_keeps_order() {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let alice = Arc::new(Identity::ephemeral());
+    let inbox = Arc::new(Flaky::new(alice.public_key(), "m1"));
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), inbox.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let msgs = texts(&alice, 0..5);
+
+    let lane = link.lane();
+    let results =
+        futures_util::future::join_all(msgs[..4].iter().map(|m| link.send_on(lane, m))).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(SendError::Refused(e)) if e.code == "store_failed"),
+        "{results:?}"
+    );
+    for r in &results[2..] {
+        assert!(
+            matches!(r, Err(SendError::StreamEnded))
+                || matches!(r, Err(SendError::Refused(e)) if e.code == "stream_halted"),
+            "{results:?}"
+        );
+    }
+    // The pipeline's next batch, bound to the halted lane: not written at all.
+    let late = link.send_on(lane, &msgs[4]).await;
+    assert!(matches!(late, Err(SendError::StreamEnded)), "{late:?}");
+    assert_eq!(inbox.stored(), strings(&["m0"]));
+
+    let next = link.lane();
+    assert_ne!(next, lane);
+    let results =
+        futures_util::future::join_all(msgs[1..].iter().map(|m| link.send_on(next, m))).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(inbox.stored(), strings(&["m0", "m1", "m2", "m3", "m4"]));
+}
+
+/// A lane belongs to one connection: once that connection is replaced, sends bound to it are not written on the
+/// new one (a receiver that restarted must not get a pipeline's later batches before the ones lost with it).
+#[tokio::test]
+async fn a_lane_of_a_closed_connection_is_not_carried_over_to_a_new_one() {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let alice = Arc::new(Identity::ephemeral());
+    let mut book = Book::default();
+    book.keys.insert(name("alice"), alice.public_key());
+    let book = Arc::new(book);
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), book.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let msgs = texts(&alice, 0..2);
+    let first = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let lane = first.lane();
+    first.send_on(lane, &msgs[0]).await.unwrap();
+    first.close();
+    let second = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    let r = second.send_on(lane, &msgs[1]).await;
+    assert!(matches!(r, Err(SendError::StreamEnded)), "{r:?}");
+    let stored: Vec<_> = book
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(stored, strings(&["m0"]));
 }

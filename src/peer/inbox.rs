@@ -60,13 +60,24 @@ impl Node {
     }
 
     /// Checks, stores (one transaction) and shows messages; a verdict per message, in order. `Err` only when
-    /// nothing could be stored.
+    /// nothing could be stored. Of messages that came over a session, nothing after a refusal for now
+    /// ([`ErrorCode::is_transient`]) is stored (`stream_halted`): its sender sends them again after the refused
+    /// one, and they must not be stored ahead of it (docs/SESSIONS.md, 4).
     pub async fn receive_many(&self, msgs: Vec<(ChatMessage, Via)>) -> Result<Verdicts, ApiError> {
         let mut allowed: HashMap<(ChannelName, PeerName), Result<(), ApiError>> = HashMap::new();
         let mut verdicts: Vec<Option<Result<bool, ApiError>>> = Vec::with_capacity(msgs.len());
         let mut accepted = Vec::new();
         let verified = self.verify_together(&msgs).await;
+        let mut halted = false;
         for (i, (msg, via)) in msgs.iter().enumerate() {
+            let on_session = matches!(via, Via::Session { .. });
+            if halted && on_session {
+                verdicts.push(Some(Err(ApiError::of(
+                    ErrorCode::StreamHalted,
+                    "an earlier message on this stream was refused for now, so nothing after it is stored",
+                ))));
+                continue;
+            }
             let mut check = self.check(msg, via);
             if check.is_ok() && !matches!(via, Via::Session { .. }) && !verified.contains(&i) {
                 check = self.verify_sender(msg).await;
@@ -89,7 +100,10 @@ impl Node {
                     verdicts.push(None);
                     accepted.push(msg.clone());
                 }
-                Err(e) => verdicts.push(Some(Err(e))),
+                Err(e) => {
+                    halted |= on_session && e.code.is_transient();
+                    verdicts.push(Some(Err(e)));
+                }
             }
         }
         let new = if accepted.is_empty() {

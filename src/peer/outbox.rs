@@ -32,6 +32,7 @@ use super::receipts::DeliveryState;
 use super::tracker_client::TrackerError;
 use super::{KEY_RECHECK, Node, NodeError};
 use crate::identity::{PublicKey, SealedMail};
+use crate::link::LaneId;
 use crate::proto::{ChatMessage, ErrorCode, MAX_MAIL_BATCH, MessageId, PeerName};
 use crate::sync::lock;
 
@@ -360,6 +361,9 @@ enum Attempt {
 struct Route {
     addr: SocketAddr,
     key: PublicKey,
+    /// The sending stream that batch went on: the pipeline's batches go on it or not at all, so that none is
+    /// stored ahead of an earlier one that failed (a new connection, a refusal for now that halted the stream).
+    lane: LaneId,
     since: Instant,
 }
 
@@ -592,8 +596,11 @@ impl Node {
         batch: Vec<ChatMessage>,
     ) -> BoxFuture<'static, Flight> {
         Box::pin(async move {
-            let result = match self.push_session(route.addr, &to, route.key, &batch).await {
-                Ok(verdicts) => {
+            let pushed = self
+                .push_session(route.addr, &to, route.key, &batch, Some(route.lane))
+                .await;
+            let result = match pushed {
+                Ok((verdicts, _)) => {
                     let outcomes: Vec<Outcome> = verdicts.into_iter().map(Outcome::from).collect();
                     let done = self.settle_batch(&to, &batch, &outcomes).await;
                     Ok((outcomes, done))
@@ -731,8 +738,15 @@ impl Node {
                         return Attempt::Stuck(format!("waiting for a first answer from {addr}"));
                     }
                 };
+                let mut lane = None;
                 let pushed = match (session, info.public_key) {
-                    (Some(addr), Some(key)) => self.push_session(addr, to, key, batch).await,
+                    (Some(addr), Some(key)) => self
+                        .push_session(addr, to, key, batch, None)
+                        .await
+                        .map(|(verdicts, on)| {
+                            lane = Some(on);
+                            verdicts
+                        }),
                     _ => {
                         let r = self
                             .inner
@@ -751,10 +765,13 @@ impl Node {
                         self.inner.outboxes.addresses.proven(target);
                         *path = Path::default();
                         // A session that carried this batch carries the next ones without waiting (the pipeline).
-                        if let (Some(addr), Some(key)) = (session, info.public_key) {
+                        if let (Some(addr), Some(key), Some(lane)) =
+                            (session, info.public_key, lane)
+                        {
                             path.route = Some(Route {
                                 addr,
                                 key,
+                                lane,
                                 since: Instant::now(),
                             });
                         }

@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 use crate::http::RouterOverSession;
 use crate::http::rate_limit::RateLimiter;
 use crate::identity::PublicKey;
-use crate::link::{Caller, ErrorBody, Inbox, LinkError, Request, Response, SendError, Service};
+use crate::link::{
+    Caller, ErrorBody, Inbox, LaneId, LinkError, Request, Response, SendError, Service,
+};
 use crate::proto::{ChatMessage, ErrorCode, ErrorDetail, PeerName};
 
 /// A session dial to a peer that has not completed its handshake in this time fails (the link's own limit is
@@ -237,15 +239,6 @@ impl Service for PeerRequests {
     }
 }
 
-/// Refusals a receiver may lift by itself (its store, its tracker, its start-up): the batch is tried again, and
-/// goes to the mailbox if they last. `unknown_identity` is one on a session: this sender is registered (it found
-/// the recipient through the tracker), so a receiver that knows no key for it could not ask its tracker now (a
-/// session's lookup cannot say "not now" otherwise) or no longer accepts the key: the mailbox carries it, and the
-/// receiver checks it again when it drains it.
-fn transient(code: ErrorCode) -> bool {
-    code.status() >= 500 || code.status() == 429 || code == ErrorCode::UnknownIdentity
-}
-
 impl Node {
     /// The key the tracker vouches for `name` (cached for a while, as for checking HTTP pushes), unless it is not
     /// the key this node has pinned for the name: then none (nothing is accepted from it) and a loud warning.
@@ -275,13 +268,18 @@ impl Node {
     /// Pushes `batch` (in order) to `to` over a session at `addr`, which must prove `key`. An ack means stored:
     /// the handshake proved whom the session is with, so no receipt is needed. A node presenting another key
     /// gets nothing and is [`DeliveryError::BadAnswer`]; no session, or answers missing, is worth retrying.
+    ///
+    /// The batch goes on one lane (sending stream): `on`'s if given, and then not at all if that lane has ended
+    /// (a pipeline's batches follow the one that proved the lane, and none may be stored ahead of an earlier one
+    /// that failed there). Returns the lane used, for the batches that follow.
     pub(super) async fn push_session(
         &self,
         addr: SocketAddr,
         to: &PeerName,
         key: PublicKey,
         batch: &[ChatMessage],
-    ) -> Result<Vec<Pushed>, DeliveryError> {
+        on: Option<LaneId>,
+    ) -> Result<(Vec<Pushed>, LaneId), DeliveryError> {
         let Some(endpoint) = self.inner.link.as_ref() else {
             return Err(DeliveryError::Unreachable("sessions are off".into()));
         };
@@ -300,7 +298,8 @@ impl Node {
             };
         // Polled in order, each send queues its frame before the next: one write, order kept.
         let heard = link.datagrams_received();
-        let sends = futures_util::future::join_all(batch.iter().map(|m| link.send(m)));
+        let lane = on.unwrap_or_else(|| link.lane());
+        let sends = futures_util::future::join_all(batch.iter().map(|m| link.send_on(lane, m)));
         tokio::pin!(sends);
         let results = tokio::select! {
             r = &mut sends => r,
@@ -324,7 +323,13 @@ impl Node {
                 Ok(()) => verdicts.push(Pushed::Stored),
                 Err(SendError::Refused(body)) => {
                     let code = ErrorCode::parse(&body.code);
-                    if transient(code) {
+                    // Refusals a receiver may lift by itself (its store, its tracker, its start-up): the batch is
+                    // tried again, and goes to the mailbox if they last. `unknown_identity` is one on a session:
+                    // this sender is registered (it found the recipient through the tracker), so a receiver that
+                    // knows no key for it could not ask its tracker now or no longer accepts the key: the mailbox
+                    // carries it, and the receiver checks it again when it drains it. Such a refusal also halted
+                    // the stream (`stream_halted` for what followed), so the retry goes out on a new one, in order.
+                    if code.is_transient() {
                         return Err(DeliveryError::Unavailable {
                             code,
                             message: body.message,
@@ -340,6 +345,13 @@ impl Node {
                     return Err(DeliveryError::Unreachable(e.to_string()));
                 }
                 Err(SendError::NoLink(e)) => return Err(DeliveryError::Unreachable(e.to_string())),
+                // Not sent: the lane ended or was halted before (a new connection, or a refusal for now).
+                Err(e @ SendError::StreamEnded) => {
+                    return Err(DeliveryError::Unavailable {
+                        code: ErrorCode::StreamHalted,
+                        message: e.to_string(),
+                    });
+                }
                 Err(SendError::TooLarge(e)) => verdicts.push(Pushed::Refused {
                     code: ErrorCode::InvalidField,
                     message: e.to_string(),
@@ -352,7 +364,7 @@ impl Node {
             self.inner.pushes.relayed(true, stored);
         }
         self.note_path(to, key, link.is_relayed());
-        Ok(verdicts)
+        Ok((verdicts, lane))
     }
 
     /// Counts messages that came over a session with `from` (relayed or not) and notes its path for `sender`.

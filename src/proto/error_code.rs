@@ -125,11 +125,22 @@ error_codes! {
     UnknownFrameType = "unknown_frame_type", 400;
     FrameTooLarge = "frame_too_large", 413;
     DuplicateInFlight = "duplicate_in_flight", 409;
+    StreamHalted = "stream_halted", 503;
     // The relay (docs/SESSIONS.md, 12): a RELAY frame names a key that holds no relay stream with the tracker.
     RelayUnreachable = "relay_unreachable", 404;
     // Our own faults.
     StoreFailed = "store_failed", 500;
     Internal = "internal", 500;
+}
+
+impl ErrorCode {
+    /// Whether a refusal with this code is "not now" rather than "never": the receiver may lift it by itself (its
+    /// store, its tracker, its start-up, a rate limit), so the sender tries the message again. `unknown_identity`
+    /// is one: a receiver that could not look the sender's key up now may find it later. On a session such a
+    /// refusal halts the sending stream (docs/SESSIONS.md, 4), so nothing sent after it is stored before it.
+    pub fn is_transient(self) -> bool {
+        self.status() >= 500 || self.status() == 429 || self == ErrorCode::UnknownIdentity
+    }
 }
 
 impl fmt::Display for ErrorCode {
