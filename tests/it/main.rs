@@ -41,6 +41,7 @@ mod relayed_sessions;
 mod roaming;
 mod sealed_mail;
 mod search;
+mod sender_order;
 mod sessions_peer;
 mod sessions_tracker;
 mod store_and_forward;

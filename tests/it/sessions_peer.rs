@@ -534,3 +534,72 @@ fn hchat_peer_processes_use_sessions_unless_told_off() {
         assert!(p.wait_exit(Duration::from_secs(10)).success());
     }
 }
+
+/// A refusal for now halts the stream at the receiver, within one batch too: bob cannot ask the (stopped) tracker
+/// who may post in #general, so alice's channel message is refused `cannot_verify_sender`, and her DM written
+/// right behind it, read in the same batch, is refused `stream_halted` and not stored. Stored, it would come
+/// before the channel message, which her outbox sends again later (docs/SESSIONS.md, 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_now_keeps_the_messages_behind_it_out_of_the_store() {
+    use hchat::link::frame::{self, Decoded, Frame};
+    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
+    let (alice, alice_id) = node("alice", &tracker).await;
+    let (bob, _) = node("bob", &tracker).await;
+    let general = ChannelName::new("general").unwrap();
+    alice.join(&general).await.unwrap();
+    bob.join(&general).await.unwrap();
+    // bob learns alice's key (it stands while the tracker is away); he has had no channel message yet.
+    let r = alice
+        .send(Destination::Direct(n("bob")), "hello".into())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, [n("bob")], "{r:?}");
+    tracker.shutdown().await;
+
+    // As alice, by hand: the channel message and the DM in one write.
+    let (ep, _) = recorder(alice_id.clone());
+    let link = ep
+        .link(bob.session_addr().unwrap(), bob.public_key())
+        .await
+        .unwrap();
+    let mut first = ChatMessage::new(
+        n("alice"),
+        Destination::Channel(general.clone()),
+        "first".into(),
+    )
+    .unwrap();
+    alice_id.sign_message(&mut first);
+    let mut second =
+        ChatMessage::new(n("alice"), Destination::Direct(n("bob")), "second".into()).unwrap();
+    alice_id.sign_message(&mut second);
+    let mut out = Vec::new();
+    frame::encode_message(&first, &mut out).unwrap();
+    frame::encode_message(&second, &mut out).unwrap();
+    let (mut send, mut recv) = link.open_stream().await.unwrap();
+    send.write_all(&out).await.unwrap();
+    send.finish().unwrap();
+    let mut answers = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+        buf.extend_from_slice(&chunk.bytes);
+        while let Ok(Decoded::Frame(len, f)) = frame::decode(&buf) {
+            match f.unwrap() {
+                Frame::Error(e) => answers.push((e.id, e.code)),
+                other => panic!("only refusals expected, got {other:?}"),
+            }
+            buf.drain(..len);
+        }
+    }
+    answers.sort_by_key(|(id, _)| *id != Some(first.id));
+    assert_eq!(
+        answers,
+        [
+            (Some(first.id), "cannot_verify_sender".to_string()),
+            (Some(second.id), "stream_halted".to_string())
+        ]
+    );
+    assert_eq!(texts(&bob, &Destination::Direct(n("alice"))), ["hello"]);
+    ep.close();
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
