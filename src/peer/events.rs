@@ -68,11 +68,44 @@ pub enum Event {
     },
     /// The session with `peer` now goes through the tracker's relay (`relayed`), or straight to it again.
     Path { peer: PeerName, relayed: bool },
-    /// The members of a joined channel and whether each is online, sent whenever that changes.
+    /// The members of a joined channel and whether each is online, sent whenever that changes. `change` is the
+    /// same news as what changed since the channel's presence event before (a stream that asked for changes
+    /// gets that instead, as `members_changed`: see `web::stream`); `None` for a channel's first list.
     Presence {
         channel: ChannelName,
         members: Vec<Member>,
+        #[serde(skip)]
+        change: Option<Arc<MembersChange>>,
     },
+}
+
+/// What changed in a channel's members since its presence event before: every member that is new or differs,
+/// whole, and the names no longer listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MembersChange {
+    pub members: Vec<Member>,
+    pub gone: Vec<PeerName>,
+}
+
+impl MembersChange {
+    /// From one list to the next (both sorted by name, as [`Event::Presence`] lists are).
+    pub fn between(before: &[Member], after: &[Member]) -> MembersChange {
+        let old: std::collections::HashMap<&PeerName, &Member> =
+            before.iter().map(|m| (&m.name, m)).collect();
+        let new: std::collections::HashSet<&PeerName> = after.iter().map(|m| &m.name).collect();
+        MembersChange {
+            members: after
+                .iter()
+                .filter(|m| old.get(&m.name) != Some(m))
+                .cloned()
+                .collect(),
+            gone: before
+                .iter()
+                .filter(|m| !new.contains(&m.name))
+                .map(|m| m.name.clone())
+                .collect(),
+        }
+    }
 }
 
 /// A channel member as the page lists it.
@@ -217,6 +250,40 @@ mod tests {
 
     fn texts(v: &[Arc<Stamped>]) -> Vec<u64> {
         v.iter().map(|s| s.seq).collect()
+    }
+
+    fn member(name: &str, online: bool) -> Member {
+        Member {
+            name: PeerName::new(name).unwrap(),
+            online,
+            role: None,
+            status: if online {
+                PeerStatus::Online
+            } else {
+                PeerStatus::Offline
+            },
+            away: None,
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn a_change_names_the_new_and_changed_members_whole_and_the_gone_by_name() {
+        let before = [
+            member("alice", true),
+            member("bob", true),
+            member("carol", true),
+        ];
+        let after = [
+            member("alice", true),
+            member("bob", false),
+            member("dave", true),
+        ];
+        let change = MembersChange::between(&before, &after);
+        assert_eq!(change.members, [member("bob", false), member("dave", true)]);
+        assert_eq!(change.gone, [PeerName::new("carol").unwrap()]);
+        let same = MembersChange::between(&after, &after);
+        assert!(same.members.is_empty() && same.gone.is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::events::{Event, Member, Resumed};
+use super::events::{Event, Member, MembersChange, Resumed};
 use super::tracker_client::TrackerError;
 use super::{Node, NodeError};
 use crate::proto::{ChannelName, ErrorCode, PeerInfo, PeerName, PeerStatus, Role};
@@ -235,11 +235,16 @@ impl Node {
             return Err(NodeError::NotJoined(channel.clone()));
         }
         let members = as_members(&after);
-        let seq = if after != before || !lock(&presence.channels).contains_key(channel) {
+        let known = lock(&presence.channels).contains_key(channel);
+        let seq = if after != before || !known {
             lock(&presence.channels).insert(channel.clone(), after);
+            // Pages that asked for changes get only what changed (O(changes), not O(members), per event).
+            let change =
+                known.then(|| Arc::new(MembersChange::between(&as_members(&before), &members)));
             self.inner.events.publish(Event::Presence {
                 channel: channel.clone(),
                 members: members.clone(),
+                change,
             })
         } else {
             self.inner.events.last_seq()

@@ -5,7 +5,9 @@
 //! with its `"type"` tag. A stream first sends `hello` (no id). A client that reconnects with the last id it saw
 //! (`Last-Event-ID`, or `?since=`) gets exactly the events it missed from the node's replay ring, then the live
 //! ones: no gap, no duplicate. If what it missed is no longer kept, or its numbers are from an earlier start of
-//! the node (`?boot=`), it gets `resync` first and should reload what it shows.
+//! the node (`?boot=`), it gets `resync` first and should reload what it shows. A client that asks for changes
+//! (`?changes=true`, as the page does) gets a channel's member list once, then only what changed in it
+//! (`members_changed`), where others get the whole list (`presence`) at every change.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,10 +23,10 @@ use tokio::sync::broadcast;
 
 use crate::http::{ApiError, ApiQuery};
 use crate::peer::Node;
-use crate::peer::events::Stamped;
+use crate::peer::events::{Event, Member, Stamped};
 use crate::peer::presence::PresenceWatch;
 use crate::proto::ErrorCode;
-use crate::proto::PeerName;
+use crate::proto::{ChannelName, PeerName};
 
 /// A comment line is sent this often on an idle stream, so proxies and browsers keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -35,6 +37,18 @@ pub(super) struct EventsQuery {
     since: Option<u64>,
     /// The `boot` of the `hello` the client saw before; another value means the node restarted.
     boot: Option<String>,
+    /// `members_changed` events instead of whole `presence` lists after the first (docs/PROTOCOL.md).
+    #[serde(default)]
+    changes: bool,
+}
+
+/// A presence event as a stream that asked for changes gets it.
+#[derive(Serialize)]
+struct MembersChanged<'a> {
+    r#type: &'static str,
+    channel: &'a ChannelName,
+    members: &'a [Member],
+    gone: &'a [PeerName],
 }
 
 /// What a stream says about itself (never numbered: not part of the node's sequence).
@@ -57,11 +71,22 @@ fn control(c: &Control) -> SseEvent {
         .expect("a control event always serializes")
 }
 
-fn numbered(s: &Stamped) -> SseEvent {
-    SseEvent::default()
-        .id(s.seq.to_string())
-        .json_data(&s.event)
-        .expect("an event always serializes")
+fn numbered(s: &Stamped, changes: bool) -> SseEvent {
+    let e = SseEvent::default().id(s.seq.to_string());
+    let e = match &s.event {
+        Event::Presence {
+            channel,
+            change: Some(change),
+            ..
+        } if changes => e.json_data(MembersChanged {
+            r#type: "members_changed",
+            channel,
+            members: &change.members,
+            gone: &change.gone,
+        }),
+        event => e.json_data(event),
+    };
+    e.expect("an event always serializes")
 }
 
 struct Follow {
@@ -70,6 +95,8 @@ struct Follow {
     missed: VecDeque<Arc<Stamped>>,
     live: broadcast::Receiver<Arc<Stamped>>,
     last: u64,
+    /// The client asked for `members_changed` events.
+    changes: bool,
     _watch: PresenceWatch,
 }
 
@@ -82,13 +109,13 @@ impl Follow {
             }
             if let Some(s) = self.missed.pop_front() {
                 self.last = s.seq;
-                return Some(numbered(&s));
+                return Some(numbered(&s, self.changes));
             }
             match self.live.recv().await {
                 Ok(s) if s.seq <= self.last => {}
                 Ok(s) => {
                     self.last = s.seq;
-                    return Some(numbered(&s));
+                    return Some(numbered(&s, self.changes));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow for the live feed: catch up from the ring like a reconnecting client would.
@@ -155,6 +182,7 @@ pub(super) async fn events_stream(
         missed: resumed.missed.into(),
         live: resumed.live,
         last: resumed.after,
+        changes: q.changes,
     };
     let stream =
         futures_util::stream::unfold(

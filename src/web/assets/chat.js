@@ -507,6 +507,26 @@
     if (before !== undefined && before !== JSON.stringify(list.map((m) => [m.name, m.role]))) loadInfo(channel);
   }
 
+  // What changed in a channel's members (a members_changed event): applied to the list held, if it is older.
+  const membersLoading = new Set();
+  function changeMembers(channel, seq, changed, gone) {
+    const known = state.members.get(channel);
+    if (!known) {
+      // Nothing to apply it to: ask for the whole list (its answer is as of this change or later).
+      if (state.convs.has("#" + channel) && !membersLoading.has(channel)) {
+        membersLoading.add(channel);
+        loadMembers(channel).finally(() => membersLoading.delete(channel));
+      }
+      return;
+    }
+    if (known.seq >= seq) return; // the list held already has it
+    const byName = new Map(known.list.map((m) => [m.name, m]));
+    for (const name of gone) byName.delete(name);
+    for (const m of changed) byName.set(m.name, m);
+    const list = [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    setMembers(channel, seq, list);
+  }
+
   // ---- channel settings (owner, mode, invited, banned) ----
   async function loadInfo(channel) {
     try {
@@ -853,7 +873,8 @@
   function connect() {
     clearTimeout(state.reconnectTimer);
     if (state.stream || state.streamHeld) return;
-    const q = new URLSearchParams();
+    // changes: a channel's member list comes whole once, then as what changed in it (members_changed).
+    const q = new URLSearchParams({ changes: "true" });
     if (state.boot) { q.set("since", String(state.lastSeq)); q.set("boot", state.boot); }
     const es = new EventSource("/api/events?" + q);
     state.stream = es;
@@ -975,6 +996,9 @@
         break;
       case "presence":
         setMembers(ev.channel, seq, ev.members);
+        break;
+      case "members_changed":
+        changeMembers(ev.channel, seq, ev.members, ev.gone);
         break;
       case "notice":
         notice(ev.text);
