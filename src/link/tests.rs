@@ -281,16 +281,29 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// alice's link to a bob whose inbox is [`Flaky`] about `refuse`; `_ends` keeps both endpoints open.
+async fn to_flaky(
+    refuse: &'static str,
+) -> (
+    Arc<Identity>,
+    Arc<Flaky>,
+    Arc<super::Link>,
+    [Arc<Endpoint>; 2],
+) {
+    let lo = "127.0.0.1:0".parse().unwrap();
+    let alice = Arc::new(Identity::ephemeral());
+    let inbox = Arc::new(Flaky::new(alice.public_key(), refuse));
+    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), inbox.clone()).unwrap();
+    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
+    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    (alice, inbox, link, [a, bob])
+}
+
 /// A refusal for now halts the stream at the receiver: a message sent on it later is refused `stream_halted`
 /// and not stored, so it cannot be stored ahead of the refused one, which the sender sends again on a new stream.
 #[tokio::test]
 async fn after_a_refusal_for_now_the_receiver_stores_nothing_more_from_that_stream() {
-    let lo = "127.0.0.1:0".parse().unwrap();
-    let alice = Arc::new(Identity::ephemeral());
-    let inbox = Arc::new(Flaky::new(alice.public_key(), "m2"));
-    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), inbox.clone()).unwrap();
-    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
-    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let (alice, inbox, link, _ends) = to_flaky("m2").await;
     let msgs = texts(&alice, 0..5);
     let encode = |ms: &[ChatMessage]| {
         let mut out = Vec::new();
@@ -339,12 +352,7 @@ async fn after_a_refusal_for_now_the_receiver_stores_nothing_more_from_that_stre
 /// that carries the rest in order (the outbox's pipeline binds its batches to the lane that proved the route).
 #[tokio::test]
 async fn sends_bound_to_a_halted_lane_are_not_written_and_the_next_lane_keeps_order() {
-    let lo = "127.0.0.1:0".parse().unwrap();
-    let alice = Arc::new(Identity::ephemeral());
-    let inbox = Arc::new(Flaky::new(alice.public_key(), "m1"));
-    let bob = Endpoint::bind(lo, Arc::new(Identity::ephemeral()), inbox.clone()).unwrap();
-    let a = Endpoint::bind(lo, alice.clone(), Arc::new(Book::default())).unwrap();
-    let link = a.dial(bob.local_addr(), bob.public_key()).await.unwrap();
+    let (alice, inbox, link, _ends) = to_flaky("m1").await;
     let msgs = texts(&alice, 0..5);
 
     let lane = link.lane();

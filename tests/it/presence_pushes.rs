@@ -58,6 +58,26 @@ async fn watching(
     (node, shown)
 }
 
+/// A tracker and a channel `big` of [`WATCHERS`] watching members, each showing every other online.
+async fn big_channel() -> (
+    Tracker,
+    ChannelName,
+    Vec<(Node, Arc<Mutex<BTreeSet<String>>>)>,
+) {
+    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
+    let channel = ChannelName::new("big").unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..WATCHERS {
+        nodes.push(watching(&format!("m{i:02}"), &tracker, &channel).await);
+    }
+    let all: BTreeSet<String> = (0..WATCHERS).map(|i| format!("m{i:02}")).collect();
+    wait_until("every member to show every member online", || {
+        nodes.iter().all(|(_, shown)| *shown.lock().unwrap() == all)
+    })
+    .await;
+    (tracker, channel, nodes)
+}
+
 async fn pushed_bytes(tracker: &Tracker) -> u64 {
     let health: serde_json::Value = reqwest::get(format!("http://{}/health", tracker.local_addr()))
         .await
@@ -72,17 +92,7 @@ async fn pushed_bytes(tracker: &Tracker) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_in_a_big_channel_pushes_each_watching_member_one_entry_not_the_whole_list() {
-    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
-    let channel = ChannelName::new("big").unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..WATCHERS {
-        nodes.push(watching(&format!("m{i:02}"), &tracker, &channel).await);
-    }
-    let all: BTreeSet<String> = (0..WATCHERS).map(|i| format!("m{i:02}")).collect();
-    wait_until("every member to show every member online", || {
-        nodes.iter().all(|(_, shown)| *shown.lock().unwrap() == all)
-    })
-    .await;
+    let (tracker, channel, nodes) = big_channel().await;
     let before = pushed_bytes(&tracker).await;
 
     let (late, _) = watching("late", &tracker, &channel).await;
@@ -155,17 +165,7 @@ fn apply_change(list: &[serde_json::Value], change: &serde_json::Value) -> Vec<s
 /// gives exactly the whole list a stream that did not ask gets at the same event number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_asks_for_changes_gets_a_join_as_one_entry_and_keeps_the_whole_list() {
-    let tracker = Tracker::start(TrackerConfig::default()).await.unwrap();
-    let channel = ChannelName::new("big").unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..WATCHERS {
-        nodes.push(watching(&format!("m{i:02}"), &tracker, &channel).await);
-    }
-    let all: BTreeSet<String> = (0..WATCHERS).map(|i| format!("m{i:02}")).collect();
-    wait_until("every member to show every member online", || {
-        nodes.iter().all(|(_, shown)| *shown.lock().unwrap() == all)
-    })
-    .await;
+    let (tracker, channel, nodes) = big_channel().await;
     // The node whose page watches: one serving the local API, as `hchat peer` does.
     let page = hchat::web::start(
         PeerConfig::on_loopback(PeerName::new("page").unwrap(), tracker.local_addr()),
