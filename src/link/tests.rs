@@ -148,14 +148,7 @@ async fn many_messages_are_acked_in_few_frames_and_stored_in_order() {
     let (mut send, mut recv) = link.conn.open_bi().await.unwrap();
     let mut out = Vec::new();
     let mut ids = Vec::new();
-    for i in 0..500 {
-        let mut m = ChatMessage::new(
-            name("alice"),
-            Destination::Direct(name("bob")),
-            format!("m{i}"),
-        )
-        .unwrap();
-        alice.sign_message(&mut m);
+    for m in texts(&alice, 0..500) {
         ids.push(m.id);
         frame::encode_message(&m, &mut out).unwrap();
     }
