@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use frame::ErrorBody;
 pub use relay::{RelayPort, Switch};
 pub use request::{Caller, PushStream, Request, RequestError, Response, Service};
-pub use session::{Inbox, LaneId, Link, SendError};
+pub use session::{HALTED, Inbox, LaneId, Link, SendError};
 
 use crate::identity::{Identity, PublicKey};
 use crate::proto::ChatMessage;

@@ -462,14 +462,13 @@ fn chunks(mut batch: Vec<ChatMessage>) -> Vec<Vec<ChatMessage>> {
     groups
 }
 
-/// The refusal of a message that came after a refusal for now on the same stream.
+/// Why a message that came after a refusal for now on the same stream is refused (`stream_halted`), by the
+/// session layer or by an [`Inbox`].
+pub const HALTED: &str = "an earlier message on this stream was refused for now, so nothing after it is stored; \
+                          send them again, in order, on a new stream";
+
 fn halted_error(id: MessageId) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::StreamHalted,
-        "an earlier message on this stream was refused for now, so nothing after it is stored; \
-         send them again, in order, on a new stream",
-    )
-    .with_id(id)
+    ErrorBody::new(ErrorCode::StreamHalted, HALTED).with_id(id)
 }
 
 /// Checks each message of a batch, hands the good ones to the inbox, and writes the ACK and ERROR frames. A

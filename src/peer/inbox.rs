@@ -72,10 +72,8 @@ impl Node {
         for (i, (msg, via)) in msgs.iter().enumerate() {
             let on_session = matches!(via, Via::Session { .. });
             if halted && on_session {
-                verdicts.push(Some(Err(ApiError::of(
-                    ErrorCode::StreamHalted,
-                    "an earlier message on this stream was refused for now, so nothing after it is stored",
-                ))));
+                let halted = ApiError::of(ErrorCode::StreamHalted, crate::link::HALTED);
+                verdicts.push(Some(Err(halted)));
                 continue;
             }
             let mut check = self.check(msg, via);
