@@ -303,6 +303,12 @@ fn the_page_is_built_in_and_may_load_nothing_from_elsewhere() {
     assert_eq!(v["error"]["code"], "bad_last_event_id");
     let (status, _) = a.get("/api/events?since=-1");
     assert_eq!(status, 400);
+    // `changes` is a boolean: anything else is a bad query, not a stream of whole lists.
+    let (status, v) = a.get("/api/events?changes=maybe");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_query"))
+    );
 }
 
 /// Waits until a peer started with `--join general` is in the channel.
