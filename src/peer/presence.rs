@@ -35,6 +35,8 @@ pub(crate) const OFFLINE_MEMBERS_KEPT: usize = 1000;
 pub(super) struct Presence {
     /// Per joined channel: member → how it was last seen.
     channels: std::sync::Mutex<HashMap<ChannelName, BTreeMap<PeerName, Seen>>>,
+    /// Per joined channel: the list last published, whose unchanged entries the next list shares.
+    shown: std::sync::Mutex<HashMap<ChannelName, Vec<Arc<Member>>>>,
     /// One refresh at a time, so two cannot publish changes out of order.
     refreshing: tokio::sync::Mutex<()>,
     watchers: AtomicUsize,
@@ -57,7 +59,7 @@ impl Drop for PresenceWatch {
 pub struct MemberList {
     pub channel: ChannelName,
     pub seq: u64,
-    pub members: Vec<Member>,
+    pub members: Vec<Arc<Member>>,
 }
 
 /// How a member was last seen: online or not, its role, its away status and message.
@@ -101,6 +103,21 @@ fn as_members(state: &BTreeMap<PeerName, Seen>) -> Vec<Member> {
             status: seen.status,
             away: seen.away.clone(),
             fingerprint: seen.key.map(|k| k.fingerprint()),
+        })
+        .collect()
+}
+
+/// `fresh` (sorted by name) with each entry that equals one of `shown` (sorted by name too) taken from there.
+fn shared(shown: &[Arc<Member>], fresh: Vec<Member>) -> Vec<Arc<Member>> {
+    let mut old = shown.iter().peekable();
+    fresh
+        .into_iter()
+        .map(|m| {
+            while old.next_if(|o| o.name < m.name).is_some() {}
+            match old.next_if(|o| o.name == m.name) {
+                Some(o) if **o == m => o.clone(),
+                _ => Arc::new(m),
+            }
         })
         .collect()
 }
@@ -234,13 +251,17 @@ impl Node {
             // Left while the tracker was being asked.
             return Err(NodeError::NotJoined(channel.clone()));
         }
-        let members = as_members(&after);
+        let shown = lock(&presence.shown).get(channel).cloned();
+        let members = shared(shown.as_deref().unwrap_or_default(), as_members(&after));
         let known = lock(&presence.channels).contains_key(channel);
         let seq = if after != before || !known {
             lock(&presence.channels).insert(channel.clone(), after);
+            lock(&presence.shown).insert(channel.clone(), members.clone());
             // Pages that asked for changes get only what changed (O(changes), not O(members), per event).
-            let change =
-                known.then(|| Arc::new(MembersChange::between(&as_members(&before), &members)));
+            let change = known.then(|| {
+                let before = shown.unwrap_or_default();
+                Arc::new(MembersChange::between(&before, &members))
+            });
             self.inner.events.publish(Event::Presence {
                 channel: channel.clone(),
                 members: members.clone(),
@@ -317,6 +338,7 @@ impl Node {
     /// Forgets a channel's members (on leave).
     pub(super) fn forget_members(&self, channel: &ChannelName) {
         lock(&self.inner.presence.channels).remove(channel);
+        lock(&self.inner.presence.shown).remove(channel);
     }
 
     /// Keeps presence fresh while a page watches: from the tracker's pushes over the session, with a full
@@ -404,6 +426,43 @@ mod tests {
         list.iter()
             .map(|(n, on)| (PeerName::new(*n).unwrap(), seen(*on)))
             .collect()
+    }
+
+    #[test]
+    fn a_new_list_shares_the_entries_that_did_not_change_with_the_list_before() {
+        let before = shared(
+            &[],
+            as_members(&state(&[("alice", true), ("bob", true), ("dave", true)])),
+        );
+        let after = shared(
+            &before,
+            as_members(&state(&[
+                ("alice", true),
+                ("bob", false),
+                ("carol", true),
+                ("dave", true),
+            ])),
+        );
+        assert_eq!(
+            after,
+            shared(
+                &[],
+                as_members(&state(&[
+                    ("alice", true),
+                    ("bob", false),
+                    ("carol", true),
+                    ("dave", true)
+                ]))
+            )
+        );
+        let same: Vec<bool> = ["alice", "bob", "carol", "dave"]
+            .iter()
+            .map(|n| {
+                let a = after.iter().find(|m| m.name.as_str() == *n).unwrap();
+                before.iter().any(|b| Arc::ptr_eq(a, b))
+            })
+            .collect();
+        assert_eq!(same, [true, false, false, true]);
     }
 
     fn info(name: &str) -> PeerInfo {

@@ -47,7 +47,7 @@ pub(super) struct EventsQuery {
 struct MembersChanged<'a> {
     r#type: &'static str,
     channel: &'a ChannelName,
-    members: &'a [Member],
+    members: &'a [Arc<Member>],
     gone: &'a [PeerName],
 }
 
