@@ -937,6 +937,9 @@
     if (ev.type === "resync") {
       stats.resyncs++;
       notice("Catching up (" + ev.reason + ")");
+      // Member lists held may have missed changes: a members_changed must not be applied to them. The current
+      // channel's list is asked for again by the reload; the others at their next change.
+      state.members.clear();
       if (state.loaded) loadAll().catch((e) => notice("Could not reload: " + e.message));
       return;
     }
