@@ -17,6 +17,18 @@ struct Book {
     stored: Mutex<Vec<ChatMessage>>,
 }
 
+impl Book {
+    /// The texts of the messages stored so far, in the order stored.
+    fn texts(&self) -> Vec<String> {
+        self.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
+    }
+}
+
 impl Inbox for Book {
     fn key_of<'a>(&'a self, name: &'a PeerName) -> BoxFuture<'a, Option<PublicKey>> {
         Box::pin(async move { self.keys.get(name).copied() })
@@ -122,13 +134,7 @@ async fn malformed_frames_get_errors_in_step_and_oversize_closes_only_that_strea
         [Frame::Ack(vec![second.id])]
     );
     link.send(&good("through the api")).await.unwrap();
-    let stored: Vec<String> = bobs_book
-        .stored
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|m| m.text.clone())
-        .collect();
+    let stored = bobs_book.texts();
     assert_eq!(
         stored,
         ["after the junk", "on a new stream", "through the api"]
@@ -396,12 +402,5 @@ async fn a_lane_of_a_closed_connection_is_not_carried_over_to_a_new_one() {
     assert!(!Arc::ptr_eq(&first, &second));
     let r = second.send_on(lane, &msgs[1]).await;
     assert!(matches!(r, Err(SendError::StreamEnded)), "{r:?}");
-    let stored: Vec<_> = book
-        .stored
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|m| m.text.clone())
-        .collect();
-    assert_eq!(stored, strings(&["m0"]));
+    assert_eq!(book.texts(), strings(&["m0"]));
 }
