@@ -201,16 +201,11 @@ impl Link {
     pub async fn send_on(&self, lane: LaneId, msg: &ChatMessage) -> Result<(), SendError> {
         let mut buf = Vec::new();
         frame::encode_message(msg, &mut buf)?;
-        self.send_frame_on(lane, msg.id, buf).await
+        self.send_encoded(lane, msg.id, buf).await
     }
 
-    /// Sends an already encoded MESSAGE frame for the message `id` (benchmarks, and re-sends of a stored frame).
-    pub async fn send_frame(&self, id: MessageId, frame: Vec<u8>) -> Result<(), SendError> {
-        self.send_frame_on(self.lane(), id, frame).await
-    }
-
-    /// [`Link::send_frame`] on `lane` only.
-    pub async fn send_frame_on(
+    /// The MESSAGE frame `frame` of message `id`, queued on `lane` and waited for.
+    async fn send_encoded(
         &self,
         lane: LaneId,
         id: MessageId,
