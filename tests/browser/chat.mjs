@@ -275,11 +275,15 @@ try {
   check(true, "bob joined #vault with its key");
 
   step("bob sets himself away with a message: alice sees it beside his name");
+  // Alice's own entry is marked: a change of bob's must not draw the members who did not change again.
+  await alice.locator('#members li[data-name="alice"]').evaluate((li) => { li.keptAcrossChanges = true; });
   await bob.getByLabel("Your status").selectOption("away");
   await bob.getByLabel("Away message").fill("back in five");
   await bob.getByLabel("Away message").press("Enter");
   await alice.locator('#members li[data-name="bob"] .away', { hasText: "back in five" }).waitFor({ timeout: SOON });
   check(true, "alice's page shows bob away, with his message, without a reload");
+  check(await alice.locator('#members li[data-name="alice"]').evaluate((li) => li.keptAcrossChanges === true),
+    "bob's change redrew his entry only: alice's own entry is the same element as before");
   await bob.getByLabel("Your status").selectOption("online");
   await alice.locator('#members li[data-name="bob"] .away').waitFor({ state: "detached", timeout: SOON });
   await alice.locator('#channels li[data-key="#general"] button.open-conv').click();

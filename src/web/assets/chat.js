@@ -625,6 +625,8 @@
     renderConvs();
   }
 
+  // Each member's entry as last drawn (its elements, and the key of what they show), by name.
+  let memberEntries = new Map();
   function renderMembers() {
     const c = state.current && state.convs.get(state.current);
     const ul = $("members");
@@ -639,52 +641,80 @@
     const focusedMember = document.activeElement?.closest?.("#members li")?.dataset.name;
     $("members-heading").textContent = c && c.kind === "channel"
       ? "Members (" + list.filter((m) => m.online).length + " online)" : "Members";
-    ul.replaceChildren(...list.flatMap((m) => {
-      const li = document.createElement("li");
-      li.dataset.name = m.name;
-      li.dataset.online = String(m.online);
-      const b = document.createElement("button");
-      b.type = "button";
-      const dot = document.createElement("span");
-      dot.className = "dot";
-      dot.dataset.online = String(m.online);
-      const name = document.createElement("span");
-      name.textContent = m.name;
-      const status = m.online === null ? "" : m.status === "away" ? "away" : m.online ? "online" : "offline";
-      b.append(dot, name);
+    // Each member's entry is built again only when what it shows changed; the others keep their elements (a
+    // presence change in a big channel touches one entry, and a hover or focus elsewhere in the panel survives).
+    const owner = c && c.kind === "channel" && isOwner(c.name);
+    const wanted = [];
+    const drawn = new Map();
+    for (const m of list) {
       const role = m.role || roleInInfo(m.name);
-      if (c && c.kind === "channel" && role && role !== "member") {
-        const r = document.createElement("span");
-        r.className = "role";
-        r.textContent = role;
-        b.append(r);
-      }
-      if (m.name !== state.me && state.viaRelay.has(m.name)) b.append(relayTag());
-      if (m.status === "away") {
-        const a = document.createElement("span");
-        a.className = "away";
-        showText(a, m.away ? "away: " + m.away : "away");
-        b.append(a);
-      }
-      if (m.name === state.me) {
-        const you = document.createElement("span");
-        you.className = "you";
-        you.textContent = "(you)";
-        b.append(you);
-        b.disabled = true;
-        b.setAttribute("aria-label", m.name + " (you)");
-        b.title = "You" + keyLine(m);
-      } else {
-        b.setAttribute("aria-label", m.name + (status ? ", " + status : "") + ": send a direct message");
-        b.title = "Send " + m.name + " a direct message" + keyLine(m);
-        b.addEventListener("click", () => { const key = "@" + m.name; conv(key); renderConvs(); select(key); closePanels(); });
-      }
-      li.append(b);
-      // The owner's buttons for this member sit in a row of their own, apart from the member's own button.
-      if (c && c.kind === "channel" && isOwner(c.name) && m.name !== state.me) return [li, ownerButtons(c.name, m.name, role)];
-      return [li];
-    }));
+      const key = JSON.stringify([c && c.kind, c && c.name, owner, m.name, m.online, m.status, m.away, m.fingerprint,
+        role, state.viaRelay.has(m.name), m.name === state.me]);
+      const kept = memberEntries.get(m.name);
+      const nodes = kept && kept.key === key ? kept.nodes : memberEntry(c, m);
+      drawn.set(m.name, { key, nodes });
+      wanted.push(...nodes);
+    }
+    memberEntries = drawn;
+    // Put the wanted elements in order, moving or inserting only those out of place.
+    let at = ul.firstChild;
+    for (const node of wanted) {
+      if (node === at) at = at.nextSibling;
+      else ul.insertBefore(node, at);
+    }
+    while (at) {
+      const next = at.nextSibling;
+      at.remove();
+      at = next;
+    }
     if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
+  }
+
+  // The elements of one member's entry in the panel: the member's button, and the owner's buttons for them.
+  function memberEntry(c, m) {
+    const li = document.createElement("li");
+    li.dataset.name = m.name;
+    li.dataset.online = String(m.online);
+    const b = document.createElement("button");
+    b.type = "button";
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.dataset.online = String(m.online);
+    const name = document.createElement("span");
+    name.textContent = m.name;
+    const status = m.online === null ? "" : m.status === "away" ? "away" : m.online ? "online" : "offline";
+    b.append(dot, name);
+    const role = m.role || roleInInfo(m.name);
+    if (c && c.kind === "channel" && role && role !== "member") {
+      const r = document.createElement("span");
+      r.className = "role";
+      r.textContent = role;
+      b.append(r);
+    }
+    if (m.name !== state.me && state.viaRelay.has(m.name)) b.append(relayTag());
+    if (m.status === "away") {
+      const a = document.createElement("span");
+      a.className = "away";
+      showText(a, m.away ? "away: " + m.away : "away");
+      b.append(a);
+    }
+    if (m.name === state.me) {
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = "(you)";
+      b.append(you);
+      b.disabled = true;
+      b.setAttribute("aria-label", m.name + " (you)");
+      b.title = "You" + keyLine(m);
+    } else {
+      b.setAttribute("aria-label", m.name + (status ? ", " + status : "") + ": send a direct message");
+      b.title = "Send " + m.name + " a direct message" + keyLine(m);
+      b.addEventListener("click", () => { const key = "@" + m.name; conv(key); renderConvs(); select(key); closePanels(); });
+    }
+    li.append(b);
+    // The owner's buttons for this member sit in a row of their own, apart from the member's own button.
+    if (c && c.kind === "channel" && isOwner(c.name) && m.name !== state.me) return [li, ownerButtons(c.name, m.name, role)];
+    return [li];
   }
 
   // The key the tracker binds the name to, as people compare it (on hover).
