@@ -219,7 +219,8 @@ enum To {
 struct Inline {
     /// The connection, and whether its last commit was at `synchronous=FULL` (as the thread keeps it).
     conn: std::sync::Mutex<(Connection, bool)>,
-    /// Jobs whose callers found the connection in use; the holder commits them before it lets go.
+    /// Jobs whose callers found the connection in use; the holder commits them before it lets go. Bounded by the
+    /// callers: each waits for its job's answer before it can queue another.
     waiting: std::sync::Mutex<Vec<Job>>,
 }
 
