@@ -651,7 +651,7 @@
       const key = JSON.stringify([c && c.kind, c && c.name, owner, m.name, m.online, m.status, m.away, m.fingerprint,
         role, state.viaRelay.has(m.name), m.name === state.me]);
       const kept = memberEntries.get(m.name);
-      const nodes = kept && kept.key === key ? kept.nodes : memberEntry(c, m);
+      const nodes = kept && kept.key === key ? kept.nodes : memberEntry(c, m, role, owner);
       drawn.set(m.name, { key, nodes });
       wanted.push(...nodes);
     }
@@ -670,8 +670,9 @@
     if (focusedMember) ul.querySelector(`li[data-name="${CSS.escape(focusedMember)}"] button`)?.focus();
   }
 
-  // The elements of one member's entry in the panel: the member's button, and the owner's buttons for them.
-  function memberEntry(c, m) {
+  // The elements of one member's entry in the panel: the member's button, and the owner's buttons for them (`owner`:
+  // this user owns the channel `c`).
+  function memberEntry(c, m, role, owner) {
     const li = document.createElement("li");
     li.dataset.name = m.name;
     li.dataset.online = String(m.online);
@@ -684,7 +685,6 @@
     name.textContent = m.name;
     const status = m.online === null ? "" : m.status === "away" ? "away" : m.online ? "online" : "offline";
     b.append(dot, name);
-    const role = m.role || roleInInfo(m.name);
     if (c && c.kind === "channel" && role && role !== "member") {
       const r = document.createElement("span");
       r.className = "role";
@@ -713,7 +713,7 @@
     }
     li.append(b);
     // The owner's buttons for this member sit in a row of their own, apart from the member's own button.
-    if (c && c.kind === "channel" && isOwner(c.name) && m.name !== state.me) return [li, ownerButtons(c.name, m.name, role)];
+    if (owner && m.name !== state.me) return [li, ownerButtons(c.name, m.name, role)];
     return [li];
   }
 
