@@ -7,8 +7,8 @@
 //! frames ([`frame`]) and the other side acks each once stored ([`session`]). The [`pool`] keeps one connection
 //! per remote key, used both ways, until it has been idle for [`IDLE_TIMEOUT`].
 //!
-//! Not wired into the peer or the tracker yet: what they must supply is an [`Inbox`] (who a name is, and how a
-//! batch of messages is stored).
+//! The peer and the tracker each run one endpoint; what they supply is an [`Inbox`] (who a name is, and how a
+//! batch of messages is stored) and, for requests, a [`Service`].
 
 pub mod frame;
 pub(crate) mod pool;
@@ -54,6 +54,12 @@ pub const MAX_HANDSHAKES: usize = 128;
 pub const MAX_BATCH: usize = 256;
 /// Messages one link has waiting for acks at once; more senders wait for room.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// The receive and send buffer an endpoint's UDP socket asks the kernel for (which caps it at
+/// `net.core.rmem_max` / `wmem_max`, and counts twice the value granted). One socket carries all of a node's
+/// sessions: when a hundred members ack a channel message at once, the default of 208 KiB filled whenever the
+/// node was busy for a few milliseconds, the kernel dropped what came next (`RcvbufErrors` in
+/// `/proc/net/snmp`), and QUIC's loss recovery then held the sender back (docs/BENCHMARKS.md).
+pub const SOCKET_BUFFER: usize = 2 * 1024 * 1024;
 
 /// QUIC application codes (docs/SESSIONS.md, "Closing").
 pub const CLOSE_NORMAL: quinn::VarInt = quinn::VarInt::from_u32(0);
@@ -184,10 +190,7 @@ impl Endpoint {
             let (quic, port) = bind_relayable(addr, server).map_err(LinkError::Bind)?;
             (quic, Some(port))
         } else {
-            (
-                quinn::Endpoint::server(server, addr).map_err(LinkError::Bind)?,
-                None,
-            )
+            (bind_plain(addr, server).map_err(LinkError::Bind)?, None)
         };
         let endpoint = Arc::new(Endpoint {
             quic: quic.clone(),
@@ -625,14 +628,46 @@ async fn dispatch(
     }
 }
 
-/// Binds `addr` on a [`relay::RelaySocket`] (what `quinn::Endpoint::server` does, with the socket wrapped).
+/// A UDP socket bound to `addr` with [`SOCKET_BUFFER`] asked for both ways (a smaller grant is not an error).
+fn session_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use rustix::net::sockopt;
+    let socket = std::net::UdpSocket::bind(addr)?;
+    if let Err(e) = sockopt::set_socket_recv_buffer_size(&socket, SOCKET_BUFFER) {
+        tracing::debug!("session socket: receive buffer left as it was: {e}");
+    }
+    if let Err(e) = sockopt::set_socket_send_buffer_size(&socket, SOCKET_BUFFER) {
+        tracing::debug!("session socket: send buffer left as it was: {e}");
+    }
+    tracing::debug!(
+        receive = ?sockopt::socket_recv_buffer_size(&socket),
+        send = ?sockopt::socket_send_buffer_size(&socket),
+        "session socket buffers"
+    );
+    Ok(socket)
+}
+
+fn runtime() -> std::io::Result<Arc<dyn quinn::Runtime>> {
+    quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime to run sessions on"))
+}
+
+/// Listens on `addr` (what `quinn::Endpoint::server` does, on a [`session_socket`]).
+fn bind_plain(addr: SocketAddr, server: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        session_socket(addr)?,
+        runtime()?,
+    )
+}
+
+/// Binds `addr` on a [`relay::RelaySocket`] (what [`bind_plain`] does, with the socket wrapped).
 fn bind_relayable(
     addr: SocketAddr,
     server: quinn::ServerConfig,
 ) -> std::io::Result<(quinn::Endpoint, RelayPort)> {
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| std::io::Error::other("no async runtime to run sessions on"))?;
-    let socket = runtime.wrap_udp_socket(std::net::UdpSocket::bind(addr)?)?;
+    let runtime = runtime()?;
+    let socket = runtime.wrap_udp_socket(session_socket(addr)?)?;
     let (socket, port) = relay::RelaySocket::wrap(socket)?;
     let quic = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),

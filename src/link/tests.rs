@@ -404,3 +404,32 @@ async fn a_lane_of_a_closed_connection_is_not_carried_over_to_a_new_one() {
     assert!(matches!(r, Err(SendError::StreamEnded)), "{r:?}");
     assert_eq!(book.texts(), strings(&["m0"]));
 }
+
+/// The session socket gets the buffers it asks for, as far as the kernel allows (`net.core.rmem_max` and
+/// `wmem_max` cap them; Linux grants twice the value asked): the default of 208 KiB dropped datagrams under a
+/// channel burst.
+#[test]
+fn a_session_socket_asks_for_large_buffers_within_the_kernels_cap() {
+    use rustix::net::sockopt;
+    let cap = |file: &str| -> usize {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{file}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let socket = super::session_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+    let recv = sockopt::socket_recv_buffer_size(&socket).unwrap();
+    let send = sockopt::socket_send_buffer_size(&socket).unwrap();
+    let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(
+        recv >= 2 * super::SOCKET_BUFFER.min(cap("rmem_max")),
+        "receive buffer {recv} B (a plain socket has {:?})",
+        sockopt::socket_recv_buffer_size(&plain)
+    );
+    assert!(
+        send >= 2 * super::SOCKET_BUFFER.min(cap("wmem_max")),
+        "send buffer {send} B (a plain socket has {:?})",
+        sockopt::socket_send_buffer_size(&plain)
+    );
+}
