@@ -102,6 +102,18 @@ fn reaches(local: SocketAddr, tracker: SocketAddr) -> bool {
 /// A tracker without sessions is asked again after this long.
 const HTTP_ONLY_FOR: Duration = Duration::from_secs(60);
 
+/// How a request to the tracker says who sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// It does not.
+    None,
+    /// A fresh `Hchat-Auth` header, whichever way the request goes.
+    Signed,
+    /// Its body names this peer as the one acting: over the session the key its handshake proved stands for the
+    /// peer (no signature to make, none for the tracker to check); over HTTP, a fresh `Hchat-Auth` header.
+    Acting,
+}
+
 /// One answer, whichever way it came.
 struct Answer {
     status: u16,
@@ -285,25 +297,25 @@ impl TrackerClient {
         }
     }
 
-    /// One request, over the session if there is one, else over HTTP; `signed` adds a fresh `Hchat-Auth`.
+    /// One request, over the session if there is one, else over HTTP, saying who sends it as `auth` says.
     async fn once(
         &self,
         method: &'static str,
         path: &str,
-        signed: bool,
+        auth: Auth,
         body: Option<&[u8]>,
     ) -> Result<Answer, TrackerError> {
-        let auth = signed.then(|| {
+        let header = || {
             self.identity
                 .auth_header(&self.me, method, path, body.unwrap_or(b""))
-        });
+        };
         for attempt in 0..2 {
             let Some(link) = self.link().await? else {
                 break;
             };
             let mut headers = std::collections::BTreeMap::new();
-            if let Some(a) = &auth {
-                headers.insert(AUTH_HEADER.to_ascii_lowercase(), a.clone());
+            if auth == Auth::Signed {
+                headers.insert(AUTH_HEADER.to_ascii_lowercase(), header());
             }
             if body.is_some() {
                 headers.insert("content-type".into(), "application/json".into());
@@ -347,8 +359,8 @@ impl TrackerClient {
             "GET" => self.http.get(url),
             _ => self.http.post(url),
         };
-        if let Some(a) = auth {
-            req = req.header(AUTH_HEADER, a);
+        if auth != Auth::None {
+            req = req.header(AUTH_HEADER, header());
         }
         if let Some(b) = body {
             req = req
@@ -365,12 +377,12 @@ impl TrackerClient {
         &self,
         method: &'static str,
         path: &str,
-        signed: bool,
+        auth: Auth,
         body: Option<&[u8]>,
     ) -> Result<T, TrackerError> {
         let mut tries = 0;
         loop {
-            let a = self.once(method, path, signed, body).await?;
+            let a = self.once(method, path, auth, body).await?;
             tries += 1;
             if a.status != 429 || tries > RATE_LIMIT_RETRIES {
                 return self.answer(a);
@@ -401,23 +413,36 @@ impl TrackerClient {
             .map_err(|e| TrackerError::Unreachable(self.base.clone(), e.to_string()))
     }
 
-    /// A POST signed as this peer.
+    /// A POST whose body names this peer as the one acting: over the session, the session's key stands for it;
+    /// over HTTP, it is signed.
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T, TrackerError> {
         let bytes = serde_json::to_vec(body).expect("a request always serializes");
-        self.exchange("POST", path, true, Some(&bytes)).await
+        self.exchange("POST", path, Auth::Acting, Some(&bytes))
+            .await
+    }
+
+    /// A POST signed as this peer whichever way it goes (its body does not name the asker).
+    async fn post_signed<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, TrackerError> {
+        let bytes = serde_json::to_vec(body).expect("a request always serializes");
+        self.exchange("POST", path, Auth::Signed, Some(&bytes))
+            .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        self.exchange("GET", path, false, None).await
+        self.exchange("GET", path, Auth::None, None).await
     }
 
     /// A GET signed as this peer: for answers that depend on who asks (a non-open channel's members).
     async fn get_signed<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
-        self.exchange("GET", path, true, None).await
+        self.exchange("GET", path, Auth::Signed, None).await
     }
 
     /// Registers (or renews) this peer at `addr`, taking sessions at `quic_port` if given, with a fresh signed
@@ -431,7 +456,7 @@ impl TrackerClient {
             .identity
             .register_request_with(&self.me, addr.ip(), addr.port(), quic_port);
         let bytes = serde_json::to_vec(&req).expect("a request always serializes");
-        self.exchange("POST", "/submit-info", false, Some(&bytes))
+        self.exchange("POST", "/submit-info", Auth::None, Some(&bytes))
             .await
     }
 
@@ -503,7 +528,7 @@ impl TrackerClient {
 
     pub(crate) async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
         let found: PeerFound = self
-            .post("/connect-peer", &LookupRequest { name: name.clone() })
+            .post_signed("/connect-peer", &LookupRequest { name: name.clone() })
             .await?;
         Ok(found.peer)
     }

@@ -4,7 +4,8 @@
 //!
 //! The order of the checks is the documented one: the body must parse (400/422), then the header must be present
 //! and well formed, fresh (60 s), signed by the bound key, and not seen before; and a body that names its acting
-//! peer must name the signer (403 `not_you`).
+//! peer must name the signer (403 `not_you`). Over a session, a body that names its acting peer may come without
+//! the header: the key the handshake proved must then be the one that name is bound to.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::Shared;
 use super::sessions::SessionKey;
 use crate::http::{ApiError, parse_json, read_body};
-use crate::identity::{AUTH_HEADER, AuthError, AuthHeader, check_window};
+use crate::identity::{AUTH_HEADER, AuthError, AuthHeader, PublicKey, check_window};
 use crate::proto::ErrorCode;
 use crate::proto::{
     AckRequest, ChannelModeRequest, ChannelPeerRequest, ChannelRoleRequest, DepositRequest,
@@ -97,7 +98,13 @@ where
         let session = req.extensions().get::<SessionKey>().copied();
         let bytes = read_body(req, shared).await?;
         let body: T = parse_json(&bytes)?;
-        let caller = authenticate(shared, &headers, &method, &target, &bytes, session)?;
+        let caller = match (session, body.actor()) {
+            // Over a session, a body that names its acting peer needs no signature: the handshake proved the key.
+            (Some(SessionKey(proved)), Some(actor)) if !headers.contains_key(AUTH_HEADER) => {
+                session_actor(shared, actor, proved)?
+            }
+            _ => authenticate(shared, &headers, &method, &target, &bytes, session)?,
+        };
         if let Some(actor) = body.actor()
             && actor != &caller
         {
@@ -138,6 +145,26 @@ impl FromRequestParts<Arc<Shared>> for Caller {
 fn path_and_query(uri: &axum::http::Uri) -> String {
     uri.path_and_query()
         .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+}
+
+/// The acting peer of an unsigned request over a session, if the key the session proved is the one its name is
+/// bound to (else 401 `unknown_identity`, or 403 `forged_sender`: a session acts only as its own name). Nothing
+/// else of the header is needed there: the session's AEAD keeps the request whole and cannot be replayed.
+fn session_actor(
+    shared: &Shared,
+    actor: &PeerName,
+    proved: PublicKey,
+) -> Result<PeerName, ApiError> {
+    let key = shared
+        .read(|st| st.identities.key_of(actor))
+        .ok_or_else(|| AuthError::UnknownIdentity(actor.clone()))?;
+    if key != proved {
+        return Err(ApiError::of(
+            ErrorCode::ForgedSender,
+            format!("this session is authenticated as another key than {actor}'s"),
+        ));
+    }
+    Ok(actor.clone())
 }
 
 /// Checks the `Hchat-Auth` header of a request; the signer's name when it holds. Over a session, the signer must

@@ -432,6 +432,46 @@ async fn a_session_acts_only_as_the_name_its_key_holds() {
     // On yan's own session it is taken.
     let resp = own.request(&presence(&yan)).await.unwrap();
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    // Unsigned, a body naming its acting peer is taken on that peer's own session only (the handshake proved the
+    // key): on eve's it is refused, and a name bound to no key is unknown.
+    let unsigned = |name: &str, away: &str| {
+        let mut req = presence(&yan);
+        req.headers.remove("hchat-auth");
+        req.body = serde_json::to_vec(
+            &serde_json::json!({"name": name, "status": "away", "message": away}),
+        )
+        .unwrap();
+        req
+    };
+    let resp = eve.request(&unsigned("yan", "by eve")).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!((resp.status, code(&body)), (403, "forged_sender"), "{body}");
+    let resp = eve.request(&unsigned("nobody", "by eve")).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        (resp.status, code(&body)),
+        (401, "unknown_identity"),
+        "{body}"
+    );
+    let resp = own.request(&unsigned("yan", "tea")).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let peers: serde_json::Value =
+        serde_json::from_slice(&own.request(&get("/peers")).await.unwrap().body).unwrap();
+    assert_eq!(peers["peers"][0]["away"], "tea", "{peers}");
+    // A body that names no acting peer still needs the header, session or not.
+    let lookup = Request {
+        method: "POST".into(),
+        path: "/connect-peer".into(),
+        headers: [("content-type".to_string(), "application/json".to_string())].into(),
+        body: br#"{"name":"yan"}"#.to_vec(),
+    };
+    let resp = own.request(&lookup).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(
+        (resp.status, code(&body)),
+        (401, "unauthenticated"),
+        "{body}"
+    );
     tracker.shutdown().await;
 }
 
