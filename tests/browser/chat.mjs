@@ -282,10 +282,16 @@ try {
   await bob.getByLabel("Away message").press("Enter");
   await alice.locator('#members li[data-name="bob"] .away', { hasText: "back in five" }).waitFor({ timeout: SOON });
   check(true, "alice's page shows bob away, with his message, without a reload");
+  check(await alice.locator('#members li[data-name="bob"][data-status="away"] .dot').evaluate(
+    (dot) => getComputedStyle(dot).backgroundColor) === "rgb(212, 161, 6)",
+    "bob's dot in alice's member panel turns amber while he is away");
   check(await alice.locator('#members li[data-name="alice"]').evaluate((li) => li.keptAcrossChanges === true),
     "bob's change redrew his entry only: alice's own entry is the same element as before");
   await bob.getByLabel("Your status").selectOption("online");
   await alice.locator('#members li[data-name="bob"] .away').waitFor({ state: "detached", timeout: SOON });
+  check(await alice.locator('#members li[data-name="bob"][data-status="online"] .dot').evaluate(
+    (dot) => getComputedStyle(dot).backgroundColor) === "rgb(31, 157, 85)",
+    "and green again once he is back");
   await alice.locator('#channels li[data-key="#general"] button.open-conv').click();
   await bob.locator('#channels li[data-key="#general"] button.open-conv').click();
 

@@ -684,6 +684,9 @@
     const name = document.createElement("span");
     name.textContent = m.name;
     const status = m.online === null ? "" : m.status === "away" ? "away" : m.online ? "online" : "offline";
+    // An away member's dot is amber, not the online green (its colour is not the only sign: the text says "away").
+    li.dataset.status = status;
+    dot.dataset.status = status;
     b.append(dot, name);
     if (c && c.kind === "channel" && role && role !== "member") {
       const r = document.createElement("span");
