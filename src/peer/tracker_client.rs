@@ -420,20 +420,18 @@ impl TrackerClient {
         path: &str,
         body: &B,
     ) -> Result<T, TrackerError> {
-        let bytes = serde_json::to_vec(body).expect("a request always serializes");
-        self.exchange("POST", path, Auth::Acting, Some(&bytes))
-            .await
+        self.post_as(path, body, Auth::Acting).await
     }
 
-    /// A POST signed as this peer whichever way it goes (its body does not name the asker).
-    async fn post_signed<B: Serialize, T: DeserializeOwned>(
+    /// A POST saying who sends it as `auth` says.
+    async fn post_as<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
+        auth: Auth,
     ) -> Result<T, TrackerError> {
         let bytes = serde_json::to_vec(body).expect("a request always serializes");
-        self.exchange("POST", path, Auth::Signed, Some(&bytes))
-            .await
+        self.exchange("POST", path, auth, Some(&bytes)).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, TrackerError> {
@@ -528,7 +526,12 @@ impl TrackerClient {
 
     pub(crate) async fn lookup(&self, name: &PeerName) -> Result<PeerInfo, TrackerError> {
         let found: PeerFound = self
-            .post_signed("/connect-peer", &LookupRequest { name: name.clone() })
+            .post_as(
+                "/connect-peer",
+                &LookupRequest { name: name.clone() },
+                // Its body names the peer wanted, not the asker: signed whichever way it goes.
+                Auth::Signed,
+            )
             .await?;
         Ok(found.peer)
     }

@@ -159,12 +159,17 @@ fn session_actor(
         .read(|st| st.identities.key_of(actor))
         .ok_or_else(|| AuthError::UnknownIdentity(actor.clone()))?;
     if key != proved {
-        return Err(ApiError::of(
-            ErrorCode::ForgedSender,
-            format!("this session is authenticated as another key than {actor}'s"),
-        ));
+        return Err(forged_sender(actor));
     }
     Ok(actor.clone())
+}
+
+/// 403 `forged_sender`: a request acting as `name` over a session that proved another key.
+fn forged_sender(name: &PeerName) -> ApiError {
+    ApiError::of(
+        ErrorCode::ForgedSender,
+        format!("this session is authenticated as another key than {name}'s"),
+    )
 }
 
 /// Checks the `Hchat-Auth` header of a request; the signer's name when it holds. Over a session, the signer must
@@ -192,13 +197,7 @@ fn authenticate(
     if let Some(SessionKey(proved)) = session
         && proved != key
     {
-        return Err(ApiError::of(
-            ErrorCode::ForgedSender,
-            format!(
-                "this session is authenticated as another key than {}'s",
-                header.name
-            ),
-        ));
+        return Err(forged_sender(&header.name));
     }
     shared.admit(&header.name, header.nonce, now)?;
     Ok(header.name)
